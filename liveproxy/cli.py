@@ -1,4 +1,4 @@
-"""Command line: ``liveproxy serve`` (the proxy) and ``liveproxy emulator`` (Gemini Live stand-in)."""
+"""Command line: ``liveproxy serve`` (the proxy) and ``liveproxy emulator`` (the Live stand-in)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if known.command == "emulator":
         from liveproxy.emulator.cli import main as emulator_main
 
-        return emulator_main(rest)
+        return int(emulator_main(rest))
     from liveproxy.server import main as serve_main
 
     return serve_main(rest)

@@ -445,7 +445,9 @@ class SchemaError(Exception):
 
 def _unknown(key: str, path: str) -> SchemaError:
     where = f" at '{path}'" if path else ""
-    return SchemaError(f'Invalid JSON payload received. Unknown name "{key}"{where}: Cannot find field.')
+    return SchemaError(
+        f'Invalid JSON payload received. Unknown name "{key}"{where}: Cannot find field.'
+    )
 
 
 def _invalid(path: str, type_name: str, value: Any) -> SchemaError:

@@ -1,0 +1,314 @@
+"""The Quart-trio app: HTTP endpoints, the demo page, and the ``/ws`` session route.
+
+``/ws`` is served at the ASGI level (:class:`SessionRoute` wraps Quart's ASGI app) so the audio
+hot path skips Quart's per-message task hop and signal dispatch; everything else is ordinary Quart.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import attrs
+import trio
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from liveproxy.browser import ASGIMessage, BrowserQueue, BrowserSocket, Receive, Send
+from liveproxy.codec import (
+    DecodeError,
+    decode_auth_request,
+    encode_error,
+    encode_session_end,
+    to_json,
+)
+from liveproxy.config import Config
+from liveproxy.credentials import ApiKey, GoogleAuth, NoCredentials
+from liveproxy.errors import AtCapacity, SessionError, SlowClient
+from liveproxy.models import (
+    ApiError,
+    AuthResponse,
+    ErrorEvent,
+    ErrorResponse,
+    Health,
+    SessionEnd,
+    Status,
+)
+from liveproxy.protocol import closes
+from liveproxy.session import (
+    BROWSER_CLOSED,
+    SHUTDOWN,
+    Outcome,
+    Session,
+    SessionServices,
+)
+from liveproxy.stats import Gauges
+from liveproxy.tokens import Grant, TokenStore
+from liveproxy.upstream import UpstreamTarget, upstream_url
+
+log = logging.getLogger("liveproxy")
+
+STATIC_DIR = Path(__file__).parent / "static"
+UNAUTHORIZED = 4003
+
+
+@attrs.define(eq=False)
+class ProxyState:
+    """What the routes share: configuration, tokens, gauges, the upstream and shutdown flags."""
+
+    config: Config
+    tokens: TokenStore
+    gauges: Gauges
+    services: SessionServices
+    draining: bool = False
+
+    @property
+    def shutdown_now(self) -> trio.Event:
+        return self.services.shutdown_now
+
+
+class LiveProxyApp(QuartTrio):
+    proxy: ProxyState
+
+
+def create_app(
+    config: Config | None = None, *, target: UpstreamTarget | None = None
+) -> LiveProxyApp:
+    """Build the app for ``config`` (default: from the environment).
+
+    Without ``target`` the upstream is resolved when serving starts: the Developer API with the
+    key, Vertex AI with Application Default Credentials, or, with no credentials, the built-in
+    Gemini Live emulator started in the app's own nursery.
+    """
+    config = config or Config.from_env()
+    app = LiveProxyApp(__name__, static_folder=None)
+    gauges = Gauges()
+    state = ProxyState(
+        config=config,
+        tokens=TokenStore(config.token_ttl_seconds, trio.current_time),
+        gauges=gauges,
+        services=SessionServices(config, target, gauges, trio.Event()),
+    )
+    app.proxy = state
+    _add_http_routes(app, state)
+    app.asgi_app = SessionRoute(app.asgi_app, state)  # type: ignore[method-assign,assignment]
+    if target is None:
+        _resolve_upstream_on_start(app, state)
+    return app
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(to_json(body), status=status, content_type="application/json")
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    return _json(ErrorResponse(ApiError(code, message)), status)
+
+
+def _add_http_routes(app: LiveProxyApp, state: ProxyState) -> None:
+    config = state.config
+
+    @app.post("/api/auth")
+    async def auth() -> Response:
+        if state.draining:
+            return _error(503, "shutting_down", "the server is shutting down")
+        live = state.gauges.live_sessions + state.tokens.valid_count()
+        if live >= config.max_sessions:
+            return _error(503, AtCapacity.code, f"at capacity ({config.max_sessions} sessions)")
+        raw = await request.get_data()
+        try:
+            body = decode_auth_request(raw.encode() if isinstance(raw, str) else raw)
+        except DecodeError as exc:
+            return _error(400, "bad_request", str(exc))
+        duration = config.session_time_limit
+        if body.session_duration is not None:
+            duration = min(
+                max(body.session_duration, config.session_min_seconds), config.session_max_seconds
+            )
+        token = state.tokens.mint(Grant(duration))
+        return _json(AuthResponse(session_token=token, session_time_limit=duration))
+
+    @app.get("/api/health")
+    async def health() -> Response:
+        return _json(Health(model=config.model))
+
+    @app.get("/api/status")
+    async def status() -> Response:
+        return _json(Status(mode=config.mode, missing=config.missing))
+
+    @app.get("/")
+    async def index() -> Response:
+        return await _static("index.html")
+
+    @app.get("/static/<path:name>")
+    async def static(name: str) -> Response:
+        return await _static(name)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return _error(exc.code or 500, code, exc.description or code)
+
+
+async def _static(name: str) -> Response:
+    path = (STATIC_DIR / name).resolve()
+    if STATIC_DIR.resolve() not in path.parents or not path.is_file():
+        return _error(404, "not_found", f"no such file: {name}")
+    content_type = {
+        ".html": "text/html; charset=utf-8",
+        ".js": "text/javascript; charset=utf-8",
+        ".css": "text/css; charset=utf-8",
+        ".png": "image/png",
+        ".svg": "image/svg+xml",
+        ".wav": "audio/wav",
+    }.get(path.suffix, "application/octet-stream")
+    data = await trio.Path(path).read_bytes()
+    return Response(data, content_type=content_type, headers={"Cache-Control": "no-cache"})
+
+
+def _resolve_upstream_on_start(app: LiveProxyApp, state: ProxyState) -> None:
+    emulator_scope = trio.CancelScope()
+
+    @app.before_serving
+    async def resolve_upstream() -> None:
+        config = state.config
+        if config.mode == "emulator":
+            key = secrets.token_urlsafe(16)
+            url = await app.nursery.start(_run_emulator, key, emulator_scope)
+            target = UpstreamTarget(
+                url=upstream_url(attrs.evolve(config, upstream_url=url)),
+                model=config.model,
+                credentials=ApiKey(key),
+                secrets=(key,),
+            )
+            log.info(
+                "no Google credentials configured: using the built-in Gemini Live emulator at %s "
+                "(set GOOGLE_API_KEY or PROJECT_ID to reach Gemini)",
+                url,
+            )
+        elif config.mode == "simple":
+            log.warning("no upstream configured: sessions will fail (set GOOGLE_API_KEY)")
+            return
+        else:
+            target = await _google_target(config)
+            log.info("upstream: %s (%s backend)", target.url, config.backend)
+        state.services.target = target
+
+    @app.after_serving
+    async def stop_emulator() -> None:
+        emulator_scope.cancel()
+
+
+async def _google_target(config: Config) -> UpstreamTarget:
+    credentials: ApiKey | GoogleAuth | NoCredentials
+    if config.api_key:
+        credentials = ApiKey(config.api_key)
+    elif config.project_id:
+        credentials = await GoogleAuth.from_environment()
+    else:
+        credentials = NoCredentials()
+    return UpstreamTarget(
+        url=upstream_url(config),
+        model=config.model,
+        credentials=credentials,
+        secrets=tuple(s for s in (config.api_key,) if s),
+        max_message_size=config.upstream_max_message_bytes,
+    )
+
+
+async def _run_emulator(
+    key: str,
+    scope: trio.CancelScope,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    from liveproxy.emulator import EmulatorConfig, serve
+
+    with scope:
+        async with trio.open_nursery() as nursery:
+            emulator = await nursery.start(serve, EmulatorConfig(api_keys=(key,), port=0))
+            task_status.started(emulator.url)
+
+
+class SessionRoute:
+    """ASGI middleware: ``/ws`` WebSockets become sessions; everything else goes to Quart."""
+
+    def __init__(self, app: Any, state: ProxyState) -> None:
+        self._app = app
+        self._state = state
+
+    async def __call__(self, scope: ASGIMessage, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == "/ws":
+            await serve_session(self._state, BrowserSocket(scope, receive, send))
+        else:
+            await self._app(scope, receive, send)
+
+
+async def serve_session(state: ProxyState, socket: BrowserSocket) -> None:
+    """Accept, authorise and run one browser session; the socket is closed on return."""
+    if not await socket.accept():
+        return
+    token = parse_qs(socket.query_string.decode("latin-1")).get("token", [None])[0]
+    grant = state.tokens.consume(token)
+    if grant is None:
+        await socket.close(UNAUTHORIZED, "Unauthorized")
+        return
+    if state.draining:
+        await socket.close(closes.GOING_AWAY, "server shutting down")
+        return
+    config = state.config
+    if state.gauges.live_sessions >= config.max_sessions:
+        refusal = AtCapacity(f"at capacity ({config.max_sessions} sessions)")
+        await socket.send(encode_error(ErrorEvent(refusal.code, refusal.message)))
+        await socket.close(refusal.close_code, refusal.code)
+        return
+
+    session_id = secrets.token_hex(4)
+    queue = BrowserQueue(config.browser_queue_bytes)
+    session = Session(socket, queue, state.services, time_limit=grant.session_time_limit)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(queue.run_writer, socket)
+        state.gauges.session_started()
+        log.info("session %s started (limit %ss)", session_id, grant.session_time_limit)
+        outcome: Outcome
+        try:
+            outcome = await session.run()
+        except Exception:
+            log.exception("session %s failed unexpectedly", session_id)
+            outcome = SessionError("the proxy failed unexpectedly")
+        finally:
+            state.gauges.session_ended()
+        _log_end(session_id, session, outcome)
+        _finish(queue, session, outcome)
+
+
+def _finish(queue: BrowserQueue, session: Session, outcome: Outcome) -> None:
+    """Queue the session's last message and close code (the contract's endings table)."""
+    stats = session.counters.snapshot()
+    if isinstance(outcome, SessionError):
+        event = encode_error(ErrorEvent(outcome.code, outcome.message, stats))
+        queue.finish(event, outcome.close_code, outcome.code, drop=isinstance(outcome, SlowClient))
+    elif outcome == BROWSER_CLOSED:
+        queue.finish(None, closes.NORMAL)
+    else:
+        code = closes.GOING_AWAY if outcome == SHUTDOWN else closes.NORMAL
+        queue.finish(encode_session_end(SessionEnd(outcome, stats)), code, outcome)
+
+
+def _log_end(session_id: str, session: Session, outcome: Outcome) -> None:
+    counters = session.counters
+    reason = outcome.code if isinstance(outcome, SessionError) else outcome
+    log.info(
+        "session %s ended after %.1fs: %s (messages=%d audio_in=%d reconnects=%d)",
+        session_id,
+        counters.elapsed(),
+        reason,
+        counters.message_count,
+        counters.audio_chunks_sent,
+        counters.reconnects,
+    )
+    if isinstance(outcome, SessionError):
+        log.info("session %s error: %s", session_id, outcome.message)

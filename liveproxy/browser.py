@@ -1,0 +1,169 @@
+"""The browser side of a session: the ASGI WebSocket and the bounded queue that feeds it.
+
+The ``/ws`` route speaks ASGI directly (see :mod:`liveproxy.app`): every audio frame would
+otherwise cross Quart's extra task, memory channel and signal dispatch in each direction.
+
+Writes go through one :class:`BrowserQueue` and one writer task. Hypercorn writes to the socket
+inside a shielded cancel scope, so a send to a browser that stopped reading cannot be cancelled;
+the queue is what keeps that browser from holding up anything else: it is bounded in bytes, and
+``put`` raises :class:`~liveproxy.errors.SlowClient` instead of waiting.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, TypeAlias
+
+import trio
+
+from liveproxy.errors import SlowClient
+from liveproxy.protocol.closes import truncate_reason
+
+ASGIMessage: TypeAlias = MutableMapping[str, Any]
+Receive: TypeAlias = Callable[[], Awaitable[ASGIMessage]]
+Send: TypeAlias = Callable[[ASGIMessage], Awaitable[None]]
+Frame: TypeAlias = bytes | str
+
+
+class BrowserGone(Exception):
+    """The browser closed its socket (or the connection dropped)."""
+
+
+class BrowserSocket:
+    """One accepted browser WebSocket, over ASGI ``receive``/``send``."""
+
+    __slots__ = ("_closed", "_receive", "_send", "scope")
+
+    def __init__(self, scope: ASGIMessage, receive: Receive, send: Send) -> None:
+        self.scope = scope
+        self._receive = receive
+        self._send = send
+        self._closed = False
+
+    @property
+    def query_string(self) -> bytes:
+        value: bytes = self.scope.get("query_string", b"")
+        return value
+
+    async def accept(self) -> bool:
+        """Wait for the handshake and accept it; False if the client left before."""
+        message = await self._receive()
+        if message["type"] != "websocket.connect":
+            return False
+        await self._send({"type": "websocket.accept"})
+        return True
+
+    async def receive(self) -> Frame:
+        """The next frame from the browser (an empty binary frame is ``b""``).
+
+        Raises:
+            BrowserGone: the browser closed or the connection dropped.
+        """
+        message = await self._receive()
+        if message["type"] == "websocket.receive":
+            data = message.get("bytes")
+            if data is not None:
+                return bytes(data)
+            text: str | None = message.get("text")
+            return "" if text is None else text
+        self._closed = True
+        raise BrowserGone()
+
+    async def send(self, frame: Frame) -> None:
+        """Send one frame (binary for bytes, text for str); a no-op once the socket is gone."""
+        if isinstance(frame, bytes):
+            await self._send({"type": "websocket.send", "bytes": frame})
+        else:
+            await self._send({"type": "websocket.send", "text": frame})
+
+    async def close(self, code: int, reason: str = "") -> None:
+        """Send the close frame once; later calls do nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._send(
+            {"type": "websocket.close", "code": code, "reason": truncate_reason(reason)}
+        )
+
+
+class BrowserQueue:
+    """Frames waiting for the browser, bounded by their total size in bytes.
+
+    One producer side (the session) and one consumer (:meth:`run_writer`). Audio frames can be
+    dropped at once on ``interrupted``. :meth:`finish` appends the session's last message and the
+    close code; the writer sends them and closes the socket.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self._frames: deque[Frame] = deque()
+        self._bytes = 0
+        self._wakeup = trio.Event()
+        self._close: tuple[int, str] | None = None
+        self.peak_bytes = 0
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._bytes
+
+    def put(self, frame: Frame) -> None:
+        """Queue ``frame`` for the browser.
+
+        Raises:
+            SlowClient: the queue would exceed its byte bound (the browser reads too slowly).
+        """
+        size = len(frame)
+        if self._bytes + size > self._max_bytes and self._frames:
+            raise SlowClient(
+                f"the browser is reading too slowly ({self._bytes} bytes waiting, "
+                f"limit {self._max_bytes})"
+            )
+        self._frames.append(frame)
+        self._bytes += size
+        if self._bytes > self.peak_bytes:
+            self.peak_bytes = self._bytes
+        self._wakeup.set()
+
+    def drop_audio(self) -> int:
+        """Drop every queued audio (binary) frame; return the bytes dropped."""
+        kept: deque[Frame] = deque(f for f in self._frames if not isinstance(f, bytes))
+        dropped = self._bytes - sum(len(f) for f in kept)
+        self._frames = kept
+        self._bytes -= dropped
+        return dropped
+
+    def finish(
+        self, last: Frame | None, code: int, reason: str = "", *, drop: bool = False
+    ) -> None:
+        """Queue the session's last message (if any) and the close frame; no more puts after.
+
+        With ``drop``, frames still waiting are discarded first (the browser is not reading).
+        """
+        if drop:
+            self._frames.clear()
+            self._bytes = 0
+        if last is not None:
+            self._frames.append(last)
+            self._bytes += len(last)
+        self._close = (code, reason)
+        self._wakeup.set()
+
+    async def run_writer(self, socket: BrowserSocket) -> None:
+        """Send queued frames in order until :meth:`finish`; then send the close frame.
+
+        Closes ``socket`` (with the code given to :meth:`finish`) before returning.
+        """
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            while self._frames:
+                frame = self._frames.popleft()
+                self._bytes -= len(frame)
+                await socket.send(frame)
+                # Hypercorn's send returns without yielding once the browser is gone: keep the
+                # loop from starving the scheduler by checkpointing per frame.
+                await trio.lowlevel.checkpoint()
+            if self._close is not None:
+                await socket.close(*self._close)
+                return

@@ -1,0 +1,129 @@
+"""JSON <-> attrs models, with one cattrs converter; every decode failure is one exception type.
+
+The converter is strict where the API is: a string field takes only a JSON string and an integer
+field only a JSON integer (``true`` and ``"5"`` are refused), so a bad body gets a clear error
+instead of a silent coercion.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+import orjson
+from cattrs.preconf.orjson import make_converter as make_orjson_converter
+
+from liveproxy.errors import BadMessage
+from liveproxy.models import (
+    AuthRequest,
+    BrowserInput,
+    ErrorEvent,
+    SessionEnd,
+    SessionStats,
+)
+from liveproxy.protocol.casing import to_snake
+
+T = TypeVar("T")
+
+
+class DecodeError(ValueError):
+    """A JSON document that does not match its model; the message says what is wrong."""
+
+
+def _strict_str(value: Any, _: type) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _strict_int(value: Any, _: type) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {orjson.dumps(value).decode()[:40]}")
+    return value
+
+
+def make_converter() -> cattrs.Converter:
+    """The converter for the browser-facing models (orjson preconf, strict scalars)."""
+    converter = make_orjson_converter()
+    converter.register_structure_hook(str, _strict_str)
+    converter.register_structure_hook(int, _strict_int)
+    return converter
+
+
+CONVERTER = make_converter()
+
+
+def structure(data: Any, cls: type[T]) -> T:
+    """Structure decoded JSON into ``cls``.
+
+    Raises:
+        DecodeError: a missing or ill-typed field, or an unknown ``type`` tag.
+    """
+    try:
+        return CONVERTER.structure(data, cls)
+    except (cattrs.BaseValidationError, KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, cattrs.BaseValidationError):
+            detail = "; ".join(cattrs.transform_error(exc))
+        elif isinstance(exc, KeyError):
+            detail = f"unknown value {exc}"
+        else:
+            detail = str(exc)
+        raise DecodeError(detail) from None
+
+
+def to_json(obj: Any) -> bytes:
+    """Serialise an attrs model (or plain JSON data) with orjson; None fields are kept."""
+    return orjson.dumps(CONVERTER.unstructure(obj))
+
+
+def decode_auth_request(body: bytes) -> AuthRequest:
+    """Parse the optional ``POST /api/auth`` body (none, empty, or a JSON object).
+
+    Raises:
+        DecodeError: not JSON, not an object, or ``session_duration`` not an integer.
+    """
+    if not body.strip():
+        return AuthRequest()
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise DecodeError("the body is not JSON") from None
+    if not isinstance(data, dict):
+        raise DecodeError("the body must be a JSON object")
+    data = {to_snake(k): v for k, v in data.items()}
+    if data.get("session_duration") is None:
+        return AuthRequest()
+    try:
+        return structure({"session_duration": data["session_duration"]}, AuthRequest)
+    except DecodeError:
+        raise DecodeError("session_duration must be an integer number of seconds") from None
+
+
+def decode_browser_input(data: dict[str, Any]) -> BrowserInput:
+    """Structure a ``{"type": ...}`` browser message (keys in snake_case or camelCase).
+
+    Raises:
+        BadMessage: unknown ``type`` or a missing/ill-typed field.
+    """
+    snake = {to_snake(k): v for k, v in data.items()}
+    try:
+        return structure(snake, BrowserInput)  # type: ignore[arg-type]
+    except DecodeError as exc:
+        raise BadMessage(f"invalid {data.get('type')!r} message: {exc}") from None
+
+
+def stats_dict(stats: SessionStats) -> dict[str, Any]:
+    result: dict[str, Any] = CONVERTER.unstructure(stats)
+    return result
+
+
+def encode_session_end(event: SessionEnd) -> str:
+    """``{"sessionEnd": {"reason": ..., "stats": {...snake_case...}}}``."""
+    return orjson.dumps({"sessionEnd": CONVERTER.unstructure(event)}).decode()
+
+
+def encode_error(event: ErrorEvent) -> str:
+    """``{"error": {"code", "message"[, "stats"]}}``; ``stats`` is left out when unknown."""
+    body = attrs.asdict(event, recurse=True, filter=lambda _, v: v is not None)
+    return orjson.dumps({"error": body}).decode()

@@ -1,0 +1,231 @@
+"""Configuration: an attrs ``Config`` read from the environment and an optional ``.env`` file.
+
+Names of the earlier FastAPI/Axum servers keep working (``GOOGLE_API_KEY``, ``PROJECT_ID``,
+``LOCATION``, ``MODEL``, ``PORT``, ``SESSION_TIME_LIMIT``). An invalid value raises
+:class:`ConfigError` naming the variable, so start-up stops with a clear message.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import attrs
+
+#: The Live model used when ``MODEL`` is not set (Gemini's GA Live model as of 2026-09).
+DEFAULT_MODEL = "gemini-3.8-live"
+
+Backend = Literal["developer", "vertex"]
+Mode = Literal["advanced", "simple", "emulator"]
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message names the variable."""
+
+
+def _secret_repr(value: str | None) -> str:
+    return "None" if value is None else "'***'"
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """Every setting of the proxy. Build it with :meth:`from_env`; tests build it directly."""
+
+    api_key: str | None = attrs.field(default=None, repr=_secret_repr)
+    project_id: str | None = None
+    location: str = "us-central1"
+    model: str = DEFAULT_MODEL
+    allowed_models: frozenset[str] = frozenset()
+    api_version: str | None = None
+    upstream_url: str | None = None
+    use_emulator: bool = True
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+
+    session_time_limit: int = 180
+    session_min_seconds: int = 60
+    session_max_seconds: int = 600
+    token_ttl_seconds: float = 30.0
+    max_sessions: int = 300
+
+    setup_timeout_seconds: float = 10.0
+    max_message_bytes: int = 2 * 1024 * 1024
+    browser_queue_bytes: int = 480_000
+    upstream_buffer_bytes: int = 256 * 1024
+    upstream_max_message_bytes: int = 32 * 1024 * 1024
+    context_window_compression: bool = True
+    reconnect_attempts: int = 3
+    upstream_ping_interval_seconds: float = 0.0
+    upstream_pong_timeout_seconds: float = 60.0
+    browser_idle_seconds: float = 0.0
+    shutdown_grace_seconds: float = 10.0
+
+    @property
+    def backend(self) -> Backend:
+        """Vertex AI when a project is set and no API key; the Developer API otherwise."""
+        return "vertex" if self.project_id and not self.api_key else "developer"
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self.api_key or self.project_id)
+
+    @property
+    def mode(self) -> Mode:
+        """``advanced`` with credentials or an explicit upstream; ``emulator`` when the built-in
+        emulator stands in; ``simple`` when nothing is configured."""
+        if self.has_credentials or self.upstream_url:
+            return "advanced"
+        return "emulator" if self.use_emulator else "simple"
+
+    @property
+    def missing(self) -> list[str]:
+        """What ``simple``/``emulator`` mode lacks to reach Google (names, never values)."""
+        return [] if self.mode == "advanced" else ["GOOGLE_API_KEY"]
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
+    ) -> Config:
+        """Read settings from ``environ`` (default ``os.environ``) over an optional ``.env``.
+
+        Raises:
+            ConfigError: a value does not parse or is out of range (the message names it).
+        """
+        values: dict[str, str] = {}
+        if env_file is not None and env_file.is_file():
+            values.update(read_env_file(env_file))
+        values.update(os.environ if environ is None else environ)
+        env = _Env(values)
+        config = cls(
+            api_key=env.text("GOOGLE_API_KEY") or env.text("GEMINI_API_KEY"),
+            project_id=env.text("PROJECT_ID") or env.text("GOOGLE_CLOUD_PROJECT"),
+            location=env.text("LOCATION") or "us-central1",
+            model=env.text("MODEL") or DEFAULT_MODEL,
+            allowed_models=frozenset(env.words("ALLOWED_MODELS")),
+            api_version=env.text("API_VERSION"),
+            upstream_url=env.text("UPSTREAM_URL"),
+            use_emulator=env.parse("EMULATOR", _bool, True),
+            host=env.text("HOST") or "127.0.0.1",
+            port=env.parse("PORT", _int_in(0, 65535), 8000),
+            log_level=env.parse("LOG_LEVEL", _log_level, "INFO"),
+            session_time_limit=env.parse("SESSION_TIME_LIMIT", _int_in(1), 180),
+            session_min_seconds=env.parse("SESSION_MIN_SECONDS", _int_in(1), 60),
+            session_max_seconds=env.parse("SESSION_MAX_SECONDS", _int_in(1), 600),
+            token_ttl_seconds=env.parse("TOKEN_TTL_SECONDS", _seconds, 30.0),
+            max_sessions=env.parse("MAX_SESSIONS", _int_in(1), 300),
+            setup_timeout_seconds=env.parse("SETUP_TIMEOUT_SECONDS", _seconds, 10.0),
+            max_message_bytes=env.parse("MAX_MESSAGE_BYTES", _int_in(1024), 2 * 1024 * 1024),
+            browser_queue_bytes=env.parse("BROWSER_QUEUE_BYTES", _int_in(1024), 480_000),
+            upstream_buffer_bytes=env.parse("UPSTREAM_BUFFER_BYTES", _int_in(1024), 256 * 1024),
+            context_window_compression=env.parse("CONTEXT_WINDOW_COMPRESSION", _bool, True),
+            reconnect_attempts=env.parse("RECONNECT_ATTEMPTS", _int_in(0, 100), 3),
+            upstream_ping_interval_seconds=env.parse(
+                "UPSTREAM_PING_INTERVAL_SECONDS", _seconds_or_off, 0.0
+            ),
+            upstream_pong_timeout_seconds=env.parse(
+                "UPSTREAM_PONG_TIMEOUT_SECONDS", _seconds, 60.0
+            ),
+            browser_idle_seconds=env.parse("BROWSER_IDLE_SECONDS", _seconds_or_off, 0.0),
+            shutdown_grace_seconds=env.parse("SHUTDOWN_GRACE_SECONDS", _seconds_or_off, 10.0),
+        )
+        if config.session_min_seconds > config.session_max_seconds:
+            raise ConfigError(
+                "SESSION_MIN_SECONDS must not exceed SESSION_MAX_SECONDS "
+                f"({config.session_min_seconds} > {config.session_max_seconds})"
+            )
+        if config.upstream_url and not config.upstream_url.startswith(("ws://", "wss://")):
+            raise ConfigError(
+                f"UPSTREAM_URL must start with ws:// or wss:// (got {config.upstream_url!r})"
+            )
+        return config
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse ``KEY=value`` lines (``#`` comments, optional ``export`` and quotes).
+
+    Raises:
+        ConfigError: a line is neither blank, a comment, nor ``KEY=value``.
+    """
+    values: dict[str, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        stripped = stripped.removeprefix("export ").strip()
+        key, sep, value = stripped.partition("=")
+        key = key.strip()
+        if not sep or not key.replace("_", "").isalnum():
+            raise ConfigError(f"{path}:{number}: expected KEY=value")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+@attrs.frozen
+class _Env:
+    values: Mapping[str, str]
+
+    def text(self, name: str) -> str | None:
+        value = self.values.get(name, "").strip()
+        return value or None
+
+    def words(self, name: str) -> list[str]:
+        return [w for w in (self.text(name) or "").replace(",", " ").split() if w]
+
+    def parse(self, name: str, parser: Callable[[str], T], default: T) -> T:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            return parser(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{name}={raw!r} is invalid: {exc}") from None
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _int_in(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if value < low or (high is not None and value > high):
+            bounds = f">= {low}" if high is None else f"between {low} and {high}"
+            raise ValueError(f"expected an integer {bounds}")
+        return value
+
+    return parse
+
+
+def _seconds(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError("expected a positive number of seconds")
+    return value
+
+
+def _seconds_or_off(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError("expected a number of seconds >= 0 (0 turns it off)")
+    return value
+
+
+def _log_level(raw: str) -> str:
+    level = raw.upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ValueError("expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return level

@@ -1,0 +1,101 @@
+"""Upstream credentials: the handshake headers that authenticate the proxy to Gemini.
+
+The API key travels in the ``x-goog-api-key`` header, never in a URL (URLs end up in logs).
+Vertex AI uses OAuth2 access tokens from Application Default Credentials; google-auth refreshes
+them with blocking HTTP, so the refresh runs in a worker thread, one at a time.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+import trio
+
+from liveproxy.errors import UpstreamUnavailable
+
+if TYPE_CHECKING:
+    import google.auth.credentials
+
+Headers = list[tuple[bytes, bytes]]
+
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+
+
+class Credentials(Protocol):
+    async def headers(self) -> Headers:
+        """Headers for one upstream handshake.
+
+        Raises:
+            UpstreamUnavailable: the credentials could not be obtained or refreshed.
+        """
+        ...
+
+
+class NoCredentials:
+    """For an upstream that needs none (an emulator started without keys)."""
+
+    async def headers(self) -> Headers:
+        return []
+
+
+class ApiKey:
+    """A Gemini Developer API key, sent as ``x-goog-api-key``."""
+
+    def __init__(self, key: str) -> None:
+        self._headers: Headers = [(b"x-goog-api-key", key.encode("latin-1"))]
+
+    def __repr__(self) -> str:
+        return "ApiKey('***')"
+
+    async def headers(self) -> Headers:
+        return self._headers
+
+
+class GoogleAuth:
+    """OAuth2 bearer tokens from google-auth credentials (ADC for Vertex AI)."""
+
+    def __init__(self, credentials: google.auth.credentials.Credentials) -> None:
+        self._credentials = credentials
+        self._lock = trio.Lock()
+        self.refreshes = 0
+
+    @classmethod
+    async def from_environment(cls) -> GoogleAuth:
+        """Load Application Default Credentials (in a thread: it may read files or the network).
+
+        Raises:
+            UpstreamUnavailable: no usable Application Default Credentials.
+        """
+        import google.auth
+        import google.auth.exceptions
+
+        try:
+            credentials, _ = await trio.to_thread.run_sync(
+                lambda: google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
+            )
+        except google.auth.exceptions.GoogleAuthError as exc:
+            raise UpstreamUnavailable(f"no Google credentials for Vertex AI: {exc}") from None
+        return cls(credentials)
+
+    async def headers(self) -> Headers:
+        credentials = self._credentials
+        if not credentials.valid:
+            async with self._lock:
+                if not credentials.valid:
+                    await self._refresh()
+        headers: Headers = [(b"authorization", f"Bearer {credentials.token}".encode("latin-1"))]
+        quota_project = getattr(credentials, "quota_project_id", None)
+        if quota_project:
+            headers.append((b"x-goog-user-project", str(quota_project).encode("latin-1")))
+        return headers
+
+    async def _refresh(self) -> None:
+        import google.auth.exceptions
+        import google.auth.transport.requests
+
+        request = google.auth.transport.requests.Request()
+        try:
+            await trio.to_thread.run_sync(self._credentials.refresh, request)
+        except google.auth.exceptions.GoogleAuthError as exc:
+            raise UpstreamUnavailable(f"could not refresh Google credentials: {exc}") from None
+        self.refreshes += 1

@@ -1,0 +1,97 @@
+"""The browser -> upstream direction: one ordered stream over successive upstream connections.
+
+The browser reader is the only producer. While a connection is attached, :meth:`UpstreamLink.send`
+writes straight to it (no extra task or channel hop on the audio path). While none is (before
+``setupComplete``, during a reconnect) messages wait in a buffer bounded in bytes, and a producer
+that finds it full waits: backpressure reaches the browser's TCP connection. :meth:`attach`
+sends the buffer first, in order, then lets producers write directly again.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+
+class UpstreamLink:
+    """Browser messages to the current upstream connection, in order, none lost on a switch."""
+
+    def __init__(self, max_buffered_bytes: int) -> None:
+        self._max_bytes = max_buffered_bytes
+        self._pending: deque[str] = deque()
+        self._pending_bytes = 0
+        self._ws: WebSocketConnection | None = None
+        self._flushing = False
+        self._changed = trio.Event()
+
+    @property
+    def buffered_bytes(self) -> int:
+        return self._pending_bytes
+
+    async def send(self, message: str) -> None:
+        """Send ``message`` after everything sent before it.
+
+        Returns once it is written to the attached connection, or buffered while none is; waits
+        while the buffer is over its bound. A connection that fails under a write is detached
+        and the message stays buffered for the next one.
+        """
+        self._pending.append(message)
+        self._pending_bytes += len(message)
+        while True:
+            ws = self._ws
+            if ws is not None and not self._flushing:
+                await self._flush(ws, attaching=False)
+                return
+            if self._pending_bytes <= self._max_bytes:
+                return
+            await self._wait_for_change()
+
+    async def attach(self, ws: WebSocketConnection) -> None:
+        """Send the buffered messages on ``ws``, then make it the connection producers write to.
+
+        Raises:
+            ConnectionClosed: ``ws`` closed while the buffer was being sent (what was not sent
+                stays buffered).
+        """
+        await self._wait_until_not_flushing()
+        await self._flush(ws, attaching=True)
+        self._ws = ws
+        self._notify()
+
+    async def detach(self) -> None:
+        """Stop writing to the current connection; returns once no write to it is in flight."""
+        self._ws = None
+        self._notify()
+        await self._wait_until_not_flushing()
+
+    async def _flush(self, ws: WebSocketConnection, *, attaching: bool) -> None:
+        self._flushing = True
+        try:
+            while self._pending and (attaching or self._ws is ws):
+                message = self._pending[0]
+                try:
+                    await ws.send_message(message)
+                except ConnectionClosed:
+                    if attaching:
+                        raise
+                    if self._ws is ws:
+                        self._ws = None
+                    return
+                self._pending.popleft()
+                self._pending_bytes -= len(message)
+        finally:
+            self._flushing = False
+            self._notify()
+
+    async def _wait_until_not_flushing(self) -> None:
+        while self._flushing:
+            await self._wait_for_change()
+
+    async def _wait_for_change(self) -> None:
+        await self._changed.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()

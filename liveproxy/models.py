@@ -1,0 +1,100 @@
+"""attrs models of the browser-facing API: HTTP bodies, browser messages, session events.
+
+Gemini's own messages are not modelled here: the proxy passes them through as Gemini sent them
+(see :mod:`liveproxy.translate`). Serialisation lives in :mod:`liveproxy.codec`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+# HTTP ---------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class AuthRequest:
+    session_duration: int | None = None
+
+
+@attrs.frozen
+class AuthResponse:
+    session_token: str
+    session_time_limit: int
+
+
+@attrs.frozen
+class ApiError:
+    code: str
+    message: str
+
+
+@attrs.frozen
+class ErrorResponse:
+    error: ApiError
+
+
+@attrs.frozen
+class Health:
+    model: str
+    status: str = "ok"
+
+
+@attrs.frozen
+class Status:
+    mode: str
+    missing: list[str]
+    status: str = "ok"
+
+
+# Browser -> proxy (the ``{"type": ...}`` messages) --------------------------------------------
+
+
+@attrs.frozen
+class TextInput:
+    text: str
+    type: Literal["text"] = "text"
+
+
+@attrs.frozen
+class ImageInput:
+    data: str
+    mime_type: str = "image/jpeg"
+    type: Literal["image"] = "image"
+
+
+@attrs.frozen
+class StreamControl:
+    type: Literal["audio_stream_end", "activity_start", "activity_end"]
+
+
+BrowserInput = TextInput | ImageInput | StreamControl
+
+
+# Proxy -> browser events ----------------------------------------------------------------------
+
+
+@attrs.frozen
+class SessionStats:
+    """The ``stats`` object of ``sessionEnd``/``error`` (snake_case on the wire)."""
+
+    message_count: int
+    audio_chunks_sent: int
+    elapsed_seconds: float
+    total_token_count: int
+    prompt_token_count: int
+    response_token_count: int
+
+
+@attrs.frozen
+class SessionEnd:
+    reason: str
+    stats: SessionStats
+
+
+@attrs.frozen
+class ErrorEvent:
+    code: str
+    message: str
+    stats: SessionStats | None = None

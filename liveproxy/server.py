@@ -1,0 +1,115 @@
+"""``liveproxy serve``: the app on Hypercorn's trio worker, with signal-driven graceful shutdown.
+
+On SIGTERM or SIGINT the server stops accepting connections and issuing tokens, gives live
+sessions up to ``SHUTDOWN_GRACE_SECONDS`` to end, then ends the rest (``sessionEnd`` reason
+``shutdown``, close 1001), closes every upstream connection and returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from functools import partial
+
+import attrs
+import hypercorn.config
+import hypercorn.trio
+import trio
+
+from liveproxy.app import LiveProxyApp, create_app
+from liveproxy.config import Config, ConfigError
+
+log = logging.getLogger("liveproxy")
+
+#: Hypercorn's hard deadline for connections beyond the grace period (final messages, closes).
+CLOSE_MARGIN_SECONDS = 5.0
+
+
+def hypercorn_config(config: Config) -> hypercorn.config.Config:
+    """Hypercorn settings for ``config`` (trio worker, bind address, limits, grace)."""
+    hconfig = hypercorn.config.Config()
+    hconfig.bind = [f"{config.host}:{config.port}"]
+    hconfig.worker_class = "trio"
+    hconfig.backlog = 1024
+    hconfig.graceful_timeout = config.shutdown_grace_seconds + CLOSE_MARGIN_SECONDS
+    # Frames up to MAX_MESSAGE_BYTES reach the session, which refuses bigger ones with
+    # message_too_big; Hypercorn itself cuts frames beyond twice that with a bare 1009.
+    hconfig.websocket_max_message_size = max(2 * config.max_message_bytes, 1024 * 1024)
+    hconfig.accesslog = None
+    hconfig.errorlog = logging.getLogger("hypercorn.error")
+    return hconfig
+
+
+async def serve(
+    config: Config,
+    *,
+    stop: trio.Event | None = None,
+    app: LiveProxyApp | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until ``stop`` is set (default: SIGTERM/SIGINT), then shut down gracefully.
+
+    Reports the bound URLs through ``task_status`` (port 0 works).
+    """
+    app = app or create_app(config)
+    state = app.proxy
+    watch_signals = stop is None
+    stop = trio.Event() if stop is None else stop
+
+    async def stop_accepting() -> None:
+        await stop.wait()
+        state.draining = True
+        log.info(
+            "shutting down: %d live sessions get up to %gs to end",
+            state.gauges.live_sessions,
+            config.shutdown_grace_seconds,
+        )
+
+    async def end_sessions_after_grace() -> None:
+        await stop.wait()
+        with trio.move_on_after(config.shutdown_grace_seconds):
+            while state.gauges.live_sessions:
+                await state.gauges.wait_idle()
+        state.shutdown_now.set()
+
+    async def run_server(task_status: trio.TaskStatus[list[str]]) -> None:
+        await hypercorn.trio.serve(
+            app, hypercorn_config(config), shutdown_trigger=stop_accepting, task_status=task_status
+        )
+        nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        if watch_signals:
+            nursery.start_soon(_set_on_signal, stop)
+        nursery.start_soon(end_sessions_after_grace)
+        binds = await nursery.start(run_server)
+        task_status.started(binds)
+
+
+async def _set_on_signal(event: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            event.set()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``liveproxy serve [--host H] [--port P]``: returns the exit status."""
+    parser = argparse.ArgumentParser(prog="liveproxy serve", description=__doc__)
+    parser.add_argument("--host", help="interface to listen on (default: HOST or 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (default: PORT or 8000)")
+    args = parser.parse_args(argv)
+    try:
+        config = Config.from_env()
+        overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+        config = attrs.evolve(config, **overrides)
+    except ConfigError as exc:
+        print(f"liveproxy: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    trio.run(partial(serve, config))
+    return 0

@@ -1,0 +1,433 @@
+"""One browser session: a nursery of tasks; the first outcome ends it, nothing outlives it.
+
+Tasks (all in :meth:`Session.run`'s nursery):
+
+- ``read_browser``: first frame -> setup; then browser frames -> :class:`UpstreamLink`.
+- ``relay_upstream``: opens upstream connections (resuming on ``goAway`` or a drop), and turns
+  upstream messages into frames on the :class:`BrowserQueue`.
+- ``limit_time``: the session time limit. ``await_shutdown``: the server ending sessions.
+
+The browser writer is not here: it belongs to the route, because a browser that stopped reading
+can hold a socket write forever (Hypercorn shields it), and the session must still end.
+
+Every task reports to a :class:`Race`. The first outcome (an ending reason, or a
+:class:`SessionError`) wins and cancels the others; the relay is asked to stop instead of being
+cancelled, so the upstream connection is closed gracefully from uncancelled code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from typing import Any, Final
+
+import attrs
+import orjson
+import trio
+from trio_websocket import CloseReason, ConnectionClosed
+
+from liveproxy.browser import BrowserGone, BrowserQueue, BrowserSocket, Frame
+from liveproxy.codec import encode_error
+from liveproxy.config import Config
+from liveproxy.errors import (
+    BadMessage,
+    InvalidSetup,
+    MessageTooBig,
+    SessionError,
+    UpstreamFailed,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
+from liveproxy.link import UpstreamLink
+from liveproxy.models import ErrorEvent
+from liveproxy.protocol import closes
+from liveproxy.session_setup import browser_setup, default_setup, upstream_setup_message
+from liveproxy.stats import Gauges, SessionCounters
+from liveproxy.translate import (
+    AudioAligner,
+    UpstreamDecodeError,
+    audio_to_upstream,
+    browser_text_to_upstream,
+    translate_upstream,
+    with_session_stats,
+)
+from liveproxy.upstream import Connection, UpstreamTarget, model_path, open_connection
+
+BROWSER_CLOSED: Final = "browser_closed"
+TIME_LIMIT: Final = "time_limit"
+UPSTREAM_CLOSED: Final = "upstream_closed"
+SHUTDOWN: Final = "shutdown"
+
+Outcome = str | SessionError
+
+STATUS_RECONNECTING: Final = '{"sessionStatus":{"state":"reconnecting"}}'
+STATUS_RESUMED: Final = '{"sessionStatus":{"state":"resumed"}}'
+#: Switch connections at the latest this long before a ``goAway`` deadline.
+GO_AWAY_MARGIN: Final = 5.0
+#: Back-off before the n-th retry of a resume (seconds), capped at the last value.
+RESUME_BACKOFF: Final = (0.0, 0.5, 1.0, 2.0, 4.0)
+
+
+@attrs.define
+class SessionServices:
+    """What the server lends each session."""
+
+    config: Config
+    target: UpstreamTarget | None
+    gauges: Gauges
+    shutdown_now: trio.Event
+
+
+class Race:
+    """First outcome wins: it cancels every scope registered through :meth:`cancel_on_decide`."""
+
+    def __init__(self) -> None:
+        self.outcome: Outcome | None = None
+        self._scopes: set[trio.CancelScope] = set()
+
+    @property
+    def decided(self) -> bool:
+        return self.outcome is not None
+
+    def decide(self, outcome: Outcome) -> None:
+        if self.outcome is not None:
+            return
+        self.outcome = outcome
+        for scope in self._scopes:
+            scope.cancel()
+
+    def add(self, scope: trio.CancelScope) -> None:
+        self._scopes.add(scope)
+        if self.decided:
+            scope.cancel()
+
+    def discard(self, scope: trio.CancelScope) -> None:
+        self._scopes.discard(scope)
+
+    @contextmanager
+    def cancel_on_decide(self) -> Iterator[trio.CancelScope]:
+        with trio.CancelScope() as scope:
+            self.add(scope)
+            try:
+                yield scope
+            finally:
+                self.discard(scope)
+
+    async def run(
+        self, fn: Callable[[], Awaitable[Outcome | None]], *, cancellable: bool = True
+    ) -> None:
+        """Run ``fn``; its result or :class:`SessionError` is an outcome (``None`` is not)."""
+        result: Outcome | None = None
+        try:
+            if cancellable:
+                with self.cancel_on_decide():
+                    result = await fn()
+            else:
+                result = await fn()
+        except* SessionError as group:
+            self.decide(_first_leaf(group))
+        if result is not None:
+            self.decide(result)
+
+
+def _first_leaf(group: BaseExceptionGroup[SessionError]) -> SessionError:
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    assert isinstance(leaf, SessionError)
+    return leaf
+
+
+@attrs.frozen
+class _Switch:
+    """``goAway`` came and a resumable handle is held: move to a new connection."""
+
+
+@attrs.frozen
+class _Closed:
+    code: int
+    reason: str
+
+    @classmethod
+    def of(cls, reason: CloseReason | None) -> _Closed:
+        if reason is None:
+            return cls(closes.ABNORMAL, "")
+        return cls(reason.code, reason.reason or "")
+
+
+_ConnectionEnd = _Switch | _Closed
+
+
+def parse_duration(text: str) -> float:
+    """``"50s"`` -> 50.0; anything unparsable -> 0.0."""
+    try:
+        value = float(text.removesuffix("s"))
+    except ValueError:
+        return 0.0
+    return value if math.isfinite(value) and value > 0 else 0.0
+
+
+class Session:
+    """The tasks of one session and the state they share."""
+
+    def __init__(
+        self,
+        socket: BrowserSocket,
+        out: BrowserQueue,
+        services: SessionServices,
+        *,
+        time_limit: float,
+    ) -> None:
+        self.socket = socket
+        self.out = out
+        self.services = services
+        self.config = services.config
+        self.time_limit = time_limit
+        self.counters = SessionCounters(started_at=trio.current_time())
+        self.race = Race()
+        self.link = UpstreamLink(self.config.upstream_buffer_bytes)
+        self.setup: dict[str, Any] | None = None
+        self.setup_ready = trio.Event()
+        self.handle: str | None = None
+        self.generating = False
+        self.audio_in = AudioAligner()
+        self.audio_out = AudioAligner()
+
+    async def run(self) -> Outcome:
+        """Run until the first outcome; every task and upstream connection is gone on return."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.race.run, self._read_browser)
+            nursery.start_soon(self.race.run, self._limit_time)
+            nursery.start_soon(self.race.run, self._await_shutdown)
+            # The relay is not cancelled on the outcome: it stops itself, to close upstream cleanly.
+            nursery.start_soon(partial(self.race.run, self._relay_upstream, cancellable=False))
+        assert self.race.outcome is not None
+        return self.race.outcome
+
+    # -- the browser -> upstream direction ---------------------------------------------------
+
+    async def _read_browser(self) -> Outcome:
+        try:
+            first: Frame | None = None
+            with trio.move_on_after(self.config.setup_timeout_seconds):
+                first = await self._receive()
+            leftover = self._start(first)
+            if leftover is not None:
+                await self._forward(leftover)
+            while True:
+                await self._forward(await self._receive())
+        except BrowserGone:
+            return BROWSER_CLOSED
+
+    async def _receive(self) -> Frame:
+        frame = await self.socket.receive()
+        size = len(frame) if isinstance(frame, bytes) else len(frame.encode("utf-8"))
+        if size > self.config.max_message_bytes:
+            raise MessageTooBig(
+                f"a {size}-byte message exceeds the {self.config.max_message_bytes}-byte limit"
+            )
+        return frame
+
+    def _start(self, first: Frame | None) -> Frame | None:
+        """Take the setup from the first frame (or the default); return a frame still to forward."""
+        setup: dict[str, Any] | None = None
+        leftover = first
+        if isinstance(first, str):
+            try:
+                data = orjson.loads(first)
+            except orjson.JSONDecodeError:
+                data = None
+            if isinstance(data, dict) and "setup" in data:
+                if len(data) != 1:
+                    raise InvalidSetup("the setup message must have no other top-level key")
+                setup = browser_setup(data["setup"], self.config)
+                leftover = None
+        self.setup = setup if setup is not None else default_setup(self.config)
+        self.setup_ready.set()
+        return leftover
+
+    async def _forward(self, frame: Frame) -> None:
+        if isinstance(frame, bytes):
+            if not frame:
+                self._refuse("an empty binary frame carries no audio")
+                return
+            pcm = self.audio_in.align(frame)
+            if pcm:
+                self.counters.audio_chunks_sent += 1
+                await self.link.send(audio_to_upstream(pcm))
+            return
+        try:
+            message = browser_text_to_upstream(frame)
+        except BadMessage as exc:
+            self._refuse(exc.message)
+            return
+        await self.link.send(message)
+
+    def _refuse(self, message: str) -> None:
+        self.out.put(encode_error(ErrorEvent(BadMessage.code, message)))
+
+    # -- timers ------------------------------------------------------------------------------
+
+    async def _limit_time(self) -> Outcome:
+        await trio.sleep(self.time_limit)
+        return TIME_LIMIT
+
+    async def _await_shutdown(self) -> Outcome:
+        await self.services.shutdown_now.wait()
+        return SHUTDOWN
+
+    # -- the upstream -> browser direction ---------------------------------------------------
+
+    async def _relay_upstream(self) -> Outcome | None:
+        with self.race.cancel_on_decide():
+            await self.setup_ready.wait()
+        if self.race.decided or self.setup is None:
+            return None
+        target = self.services.target
+        if target is None:
+            raise UpstreamUnavailable(
+                "no upstream is configured (set GOOGLE_API_KEY, PROJECT_ID or UPSTREAM_URL)"
+            )
+        model = model_path(self.config, self.setup["model"])
+        end = await self._connect_and_relay(target, model, resumed=False)
+        while True:
+            if end is None:
+                return None
+            if isinstance(end, _Closed):
+                if end.code == closes.NORMAL:
+                    return UPSTREAM_CLOSED
+                self._check_resumable(end)
+            self.out.put(STATUS_RECONNECTING)
+            end = await self._resume(target, model)
+
+    def _check_resumable(self, end: _Closed) -> None:
+        """Raise :class:`UpstreamFailed` unless a drop with ``end`` can be resumed."""
+        reason = self._redact(end.reason)
+        detail = f"upstream closed the connection ({end.code}{': ' + reason if reason else ''})"
+        if self.handle is None:
+            raise UpstreamFailed(detail)
+        if end.code in (closes.INVALID_PAYLOAD, closes.POLICY) or "quota" in reason.lower():
+            raise UpstreamFailed(detail)
+
+    async def _resume(self, target: UpstreamTarget, model: str) -> _ConnectionEnd | None:
+        """Reconnect with the latest handle, with bounded back-off.
+
+        Raises:
+            UpstreamFailed: the handle was refused, or every attempt failed.
+        """
+        attempts = max(1, self.config.reconnect_attempts)
+        last: SessionError | None = None
+        for attempt in range(attempts):
+            delay = RESUME_BACKOFF[min(attempt, len(RESUME_BACKOFF) - 1)]
+            if delay:
+                with self.race.cancel_on_decide():
+                    await trio.sleep(delay)
+            if self.race.decided:
+                return None
+            try:
+                return await self._connect_and_relay(target, model, resumed=True)
+            except UpstreamRejected as exc:
+                raise UpstreamFailed(f"the session could not be resumed: {exc.message}") from None
+            except UpstreamUnavailable as exc:
+                last = exc
+        detail = last.message if last else "no attempt made"
+        raise UpstreamFailed(
+            f"the session could not be resumed after {attempts} attempts: {detail}"
+        )
+
+    async def _connect_and_relay(
+        self, target: UpstreamTarget, model: str, *, resumed: bool
+    ) -> _ConnectionEnd | None:
+        assert self.setup is not None
+        message = upstream_setup_message(self.setup, model, self.handle if resumed else None)
+        connecting = trio.CancelScope(
+            deadline=trio.current_time() + self.config.setup_timeout_seconds
+        )
+        self.race.add(connecting)
+        try:
+            async with open_connection(
+                target,
+                message,
+                connecting,
+                on_open=self.services.gauges.upstream_opened,
+            ) as connection:
+                self.race.discard(connecting)
+                if resumed:
+                    self.counters.reconnects += 1
+                    self.services.gauges.reconnects += 1
+                    self.out.put(STATUS_RESUMED)
+                else:
+                    setup_complete = connection.setup_complete
+                    self.out.put(
+                        setup_complete.decode()
+                        if isinstance(setup_complete, bytes)
+                        else setup_complete
+                    )
+                return await self._relay(connection)
+        finally:
+            self.race.discard(connecting)
+
+    async def _relay(self, connection: Connection) -> _ConnectionEnd | None:
+        try:
+            await self.link.attach(connection.ws)
+        except ConnectionClosed as exc:
+            return _Closed.of(exc.reason)
+        end: _ConnectionEnd | None = None
+        with self.race.cancel_on_decide() as reading:
+            end = await self._read_upstream(connection)
+        await self.link.detach()
+        if reading.cancelled_caught:
+            if self.race.outcome == SHUTDOWN:
+                connection.close_code = closes.GOING_AWAY
+            return None
+        return end
+
+    async def _read_upstream(self, connection: Connection) -> _ConnectionEnd:
+        ws = connection.ws
+        switch_at = math.inf
+        while True:
+            try:
+                if switch_at == math.inf:
+                    raw = await ws.get_message()
+                else:
+                    with trio.move_on_at(switch_at) as wait:
+                        raw = await ws.get_message()
+                    if wait.cancelled_caught:
+                        if self.handle is not None:
+                            return _Switch()
+                        switch_at = math.inf
+                        continue
+            except ConnectionClosed as exc:
+                return _Closed.of(exc.reason)
+            try:
+                event = translate_upstream(raw, self.audio_out)
+            except UpstreamDecodeError as exc:
+                raise UpstreamFailed(str(exc)) from None
+            self.counters.message_count += 1
+            if event.interrupted:
+                self.out.drop_audio()
+                self.generating = False
+            if event.usage is not None:
+                self.counters.note_usage(event.usage)
+            if event.resumption_handle is not None:
+                self.handle = event.resumption_handle
+            if event.generating or event.tool_call:
+                self.generating = True
+            if event.turn_complete:
+                self.generating = False
+            frames = event.frames
+            if event.tool_call and frames and isinstance(frames[-1], str):
+                frames[-1] = with_session_stats(frames[-1], self.counters.tool_call_stats())
+            for frame in frames:
+                self.out.put(frame)
+            if event.go_away is not None:
+                time_left = parse_duration(event.go_away)
+                switch_at = trio.current_time() + time_left - min(GO_AWAY_MARGIN, time_left / 2)
+            if switch_at != math.inf and self.handle is not None and not self.generating:
+                return _Switch()
+
+    def _redact(self, text: str) -> str:
+        target = self.services.target
+        return target.redact(text) if target is not None else text

@@ -1,0 +1,82 @@
+"""From the browser's setup to the one sent upstream.
+
+Every field Gemini Live's setup accepts is passed on (in camelCase); an unknown field is refused
+the way Gemini would refuse it. The browser-friendly shortcuts of the earlier servers are
+expanded first: transcription flags given as ``true``/``false``, ``tools`` given as one object.
+The server owns the model (unless the browser asks for one in ``ALLOWED_MODELS``),
+context-window compression and session resumption.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from liveproxy.config import Config
+from liveproxy.errors import InvalidSetup
+from liveproxy.protocol.casing import to_camel
+from liveproxy.protocol.schema import SETUP, SchemaError, normalise
+
+_TRANSCRIPTION_FLAGS = ("inputAudioTranscription", "outputAudioTranscription")
+
+#: The setup used when a browser starts streaming without one (older clients).
+DEFAULT_SETUP: dict[str, Any] = {
+    "generationConfig": {"responseModalities": ["AUDIO"]},
+    "inputAudioTranscription": {},
+    "outputAudioTranscription": {},
+}
+
+
+def browser_setup(raw: Any, config: Config) -> dict[str, Any]:
+    """Validate the browser's ``setup`` object; return it normalised, with the server's fields.
+
+    Raises:
+        InvalidSetup: not an object, a field Gemini does not know, or a value of the wrong type.
+    """
+    if not isinstance(raw, dict):
+        raise InvalidSetup("setup must be a JSON object")
+    setup = {to_camel(k): v for k, v in raw.items()}
+    for flag in _TRANSCRIPTION_FLAGS:
+        value = setup.get(flag)
+        if value is True:
+            setup[flag] = {}
+        elif value is False or (flag in setup and value is None):
+            del setup[flag]
+    if isinstance(setup.get("tools"), dict):
+        setup["tools"] = [setup["tools"]]
+    requested = setup.pop("model", None)
+    setup.pop("sessionResumption", None)
+    try:
+        normalised = normalise(SETUP, setup, "setup")
+    except SchemaError as exc:
+        raise InvalidSetup(exc.reason) from None
+    model = requested if _allowed(requested, config) else config.model
+    return _with_server_fields(normalised, model, config)
+
+
+def default_setup(config: Config) -> dict[str, Any]:
+    """The server's setup for a browser that sent none."""
+    return _with_server_fields(orjson.loads(orjson.dumps(DEFAULT_SETUP)), config.model, config)
+
+
+def _allowed(model: Any, config: Config) -> bool:
+    if not isinstance(model, str) or not model:
+        return False
+    return model in config.allowed_models or model.removeprefix("models/") in config.allowed_models
+
+
+def _with_server_fields(setup: dict[str, Any], model: str, config: Config) -> dict[str, Any]:
+    """Add the model (bare name; the relay expands it) and the server-owned features."""
+    setup["model"] = model
+    if config.context_window_compression:
+        setup.setdefault("contextWindowCompression", {"slidingWindow": {}})
+    setup["sessionResumption"] = {}
+    return setup
+
+
+def upstream_setup_message(setup: dict[str, Any], model: str, handle: str | None) -> str:
+    """The ``{"setup": ...}`` message for one upstream connection (resuming ``handle`` if any)."""
+    message = dict(setup, model=model)
+    message["sessionResumption"] = {"handle": handle} if handle else {}
+    return orjson.dumps({"setup": message}).decode()

@@ -1,0 +1,103 @@
+"""Counters: per session (reported to the browser) and per server (gauges for tests and ops)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import trio
+
+from liveproxy.models import SessionStats
+
+
+@attrs.define
+class SessionCounters:
+    """What one session has done; spans its upstream reconnects.
+
+    ``message_count`` counts messages received from Gemini, ``audio_chunks_sent`` the browser
+    audio frames forwarded to Gemini; token counts are those of the latest ``usageMetadata``.
+    """
+
+    started_at: float
+    message_count: int = 0
+    audio_chunks_sent: int = 0
+    audio_frames_received: int = 0
+    total_token_count: int = 0
+    prompt_token_count: int = 0
+    response_token_count: int = 0
+    reconnects: int = 0
+
+    def note_usage(self, usage: dict[str, Any]) -> None:
+        """Take the token counts of a ``usageMetadata`` (Developer API or Vertex names)."""
+        self.total_token_count = _int(usage.get("totalTokenCount"), self.total_token_count)
+        self.prompt_token_count = _int(usage.get("promptTokenCount"), self.prompt_token_count)
+        response = usage.get("responseTokenCount", usage.get("candidatesTokenCount"))
+        self.response_token_count = _int(response, self.response_token_count)
+
+    def elapsed(self) -> float:
+        return round(trio.current_time() - self.started_at, 3)
+
+    def snapshot(self) -> SessionStats:
+        return SessionStats(
+            message_count=self.message_count,
+            audio_chunks_sent=self.audio_chunks_sent,
+            elapsed_seconds=self.elapsed(),
+            total_token_count=self.total_token_count,
+            prompt_token_count=self.prompt_token_count,
+            response_token_count=self.response_token_count,
+        )
+
+    def tool_call_stats(self) -> dict[str, Any]:
+        """The camelCase ``sessionStats`` added to ``toolCall`` messages."""
+        return {
+            "messageCount": self.message_count,
+            "audioChunksSent": self.audio_chunks_sent,
+            "elapsedSeconds": self.elapsed(),
+        }
+
+
+def _int(value: Any, default: int) -> int:
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return default
+
+
+class Gauges:
+    """Server-wide counts. :meth:`wait_idle` lets tests and shutdown wait for zero."""
+
+    def __init__(self) -> None:
+        self.live_sessions = 0
+        self.upstream_connections = 0
+        self.sessions_started = 0
+        self.reconnects = 0
+        self._changed = trio.Event()
+
+    def session_started(self) -> None:
+        self.live_sessions += 1
+        self.sessions_started += 1
+        self._notify()
+
+    def session_ended(self) -> None:
+        self.live_sessions -= 1
+        self._notify()
+
+    def upstream_opened(self, delta: int) -> None:
+        self.upstream_connections += delta
+        self._notify()
+
+    @property
+    def idle(self) -> bool:
+        return self.live_sessions == 0 and self.upstream_connections == 0
+
+    async def wait_idle(self) -> None:
+        """Return once no session and no upstream connection is live."""
+        while not self.idle:
+            await self._changed.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()

@@ -1,0 +1,261 @@
+"""Browser <-> Gemini message mapping: the proxy's hot path, kept in this one module.
+
+Browser audio frames become ``realtimeInput.audio`` messages built by string concatenation, and
+upstream audio parts become binary frames, without cattrs structuring: that is where the proxy
+spends its time per frame. Everything else is checked against the Gemini schema and passed on.
+"""
+
+from __future__ import annotations
+
+import binascii
+from typing import Any, Final
+
+import attrs
+import orjson
+
+from liveproxy.codec import decode_browser_input
+from liveproxy.errors import BadMessage
+from liveproxy.models import ImageInput, StreamControl, TextInput
+from liveproxy.protocol.b64 import decode_b64, encode_b64
+from liveproxy.protocol.schema import SchemaError, parse_client_message
+
+BROWSER_AUDIO_MIME: Final = "audio/pcm;rate=16000"
+_AUDIO_HEAD: Final = '{"realtimeInput":{"audio":{"mimeType":"' + BROWSER_AUDIO_MIME + '","data":"'
+_AUDIO_TAIL: Final = '"}}}'
+
+_STREAM_CONTROL: Final = {
+    "audio_stream_end": '{"realtimeInput":{"audioStreamEnd":true}}',
+    "activity_start": '{"realtimeInput":{"activityStart":{}}}',
+    "activity_end": '{"realtimeInput":{"activityEnd":{}}}',
+}
+#: Gemini-native messages a browser may send (after its setup), in either casing.
+_NATIVE_KINDS: Final = frozenset({"clientContent", "realtimeInput", "toolResponse"})
+
+
+class AudioAligner:
+    """Keeps PCM16 samples whole across frames: an odd trailing byte waits for the next frame."""
+
+    __slots__ = ("_carry",)
+
+    def __init__(self) -> None:
+        self._carry = b""
+
+    def align(self, data: bytes) -> bytes:
+        """Return the longest even-length prefix of carry + ``data``; keep the odd byte."""
+        if self._carry:
+            data = self._carry + data
+            self._carry = b""
+        if len(data) & 1:
+            self._carry = data[-1:]
+            data = data[:-1]
+        return data
+
+
+def audio_to_upstream(pcm: bytes) -> str:
+    """A ``realtimeInput.audio`` message carrying ``pcm`` (16 kHz PCM16; already aligned)."""
+    return _AUDIO_HEAD + binascii.b2a_base64(pcm, newline=False).decode("ascii") + _AUDIO_TAIL
+
+
+def text_turn(text: str) -> str:
+    """A user turn with ``turnComplete: true``."""
+    return orjson.dumps(
+        {
+            "clientContent": {
+                "turns": [{"role": "user", "parts": [{"text": text}]}],
+                "turnComplete": True,
+            }
+        }
+    ).decode()
+
+
+def browser_text_to_upstream(frame: str) -> str:
+    """Map one browser text frame (not the setup) to one upstream message.
+
+    Raises:
+        BadMessage: JSON that is not an object, an unknown or ill-formed message, or a setup.
+    """
+    try:
+        data = orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        return text_turn(frame)
+    if not isinstance(data, dict):
+        raise BadMessage("a JSON message must be an object")
+    if "type" in data:
+        return typed_to_upstream(data)
+    if len(data) == 1:
+        kind, body = parse_native(data)
+        return orjson.dumps({kind: body}).decode()
+    raise BadMessage(f"unknown message with keys {sorted(data)[:5]}")
+
+
+def parse_native(data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Check a one-key Gemini-native message; return its camelCase kind and body.
+
+    Raises:
+        BadMessage: a setup (only the first frame may be one), another key, or a schema error.
+    """
+    try:
+        kind, body = parse_client_message(data)
+    except SchemaError as exc:
+        raise BadMessage(exc.reason) from None
+    if kind not in _NATIVE_KINDS:
+        raise BadMessage("setup may only be sent once, as the first message")
+    return kind, body
+
+
+def typed_to_upstream(data: dict[str, Any]) -> str:
+    """Map a ``{"type": ...}`` message.
+
+    Raises:
+        BadMessage: unknown type, missing fields, or image data that is not base64.
+    """
+    message = decode_browser_input(data)
+    if isinstance(message, TextInput):
+        return text_turn(message.text)
+    if isinstance(message, ImageInput):
+        try:
+            decode_b64(message.data)
+        except ValueError:
+            raise BadMessage("image data must be base64") from None
+        return orjson.dumps(
+            {"realtimeInput": {"video": {"mimeType": message.mime_type, "data": message.data}}}
+        ).decode()
+    assert isinstance(message, StreamControl)
+    return _STREAM_CONTROL[message.type]
+
+
+@attrs.define(slots=True)
+class UpstreamEvent:
+    """One upstream message, translated: frames for the browser plus what the session acts on."""
+
+    frames: list[bytes | str] = attrs.Factory(list)
+    setup_complete: bool = False
+    go_away: str | None = None
+    resumption_handle: str | None = None
+    usage: dict[str, Any] | None = None
+    tool_call: bool = False
+    interrupted: bool = False
+    generating: bool = False
+    turn_complete: bool = False
+
+
+class UpstreamDecodeError(ValueError):
+    """An upstream message that is not a JSON object."""
+
+
+def _decode_audio(data: str) -> bytes:
+    if "-" in data or "_" in data:
+        return decode_b64(data)
+    return binascii.a2b_base64(data)
+
+
+def _split_audio(parts: list[Any], aligner: AudioAligner, frames: list[bytes | str]) -> list[Any]:
+    """Move audio parts to ``frames`` as binary; return the parts that stay JSON."""
+    rest: list[Any] = []
+    for part in parts:
+        inline = part.get("inlineData") if isinstance(part, dict) else None
+        mime = inline.get("mimeType", "") if isinstance(inline, dict) else ""
+        if isinstance(mime, str) and mime.startswith("audio/"):
+            try:
+                pcm = aligner.align(_decode_audio(inline["data"]))  # type: ignore[index]
+            except (KeyError, TypeError, ValueError, binascii.Error):
+                raise UpstreamDecodeError(
+                    "upstream sent an audio part without valid data"
+                ) from None
+            if pcm:
+                frames.append(pcm)
+        else:
+            rest.append(part)
+    return rest
+
+
+def translate_upstream(raw: bytes | str, aligner: AudioAligner) -> UpstreamEvent:
+    """Translate one upstream message.
+
+    Audio parts of ``serverContent.modelTurn`` become binary frames (never of odd length); the
+    rest of the message is passed on as JSON text. ``setupComplete`` is reported but not framed
+    (the session decides whether the browser sees it); ``goAway`` and
+    ``sessionResumptionUpdate`` belong to the proxy and are not passed on.
+
+    Raises:
+        UpstreamDecodeError: the message is not a JSON object, or an audio part is corrupt.
+    """
+    try:
+        message = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise UpstreamDecodeError("upstream sent a frame that is not JSON") from None
+    if not isinstance(message, dict):
+        raise UpstreamDecodeError("upstream sent JSON that is not an object")
+    event = UpstreamEvent()
+    frames = event.frames
+    content = message.get("serverContent")
+    if isinstance(content, dict):
+        turn = content.get("modelTurn")
+        if isinstance(turn, dict):
+            event.generating = True
+            parts = turn.get("parts")
+            if isinstance(parts, list):
+                rest = _split_audio(parts, aligner, frames)
+                if len(rest) != len(parts):
+                    if rest:
+                        turn = dict(turn, parts=rest)
+                        content = dict(content, modelTurn=turn)
+                    else:
+                        content = {k: v for k, v in content.items() if k != "modelTurn"}
+                    message = dict(message, serverContent=content)
+                    if not content:
+                        del message["serverContent"]
+                    if not message:
+                        return event
+                    frames.append(orjson.dumps(message).decode())
+                    _note_content(event, content)
+                    _note_usage(event, message)
+                    return event
+        _note_content(event, content)
+    if "setupComplete" in message:
+        event.setup_complete = True
+        return event
+    if "goAway" in message:
+        go_away = message["goAway"]
+        event.go_away = str(go_away.get("timeLeft", "0s")) if isinstance(go_away, dict) else "0s"
+        return event
+    if "sessionResumptionUpdate" in message:
+        update = message["sessionResumptionUpdate"]
+        if isinstance(update, dict) and update.get("resumable") and update.get("newHandle"):
+            event.resumption_handle = str(update["newHandle"])
+        return event
+    event.tool_call = "toolCall" in message
+    _note_usage(event, message)
+    frames.append(raw.decode() if isinstance(raw, bytes) else raw)
+    return event
+
+
+def _note_content(event: UpstreamEvent, content: Any) -> None:
+    if isinstance(content, dict):
+        event.interrupted = bool(content.get("interrupted"))
+        event.turn_complete = bool(content.get("turnComplete"))
+
+
+def _note_usage(event: UpstreamEvent, message: dict[str, Any]) -> None:
+    usage = message.get("usageMetadata")
+    if isinstance(usage, dict):
+        event.usage = usage
+
+
+def with_session_stats(frame: str, stats: dict[str, Any]) -> str:
+    """Add ``sessionStats`` to a ``toolCall`` message (the earlier servers did)."""
+    message = orjson.loads(frame)
+    message["sessionStats"] = stats
+    return orjson.dumps(message).decode()
+
+
+__all__ = [
+    "AudioAligner",
+    "UpstreamDecodeError",
+    "UpstreamEvent",
+    "audio_to_upstream",
+    "browser_text_to_upstream",
+    "encode_b64",
+    "translate_upstream",
+    "with_session_stats",
+]

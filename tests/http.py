@@ -1,0 +1,51 @@
+"""A minimal HTTP/1.1 client for tests (trio + h11, one request per connection)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import h11
+import orjson
+import trio
+
+
+@attrs.frozen
+class HttpResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+async def request(
+    host: str, port: int, method: str, path: str, body: bytes | None = None
+) -> HttpResponse:
+    """Send one request and read the whole response."""
+    stream = await trio.open_tcp_stream(host, port)
+    async with stream:
+        conn = h11.Connection(h11.CLIENT)
+        headers = [("Host", f"{host}:{port}"), ("Connection", "close")]
+        if body is not None:
+            headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        data = conn.send(h11.Request(method=method, target=path, headers=headers))
+        if body is not None:
+            data += conn.send(h11.Data(data=body))
+        data += conn.send(h11.EndOfMessage())
+        await stream.send_all(data)
+        status = 0
+        response_headers: dict[str, str] = {}
+        chunks: list[bytes] = []
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+                response_headers = {k.decode(): v.decode() for k, v in event.headers}
+            elif isinstance(event, h11.Data):
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                return HttpResponse(status, response_headers, b"".join(chunks))
