@@ -1,0 +1,229 @@
+"""One accepted WebSocket, from the setup message to its ending.
+
+The connection runs in one nursery: the lifetime timer and the session (the reader, plus the
+conversation and its speaker in conversation mode). Whichever task ends the connection raises
+an :class:`~liveproxy.emulator.endings.Ending`; :meth:`Connection.run` catches it, once, and
+performs it (close frame, dropped TCP, or nothing when the client already went).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import NoReturn
+
+import attrs
+import trio
+
+from liveproxy.emulator import messages
+from liveproxy.emulator.auth import refusal
+from liveproxy.emulator.config import EmulatorConfig, Faults
+from liveproxy.emulator.conversation import Conversation, run_conversation
+from liveproxy.emulator.decode import ClientMessage, decode_client
+from liveproxy.emulator.endings import Close, Drop, Ending, PeerGone
+from liveproxy.emulator.lifetime import Lifetime
+from liveproxy.emulator.options import SessionOptions, read_setup
+from liveproxy.emulator.record import ConnectionRecord
+from liveproxy.emulator.routes import Route
+from liveproxy.emulator.speaker import Speaker
+from liveproxy.emulator.store import HandleStore, SessionState, new_session_id
+from liveproxy.emulator.transport import Transport
+from liveproxy.protocol.closes import (
+    ABNORMAL,
+    INTERNAL,
+    INVALID_ARGUMENT,
+    INVALID_PAYLOAD,
+    MEDIA_CHUNKS_DEPRECATED,
+    POLICY,
+    SESSION_NOT_FOUND,
+    truncate_reason,
+)
+
+logger = logging.getLogger(__name__)
+
+INTERNAL_ERROR = "Internal error encountered."
+#: Client messages buffered between the reader and the conversation.
+INPUT_QUEUE = 16
+
+Dispatch = Callable[[ClientMessage], Awaitable[None]]
+
+
+@attrs.frozen
+class Shared:
+    """What all connections of one emulator share."""
+
+    config: EmulatorConfig
+    store: HandleStore
+
+
+def _first(group: BaseExceptionGroup[Ending]) -> Ending:
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    assert isinstance(leaf, Ending)
+    return leaf
+
+
+class Connection:
+    """The Live API session on one accepted WebSocket."""
+
+    def __init__(
+        self, transport: Transport, record: ConnectionRecord, route: Route, shared: Shared
+    ) -> None:
+        self._transport = transport
+        self._record = record
+        self._route = route
+        self._config = shared.config
+        self._store = shared.store
+        self._faults: Faults = record.faults
+        self._echo = shared.config.mode == "echo"
+        self._ready = trio.Event()
+        self._lifetime = Lifetime(
+            shared.config.lifetime_seconds, shared.config.go_away_lead_seconds
+        )
+        self._count = 0
+
+    async def run(self) -> None:
+        """Serve until the connection ends, then end it and note how in the record.
+
+        Never raises but ``Cancelled``: a failure of the emulator itself is logged and the
+        client gets close 1011 "Internal error encountered.".
+        """
+        ending: Ending = Close(INTERNAL, INTERNAL_ERROR)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._lifetime.run, self._transport, self._ready)
+                await self._serve()
+        except* Ending as group:
+            ending = _first(group)
+        except* Exception:
+            logger.exception("emulator connection to %s failed", self._record.path)
+            ending = Close(INTERNAL, INTERNAL_ERROR)
+        await self._end(ending)
+
+    async def _end(self, ending: Ending) -> None:
+        record = self._record
+        if isinstance(ending, Close):
+            record.close_code, record.close_reason = ending.code, truncate_reason(ending.reason)
+            record.ended_by = "server"
+            await self._transport.close(ending.code, ending.reason)
+        elif isinstance(ending, Drop):
+            record.close_code, record.ended_by = ABNORMAL, "dropped"
+            await self._transport.drop()
+        elif isinstance(ending, PeerGone):
+            record.close_code, record.close_reason = ending.code, ending.reason
+            record.ended_by = ending.ended_by
+        logger.info(
+            "connection %s (%s) ended by %s: %s %s",
+            record.session_id or "-",
+            record.model or "no model",
+            record.ended_by,
+            record.close_code,
+            record.close_reason or "",
+        )
+
+    async def _serve(self) -> NoReturn:
+        """Check the credential and the setup, answer it, then read until the end.
+
+        Raises:
+            Ending: always, eventually.
+        """
+        frame = await self._transport.receive()
+        credential = self._record.credential
+        kind = self._record.credential_kind
+        found = (credential, kind) if credential is not None and kind is not None else None
+        refused = refusal(found, self._route, self._config.api_keys)
+        if refused is not None:
+            raise refused
+        first = decode_client(frame)
+        if first.kind != "setup":
+            raise Close(INVALID_PAYLOAD, INVALID_ARGUMENT)
+        self._record.setup = first.body
+        self._record.model = first.body.get("model")
+        options = read_setup(
+            first.body, api_version=self._route.api_version, models=self._config.models
+        )
+        state = self._session_state(options)
+        if self._faults.setup_complete_delay:
+            await trio.sleep(self._faults.setup_complete_delay)
+        if not self._faults.withhold_setup_complete:
+            vertex = self._route.api == "vertex"
+            await self._transport.send(
+                messages.setup_complete(state.session_id if vertex else None)
+            )
+            self._ready.set()
+        await self._apply_faults()
+        if self._faults.withhold_setup_complete:
+            await self._read(_ignore)
+        if self._echo:
+            await self._read(self._echo_audio)
+        await self._converse(options, state)
+
+    def _session_state(self, options: SessionOptions) -> SessionState:
+        if options.handle is None:
+            state = SessionState(new_session_id())
+        else:
+            resumed = self._store.resume(options.handle)
+            if resumed is None:
+                raise Close(POLICY, SESSION_NOT_FOUND)
+            state = resumed
+            self._record.resumed_handle = options.handle
+        self._record.session_id = state.session_id
+        return state
+
+    async def _converse(self, options: SessionOptions, state: SessionState) -> NoReturn:
+        speaker = Speaker(
+            self._transport,
+            options,
+            state,
+            self._store,
+            realtime=self._config.speed == "realtime",
+            vertex=self._route.api == "vertex",
+        )
+        send, receive = trio.open_memory_channel[ClientMessage](INPUT_QUEUE)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_conversation, Conversation(options, state), speaker, receive)
+            with send:
+                await self._read(send.send)
+
+    async def _read(self, dispatch: Dispatch) -> NoReturn:
+        """Receive, validate, record and dispatch client messages, applying the faults."""
+        while True:
+            message = decode_client(await self._transport.receive())
+            self._note(message)
+            if message.kind == "setup":
+                raise Close(INVALID_PAYLOAD, INVALID_ARGUMENT)
+            if message.kind == "realtimeInput" and "mediaChunks" in message.body:
+                raise Close(INVALID_PAYLOAD, MEDIA_CHUNKS_DEPRECATED)
+            self._count += 1
+            await self._apply_faults()
+            await dispatch(message)
+
+    def _note(self, message: ClientMessage) -> None:
+        record = self._record
+        record.received_count += 1
+        if self._config.record_messages and not (self._echo and message.audio is not None):
+            record.received.append((message.kind, message.body))
+
+    async def _apply_faults(self) -> None:
+        """Fire the ``*_after`` faults due at the current message count."""
+        faults, count = self._faults, self._count
+        if faults.malformed_after == count:
+            await self._transport.send_malformed()
+        if faults.go_away_after == count:
+            self._lifetime.go_away_now()
+        if faults.close_after == count:
+            raise Close(faults.close_code, faults.close_reason)
+        if faults.drop_after == count:
+            raise Drop()
+        if faults.stall_after == count:
+            self._transport.stall()
+            await trio.sleep_forever()
+
+    async def _echo_audio(self, message: ClientMessage) -> None:
+        if message.audio is not None:
+            await self._transport.send(messages.model_audio(message.audio), keep=False)
+
+
+async def _ignore(_message: ClientMessage) -> None:
+    """Withheld setupComplete: client messages are recorded but not answered."""

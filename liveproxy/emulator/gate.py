@@ -1,0 +1,58 @@
+"""A stream wrapper that can stall (stop all I/O) and that notices the peer going away."""
+
+from __future__ import annotations
+
+import trio
+
+
+class GatedStream(trio.abc.Stream):
+    """Wraps the connection's TCP (or TLS) stream underneath trio-websocket.
+
+    After :meth:`stall`, ``send_all`` and ``receive_some`` block until the stream is closed:
+    the emulator neither reads nor writes, not even pongs. ``peer_gone`` is set once a read
+    saw end-of-file or a broken connection.
+    """
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self._inner = inner
+        self._closed = trio.Event()
+        self.peer_gone = trio.Event()
+        self.stalled = False
+
+    def stall(self) -> None:
+        """Stop reading and writing, for good."""
+        self.stalled = True
+
+    async def _gate(self) -> None:
+        if self.stalled:
+            await self._closed.wait()
+            raise trio.ClosedResourceError("stalled stream closed")
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._gate()
+        await self._inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._gate()
+        await self._inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        await self._gate()
+        try:
+            data = await self._inner.receive_some(max_bytes)
+        except trio.BrokenResourceError:
+            self.peer_gone.set()
+            raise
+        if not data:
+            self.peer_gone.set()
+        return data
+
+    async def aclose(self) -> None:
+        """Close gracefully (TLS sends close_notify); blocked stalled calls fail."""
+        self._closed.set()
+        await self._inner.aclose()
+
+    async def drop(self) -> None:
+        """Close at once, without any goodbye at any layer."""
+        self._closed.set()
+        await trio.aclose_forcefully(self._inner)

@@ -1,0 +1,159 @@
+"""Reading a validated ``setup`` body into the options that steer the conversation.
+
+The body has already passed :func:`liveproxy.protocol.schema.parse_client_message` (known
+fields, right types, camelCase keys); this module applies the Live API's own rules on top.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import attrs
+
+from liveproxy.emulator.endings import Close
+from liveproxy.emulator.vad import VadSettings
+from liveproxy.protocol.closes import (
+    INVALID_ARGUMENT,
+    INVALID_PAYLOAD,
+    POLICY,
+    model_not_found,
+)
+from liveproxy.protocol.schema import LIVE_UNSUPPORTED_GENERATION_FIELDS
+
+Modality = Literal["AUDIO", "TEXT"]
+
+_MODALITY_NUMBERS = {0: "MODALITY_UNSPECIFIED", 1: "TEXT", 2: "IMAGE", 3: "AUDIO"}
+_START_NUMBERS = {1: "START_SENSITIVITY_HIGH", 2: "START_SENSITIVITY_LOW"}
+_END_NUMBERS = {1: "END_SENSITIVITY_HIGH", 2: "END_SENSITIVITY_LOW"}
+_HANDLING_NUMBERS = {2: "NO_INTERRUPTION"}
+
+#: RMS thresholds (PCM16 units) for the start-of-speech sensitivities.
+THRESHOLD_HIGH_SENSITIVITY = 300
+THRESHOLD_LOW_SENSITIVITY = 1000
+#: Silence that ends speech when ``silenceDurationMs`` is absent.
+SILENCE_MS = 500
+SILENCE_MS_LOW_SENSITIVITY = 1000
+PADDING_MS = 100
+START_MS = 40
+
+_MODEL_PREFIXES = ("models/", "tunedModels/", "publishers/", "projects/")
+
+
+@attrs.frozen
+class SessionOptions:
+    """What the setup asked for, as the emulator uses it."""
+
+    model: str
+    modality: Modality = "AUDIO"
+    input_transcription: bool = False
+    output_transcription: bool = False
+    #: None when automatic activity detection is disabled (the client sends activityStart/End).
+    vad: VadSettings | None = attrs.field(factory=VadSettings)
+    #: False with ``activityHandling: NO_INTERRUPTION``.
+    barge_in: bool = True
+    functions: frozenset[str] = frozenset()
+    resumption: bool = False
+    handle: str | None = None
+    system_text: str = ""
+
+
+def _name(value: Any, numbers: dict[int, str]) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return numbers.get(value, "")
+    return str(value)
+
+
+def _int(value: Any, default: int) -> int:
+    return default if value is None else int(float(value))
+
+
+def model_accepted(model: str, models: tuple[str, ...]) -> bool:
+    """Whether ``model`` is served: in ``models`` (an entry without ``/`` also matches any
+    ``.../models/<entry>``), or, with ``models`` empty, any well-formed resource name."""
+    if not models:
+        return model.startswith(_MODEL_PREFIXES) and not model.endswith("/")
+    return any(
+        model == entry or ("/" not in entry and model.endswith(f"models/{entry}"))
+        for entry in models
+    )
+
+
+def _modality(generation: dict[str, Any]) -> Modality:
+    names = [_name(m, _MODALITY_NUMBERS) for m in generation.get("responseModalities", [])]
+    if len(names) > 1:
+        raise Close(INVALID_PAYLOAD, INVALID_ARGUMENT)
+    name = names[0] if names else "AUDIO"
+    if name in ("AUDIO", "MODALITY_UNSPECIFIED"):
+        return "AUDIO"
+    if name == "TEXT":
+        return "TEXT"
+    raise Close(INVALID_PAYLOAD, INVALID_ARGUMENT)
+
+
+def _vad(realtime: dict[str, Any]) -> VadSettings | None:
+    detection = realtime.get("automaticActivityDetection", {})
+    if detection.get("disabled"):
+        return None
+    start = _name(detection.get("startOfSpeechSensitivity", ""), _START_NUMBERS)
+    end = _name(detection.get("endOfSpeechSensitivity", ""), _END_NUMBERS)
+    default_silence = SILENCE_MS_LOW_SENSITIVITY if end == "END_SENSITIVITY_LOW" else SILENCE_MS
+    return VadSettings(
+        threshold=(
+            THRESHOLD_LOW_SENSITIVITY
+            if start == "START_SENSITIVITY_LOW"
+            else THRESHOLD_HIGH_SENSITIVITY
+        ),
+        start_ms=START_MS,
+        silence_ms=_int(detection.get("silenceDurationMs"), default_silence),
+        padding_ms=_int(detection.get("prefixPaddingMs"), PADDING_MS),
+    )
+
+
+def _functions(tools: list[dict[str, Any]]) -> frozenset[str]:
+    return frozenset(
+        declaration["name"]
+        for tool in tools
+        for declaration in tool.get("functionDeclarations", [])
+        if declaration.get("name")
+    )
+
+
+def _text_of(content: dict[str, Any] | None) -> str:
+    if not content:
+        return ""
+    return "".join(part.get("text", "") for part in content.get("parts", []))
+
+
+def read_setup(
+    setup: dict[str, Any], *, api_version: str, models: tuple[str, ...]
+) -> SessionOptions:
+    """The options of a schema-valid ``setup`` body.
+
+    Raises:
+        Close: 1007 "Request contains an invalid argument." for a missing model, a generation
+            field the Live API does not support or more than one (or an unsupported) response
+            modality; 1008 "... is not found ..." for a model the emulator does not serve.
+    """
+    model = setup.get("model", "")
+    if not model:
+        raise Close(INVALID_PAYLOAD, INVALID_ARGUMENT)
+    if not model_accepted(model, models):
+        raise Close(POLICY, model_not_found(model, api_version))
+    generation = setup.get("generationConfig", {})
+    if LIVE_UNSUPPORTED_GENERATION_FIELDS & generation.keys():
+        raise Close(INVALID_PAYLOAD, INVALID_ARGUMENT)
+    realtime = setup.get("realtimeInputConfig", {})
+    handling = _name(realtime.get("activityHandling", ""), _HANDLING_NUMBERS)
+    resumption = setup.get("sessionResumption")
+    return SessionOptions(
+        model=model,
+        modality=_modality(generation),
+        input_transcription="inputAudioTranscription" in setup,
+        output_transcription="outputAudioTranscription" in setup,
+        vad=_vad(realtime),
+        barge_in=handling != "NO_INTERRUPTION",
+        functions=_functions(setup.get("tools", [])),
+        resumption=resumption is not None,
+        handle=(resumption or {}).get("handle") or None,
+        system_text=_text_of(setup.get("systemInstruction")),
+    )

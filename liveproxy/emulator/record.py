@@ -1,0 +1,50 @@
+"""What the emulator observed about one connection, for tests and logs."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import attrs
+import trio
+
+from liveproxy.emulator.config import Faults
+from liveproxy.emulator.endings import EndedBy
+
+CredentialKind = Literal["api_key", "bearer", "token", "access_token"]
+Api = Literal["developer", "vertex"]
+
+
+@attrs.define(eq=False)
+class ConnectionRecord:
+    """One accepted TCP connection, filled in as the connection goes.
+
+    ``received`` holds ``(kind, camelCase body)`` of every client message after ``setup``, and
+    ``sent`` every server message, unless ``EmulatorConfig.record_messages`` is off; in echo
+    mode the audio messages and their echoes are only counted. The counters are always exact.
+    """
+
+    faults: Faults = attrs.field(factory=Faults)
+    path: str = ""
+    query: dict[str, str] = attrs.Factory(dict)
+    headers: dict[str, str] = attrs.Factory(dict)
+    credential: str | None = None
+    credential_kind: CredentialKind | None = None
+    api: Api | None = None
+    api_version: str = ""
+    method: str = ""
+    setup: dict[str, Any] | None = None
+    model: str | None = None
+    session_id: str = ""
+    resumed_handle: str | None = None
+    received: list[tuple[str, dict[str, Any]]] = attrs.Factory(list)
+    received_count: int = 0
+    sent: list[dict[str, Any]] = attrs.Factory(list)
+    sent_count: int = 0
+    close_code: int | None = None
+    close_reason: str | None = None
+    ended_by: EndedBy | None = None
+    closed: trio.Event = attrs.Factory(trio.Event)
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is over and its TCP stream is closed."""
+        await self.closed.wait()

@@ -1,0 +1,178 @@
+"""The model's side of the conversation: plays each turn out, paced in trio time.
+
+A :class:`Turn` is queued by the conversation; the speaker sends its input transcription, its
+tool call (waiting for the response), its parts with output transcription, then
+``generationComplete``, ``turnComplete`` with ``usageMetadata`` and, when resumption is on,
+``sessionResumptionUpdate``. A turn interrupted on the way ends with ``interrupted`` (and
+``toolCallCancellation`` if its call was pending), then ``turnComplete``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import trio
+
+from liveproxy.emulator import messages, replies
+from liveproxy.emulator.audio import OUTPUT_RATE, tone
+from liveproxy.emulator.options import SessionOptions
+from liveproxy.emulator.store import HandleStore, SessionState
+from liveproxy.emulator.transport import Transport
+
+#: Length of each audio part the model sends.
+AUDIO_PART_SECONDS = 0.1
+AUDIO_PART_BYTES = int(2 * OUTPUT_RATE * AUDIO_PART_SECONDS)
+#: Pace of text parts in realtime speed.
+TEXT_PART_SECONDS = 0.05
+
+
+@attrs.frozen
+class Call:
+    """A function call the model makes."""
+
+    id: str
+    name: str
+    args: dict[str, Any]
+
+
+@attrs.define(eq=False)
+class Turn:
+    """One model turn, as the conversation decided it.
+
+    ``audio`` is the 24 kHz answer to speech (AUDIO modality); otherwise ``reply`` is spoken as
+    a tone (AUDIO) or sent as text (TEXT). With ``call`` the reply comes from the tool response
+    (``result``, set by the conversation before it sets ``answered``).
+    """
+
+    reply: str = ""
+    transcript: str | None = None
+    audio: bytes | None = None
+    call: Call | None = None
+    result: str = ""
+    answered: trio.Event = attrs.Factory(trio.Event)
+    interrupted: trio.Event = attrs.Factory(trio.Event)
+    done: bool = False
+
+    def interrupt(self) -> None:
+        """Barge-in: stop this turn (it may not have started yet)."""
+        if not self.done:
+            self.interrupted.set()
+
+
+async def _first_of(*events: trio.Event) -> None:
+    """Wait until any of ``events`` is set."""
+    async with trio.open_nursery() as nursery:
+        for event in events:
+            nursery.start_soon(_wait_then_cancel, event, nursery.cancel_scope)
+
+
+async def _wait_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
+@attrs.define(eq=False)
+class Speaker:
+    """Plays queued turns, one at a time, through ``transport``."""
+
+    transport: Transport
+    options: SessionOptions
+    state: SessionState
+    store: HandleStore
+    realtime: bool
+    vertex: bool
+
+    async def run(self, turns: trio.MemoryReceiveChannel[Turn]) -> None:
+        """Play every turn from ``turns`` until the channel ends; closes ``turns``.
+
+        Raises:
+            PeerGone: the WebSocket closed under it.
+        """
+        with turns:
+            async for turn in turns:
+                if not turn.interrupted.is_set():
+                    await self._play(turn)
+                turn.done = True
+
+    async def _wait_until(self, deadline: float, turn: Turn) -> bool:
+        """Sleep until ``deadline`` (not at all in fast speed); True if interrupted."""
+        if self.realtime:
+            with trio.move_on_at(deadline):
+                await turn.interrupted.wait()
+        return turn.interrupted.is_set()
+
+    async def _play(self, turn: Turn) -> None:
+        send = self.transport.send
+        prompt = dict(self.state.context)
+        if turn.transcript is not None and self.options.input_transcription:
+            await send(messages.input_transcription(turn.transcript))
+        reply = turn.reply
+        if turn.call is not None:
+            call = turn.call
+            await send(messages.tool_call(call.id, call.name, call.args))
+            await _first_of(turn.answered, turn.interrupted)
+            if turn.interrupted.is_set():
+                await send(messages.tool_call_cancellation([call.id]))
+                await self._finish(prompt, {}, interrupted=True)
+                return
+            reply = turn.result
+        if self.options.modality == "TEXT":
+            response = await self._stream_text(turn, reply)
+        else:
+            audio = turn.audio if turn.audio is not None else tone(replies.tone_seconds(reply))
+            response = await self._stream_audio(turn, reply, audio)
+        await self._finish(prompt, response, interrupted=turn.interrupted.is_set())
+
+    async def _stream_audio(self, turn: Turn, reply: str, audio: bytes) -> dict[str, int]:
+        """Send ``audio`` in parts with ``reply``'s words as output transcription spread
+        evenly over them; return the response tokens actually sent."""
+        send = self.transport.send
+        parts = [audio[i : i + AUDIO_PART_BYTES] for i in range(0, len(audio), AUDIO_PART_BYTES)]
+        words = replies.fragments(reply) if self.options.output_transcription else []
+        said = 0
+        sent = 0
+        start = trio.current_time()
+        for index, part in enumerate(parts):
+            if await self._wait_until(start + index * AUDIO_PART_SECONDS, turn):
+                break
+            while said < len(words) and said * len(parts) // len(words) <= index:
+                await send(messages.output_transcription(words[said]))
+                said += 1
+            await send(messages.model_audio(part))
+            sent += len(part)
+        else:
+            for word in words[said:]:
+                await send(messages.output_transcription(word))
+            await send(messages.generation_complete())
+            await self._wait_until(start + len(audio) / (2 * OUTPUT_RATE), turn)
+        return {"AUDIO": messages.audio_tokens(sent / (2 * OUTPUT_RATE))}
+
+    async def _stream_text(self, turn: Turn, reply: str) -> dict[str, int]:
+        """Send ``reply`` word by word as text parts; return the response tokens sent."""
+        send = self.transport.send
+        pieces = replies.fragments(reply)
+        sent: list[str] = []
+        start = trio.current_time()
+        for index, piece in enumerate(pieces):
+            if await self._wait_until(start + index * TEXT_PART_SECONDS, turn):
+                break
+            await send(messages.model_text(piece))
+            sent.append(piece)
+        else:
+            await send(messages.generation_complete())
+            await self._wait_until(start + len(pieces) * TEXT_PART_SECONDS, turn)
+        return {"TEXT": messages.text_tokens("".join(sent))}
+
+    async def _finish(
+        self, prompt: dict[str, int], response: dict[str, int], *, interrupted: bool
+    ) -> None:
+        send = self.transport.send
+        if interrupted:
+            await send(messages.interrupted())
+        for modality, tokens in response.items():
+            self.state.add(modality, tokens)
+        self.state.turns += 1
+        await send(messages.turn_complete(messages.usage(prompt, response, vertex=self.vertex)))
+        if self.options.resumption:
+            await send(messages.resumption_update(self.store.issue(self.state)))

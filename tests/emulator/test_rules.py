@@ -1,0 +1,293 @@
+"""The emulator's pure rules: routes, credentials, setup options, texts, message shapes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+from liveproxy.emulator import messages
+from liveproxy.emulator.auth import BEARER_INVALID, TOKEN_INVALID, find_credential, refusal
+from liveproxy.emulator.endings import Close
+from liveproxy.emulator.options import model_accepted, read_setup
+from liveproxy.emulator.replies import fragments, parse_call, tool_result
+from liveproxy.emulator.routes import Route, match_route, split_target
+from liveproxy.emulator.store import HandleStore, SessionState
+from liveproxy.emulator.vad import VadSettings
+from liveproxy.protocol.closes import (
+    API_KEY_INVALID,
+    INVALID_ARGUMENT,
+    UNREGISTERED_CALLER,
+    model_not_found,
+)
+
+DEV = Route("developer", "v1beta", "BidiGenerateContent")
+CONSTRAINED = Route("developer", "v1alpha", "BidiGenerateContentConstrained")
+VERTEX = Route("vertex", "v1beta1", "BidiGenerateContent")
+
+
+@pytest.mark.parametrize(
+    ("path", "route"),
+    [
+        ("/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent", DEV),
+        (
+            "//ws/google.ai.generativelanguage.v1.GenerativeService.BidiGenerateContent",
+            Route("developer", "v1", "BidiGenerateContent"),
+        ),
+        (
+            "/ws/google.ai.generativelanguage.v1alpha.GenerativeService"
+            ".BidiGenerateContentConstrained",
+            CONSTRAINED,
+        ),
+        ("///ws/google.cloud.aiplatform.v1beta1.LlmBidiService/BidiGenerateContent", VERTEX),
+        (
+            "/ws/google.cloud.aiplatform.v1.LlmBidiService/BidiGenerateContent",
+            Route("vertex", "v1", "BidiGenerateContent"),
+        ),
+        ("/ws/google.ai.generativelanguage.v2.GenerativeService.BidiGenerateContent", None),
+        ("/ws/google.cloud.aiplatform.v1beta1.LlmBidiService.BidiGenerateContent", None),
+        ("/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContentX", None),
+        ("/", None),
+    ],
+)
+def test_match_route(path: str, route: Route | None) -> None:
+    assert match_route(path) == route
+
+
+def test_split_target() -> None:
+    assert split_target("/ws/x?key=a&alt=&key=b") == ("/ws/x", {"key": "b", "alt": ""})
+    assert split_target("/ws/x") == ("/ws/x", {})
+
+
+@pytest.mark.parametrize(
+    ("headers", "query", "found"),
+    [
+        ({"x-goog-api-key": "k1"}, {}, ("k1", "api_key")),
+        ({}, {"key": "k2"}, ("k2", "api_key")),
+        ({"authorization": "Bearer t1"}, {}, ("t1", "bearer")),
+        ({"authorization": "token auth_tokens/t2"}, {}, ("auth_tokens/t2", "token")),
+        ({}, {"access_token": "auth_tokens/t3"}, ("auth_tokens/t3", "access_token")),
+        # The Python SDK sends both for ephemeral tokens: the Authorization header wins.
+        ({"authorization": "Token a", "x-goog-api-key": "a"}, {}, ("a", "token")),
+        ({"x-goog-api-key": "h"}, {"key": "q"}, ("h", "api_key")),
+        ({"authorization": "Basic abc"}, {}, None),
+        ({"authorization": "Bearer ", "x-goog-api-key": " "}, {"key": ""}, None),
+        ({}, {}, None),
+    ],
+)
+def test_find_credential(
+    headers: dict[str, str], query: dict[str, str], found: tuple[str, str] | None
+) -> None:
+    assert find_credential(headers, query) == found
+
+
+@pytest.mark.parametrize(
+    ("found", "route", "keys", "expected"),
+    [
+        (None, DEV, (), Close(1008, UNREGISTERED_CALLER)),
+        (("anything", "api_key"), DEV, (), None),
+        (("good", "api_key"), DEV, ("good",), None),
+        (("bad", "api_key"), DEV, ("good",), Close(1007, API_KEY_INVALID)),
+        (("bad", "bearer"), VERTEX, ("good",), Close(1008, BEARER_INVALID)),
+        (("good", "bearer"), VERTEX, ("good",), None),
+        (("bad", "token"), CONSTRAINED, ("good",), Close(1007, TOKEN_INVALID)),
+        (("good", "access_token"), CONSTRAINED, ("good",), None),
+        (("good", "token"), DEV, ("good",), Close(1008, UNREGISTERED_CALLER)),
+    ],
+)
+def test_refusal(found: Any, route: Route, keys: tuple[str, ...], expected: Close | None) -> None:
+    got = refusal(found, route, keys)
+    if expected is None:
+        assert got is None
+    else:
+        assert got is not None
+        assert (got.code, got.reason) == (expected.code, expected.reason)
+
+
+@pytest.mark.parametrize(
+    ("model", "models", "accepted"),
+    [
+        ("models/gemini-x", (), True),
+        ("tunedModels/mine", (), True),
+        ("projects/p/locations/l/publishers/google/models/gemini-x", (), True),
+        ("publishers/google/models/gemini-x", (), True),
+        ("gemini-x", (), False),
+        ("models/", (), False),
+        ("models/gemini-x", ("models/gemini-x",), True),
+        ("models/gemini-y", ("models/gemini-x",), False),
+        ("projects/p/locations/l/publishers/google/models/gemini-x", ("gemini-x",), True),
+        ("models/gemini-x", ("gemini-x",), True),
+        ("models/other-gemini-x", ("gemini-x",), False),
+    ],
+)
+def test_model_accepted(model: str, models: tuple[str, ...], accepted: bool) -> None:
+    assert model_accepted(model, models) is accepted
+
+
+def setup_of(**fields: Any) -> dict[str, Any]:
+    return {"model": "models/m", **fields}
+
+
+def test_read_setup_defaults() -> None:
+    options = read_setup(setup_of(), api_version="v1beta", models=())
+    assert options.modality == "AUDIO"
+    assert not options.input_transcription
+    assert not options.output_transcription
+    assert options.vad == VadSettings(threshold=300, start_ms=40, silence_ms=500, padding_ms=100)
+    assert options.barge_in
+    assert not options.resumption
+    assert options.handle is None
+
+
+def test_read_setup_options() -> None:
+    options = read_setup(
+        setup_of(
+            generationConfig={"responseModalities": ["TEXT"]},
+            inputAudioTranscription={},
+            outputAudioTranscription={},
+            realtimeInputConfig={
+                "automaticActivityDetection": {
+                    "startOfSpeechSensitivity": "START_SENSITIVITY_LOW",
+                    "silenceDurationMs": "250",
+                    "prefixPaddingMs": 20,
+                },
+                "activityHandling": "NO_INTERRUPTION",
+            },
+            tools=[{"functionDeclarations": [{"name": "f"}, {"name": "g"}]}, {"googleSearch": {}}],
+            sessionResumption={"handle": "h"},
+            systemInstruction={"parts": [{"text": "Be brief."}]},
+        ),
+        api_version="v1beta",
+        models=(),
+    )
+    assert options.modality == "TEXT"
+    assert options.input_transcription
+    assert options.output_transcription
+    assert options.vad == VadSettings(threshold=1000, start_ms=40, silence_ms=250, padding_ms=20)
+    assert not options.barge_in
+    assert options.functions == {"f", "g"}
+    assert options.resumption
+    assert options.handle == "h"
+    assert options.system_text == "Be brief."
+
+
+def test_read_setup_enum_numbers_and_disabled_vad() -> None:
+    options = read_setup(
+        setup_of(
+            generationConfig={"responseModalities": [1]},
+            realtimeInputConfig={"automaticActivityDetection": {"disabled": True}},
+            sessionResumption={},
+        ),
+        api_version="v1",
+        models=(),
+    )
+    assert options.modality == "TEXT"
+    assert options.vad is None
+    assert options.resumption
+    assert options.handle is None
+    low_end = read_setup(
+        setup_of(
+            realtimeInputConfig={
+                "automaticActivityDetection": {"endOfSpeechSensitivity": "END_SENSITIVITY_LOW"}
+            }
+        ),
+        api_version="v1",
+        models=(),
+    )
+    assert low_end.vad is not None
+    assert low_end.vad.silence_ms == 1000
+
+
+@pytest.mark.parametrize(
+    ("setup", "code", "reason"),
+    [
+        ({}, 1007, INVALID_ARGUMENT),
+        ({"model": ""}, 1007, INVALID_ARGUMENT),
+        (
+            setup_of(generationConfig={"responseModalities": ["TEXT", "AUDIO"]}),
+            1007,
+            INVALID_ARGUMENT,
+        ),
+        (setup_of(generationConfig={"responseModalities": ["IMAGE"]}), 1007, INVALID_ARGUMENT),
+        (
+            setup_of(generationConfig={"responseMimeType": "application/json"}),
+            1007,
+            INVALID_ARGUMENT,
+        ),
+        ({"model": "models/other"}, 1008, model_not_found("models/other", "v1alpha")),
+    ],
+)
+def test_read_setup_refusals(setup: dict[str, Any], code: int, reason: str) -> None:
+    with pytest.raises(Close) as caught:
+        read_setup(setup, api_version="v1alpha", models=("models/m",))
+    assert (caught.value.code, caught.value.reason) == (code, reason)
+
+
+@pytest.mark.parametrize(
+    ("text", "call"),
+    [
+        ('call get_weather {"location": "Tokyo"}', ("get_weather", {"location": "Tokyo"})),
+        ("  call get_weather  ", ("get_weather", {})),
+        ("call undeclared {}", None),
+        ("call get_weather [1]", None),
+        ("call get_weather {not json}", None),
+        ("please call get_weather {}", None),
+    ],
+)
+def test_parse_call(text: str, call: tuple[str, dict[str, Any]] | None) -> None:
+    assert parse_call(text, frozenset({"get_weather"})) == call
+
+
+def test_tool_result_and_fragments() -> None:
+    assert tool_result("f", {"tempC": 21}) == 'f returned {"tempC":21}'
+    assert fragments('You said: "a  b"') == ["You", " said:", ' "a', '  b"']
+    assert "".join(fragments(" x y ")) == "x y"
+    assert fragments("") == []
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(50, "50s"), (9.5, "9.500s"), (0, "0s"), (0.0004, "0s"), (1.25, "1.250s")]
+)
+def test_duration(seconds: float, text: str) -> None:
+    assert messages.duration(seconds) == text
+
+
+def test_usage_shapes_per_api() -> None:
+    prompt = {"AUDIO": 10, "TEXT": 2, "IMAGE": 0}
+    assert messages.usage(prompt, {"AUDIO": 5}, vertex=False) == {
+        "promptTokenCount": 12,
+        "responseTokenCount": 5,
+        "totalTokenCount": 17,
+        "promptTokensDetails": [
+            {"modality": "AUDIO", "tokenCount": 10},
+            {"modality": "TEXT", "tokenCount": 2},
+        ],
+        "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": 5}],
+    }
+    vertex = messages.usage(prompt, {"TEXT": 0}, vertex=True)
+    assert vertex == {
+        "promptTokenCount": 12,
+        "totalTokenCount": 12,
+        "promptTokensDetails": vertex["promptTokensDetails"],
+    }
+
+
+async def test_handles_expire_after_their_ttl(autojump_clock: trio.testing.MockClock) -> None:
+    store = HandleStore(ttl=100.0)
+    state = SessionState("s1", turns=2, context={"TEXT": 5})
+    first = store.issue(state)
+    state.context["TEXT"] = 99
+    resumed = store.resume(first)
+    assert resumed == SessionState("s1", turns=2, context={"TEXT": 5})
+    assert resumed is not None
+    resumed.turns = 7
+    assert store.resume(first) == SessionState("s1", turns=2, context={"TEXT": 5})
+    await trio.sleep(60)
+    second = store.issue(state)
+    await trio.sleep(50)
+    assert store.resume(first) is None
+    assert store.resume(second) is not None
+    assert store.resume("unknown") is None
+    store.issue(state)
+    assert len(store) == 2  # the expired first handle was purged
