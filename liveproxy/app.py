@@ -46,7 +46,7 @@ from liveproxy.session import (
     Session,
     SessionServices,
 )
-from liveproxy.stats import Gauges
+from liveproxy.stats import Gauges, SessionCounters
 from liveproxy.tokens import Grant, TokenStore
 from liveproxy.upstream import UpstreamTarget, upstream_url
 
@@ -229,7 +229,9 @@ async def _run_emulator(
 
     with scope:
         async with trio.open_nursery() as nursery:
-            emulator = await nursery.start(serve, EmulatorConfig(api_keys=(key,), port=0))
+            emulator = await nursery.start(
+                serve, EmulatorConfig(api_keys=(key,), port=0, record_messages=False)
+            )
             task_status.started(emulator.url)
 
 
@@ -262,7 +264,8 @@ async def serve_session(state: ProxyState, socket: BrowserSocket) -> None:
     config = state.config
     if state.gauges.live_sessions >= config.max_sessions:
         refusal = AtCapacity(f"at capacity ({config.max_sessions} sessions)")
-        await socket.send(encode_error(ErrorEvent(refusal.code, refusal.message)))
+        stats = SessionCounters(started_at=trio.current_time()).snapshot()
+        await socket.send(encode_error(ErrorEvent(refusal.code, refusal.message, stats)))
         await socket.close(refusal.close_code, refusal.code)
         return
 

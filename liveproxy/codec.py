@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-import attrs
 import cattrs
 import orjson
 from cattrs.preconf.orjson import make_converter as make_orjson_converter
@@ -124,6 +123,5 @@ def encode_session_end(event: SessionEnd) -> str:
 
 
 def encode_error(event: ErrorEvent) -> str:
-    """``{"error": {"code", "message"[, "stats"]}}``; ``stats`` is left out when unknown."""
-    body = attrs.asdict(event, recurse=True, filter=lambda _, v: v is not None)
-    return orjson.dumps({"error": body}).decode()
+    """``{"error": {"code", "message", "stats": {...snake_case...}}}``."""
+    return orjson.dumps({"error": CONVERTER.unstructure(event)}).decode()

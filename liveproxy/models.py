@@ -97,4 +97,4 @@ class SessionEnd:
 class ErrorEvent:
     code: str
     message: str
-    stats: SessionStats | None = None
+    stats: SessionStats

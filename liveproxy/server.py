@@ -1,8 +1,9 @@
 """``liveproxy serve``: the app on Hypercorn's trio worker, with signal-driven graceful shutdown.
 
-On SIGTERM or SIGINT the server stops accepting connections and issuing tokens, gives live
-sessions up to ``SHUTDOWN_GRACE_SECONDS`` to end, then ends the rest (``sessionEnd`` reason
-``shutdown``, close 1001), closes every upstream connection and returns.
+On SIGTERM or SIGINT the server stops issuing tokens (``POST /api/auth`` answers 503) and
+starting sessions, gives live sessions up to ``SHUTDOWN_GRACE_SECONDS`` to end, then ends the
+rest (``sessionEnd`` reason ``shutdown``, close 1001), closes every upstream connection, stops
+listening and returns.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from liveproxy.config import Config, ConfigError
 
 log = logging.getLogger("liveproxy")
 
-#: Hypercorn's hard deadline for connections beyond the grace period (final messages, closes).
+#: After the grace period: time for sessions to send their last message and close, and then
+#: Hypercorn's deadline for connections still open.
 CLOSE_MARGIN_SECONDS = 5.0
 
 
@@ -34,7 +36,7 @@ def hypercorn_config(config: Config) -> hypercorn.config.Config:
     hconfig.bind = [f"{config.host}:{config.port}"]
     hconfig.worker_class = "trio"
     hconfig.backlog = 1024
-    hconfig.graceful_timeout = config.shutdown_grace_seconds + CLOSE_MARGIN_SECONDS
+    hconfig.graceful_timeout = CLOSE_MARGIN_SECONDS
     # Frames up to MAX_MESSAGE_BYTES reach the session, which refuses bigger ones with
     # message_too_big; Hypercorn itself cuts frames beyond twice that with a bare 1009.
     hconfig.websocket_max_message_size = max(2 * config.max_message_bytes, 1024 * 1024)
@@ -59,7 +61,8 @@ async def serve(
     watch_signals = stop is None
     stop = trio.Event() if stop is None else stop
 
-    async def stop_accepting() -> None:
+    async def drain() -> None:
+        """Hypercorn's shutdown trigger: returns once sessions are over, to stop listening."""
         await stop.wait()
         state.draining = True
         log.info(
@@ -67,24 +70,21 @@ async def serve(
             state.gauges.live_sessions,
             config.shutdown_grace_seconds,
         )
-
-    async def end_sessions_after_grace() -> None:
-        await stop.wait()
         with trio.move_on_after(config.shutdown_grace_seconds):
-            while state.gauges.live_sessions:
-                await state.gauges.wait_idle()
+            await state.gauges.wait_no_sessions()
         state.shutdown_now.set()
+        with trio.move_on_after(CLOSE_MARGIN_SECONDS):
+            await state.gauges.wait_no_sessions()
 
     async def run_server(task_status: trio.TaskStatus[list[str]]) -> None:
         await hypercorn.trio.serve(
-            app, hypercorn_config(config), shutdown_trigger=stop_accepting, task_status=task_status
+            app, hypercorn_config(config), shutdown_trigger=drain, task_status=task_status
         )
         nursery.cancel_scope.cancel()
 
     async with trio.open_nursery() as nursery:
         if watch_signals:
             nursery.start_soon(_set_on_signal, stop)
-        nursery.start_soon(end_sessions_after_grace)
         binds = await nursery.start(run_server)
         task_status.started(binds)
 

@@ -266,7 +266,8 @@ class Session:
         await self.link.send(message)
 
     def _refuse(self, message: str) -> None:
-        self.out.put(encode_error(ErrorEvent(BadMessage.code, message)))
+        stats = self.counters.snapshot()
+        self.out.put(encode_error(ErrorEvent(BadMessage.code, message, stats)))
 
     # -- timers ------------------------------------------------------------------------------
 

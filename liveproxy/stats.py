@@ -93,6 +93,11 @@ class Gauges:
     def idle(self) -> bool:
         return self.live_sessions == 0 and self.upstream_connections == 0
 
+    async def wait_no_sessions(self) -> None:
+        """Return once no session is live."""
+        while self.live_sessions:
+            await self._changed.wait()
+
     async def wait_idle(self) -> None:
         """Return once no session and no upstream connection is live."""
         while not self.idle:

@@ -157,35 +157,38 @@ async def open_connection(
             async with trio.open_nursery() as nursery:
                 ws: WebSocketConnection | None = None
                 try:
-                    ws = await connect_websocket_url(
-                        nursery,
-                        target.url,
-                        extra_headers=headers,
-                        message_queue_size=MESSAGE_QUEUE_SIZE,
-                        max_message_size=target.max_message_size,
-                    )
-                    await ws.send_message(setup)
-                    first = await ws.get_message()
-                except (OSError, HandshakeError) as exc:
-                    failure = UpstreamUnavailable(f"cannot reach upstream: {exc}")
-                except ConnectionClosed as exc:
-                    failure = setup_close_error(exc.reason, target.redact)
-                else:
-                    if not _is_setup_complete(first):
-                        failure = UpstreamFailed("upstream answered the setup with another message")
-                if failure is not None or ws is None:
+                    try:
+                        ws = await connect_websocket_url(
+                            nursery,
+                            target.url,
+                            extra_headers=headers,
+                            message_queue_size=MESSAGE_QUEUE_SIZE,
+                            max_message_size=target.max_message_size,
+                        )
+                        await ws.send_message(setup)
+                        first = await ws.get_message()
+                    except (OSError, HandshakeError) as exc:
+                        failure = UpstreamUnavailable(f"cannot reach upstream: {exc}")
+                    except ConnectionClosed as exc:
+                        failure = setup_close_error(exc.reason, target.redact)
+                    else:
+                        if not _is_setup_complete(first):
+                            failure = UpstreamFailed(
+                                "upstream answered the setup with another message"
+                            )
+                    if failure is None and ws is not None:
+                        connect_scope.deadline = math.inf
+                        connection = Connection(ws, first)
+                        on_open(1)
+                        try:
+                            yield connection
+                        finally:
+                            on_open(-1)
+                            await _close(connection)
+                finally:
+                    # Whatever happened (a failure, a timeout, cancellation): no TCP leak.
                     if ws is not None:
                         await trio.aclose_forcefully(ws)
-                    nursery.cancel_scope.cancel()
-                else:
-                    connect_scope.deadline = math.inf
-                    connection = Connection(ws, first)
-                    on_open(1)
-                    try:
-                        yield connection
-                    finally:
-                        on_open(-1)
-                        await _close(connection)
                     nursery.cancel_scope.cancel()
     except* ConnectionRejected as group:
         rejected = group.exceptions[0]
@@ -201,4 +204,3 @@ async def _close(connection: Connection) -> None:
     """Close gracefully if we can, within :data:`CLOSE_TIMEOUT`; the TCP stream closes anyway."""
     with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
         await connection.ws.aclose(connection.close_code, connection.close_reason or None)
-    await trio.aclose_forcefully(connection.ws)

@@ -1,0 +1,118 @@
+"""Fixtures: the real emulator and the real proxy (Hypercorn on port 0), both in the test's run."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import attrs
+import pytest
+import trio
+from trio_websocket import open_websocket_url
+
+from liveproxy.app import LiveProxyApp, ProxyState, create_app
+from liveproxy.config import Config
+from liveproxy.emulator import Emulator, EmulatorConfig
+from liveproxy.emulator import serve as serve_emulator
+from liveproxy.server import serve
+from liveproxy.upstream import UpstreamTarget
+from tests.http import HttpResponse, request
+from tests.wsclient import BrowserClient, wait_until
+
+TEXT_SETUP: dict[str, Any] = {"setup": {"generation_config": {"response_modalities": ["TEXT"]}}}
+AUDIO_SETUP: dict[str, Any] = {
+    "setup": {
+        "generation_config": {"response_modalities": ["AUDIO"]},
+        "input_audio_transcription": {},
+        "output_audio_transcription": {},
+    }
+}
+
+
+@attrs.define
+class Proxy:
+    """A running proxy and the emulator behind it."""
+
+    port: int
+    app: LiveProxyApp
+    emulator: Emulator
+    stop: trio.Event
+
+    @property
+    def state(self) -> ProxyState:
+        return self.app.proxy
+
+    async def http(self, method: str, path: str, body: bytes | None = None) -> HttpResponse:
+        return await request("127.0.0.1", self.port, method, path, body)
+
+    async def token(self, duration: int | None = None) -> str:
+        body = b"" if duration is None else b'{"session_duration": %d}' % duration
+        response = await self.http("POST", "/api/auth", body)
+        assert response.status == 200, response.body
+        token: str = response.json()["session_token"]
+        return token
+
+    def ws_url(self, token: str | None) -> str:
+        query = "" if token is None else f"?token={token}"
+        return f"ws://127.0.0.1:{self.port}/ws{query}"
+
+    @asynccontextmanager
+    async def connect(self, token: str | None = None) -> AsyncIterator[BrowserClient]:
+        """A browser WebSocket (with a fresh token unless one is given)."""
+        token = token if token is not None else await self.token()
+        async with open_websocket_url(self.ws_url(token), max_message_size=2**24) as ws:
+            yield BrowserClient(ws)
+
+    @asynccontextmanager
+    async def session(
+        self, setup: dict[str, Any] | None = None, *, duration: int | None = None
+    ) -> AsyncIterator[BrowserClient]:
+        """A browser session past ``setupComplete``."""
+        async with self.connect(await self.token(duration)) as client:
+            await client.send_json(TEXT_SETUP if setup is None else setup)
+            assert await client.recv_json() == {"setupComplete": {}}
+            yield client
+
+
+ProxyFactory = Callable[..., Awaitable[Proxy]]
+
+
+@pytest.fixture
+async def emulator(nursery: trio.Nursery) -> Emulator:
+    started: Emulator = await nursery.start(serve_emulator, EmulatorConfig(speed="fast"))
+    return started
+
+
+@pytest.fixture
+async def make_proxy(nursery: trio.Nursery, emulator: Emulator) -> AsyncIterator[ProxyFactory]:
+    """Start proxies against ``emulator``; after the test, every gauge must be back at zero."""
+    proxies: list[Proxy] = []
+
+    async def make(
+        *, target: UpstreamTarget | None = None, emulator_: Emulator | None = None, **settings: Any
+    ) -> Proxy:
+        upstream = emulator_ or emulator
+        settings.setdefault("api_key", "test-key")
+        settings.setdefault("upstream_url", upstream.url)
+        config = Config(port=0, **settings)
+        app = create_app(config, target=target)
+        stop = trio.Event()
+        binds = await nursery.start(partial(serve, config, stop=stop, app=app))
+        proxy = Proxy(int(binds[0].rsplit(":", 1)[1]), app, upstream, stop)
+        proxies.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in proxies:
+        with trio.fail_after(10):
+            await proxy.state.gauges.wait_idle()
+        assert proxy.state.gauges.live_sessions == 0
+        assert proxy.state.gauges.upstream_connections == 0
+    await wait_until(lambda: emulator.live_count == 0)
+
+
+@pytest.fixture
+async def proxy(make_proxy: ProxyFactory) -> Proxy:
+    return await make_proxy()

@@ -1,0 +1,84 @@
+"""The HTTP endpoints: /api/auth, /api/health, /api/status, error shapes."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from tests.conftest import Proxy, ProxyFactory
+
+
+async def test_health_reports_the_servers_model(proxy: Proxy) -> None:
+    response = await proxy.http("GET", "/api/health")
+    assert response.status == 200
+    assert response.json() == {"status": "ok", "model": "gemini-3.8-live"}
+
+
+async def test_status_with_credentials_is_advanced_and_names_no_secret(proxy: Proxy) -> None:
+    response = await proxy.http("GET", "/api/status")
+    assert response.json() == {"status": "ok", "mode": "advanced", "missing": []}
+    assert b"test-key" not in response.body
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (None, 180),
+        (b"", 180),
+        (b"{}", 180),
+        (b'{"session_duration": 90}', 90),
+        (b'{"sessionDuration": 90}', 90),
+        (b'{"session_duration": 5}', 60),
+        (b'{"session_duration": 100000}', 600),
+        (b'{"session_duration": null}', 180),
+    ],
+)
+async def test_auth_clamps_the_session_duration(
+    proxy: Proxy, body: bytes | None, expected: int
+) -> None:
+    response = await proxy.http("POST", "/api/auth", body)
+    assert response.status == 200
+    data = response.json()
+    assert data["session_time_limit"] == expected
+    token = data["session_token"]
+    assert len(token) >= 22  # >= 128 bits in URL-safe base64
+    assert set(token) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b"[1, 2]", b'"90"', b'{"session_duration": "90"}', b'{"session_duration": 9.5}'],
+)
+async def test_auth_refuses_a_bad_body_with_the_error_shape(proxy: Proxy, body: bytes) -> None:
+    response = await proxy.http("POST", "/api/auth", body)
+    assert response.status == 400
+    error = response.json()["error"]
+    assert error["code"] == "bad_request"
+    assert error["message"]
+
+
+async def test_auth_mints_a_fresh_token_each_time(proxy: Proxy) -> None:
+    tokens = {await proxy.token() for _ in range(5)}
+    assert len(tokens) == 5
+
+
+async def test_unknown_paths_and_methods_answer_in_the_error_shape(proxy: Proxy) -> None:
+    missing = await proxy.http("GET", "/api/nope")
+    assert missing.status == 404
+    assert missing.json()["error"]["code"] == "not_found"
+    wrong_method = await proxy.http("GET", "/api/auth")
+    assert wrong_method.status == 405
+    assert wrong_method.json()["error"]["code"] == "method_not_allowed"
+
+
+async def test_auth_answers_503_at_capacity_counting_valid_tokens(
+    make_proxy: ProxyFactory, autojump_clock: trio.testing.MockClock
+) -> None:
+    proxy = await make_proxy(max_sessions=2, token_ttl_seconds=30)
+    await proxy.token()
+    await proxy.token()
+    refused = await proxy.http("POST", "/api/auth")
+    assert refused.status == 503
+    assert refused.json()["error"]["code"] == "at_capacity"
+    await trio.sleep(31)  # the unused tokens expire and stop counting
+    assert (await proxy.http("POST", "/api/auth")).status == 200
