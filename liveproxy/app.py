@@ -27,7 +27,7 @@ from liveproxy.codec import (
     to_json,
 )
 from liveproxy.config import Config
-from liveproxy.credentials import ApiKey, GoogleAuth, NoCredentials
+from liveproxy.credentials import ApiKey, Credentials, GoogleAuth, NoCredentials
 from liveproxy.errors import AtCapacity, SessionError, SlowClient
 from liveproxy.models import (
     ApiError,
@@ -194,7 +194,7 @@ def _resolve_upstream_on_start(app: LiveProxyApp, state: ProxyState) -> None:
             log.warning("no upstream configured: sessions will fail (set GOOGLE_API_KEY)")
             return
         else:
-            target = await _google_target(config)
+            target = await google_target(config)
             log.info("upstream: %s (%s backend)", target.url, config.backend)
         state.services.target = target
 
@@ -203,14 +203,19 @@ def _resolve_upstream_on_start(app: LiveProxyApp, state: ProxyState) -> None:
         emulator_scope.cancel()
 
 
-async def _google_target(config: Config) -> UpstreamTarget:
-    credentials: ApiKey | GoogleAuth | NoCredentials
-    if config.api_key:
-        credentials = ApiKey(config.api_key)
-    elif config.project_id:
-        credentials = await GoogleAuth.from_environment()
-    else:
-        credentials = NoCredentials()
+async def google_target(config: Config, credentials: Credentials | None = None) -> UpstreamTarget:
+    """The upstream for configured credentials: the API key, or Vertex AI's ADC (or given ones).
+
+    Raises:
+        UpstreamUnavailable: Vertex AI is configured but no credentials can be found.
+    """
+    if credentials is None:
+        if config.api_key:
+            credentials = ApiKey(config.api_key)
+        elif config.project_id:
+            credentials = await GoogleAuth.from_environment()
+        else:
+            credentials = NoCredentials()
     return UpstreamTarget(
         url=upstream_url(config),
         model=config.model,

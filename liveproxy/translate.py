@@ -144,9 +144,10 @@ class UpstreamDecodeError(ValueError):
 
 
 def _decode_audio(data: str) -> bytes:
-    if "-" in data or "_" in data:
-        return decode_b64(data)
-    return binascii.a2b_base64(data)
+    try:
+        return binascii.a2b_base64(data, strict_mode=True)  # Google's own: standard, padded
+    except binascii.Error:
+        return decode_b64(data)  # URL-safe or unpadded; raises ValueError if not base64
 
 
 def _split_audio(parts: list[Any], aligner: AudioAligner, frames: list[bytes | str]) -> list[Any]:

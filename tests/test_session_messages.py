@@ -12,7 +12,7 @@ from liveproxy.emulator import ConnectionRecord
 from liveproxy.protocol.b64 import decode_b64
 from tests import pcm
 from tests.conftest import AUDIO_SETUP, TEXT_SETUP, Proxy, ProxyFactory
-from tests.wsclient import BrowserClient, has_key, wait_until
+from tests.wsclient import BrowserClient, has_key, texts, wait_until
 
 FULL_SETUP: dict[str, Any] = {
     "setup": {
@@ -146,16 +146,7 @@ async def test_text_turns_in_every_form_reach_upstream_and_get_answers(proxy: Pr
         ):
             await client.ws.send_message(message)
             answer = await client.recv_until(has_key("serverContent", "turnComplete"))
-            texts = [
-                part["text"]
-                for frame in answer
-                if isinstance(frame, str)
-                for part in orjson.loads(frame)
-                .get("serverContent", {})
-                .get("modelTurn", {})
-                .get("parts", [])
-            ]
-            assert texts, answer
+            assert texts(answer), answer
         got = await received(proxy, 4)
     assert got[0] == (
         "clientContent",
@@ -253,12 +244,7 @@ async def test_a_tool_call_carries_session_stats_and_its_response_continues_the_
             }
         )
         answer = await client.recv_until(has_key("serverContent", "turnComplete"))
-    text = "".join(
-        part.get("text", "")
-        for f in answer
-        if isinstance(f, str)
-        for part in orjson.loads(f).get("serverContent", {}).get("modelTurn", {}).get("parts", [])
-    )
+    text = "".join(texts(answer))
     assert "21" in text
 
 

@@ -83,6 +83,16 @@ def has_key(key: str, inner: str | None = None) -> Callable[[Frame], bool]:
     return check
 
 
+def texts(frames: list[Frame]) -> list[str]:
+    """The model's text parts in ``frames``, in order."""
+    found: list[str] = []
+    for frame in frames:
+        if isinstance(frame, str):
+            turn = orjson.loads(frame).get("serverContent", {}).get("modelTurn", {})
+            found.extend(part["text"] for part in turn.get("parts", []) if "text" in part)
+    return found
+
+
 WAIT_LIMIT = 5.0
 
 

@@ -14,7 +14,10 @@ def decode_b64(data: str | bytes) -> bytes:
     Raises:
         ValueError: ``data`` is not base64 in either alphabet.
     """
-    raw = data.encode("ascii", "strict") if isinstance(data, str) else data
+    try:
+        raw = data.encode("ascii") if isinstance(data, str) else data
+    except UnicodeEncodeError:
+        raise ValueError("invalid base64: not ASCII") from None
     raw = raw.translate(_URLSAFE_TO_STANDARD)
     missing = -len(raw) % 4
     if missing == 3:

@@ -1,0 +1,123 @@
+"""Config from the environment and .env: names of the earlier servers, defaults, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from liveproxy.config import DEFAULT_MODEL, Config, ConfigError, read_env_file
+
+
+def from_env(env: dict[str, str], env_file: Path | None = None) -> Config:
+    return Config.from_env(env, env_file=env_file)
+
+
+def test_defaults_match_the_earlier_servers() -> None:
+    config = from_env({})
+    assert config.port == 8000
+    assert config.session_time_limit == 180
+    assert config.token_ttl_seconds == 30
+    assert (config.session_min_seconds, config.session_max_seconds) == (60, 600)
+    assert config.location == "us-central1"
+    assert config.model == DEFAULT_MODEL
+    assert config.mode == "emulator"
+    assert config.missing == ["GOOGLE_API_KEY"]
+
+
+def test_gemini_api_key_is_an_alias_and_the_key_never_shows_in_repr() -> None:
+    config = from_env({"GEMINI_API_KEY": "sekrit-123"})
+    assert config.api_key == "sekrit-123"
+    assert config.mode == "advanced"
+    assert config.backend == "developer"
+    assert "sekrit-123" not in repr(config)
+    assert from_env({"GOOGLE_API_KEY": "a", "GEMINI_API_KEY": "b"}).api_key == "a"
+
+
+def test_a_project_without_a_key_selects_vertex() -> None:
+    config = from_env({"PROJECT_ID": "p1", "LOCATION": "europe-west4"})
+    assert (config.backend, config.mode, config.location) == ("vertex", "advanced", "europe-west4")
+    assert from_env({"PROJECT_ID": "p1", "GOOGLE_API_KEY": "k"}).backend == "developer"
+
+
+def test_without_the_emulator_nothing_configured_is_simple_mode() -> None:
+    config = from_env({"EMULATOR": "off"})
+    assert config.mode == "simple"
+    assert config.missing == ["GOOGLE_API_KEY"]
+
+
+def test_every_setting_is_read() -> None:
+    config = from_env(
+        {
+            "HOST": "0.0.0.0",
+            "PORT": "9000",
+            "MODEL": "gemini-x",
+            "ALLOWED_MODELS": "a, b c",
+            "SESSION_TIME_LIMIT": "90",
+            "TOKEN_TTL_SECONDS": "12.5",
+            "MAX_SESSIONS": "7",
+            "SETUP_TIMEOUT_SECONDS": "3",
+            "MAX_MESSAGE_BYTES": "4096",
+            "BROWSER_QUEUE_BYTES": "8192",
+            "UPSTREAM_URL": "ws://127.0.0.1:9001",
+            "CONTEXT_WINDOW_COMPRESSION": "false",
+            "SHUTDOWN_GRACE_SECONDS": "0",
+            "LOG_LEVEL": "debug",
+        }
+    )
+    assert (config.host, config.port, config.model) == ("0.0.0.0", 9000, "gemini-x")
+    assert config.allowed_models == frozenset({"a", "b", "c"})
+    assert config.session_time_limit == 90
+    assert config.token_ttl_seconds == 12.5
+    assert config.max_sessions == 7
+    assert config.setup_timeout_seconds == 3
+    assert config.max_message_bytes == 4096
+    assert config.browser_queue_bytes == 8192
+    assert config.upstream_url == "ws://127.0.0.1:9001"
+    assert config.context_window_compression is False
+    assert config.shutdown_grace_seconds == 0
+    assert config.log_level == "DEBUG"
+    assert config.mode == "advanced"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PORT", "eighty"),
+        ("PORT", "70000"),
+        ("SESSION_TIME_LIMIT", "0"),
+        ("TOKEN_TTL_SECONDS", "-1"),
+        ("TOKEN_TTL_SECONDS", "nan"),
+        ("MAX_SESSIONS", "1.5"),
+        ("CONTEXT_WINDOW_COMPRESSION", "maybe"),
+        ("LOG_LEVEL", "LOUD"),
+        ("UPSTREAM_URL", "http://example.com"),
+    ],
+)
+def test_invalid_values_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        from_env({name: value})
+
+
+def test_min_above_max_is_refused() -> None:
+    with pytest.raises(ConfigError, match="SESSION_MIN_SECONDS"):
+        from_env({"SESSION_MIN_SECONDS": "700"})
+
+
+def test_dotenv_is_read_and_the_environment_wins(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "# comment\nexport GOOGLE_API_KEY='from-file'\nPORT=8100\n\nMODEL=\"m1\"\n",
+        encoding="utf-8",
+    )
+    config = from_env({"PORT": "8200"}, env_file)
+    assert config.api_key == "from-file"
+    assert config.port == 8200
+    assert config.model == "m1"
+
+
+def test_a_malformed_dotenv_line_is_reported_with_its_number(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("PORT=1\nthis is not a setting\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"\.env:2"):
+        read_env_file(env_file)
