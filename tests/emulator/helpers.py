@@ -19,6 +19,8 @@ DEV_PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenera
 VERTEX_PATH = "/ws/google.cloud.aiplatform.v1beta1.LlmBidiService/BidiGenerateContent"
 KEYED_PATH = DEV_PATH + "?key=test-key"
 MODEL = "models/gemini-live-test"
+#: Guard against hung tests: no single wait in these tests is legitimately longer (trio time).
+RECEIVE_TIMEOUT = 30.0
 
 Message = dict[str, Any]
 
@@ -47,7 +49,10 @@ async def send(ws: WebSocketConnection, message: Message, *, binary: bool = Fals
 
 
 async def receive(ws: WebSocketConnection) -> Message:
-    message: Message = orjson.loads(await ws.get_message())
+    """The next server message, decoded; fails after :data:`RECEIVE_TIMEOUT`."""
+    with trio.fail_after(RECEIVE_TIMEOUT):
+        frame = await ws.get_message()
+    message: Message = orjson.loads(frame)
     return message
 
 
@@ -72,11 +77,13 @@ async def until_turn_complete(ws: WebSocketConnection) -> list[Message]:
 
 
 async def close_reason(ws: WebSocketConnection) -> CloseReason:
-    """Read until the server closes; return its close code and reason."""
+    """Read until the server closes (within :data:`RECEIVE_TIMEOUT`); return its close code
+    and reason."""
     reason: CloseReason | None = None
     try:
-        while True:
-            await ws.get_message()
+        with trio.fail_after(RECEIVE_TIMEOUT):
+            while True:
+                await ws.get_message()
     except ConnectionClosed as exc:
         reason = exc.reason
     assert reason is not None
@@ -129,7 +136,9 @@ def model_audio(messages: list[Message]) -> bytes:
 
 def model_text(messages: list[Message]) -> str:
     return "".join(
-        part["text"] for turn in server_content(messages, "modelTurn") for part in turn["parts"]
+        part.get("text", "")
+        for turn in server_content(messages, "modelTurn")
+        for part in turn["parts"]
     )
 
 

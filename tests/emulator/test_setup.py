@@ -1,0 +1,191 @@
+"""Framing and setup rules over real sockets: what the first messages may be, and how the
+emulator refuses the rest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+import trio
+
+from liveproxy.emulator.decode import INVALID_JSON
+from liveproxy.protocol.closes import (
+    INVALID_ARGUMENT,
+    MEDIA_CHUNKS_DEPRECATED,
+    model_not_found,
+    truncate_reason,
+)
+
+from .helpers import (
+    MODEL,
+    VERTEX_PATH,
+    audio_message,
+    close_reason,
+    connect,
+    open_session,
+    receive,
+    send,
+    start,
+)
+
+
+async def refused(nursery: trio.Nursery, *frames: Any, **config: Any) -> tuple[int, str]:
+    """Send ``frames`` (dicts as JSON text, str/bytes as they are) and return the close."""
+    emulator = await start(nursery, **config)
+    async with connect(emulator) as ws:
+        for frame in frames:
+            if isinstance(frame, dict):
+                await send(ws, frame)
+            else:
+                await ws.send_message(frame)
+        reason = await close_reason(ws)
+    record = emulator.connections[0]
+    await record.wait_closed()
+    assert (record.close_code, record.close_reason) == (reason.code, reason.reason)
+    assert record.ended_by == "server"
+    assert reason.reason is not None
+    return reason.code, reason.reason
+
+
+@pytest.mark.parametrize(
+    ("frames", "reason"),
+    [
+        (['{"setup": {'], INVALID_JSON),
+        ([b"\xff\xfe"], INVALID_JSON),
+        ([{"realtimeInput": {"text": "hi"}}], INVALID_ARGUMENT),
+        ([{}], INVALID_ARGUMENT),
+        (
+            [{"setup": {"model": MODEL, "speechConfig": {}}}],
+            "Invalid JSON payload received. Unknown name \"speechConfig\" at 'setup': "
+            "Cannot find field.",
+        ),
+        (
+            [{"setup": {"model": MODEL, "generation_config": {"input_audio_transcription": {}}}}],
+            'Invalid JSON payload received. Unknown name "input_audio_transcription" at '
+            "'setup.generation_config': Cannot find field.",
+        ),
+        (
+            [{"setup": {"model": 5}}],
+            "Invalid value at 'setup.model' (TYPE_STRING), 5",
+        ),
+        (
+            [{"setup": {"model": MODEL}, "realtimeInput": {}}],
+            "Invalid JSON payload received. Oneof field 'message_type' is already set. "
+            "Cannot set 'realtimeInput'",
+        ),
+        ([{"setup": {}}], INVALID_ARGUMENT),
+        (
+            [
+                {
+                    "setup": {
+                        "model": MODEL,
+                        "generationConfig": {"responseModalities": ["TEXT", "AUDIO"]},
+                    }
+                }
+            ],
+            INVALID_ARGUMENT,
+        ),
+        (
+            [{"setup": {"model": MODEL, "generationConfig": {"stopSequences": ["x"]}}}],
+            INVALID_ARGUMENT,
+        ),
+        ([{"setup": {"model": MODEL}}, {"setup": {"model": MODEL}}], INVALID_ARGUMENT),
+        (
+            [
+                {"setup": {"model": MODEL}},
+                {"realtimeInput": {"mediaChunks": [{"mimeType": "audio/pcm", "data": "AAA="}]}},
+            ],
+            MEDIA_CHUNKS_DEPRECATED,
+        ),
+        ([{"setup": {"model": MODEL}}, "not json"], INVALID_JSON),
+        (
+            [{"setup": {"model": MODEL}}, {"realtimeInput": {"audio": {"data": "!!"}}}],
+            "Invalid value at 'realtime_input.audio.data' (TYPE_BYTES), \"!!\"",
+        ),
+    ],
+)
+async def test_invalid_input_closes_1007_with_googles_reason(
+    nursery: trio.Nursery, frames: list[Any], reason: str
+) -> None:
+    assert await refused(nursery, *frames) == (1007, reason)
+
+
+async def test_model_outside_the_list_closes_1008_truncated_to_123_bytes(
+    nursery: trio.Nursery,
+) -> None:
+    model = "models/gemini-live-2.5-flash-preview"
+    code, reason = await refused(nursery, {"setup": {"model": model}}, models=["models/gemini-x"])
+    assert code == 1008
+    assert reason == truncate_reason(model_not_found(model, "v1beta"))
+    assert len(reason.encode()) == 123
+    assert reason.endswith("bidiGenerateContent. Call")
+
+
+async def test_model_in_the_list_is_served(nursery: trio.Nursery) -> None:
+    emulator = await start(nursery, models=["gemini-x"])
+    async with connect(emulator) as ws:
+        await open_session(ws, model="models/gemini-x")
+    assert emulator.connections[0].model == "models/gemini-x"
+
+
+async def test_setup_is_recorded_normalised_and_answered_in_a_binary_frame(
+    nursery: trio.Nursery,
+) -> None:
+    emulator = await start(nursery)
+    setup = {
+        "model": MODEL,
+        "generation_config": {"response_modalities": ["TEXT"], "speech_config": {}},
+        "tools": [{"function_declarations": [{"name": "f", "parameters": {"snake_key": 1}}]}],
+        "context_window_compression": {"trigger_tokens": "25600", "sliding_window": {}},
+    }
+    async with connect(emulator) as ws:
+        await ws.send_message(orjson.dumps({"setup": setup}))  # a binary client frame
+        frame = await ws.get_message()
+        assert frame == b'{"setupComplete":{}}'
+    (record,) = emulator.connections
+    assert record.setup == {
+        "model": MODEL,
+        "generationConfig": {"responseModalities": ["TEXT"], "speechConfig": {}},
+        "tools": [{"functionDeclarations": [{"name": "f", "parameters": {"snake_key": 1}}]}],
+        "contextWindowCompression": {"triggerTokens": "25600", "slidingWindow": {}},
+    }
+    assert record.sent == [{"setupComplete": {}}]
+
+
+async def test_text_frames_when_configured(nursery: trio.Nursery) -> None:
+    emulator = await start(nursery, send_binary=False)
+    async with connect(emulator) as ws:
+        await send(ws, {"setup": {"model": MODEL}})
+        assert await ws.get_message() == '{"setupComplete":{}}'
+
+
+async def test_vertex_setup_complete_carries_the_session_id(nursery: trio.Nursery) -> None:
+    emulator = await start(nursery)
+    async with connect(emulator, VERTEX_PATH, headers={"Authorization": "Bearer t"}) as ws:
+        body = await open_session(ws, model="projects/p/locations/l/publishers/google/models/m")
+    assert body == {"sessionId": emulator.connections[0].session_id}
+    assert len(body["sessionId"]) == 16
+
+
+async def test_client_messages_are_normalised_in_either_casing(nursery: trio.Nursery) -> None:
+    emulator = await start(nursery, speed="fast")
+    pcm = b"\xfb\xff\xbf" * 2  # "+/+/+/+/" in standard base64, "-_-_-_-_" URL-safe
+    async with connect(emulator) as ws:
+        await open_session(ws)
+        await send(ws, audio_message(pcm, snake=True))
+        await send(ws, audio_message(pcm), binary=True)
+        await send(ws, {"client_content": {"turns": [{"role": "user", "parts": [{"text": "x"}]}]}})
+        await send(ws, {"realtimeInput": {"audio_stream_end": True}})
+        await send(ws, {"realtime_input": {"text": "ping"}})
+        await receive(ws)
+    (record,) = emulator.connections
+    mime = "audio/pcm;rate=16000"
+    assert record.received == [
+        ("realtimeInput", {"audio": {"data": "-_-_-_-_", "mimeType": mime}}),
+        ("realtimeInput", {"audio": {"data": "+/+/+/+/", "mimeType": mime}}),
+        ("clientContent", {"turns": [{"role": "user", "parts": [{"text": "x"}]}]}),
+        ("realtimeInput", {"audioStreamEnd": True}),
+        ("realtimeInput", {"text": "ping"}),
+    ]
+    assert record.received_count == 5
