@@ -1,0 +1,465 @@
+"""The load generator: N paced real-time audio sessions, via liveproxy or straight to the emulator.
+
+``bench/run.py`` runs it as its own process (``python -m bench.loadgen ...``). One trio process:
+per session a receiving task and a paced sending task (plus trio-websocket's reader task). It
+prints ``MARK <name>`` lines on stdout at phase boundaries, so the parent can read the CPU times
+of all three processes at the same instants, and writes its results as JSON to ``--json-out``.
+
+Phases: ramp (sessions open at ``--ramp-rate`` per second; each open is timed), warm-up, the
+measurement ``window``, then optionally ``churn_paced`` (sessions opened and closed at a fixed
+rate while the others stream) and ``churn_burst`` (as fast as ``--burst-workers`` closed loops
+can). Round trips are attributed to the phase in which their echo arrives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+import trio
+
+from bench.httpc import HttpError, session_token
+from bench.stats import summarise_ns
+from bench.wire import (
+    BROWSER_SETUP,
+    LIVE_PATH,
+    LIVE_SETUP,
+    STAMP,
+    Target,
+    base_frame,
+    is_setup_complete,
+    live_audio_message,
+    live_audio_of,
+    read_stamp,
+    stamp,
+)
+from bench.wsclient import Closed, Connection, HandshakeFailed, TrioWebSocket, connect
+
+Client = Literal["lean", "trio-websocket"]
+
+now_ns = time.perf_counter_ns
+
+#: How long a clean close may take before the connection is abandoned.
+CLOSE_TIMEOUT = 3.0
+#: Churned opens allowed in flight at once before the paced churn skips a slot.
+CHURN_IN_FLIGHT = 1000
+
+
+class OpenError(Exception):
+    """A session could not be opened (auth, upgrade or setup failed)."""
+
+
+@dataclass
+class Options:
+    """What one load-generator run does (see :func:`build_parser`)."""
+
+    target: Target
+    host: str
+    port: int
+    sessions: int
+    warmup: float
+    duration: float
+    frame_bytes: int = 3200
+    interval_ms: float = 100.0
+    ramp_rate: float = 100.0
+    open_timeout: float = 10.0
+    churn_rate: float = 0.0
+    churn_seconds: float = 0.0
+    burst_workers: int = 0
+    session_duration: int = 600
+    client: Client = "lean"
+
+
+@dataclass
+class Phase:
+    """Counters and raw samples of one phase (nanoseconds)."""
+
+    name: str
+    started_ns: int = 0
+    ended_ns: int = 0
+    sent: int = 0
+    received: int = 0
+    rtts: list[int] = field(default_factory=list)
+    sched_rtts: list[int] = field(default_factory=list)
+    lags: list[int] = field(default_factory=list)
+    opens: list[int] = field(default_factory=list)
+    closes: list[int] = field(default_factory=list)
+    open_failures: int = 0
+    skipped: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return (self.ended_ns - self.started_ns) / 1e9
+
+    def report(self) -> dict[str, Any]:
+        seconds = self.seconds
+        result: dict[str, Any] = {
+            "seconds": round(seconds, 3),
+            "sent": self.sent,
+            "received": self.received,
+            "sent_per_s": round(self.sent / seconds, 1) if seconds else None,
+            "received_per_s": round(self.received / seconds, 1) if seconds else None,
+            "rtt_ms": summarise_ns(self.rtts),
+            "sched_rtt_ms": summarise_ns(self.sched_rtts),
+            "send_lag_ms": summarise_ns(self.lags),
+        }
+        if self.opens or self.open_failures:
+            result["opened"] = len(self.opens)
+            result["open_failures"] = self.open_failures
+            result["skipped"] = self.skipped
+            result["open_ms"] = summarise_ns(self.opens)
+            result["close_ms"] = summarise_ns(self.closes)
+        return result
+
+
+class Generator:
+    """Opens the sessions, paces their audio and times the echoes."""
+
+    def __init__(self, options: Options, conns: trio.Nursery) -> None:
+        self.opt = options
+        self.conns = conns
+        self.base = base_frame(options.frame_bytes)
+        self.interval_ns = round(options.interval_ms * 1e6)
+        self.epoch_ns = now_ns()
+        self.current: Phase | None = None
+        self.phases: list[Phase] = []
+        self.live: dict[int, Connection] = {}
+        self.setup_ns: list[int] = []
+        self.open_errors: Counter[str] = Counter()
+        self.stream_errors: Counter[str] = Counter()
+        self.events: Counter[str] = Counter()
+        self.misrouted = 0
+        self.bad_size = 0
+        self.closing = False
+
+    # -- phases ---------------------------------------------------------------------------
+
+    def begin(self, name: str) -> Phase:
+        phase = Phase(name, started_ns=now_ns())
+        self.current = phase
+        self.phases.append(phase)
+        print(f"MARK {name}_start", flush=True)
+        return phase
+
+    def end(self, phase: Phase) -> None:
+        phase.ended_ns = now_ns()
+        self.current = None
+        print(f"MARK {phase.name}_end", flush=True)
+
+    # -- opening and closing ---------------------------------------------------------------
+
+    async def open(self) -> Connection:
+        """Open one session up to ``setupComplete``; the caller bounds the time.
+
+        Raises:
+            OpenError: auth, the upgrade or the setup failed.
+        """
+        opt = self.opt
+        headers: list[tuple[str, str]] | None = None
+        try:
+            if opt.target == "proxy":
+                token = await session_token(opt.host, opt.port, opt.session_duration)
+                path = f"/ws?token={token}"
+                setup = BROWSER_SETUP
+            else:
+                path = LIVE_PATH
+                headers = [("x-goog-api-key", "bench")]
+                setup = LIVE_SETUP
+            ws: Connection
+            if opt.client == "lean":
+                ws = await connect(opt.host, opt.port, path, headers)
+            else:
+                ws = await TrioWebSocket.connect(self.conns, opt.host, opt.port, path, headers)
+        except (OSError, HttpError, HandshakeFailed) as exc:
+            raise OpenError(f"{type(exc).__name__}: {exc}"[:200]) from None
+        try:
+            await ws.send(setup)
+            first = await ws.receive()
+        except Closed as exc:
+            await self.close(ws)
+            raise OpenError(f"closed during setup: {exc}"[:200]) from None
+        except BaseException:
+            await self.close(ws)
+            raise
+        if not is_setup_complete(first):
+            await self.close(ws)
+            raise OpenError(f"expected setupComplete, got {first[:120]!r}")
+        return ws
+
+    async def timed_open(self) -> tuple[Connection, int] | None:
+        """Open a session within ``open_timeout``: ``(ws, nanoseconds)``, or None (counted)."""
+        started = now_ns()
+        try:
+            with trio.fail_after(self.opt.open_timeout):
+                ws = await self.open()
+        except OpenError as exc:
+            self.open_errors[str(exc)] += 1
+            return None
+        except trio.TooSlowError:
+            self.open_errors["open timed out"] += 1
+            return None
+        return ws, now_ns() - started
+
+    @staticmethod
+    async def close(ws: Connection) -> None:
+        """Close ``ws`` cleanly (close frame and reply), giving up after ``CLOSE_TIMEOUT``."""
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
+            await ws.aclose()
+
+    # -- streaming --------------------------------------------------------------------------
+
+    async def send_loop(self, index: int, ws: Connection) -> None:
+        """Send a stamped frame every interval, on this session's slot of the interval."""
+        interval = self.interval_ns
+        offset = index * interval // max(1, self.opt.sessions)
+        origin = self.epoch_ns + offset
+        slot = math.ceil((now_ns() - origin) / interval)
+        due = origin + slot * interval
+        frame = bytearray(self.base)
+        proxy = self.opt.target == "proxy"
+        send = ws.send
+        seq = 0
+        try:
+            while True:
+                delay = due - now_ns()
+                if delay > 0:
+                    await trio.sleep(delay / 1e9)
+                sent = now_ns()
+                stamp(frame, index, seq, due, sent)
+                await send(bytes(frame) if proxy else live_audio_message(frame))
+                phase = self.current
+                if phase is not None:
+                    phase.sent += 1
+                    phase.lags.append(sent - due)
+                seq += 1
+                due += interval
+        except Closed as exc:
+            if not self.closing:
+                self.stream_errors[f"send: closed {exc}"] += 1
+
+    async def receive_loop(self, index: int, ws: Connection) -> None:
+        """Time every echo by the stamp it carries."""
+        get = ws.receive
+        proxy = self.opt.target == "proxy"
+        size = self.opt.frame_bytes
+        while True:
+            try:
+                message = await get()
+            except Closed as exc:
+                if not self.closing:
+                    self.stream_errors[f"receive: closed {exc}"] += 1
+                return
+            arrived = now_ns()
+            if proxy:
+                if isinstance(message, str):
+                    self.note_event(message)
+                    continue
+                pcm: bytes | None = message
+            else:
+                pcm = live_audio_of(message)
+            if pcm is None:
+                self.note_event(message)
+                continue
+            if len(pcm) != size:
+                self.bad_size += 1
+                if len(pcm) < STAMP.size:
+                    continue
+            session, _seq, due, sent = read_stamp(pcm)
+            if session != index:
+                self.misrouted += 1
+            phase = self.current
+            if phase is not None:
+                phase.received += 1
+                phase.rtts.append(arrived - sent)
+                phase.sched_rtts.append(arrived - due)
+
+    def note_event(self, message: str | bytes) -> None:
+        """Count a server message that is not audio, by its top-level key (and error code)."""
+        try:
+            body: Any = orjson.loads(message)
+        except orjson.JSONDecodeError:
+            self.events["not JSON"] += 1
+            return
+        if isinstance(body, dict):
+            for key, value in body.items():
+                code = value.get("code") or value.get("reason") if isinstance(value, dict) else None
+                self.events[f"{key} {code}" if code else key] += 1
+
+    # -- the run ------------------------------------------------------------------------------
+
+    async def ramp(self, senders: trio.Nursery, receivers: trio.Nursery) -> None:
+        """Open ``sessions`` sessions, ``ramp_rate`` per second, and start their streams."""
+
+        async def open_one(index: int) -> None:
+            opened = await self.timed_open()
+            if opened is None:
+                return
+            ws, took = opened
+            self.setup_ns.append(took)
+            self.live[index] = ws
+            receivers.start_soon(self.receive_loop, index, ws)
+            senders.start_soon(self.send_loop, index, ws)
+
+        started = now_ns()
+        gap = 1e9 / self.opt.ramp_rate
+        async with trio.open_nursery() as openers:
+            for index in range(self.opt.sessions):
+                delay = started + index * gap - now_ns()
+                if delay > 0:
+                    await trio.sleep(delay / 1e9)
+                openers.start_soon(open_one, index)
+        print("MARK ready", flush=True)
+
+    async def churn_one(self, phase: Phase) -> None:
+        opened = await self.timed_open()
+        if opened is None:
+            phase.open_failures += 1
+            return
+        ws, took = opened
+        phase.opens.append(took)
+        started = now_ns()
+        await self.close(ws)
+        phase.closes.append(now_ns() - started)
+
+    async def churn_paced(self) -> None:
+        """Open (and close at once) ``churn_rate`` sessions per second for ``churn_seconds``."""
+        phase = self.begin("churn_paced")
+        count = round(self.opt.churn_rate * self.opt.churn_seconds)
+        gap = 1e9 / self.opt.churn_rate
+        in_flight = 0
+
+        async def one() -> None:
+            nonlocal in_flight
+            in_flight += 1
+            try:
+                await self.churn_one(phase)
+            finally:
+                in_flight -= 1
+
+        async with trio.open_nursery() as nursery:
+            for k in range(count):
+                delay = phase.started_ns + k * gap - now_ns()
+                if delay > 0:
+                    await trio.sleep(delay / 1e9)
+                if in_flight >= CHURN_IN_FLIGHT:
+                    phase.skipped += 1
+                    continue
+                nursery.start_soon(one)
+        self.end(phase)
+
+    async def churn_burst(self) -> None:
+        """Open and close sessions in ``burst_workers`` closed loops for ``churn_seconds``."""
+        phase = self.begin("churn_burst")
+        deadline = phase.started_ns + round(self.opt.churn_seconds * 1e9)
+
+        async def worker() -> None:
+            while now_ns() < deadline:
+                await self.churn_one(phase)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(self.opt.burst_workers):
+                nursery.start_soon(worker)
+        self.end(phase)
+
+    async def close_all(self) -> None:
+        self.closing = True
+        async with trio.open_nursery() as nursery:
+            for ws in self.live.values():
+                nursery.start_soon(self.close, ws)
+
+    def report(self) -> dict[str, Any]:
+        opt = self.opt
+        return {
+            "target": opt.target,
+            "sessions": opt.sessions,
+            "opened": len(self.setup_ns),
+            "setup_ms": summarise_ns(self.setup_ns),
+            "open_errors": dict(self.open_errors.most_common(5)),
+            "open_error_count": sum(self.open_errors.values()),
+            "stream_errors": dict(self.stream_errors),
+            "events": dict(self.events),
+            "misrouted": self.misrouted,
+            "bad_size": self.bad_size,
+            "offered_per_s": round(opt.sessions * 1000 / opt.interval_ms, 1),
+            "phases": {phase.name: phase.report() for phase in self.phases},
+        }
+
+
+async def run(options: Options) -> dict[str, Any]:
+    """Run every phase ``options`` asks for and return the results."""
+    async with trio.open_nursery() as conns:
+        gen = Generator(options, conns)
+        async with trio.open_nursery() as receivers:
+            async with trio.open_nursery() as senders:
+                await gen.ramp(senders, receivers)
+                await trio.sleep(options.warmup)
+                if options.duration > 0:
+                    window = gen.begin("window")
+                    await trio.sleep(options.duration)
+                    gen.end(window)
+                if options.churn_rate > 0 and options.churn_seconds > 0:
+                    await gen.churn_paced()
+                if options.burst_workers > 0 and options.churn_seconds > 0:
+                    await gen.churn_burst()
+                senders.cancel_scope.cancel()
+            print("MARK closing", flush=True)
+            await gen.close_all()
+        # Sessions that did not answer their close in time still hold reader tasks.
+        conns.cancel_scope.cancel()
+    return gen.report()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__)
+    parser.add_argument("--target", choices=["proxy", "direct"], required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--sessions", type=int, required=True)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--frame-bytes", type=int, default=3200)
+    parser.add_argument("--interval-ms", type=float, default=100.0)
+    parser.add_argument("--ramp-rate", type=float, default=100.0)
+    parser.add_argument("--open-timeout", type=float, default=10.0)
+    parser.add_argument("--churn-rate", type=float, default=0.0)
+    parser.add_argument("--churn-seconds", type=float, default=0.0)
+    parser.add_argument("--burst-workers", type=int, default=0)
+    parser.add_argument("--client", choices=["lean", "trio-websocket"], default="lean")
+    parser.add_argument("--json-out", type=Path, required=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    options = Options(
+        target=args.target,
+        host=args.host,
+        port=args.port,
+        sessions=args.sessions,
+        warmup=args.warmup,
+        duration=args.duration,
+        frame_bytes=args.frame_bytes,
+        interval_ms=args.interval_ms,
+        ramp_rate=args.ramp_rate,
+        open_timeout=args.open_timeout,
+        churn_rate=args.churn_rate,
+        churn_seconds=args.churn_seconds,
+        burst_workers=args.burst_workers,
+        client=args.client,
+    )
+    base_frame(options.frame_bytes)  # validates the size before anything starts
+    result = trio.run(run, options)
+    args.json_out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,358 @@
+"""``make bench``: what liveproxy adds to real-time audio sessions, against a direct baseline.
+
+Starts three processes (the Gemini Live emulator in fast echo mode, ``liveproxy serve`` and, for
+each step, the load generator), sweeps the number of concurrent sessions via the proxy and
+directly against the emulator, then measures session churn. Prints a Markdown table and writes
+``run-<time>.{md,json,png}`` and ``latest.{md,json,png}`` under ``--out-dir``.
+See ``bench/README.md`` for how to read the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: python bench/run.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import report
+from bench.procs import (
+    REPO,
+    Child,
+    ChildFailed,
+    Snapshot,
+    Watcher,
+    cpu_percent,
+    read_line,
+    spawn,
+    start_emulator,
+    start_proxy,
+)
+
+DEFAULT_SESSIONS = "1,50,100,200,300,400"
+#: A proxy step past this is saturated and ends the sweep.
+SATURATED_DELIVERY = 0.90
+SATURATED_P99_MS = 1000.0
+
+
+def parse_sessions(text: str) -> list[int]:
+    """``"1,50,100"`` -> ``[1, 50, 100]`` (positive, ascending, no repeats)."""
+    try:
+        values = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
+    if not values or values[0] < 1:
+        raise argparse.ArgumentTypeError("session counts must be positive integers")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bench/run.py",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--sessions", type=parse_sessions, default=DEFAULT_SESSIONS, help="the sweep of N")
+    add("--duration", type=float, default=8.0, help="measurement window per step, seconds")
+    add("--warmup", type=float, default=2.0, help="streaming before each window, seconds")
+    add("--frame-bytes", type=int, default=3200, help="PCM bytes per frame (3200 = 100 ms)")
+    add("--interval-ms", type=float, default=100.0, help="one frame per session every ...")
+    add("--ramp-rate", type=float, default=100.0, help="sessions opened per second at ramp-up")
+    add("--churn-seconds", type=float, default=4.0, help="length of each churn phase")
+    add("--churn-rate", type=float, default=200.0, help="paced churn: opens per second")
+    add("--churn-streams", type=int, default=100, help="sessions streaming during churn")
+    add("--burst-workers", type=int, default=16, help="burst churn: concurrent open loops")
+    add("--no-churn", action="store_true", help="skip the churn measurement")
+    add("--no-direct", action="store_true", help="skip the direct-to-emulator baseline")
+    add(
+        "--client",
+        choices=["lean", "trio-websocket"],
+        default="lean",
+        help="the generator's WebSocket client (trio-websocket: a costlier cross-check)",
+    )
+    add("--out-dir", type=Path, default=REPO / "bench" / "results", help="where results go")
+    return parser
+
+
+class Bench:
+    """The emulator and the proxy for one run, and the load-generator steps against them."""
+
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        self.args = args
+        self.work = work
+        self.children: list[Child] = []
+        self.idle_rss = 0
+
+    def __enter__(self) -> Bench:
+        emulator, self.emulator_port = start_emulator(self.work)
+        self.children.append(emulator)
+        proxy, self.proxy_port = start_proxy(self.work, self.emulator_port)
+        self.children.append(proxy)
+        self.proxy = proxy
+        self.watcher = Watcher(proxy, emulator)
+        time.sleep(0.5)
+        self.idle_rss = proxy.rss()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for child in reversed(self.children):
+            child.stop()
+
+    def loadgen(
+        self, target: str, sessions: int, extra: Sequence[str], budget: float
+    ) -> tuple[dict[str, Any], dict[str, Snapshot]]:
+        """Run the load generator once; return its results and a snapshot per ``MARK``.
+
+        Raises:
+            ChildFailed: it failed, or took longer than ``budget`` seconds.
+        """
+        args = self.args
+        for child in self.children:
+            if not child.alive():
+                raise ChildFailed(f"{child.name} died:\n{child.log_tail()}")
+        port = self.proxy_port if target == "proxy" else self.emulator_port
+        out = self.work / f"loadgen-{target}-{sessions}-{time.monotonic_ns()}.json"
+        argv = [sys.executable, "-m", "bench.loadgen", "--target", target, "--port", str(port)]
+        argv += ["--sessions", str(sessions), "--frame-bytes", str(args.frame_bytes)]
+        argv += ["--interval-ms", str(args.interval_ms), "--ramp-rate", str(args.ramp_rate)]
+        argv += ["--warmup", str(args.warmup), "--client", args.client, "--json-out", str(out)]
+        argv += list(extra)
+        child = spawn("loadgen", argv, self.work, stdout_pipe=True)
+        self.watcher.extra["loadgen"] = child.cpu_seconds
+        marks: dict[str, Snapshot] = {}
+        deadline = time.monotonic() + budget
+        try:
+            while (line := read_line(child, deadline - time.monotonic())) is not None:
+                if line.startswith("MARK "):
+                    marks[line[5:]] = self.watcher.snapshot()
+            child.popen.wait(max(1.0, deadline - time.monotonic()))
+        except (TimeoutError, subprocess.TimeoutExpired):
+            raise ChildFailed(f"the load generator took over {budget:.0f}s") from None
+        finally:
+            child.stop()
+            del self.watcher.extra["loadgen"]
+        if child.popen.returncode != 0:
+            raise ChildFailed(f"the load generator failed:\n{child.log_tail()}")
+        return json.loads(out.read_bytes()), marks
+
+    def _budget(self, sessions: int, seconds: float) -> float:
+        ramp = sessions / float(self.args.ramp_rate)
+        return ramp + float(self.args.warmup) + seconds + 90.0
+
+    def step(self, target: str, sessions: int) -> dict[str, Any]:
+        """One sweep step: ``sessions`` streaming via ``target``, measured over the window."""
+        args = self.args
+        extra = ["--duration", str(args.duration)]
+        result, marks = self.loadgen(target, sessions, extra, self._budget(sessions, args.duration))
+        start, end = marks["window_start"], marks["window_end"]
+        window = result["phases"]["window"]
+        cpu = cpu_percent(start, end)
+        seconds = window["seconds"]
+        offered = result["offered_per_s"]
+        delivered = window["received_per_s"] or 0.0
+
+        def ms_per_frame(name: str) -> float | None:
+            used = end.cpu[name] - start.cpu[name]
+            return round(1000 * used / frames, 4) if frames else None
+
+        frames: int = window["received"]
+
+        step: dict[str, Any] = {
+            "target": target,
+            "sessions": sessions,
+            "opened": result["opened"],
+            "offered_per_s": offered,
+            "sent_per_s": window["sent_per_s"],
+            "delivered_per_s": delivered,
+            "delivered_ratio": round(delivered / offered, 4) if offered else None,
+            "window_s": seconds,
+            "rtt_ms": window["rtt_ms"],
+            "sched_rtt_ms": window["sched_rtt_ms"],
+            "send_lag_ms": window["send_lag_ms"],
+            "setup_ms": result["setup_ms"],
+            "cpu_pct": cpu,
+            "proxy_cpu_ms_per_frame": ms_per_frame("proxy") if target == "proxy" else None,
+            "emulator_cpu_ms_per_frame": ms_per_frame("emulator"),
+            "loadgen_cpu_ms_per_frame": ms_per_frame("loadgen"),
+            "open_errors": result["open_errors"],
+            "stream_errors": result["stream_errors"],
+            "events": result["events"],
+            "misrouted": result["misrouted"],
+            "bad_size": result["bad_size"],
+        }
+        if target == "proxy":
+            rss = end.proxy_rss
+            step["proxy_rss_bytes"] = rss
+            live = max(1, result["opened"])
+            step["rss_per_session_kib"] = round((rss - self.idle_rss) / live / 1024, 1)
+        step["saturated"] = saturated(step)
+        step["flags"] = report.flags(step)
+        return step
+
+    def churn(self, target: str) -> dict[str, Any]:
+        """Open and close sessions while ``--churn-streams`` others stream: paced, then burst."""
+        args = self.args
+        extra = ["--duration", "0", "--churn-seconds", str(args.churn_seconds)]
+        extra += ["--churn-rate", str(args.churn_rate), "--burst-workers", str(args.burst_workers)]
+        streams = args.churn_streams
+        result, marks = self.loadgen(
+            target, streams, extra, self._budget(streams, 2 * args.churn_seconds + 30)
+        )
+        churn: dict[str, Any] = {
+            "target": target,
+            "streams": streams,
+            "opened_streams": result["opened"],
+            "stream_errors": result["stream_errors"],
+            "open_errors": result["open_errors"],
+        }
+        for name, key in (("churn_paced", "paced"), ("churn_burst", "burst")):
+            phase = result["phases"].get(name)
+            if phase is None:
+                continue
+            cpu = cpu_percent(marks[f"{name}_start"], marks[f"{name}_end"])
+            span = args.churn_seconds if key == "paced" else phase["seconds"]
+            churn[key] = {
+                "seconds": phase["seconds"],
+                "opened": phase["opened"],
+                "open_failures": phase["open_failures"],
+                "skipped": phase["skipped"],
+                "opens_per_s": round(phase["opened"] / span, 1) if span else None,
+                "open_ms": phase["open_ms"],
+                "close_ms": phase["close_ms"],
+                "stream_rtt_ms": phase["rtt_ms"],
+                "stream_delivered_per_s": phase["received_per_s"],
+                "cpu_pct": cpu,
+            }
+        churn["paced"]["offered_per_s"] = args.churn_rate
+        churn["burst"]["workers"] = args.burst_workers
+        return churn
+
+
+def saturated(step: dict[str, Any]) -> bool:
+    """Delivered under 90 % of offered, a p99 over 1 s, or sessions that did not open."""
+    p99 = step["sched_rtt_ms"]["p99"]
+    ratio = step["delivered_ratio"]
+    return (
+        ratio is None
+        or ratio < SATURATED_DELIVERY
+        or p99 is None
+        or p99 > SATURATED_P99_MS
+        or step["opened"] < step["sessions"]
+    )
+
+
+def _git(*args: str) -> str:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=False
+        )
+    except OSError:
+        return ""
+    return done.stdout.strip()
+
+
+def _meta(args: argparse.Namespace, started: datetime) -> dict[str, Any]:
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    return {
+        "started": started.isoformat(timespec="seconds"),
+        "git_commit": _git("rev-parse", "--short", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no", "liveproxy")),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "machine": platform.platform(),
+        "options": options,
+    }
+
+
+def _progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """The whole run: the sweep, then churn; returns the results document."""
+    started = datetime.now(UTC)
+    clock = time.monotonic()
+    steps: list[dict[str, Any]] = []
+    stop_reason = None
+    churn: dict[str, Any] = {}
+    with Bench(args, work) as bench:
+        _progress(
+            f"emulator :{bench.emulator_port}, liveproxy :{bench.proxy_port} "
+            f"(idle RSS {bench.idle_rss / 2**20:.1f} MiB)"
+        )
+        for sessions in args.sessions:
+            entry: dict[str, Any] = {"sessions": sessions, "proxy": bench.step("proxy", sessions)}
+            _progress(report.progress_line(entry["proxy"]))
+            if not args.no_direct:
+                entry["direct"] = bench.step("direct", sessions)
+                _progress(report.progress_line(entry["direct"]))
+            steps.append(entry)
+            if entry["proxy"]["saturated"]:
+                stop_reason = f"the proxy saturated at N={sessions}"
+                break
+        if not args.no_churn:
+            churn["proxy"] = bench.churn("proxy")
+            _progress(report.churn_line(churn["proxy"]))
+            if not args.no_direct:
+                churn["direct"] = bench.churn("direct")
+                _progress(report.churn_line(churn["direct"]))
+        idle_rss = bench.idle_rss
+    document: dict[str, Any] = {
+        "meta": _meta(args, started),
+        "wall_seconds": round(time.monotonic() - clock, 1),
+        "idle_rss_bytes": idle_rss,
+        "steps": steps,
+        "stop_reason": stop_reason,
+        "churn": churn,
+    }
+    document["summary"] = report.summary(document)
+    document["checks"] = report.checks(document)
+    return document
+
+
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if isinstance(args.sessions, str):
+        args.sessions = parse_sessions(args.sessions)
+    signal.signal(signal.SIGTERM, _terminate)
+    work = Path(tempfile.mkdtemp(prefix="liveproxy-bench-"))
+    try:
+        document = run(args, work)
+    except ChildFailed as exc:
+        print(f"bench failed: {exc}\n(logs kept in {work})", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"bench interrupted (logs kept in {work})", file=sys.stderr)
+        return 130
+    shutil.rmtree(work, ignore_errors=True)
+    paths = report.write(document, args.out_dir)
+    print(paths.markdown.read_text())
+    _progress(f"wrote {', '.join(str(p) for p in paths.all())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,323 @@
+"""A lean RFC 6455 WebSocket client for the load generator (trio streams, no extra task).
+
+Why not trio-websocket: its per-connection reader task, message channel, send lock and wsproto
+state machine cost the generator about twice the CPU per frame, and the generator shares the
+two cores with the proxy and the emulator. This client parses frames inline in the caller's
+``receive()``, so a session needs one receiving task and one sending task and nothing else.
+
+What it does: the HTTP/1.1 upgrade (``Sec-WebSocket-Accept`` checked), masked client frames with
+a fresh key per frame (the server pays the unmasking a browser would make it pay), unmasked
+server frames of any length, fragmented messages, the close handshake. What it does not: TLS,
+extensions (none is offered), answering pings (counted; neither liveproxy nor the emulator sends
+them). The caller keeps to one sending task at a time (the load generator stops its sender
+before it closes).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import random
+import struct
+from typing import Any, Protocol
+
+import trio
+from trio_websocket import ConnectionClosed, HandshakeError, connect_websocket_url
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_RECEIVE_BYTES = 65536
+_MAX_HEAD_BYTES = 16384
+
+OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+
+_SHORT = struct.Struct("!BB")
+_MEDIUM = struct.Struct("!BBH")
+_LONG = struct.Struct("!BBQ")
+
+
+class Connection(Protocol):
+    """What the load generator needs of a WebSocket."""
+
+    async def send(self, message: bytes | str) -> None: ...
+
+    async def receive(self) -> bytes | str: ...
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None: ...
+
+
+class HandshakeFailed(Exception):
+    """The server did not upgrade the connection (the message names its status line)."""
+
+
+class Closed(Exception):
+    """The WebSocket is closed; ``code`` and ``reason`` are the peer's (1006: no close frame)."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"{code} {reason}".strip())
+        self.code = code
+        self.reason = reason
+
+
+def _mask(payload: bytes, key: bytes) -> bytes:
+    """``payload`` XOR the 4-byte ``key`` repeated (RFC 6455 §5.3), via big-int arithmetic."""
+    size = len(payload)
+    if not size:
+        return payload
+    keys = (key * (size // 4 + 1))[:size]
+    masked = int.from_bytes(payload, "little") ^ int.from_bytes(keys, "little")
+    return masked.to_bytes(size, "little")
+
+
+def encode_frame(opcode: int, payload: bytes) -> bytes:
+    """One final, masked client frame."""
+    size = len(payload)
+    first = 0x80 | opcode
+    if size < 126:
+        head = _SHORT.pack(first, 0x80 | size)
+    elif size < 65536:
+        head = _MEDIUM.pack(first, 0x80 | 126, size)
+    else:
+        head = _LONG.pack(first, 0x80 | 127, size)
+    # The key only has to be unpredictable to a browser's network neighbours; any non-constant
+    # value makes the server do the same unmasking work.
+    key = random.getrandbits(32).to_bytes(4, "little")
+    return head + key + _mask(payload, key)
+
+
+class WebSocket:
+    """One client WebSocket over a connected trio stream (see :func:`connect`)."""
+
+    def __init__(self, stream: trio.SocketStream, leftover: bytes) -> None:
+        self._stream = stream
+        self._buffer = bytearray(leftover)
+        self._fragments: list[bytes] = []
+        self._fragment_opcode = 0
+        self._close_sent = False
+        self._reading = False
+        self._closed = trio.Event()
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.pings = 0
+
+    async def send(self, message: bytes | str) -> None:
+        """Send ``message`` as one binary (bytes) or text (str) frame.
+
+        Raises:
+            Closed: the connection is closed or broken.
+        """
+        if isinstance(message, str):
+            frame = encode_frame(OP_TEXT, message.encode())
+        else:
+            frame = encode_frame(OP_BINARY, message)
+        await self._send_raw(frame)
+
+    async def _send_raw(self, frame: bytes) -> None:
+        if self._close_sent or self.close_code is not None:
+            raise Closed(self.close_code or 1006, self.close_reason)
+        try:
+            await self._stream.send_all(frame)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise Closed(1006, "connection lost") from None
+
+    async def receive(self) -> bytes | str:
+        """The next message: bytes for binary, str for text.
+
+        Raises:
+            Closed: the peer closed (its code and reason), or the connection broke (1006).
+        """
+        self._reading = True
+        try:
+            while True:
+                message = self._parse()
+                if message is not None:
+                    return message
+                try:
+                    data = await self._stream.receive_some(_RECEIVE_BYTES)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
+                if not data:
+                    self._gone(1006, "connection lost")
+                self._buffer += data
+        finally:
+            self._reading = False
+
+    def _gone(self, code: int, reason: str) -> None:
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+        self._closed.set()
+        raise Closed(self.close_code, self.close_reason)
+
+    def _parse(self) -> bytes | str | None:
+        """Take complete frames off the buffer until one completes a data message."""
+        buffer = self._buffer
+        while True:
+            available = len(buffer)
+            if available < 2:
+                return None
+            first, second = buffer[0], buffer[1]
+            if second & 0x80:
+                self._gone(1002, "masked server frame")
+            size = second & 0x7F
+            start = 2
+            if size == 126:
+                if available < 4:
+                    return None
+                size = int.from_bytes(buffer[2:4], "big")
+                start = 4
+            elif size == 127:
+                if available < 10:
+                    return None
+                size = int.from_bytes(buffer[2:10], "big")
+                start = 10
+            end = start + size
+            if available < end:
+                return None
+            payload = bytes(buffer[start:end])
+            del buffer[:end]
+            opcode = first & 0x0F
+            final = first & 0x80
+            if opcode in (OP_BINARY, OP_TEXT):
+                if final:
+                    return payload if opcode == OP_BINARY else payload.decode()
+                self._fragment_opcode, self._fragments = opcode, [payload]
+            elif opcode == OP_CONTINUATION:
+                self._fragments.append(payload)
+                if final:
+                    whole = b"".join(self._fragments)
+                    self._fragments = []
+                    return whole if self._fragment_opcode == OP_BINARY else whole.decode()
+            elif opcode == OP_CLOSE:
+                code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+                self._gone(code, payload[2:].decode(errors="replace"))
+            elif opcode == OP_PING:
+                self.pings += 1
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        """Send a close frame (if not done yet), wait for the peer's, close the TCP stream.
+
+        The caller bounds the wait; the stream is closed however this ends.
+        """
+        try:
+            if not self._close_sent:
+                # Also the reply to a close the peer started (then close_code is already set).
+                self._close_sent = True
+                payload = code.to_bytes(2, "big") + reason.encode()[:123]
+                try:
+                    await self._stream.send_all(encode_frame(OP_CLOSE, payload))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+            if self._reading:
+                await self._closed.wait()
+            else:
+                while self.close_code is None:
+                    try:
+                        await self.receive()
+                    except Closed:
+                        break
+        finally:
+            await self._stream.aclose()
+
+
+async def connect(
+    host: str, port: int, path: str, headers: list[tuple[str, str]] | None = None
+) -> WebSocket:
+    """Open a TCP connection and upgrade it to a WebSocket at ``path``.
+
+    Raises:
+        OSError: the TCP connection failed.
+        HandshakeFailed: the server answered the upgrade with something other than 101.
+    """
+    stream = await trio.open_tcp_stream(host, port)
+    try:
+        key = base64.b64encode(os.urandom(16))
+        lines = [
+            f"GET {path} HTTP/1.1",
+            f"Host: {host}:{port}",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Key: {key.decode()}",
+            "Sec-WebSocket-Version: 13",
+        ]
+        lines += [f"{name}: {value}" for name, value in headers or ()]
+        await stream.send_all(("\r\n".join(lines) + "\r\n\r\n").encode())
+        received = bytearray()
+        while b"\r\n\r\n" not in received:
+            if len(received) > _MAX_HEAD_BYTES:
+                raise HandshakeFailed("upgrade answer too long")
+            data = await stream.receive_some(_RECEIVE_BYTES)
+            if not data:
+                raise HandshakeFailed("connection closed during the upgrade")
+            received += data
+        head, _, leftover = bytes(received).partition(b"\r\n\r\n")
+        status, *header_lines = head.decode("latin-1").split("\r\n")
+        if status.split(" ")[1:2] != ["101"]:
+            raise HandshakeFailed(status)
+        answer = {
+            name.strip().lower(): value.strip()
+            for name, _, value in (line.partition(":") for line in header_lines)
+        }
+        expected = base64.b64encode(hashlib.sha1(key + _GUID).digest()).decode()
+        if answer.get("sec-websocket-accept") != expected:
+            raise HandshakeFailed("bad Sec-WebSocket-Accept")
+    except BaseException:
+        await stream.aclose()
+        raise
+    return WebSocket(stream, leftover)
+
+
+class TrioWebSocket:
+    """trio-websocket behind the same interface (``--client trio-websocket``, a cross-check)."""
+
+    #: trio-websocket's received-message queue per connection.
+    MESSAGE_QUEUE = 8
+    MAX_MESSAGE_BYTES = 16 * 2**20
+
+    def __init__(self, ws: Any) -> None:
+        self._ws = ws
+
+    @classmethod
+    async def connect(
+        cls,
+        nursery: trio.Nursery,
+        host: str,
+        port: int,
+        path: str,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> TrioWebSocket:
+        """Connect with trio-websocket (its reader task runs in ``nursery``)."""
+        try:
+            ws = await connect_websocket_url(
+                nursery,
+                f"ws://{host}:{port}{path}",
+                extra_headers=[(k.encode(), v.encode()) for k, v in headers or ()],
+                message_queue_size=cls.MESSAGE_QUEUE,
+                max_message_size=cls.MAX_MESSAGE_BYTES,
+                receive_buffer_size=_RECEIVE_BYTES,
+            )
+        except HandshakeError as exc:
+            raise HandshakeFailed(str(exc)) from None
+        return cls(ws)
+
+    async def send(self, message: bytes | str) -> None:
+        try:
+            await self._ws.send_message(message)
+        except ConnectionClosed as exc:
+            raise _closed(exc) from None
+
+    async def receive(self) -> bytes | str:
+        try:
+            message: bytes | str = await self._ws.get_message()
+        except ConnectionClosed as exc:
+            raise _closed(exc) from None
+        return message
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        await self._ws.aclose(code, reason or None)
+
+
+def _closed(exc: Any) -> Closed:
+    reason = exc.reason
+    if reason is None:
+        return Closed(1006, "connection lost")
+    return Closed(reason.code, reason.reason or "")
