@@ -9,14 +9,14 @@ class GatedStream(trio.abc.Stream):
     """Wraps the connection's TCP (or TLS) stream underneath trio-websocket.
 
     After :meth:`stall`, ``send_all`` and ``receive_some`` block until the stream is closed:
-    the emulator neither reads nor writes, not even pongs. ``peer_gone`` is set once a read
-    saw end-of-file or a broken connection.
+    the emulator neither reads nor writes, not even pongs. ``finished`` is set once the stream
+    can carry nothing more: a read saw end-of-file or a broken connection, or it was closed.
     """
 
     def __init__(self, inner: trio.abc.Stream) -> None:
         self._inner = inner
         self._closed = trio.Event()
-        self.peer_gone = trio.Event()
+        self.finished = trio.Event()
         self.stalled = False
 
     def stall(self) -> None:
@@ -41,18 +41,20 @@ class GatedStream(trio.abc.Stream):
         try:
             data = await self._inner.receive_some(max_bytes)
         except trio.BrokenResourceError:
-            self.peer_gone.set()
+            self.finished.set()
             raise
         if not data:
-            self.peer_gone.set()
+            self.finished.set()
         return data
 
     async def aclose(self) -> None:
         """Close gracefully (TLS sends close_notify); blocked stalled calls fail."""
         self._closed.set()
+        self.finished.set()
         await self._inner.aclose()
 
     async def drop(self) -> None:
         """Close at once, without any goodbye at any layer."""
         self._closed.set()
+        self.finished.set()
         await trio.aclose_forcefully(self._inner)

@@ -18,8 +18,9 @@ from liveproxy.protocol.closes import DEADLINE_EXPIRED, INTERNAL
 class Lifetime:
     """Ends a connection ``lifetime`` seconds after it was created.
 
-    ``goAway`` goes out ``lead`` seconds before the end (clamped to the lifetime), provided
-    ``setupComplete`` has been sent; :meth:`go_away_now` brings both forward.
+    ``goAway`` goes out ``lead`` seconds before the end (clamped to the lifetime), or as soon
+    as ``setupComplete`` has been sent if that is later (never, if it never is, nor from a
+    stalled connection); :meth:`go_away_now` brings both forward.
     """
 
     def __init__(self, lifetime: float, lead: float) -> None:
@@ -56,5 +57,9 @@ class Lifetime:
     async def _go_away(self, transport: Transport, ready: trio.Event) -> None:
         with self._warn:
             await trio.sleep_forever()
-        if ready.is_set() and not transport.stalled:
-            await transport.send(messages.go_away(self._end - self._warn.deadline))
+        sent_at = self._warn.deadline
+        if not ready.is_set():
+            await ready.wait()
+            sent_at = trio.current_time()
+        if not transport.stalled:
+            await transport.send(messages.go_away(self._end - sent_at))

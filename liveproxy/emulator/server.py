@@ -157,7 +157,8 @@ async def _serve_stream(emulator: Emulator, shared: Shared, stream: trio.abc.Str
 
 
 async def _receive_request(nursery: trio.Nursery, gate: GatedStream) -> WebSocketRequest | None:
-    """The upgrade request, or None if the client left or took too long to send it.
+    """The upgrade request, or None if the client left, sent something else (trio-websocket
+    then answers 400 and closes) or took too long.
 
     trio-websocket's reader task is started in ``nursery`` and outlives this call.
     """
@@ -177,7 +178,7 @@ async def _receive_request(nursery: trio.Nursery, gate: GatedStream) -> WebSocke
 
 
 async def _cancel_when_gone(gate: GatedStream, scope: trio.CancelScope) -> None:
-    await gate.peer_gone.wait()
+    await gate.finished.wait()
     scope.cancel()
 
 
@@ -187,7 +188,7 @@ async def _answer(
     route = read_request(request, record)
     faults = record.faults
     if faults.hang_upgrade:
-        await gate.peer_gone.wait()
+        await gate.finished.wait()
         return
     if faults.reject_status is not None or route is None:
         record.ended_by = "server"

@@ -10,6 +10,7 @@ from trio_websocket import ConnectionRejected, open_websocket_url
 
 from liveproxy.emulator import Faults
 from liveproxy.emulator.auth import BEARER_INVALID
+from liveproxy.emulator.server import HANDSHAKE_TIMEOUT
 from liveproxy.protocol.closes import API_KEY_INVALID, UNREGISTERED_CALLER
 
 from .helpers import (
@@ -224,3 +225,17 @@ async def test_wait_for_connections_and_live_count(nursery: trio.Nursery) -> Non
     assert emulator.live_count == 0
     assert emulator.connections[0].ended_by == "client"
     assert emulator.connections[0].close_code == 1000
+
+
+async def test_a_client_that_never_sends_its_request_is_let_go(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    emulator = await start(nursery)
+    silent = await trio.open_tcp_stream("127.0.0.1", emulator.port)
+    await emulator.wait_for_connections(1)
+    began = trio.current_time()
+    assert await silent.receive_some() == b""  # the emulator hangs up
+    assert trio.current_time() - began == pytest.approx(HANDSHAKE_TIMEOUT)
+    await emulator.connections[0].wait_closed()
+    assert emulator.live_count == 0
+    await silent.aclose()
