@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 import attrs
@@ -63,6 +64,10 @@ class Faults:
     go_away_after: int | None = attrs.field(default=None, validator=_optional_count)
 
 
+def _names(values: str | Iterable[str]) -> tuple[str, ...]:
+    return (values,) if isinstance(values, str) else tuple(values)
+
+
 @attrs.frozen
 class EmulatorConfig:
     """How the emulator listens and behaves.
@@ -73,8 +78,8 @@ class EmulatorConfig:
 
     host: str = "127.0.0.1"
     port: int = 0
-    api_keys: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    models: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    api_keys: tuple[str, ...] = attrs.field(default=(), converter=_names)
+    models: tuple[str, ...] = attrs.field(default=(), converter=_names)
     speed: Speed = attrs.field(
         default="realtime", validator=attrs.validators.in_(("realtime", "fast"))
     )

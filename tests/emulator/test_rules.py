@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import trio
 
-from liveproxy.emulator import messages
+from liveproxy.emulator import EmulatorConfig, Faults, messages
 from liveproxy.emulator.auth import BEARER_INVALID, TOKEN_INVALID, find_credential, refusal
 from liveproxy.emulator.endings import Close
 from liveproxy.emulator.options import model_accepted, read_setup
@@ -291,3 +291,26 @@ async def test_handles_expire_after_their_ttl(autojump_clock: trio.testing.MockC
     assert store.resume("unknown") is None
     store.issue(state)
     assert len(store) == 2  # the expired first handle was purged
+
+
+def test_config_values_are_checked() -> None:
+    config = EmulatorConfig(api_keys="one-key", models=["models/a", "models/b"])
+    assert config.api_keys == ("one-key",)
+    assert config.models == ("models/a", "models/b")
+    for bad in (
+        {"tls_cert": "cert.pem"},
+        {"speed": "slow"},
+        {"mode": "mirror"},
+        {"lifetime_seconds": 0},
+        {"go_away_lead_seconds": -1},
+    ):
+        with pytest.raises(ValueError):  # noqa: PT011
+            EmulatorConfig(**bad)
+    bad_faults: list[dict[str, Any]] = [
+        {"close_code": 1005},
+        {"close_code": 999},
+        {"close_after": -1},
+    ]
+    for faults in bad_faults:
+        with pytest.raises(ValueError):  # noqa: PT011
+            Faults(**faults)
