@@ -1,9 +1,11 @@
 """The load generator: N paced real-time audio sessions, via liveproxy or straight to the emulator.
 
 ``bench/run.py`` runs it as its own process (``python -m bench.loadgen ...``). One trio process:
-per session a receiving task and a paced sending task (plus trio-websocket's reader task). It
-prints ``MARK <name>`` lines on stdout at phase boundaries, so the parent can read the CPU times
-of all three processes at the same instants, and writes its results as JSON to ``--json-out``.
+with the default lean client (:mod:`bench.wsclient`) one pacer task writes every due frame of
+every session and each session has one receiving task; with ``--client trio-websocket`` each
+session has a paced sending task, a receiving task and trio-websocket's reader task. It prints
+``MARK <name>`` lines on stdout at phase boundaries, so the parent can read the CPU times of all
+three processes at the same instants, and writes its results as JSON to ``--json-out``.
 
 Phases: ramp (sessions open at ``--ramp-rate`` per second; each open is timed), warm-up, the
 measurement ``window``, then optionally ``churn_paced`` (sessions opened and closed at a fixed
@@ -14,6 +16,7 @@ can). Round trips are attributed to the phase in which their echo arrives.
 from __future__ import annotations
 
 import argparse
+import heapq
 import math
 import sys
 import time
@@ -41,7 +44,14 @@ from bench.wire import (
     read_stamp,
     stamp,
 )
-from bench.wsclient import Closed, Connection, HandshakeFailed, TrioWebSocket, connect
+from bench.wsclient import (
+    Closed,
+    Connection,
+    HandshakeFailed,
+    TrioWebSocket,
+    WebSocket,
+    connect,
+)
 
 Client = Literal["lean", "trio-websocket"]
 
@@ -49,6 +59,8 @@ now_ns = time.perf_counter_ns
 
 #: How long a clean close may take before the connection is abandoned.
 CLOSE_TIMEOUT = 3.0
+#: The pacer's longest sleep, so sessions opened meanwhile start on time (seconds).
+PACER_IDLE = 0.01
 #: Churned opens allowed in flight at once before the paced churn skips a slot.
 CHURN_IN_FLIGHT = 1000
 
@@ -79,6 +91,35 @@ class Options:
 
 
 @dataclass
+class Opens:
+    """Open times (ns) of successful opens, whole and by part: ``auth`` (``POST /api/auth``,
+    via the proxy only), ``upgrade`` (TCP connect + WebSocket upgrade) and ``setup`` (setup
+    sent -> ``setupComplete`` received)."""
+
+    total: list[int] = field(default_factory=list)
+    auth: list[int] = field(default_factory=list)
+    upgrade: list[int] = field(default_factory=list)
+    setup: list[int] = field(default_factory=list)
+
+    def add(self, auth: int | None, upgrade: int, setup: int) -> None:
+        self.total.append((auth or 0) + upgrade + setup)
+        if auth is not None:
+            self.auth.append(auth)
+        self.upgrade.append(upgrade)
+        self.setup.append(setup)
+
+    def __len__(self) -> int:
+        return len(self.total)
+
+    def parts(self) -> dict[str, Any]:
+        return {
+            "auth": summarise_ns(self.auth),
+            "upgrade": summarise_ns(self.upgrade),
+            "setup": summarise_ns(self.setup),
+        }
+
+
+@dataclass
 class Phase:
     """Counters and raw samples of one phase (nanoseconds)."""
 
@@ -90,7 +131,7 @@ class Phase:
     rtts: list[int] = field(default_factory=list)
     sched_rtts: list[int] = field(default_factory=list)
     lags: list[int] = field(default_factory=list)
-    opens: list[int] = field(default_factory=list)
+    opens: Opens = field(default_factory=Opens)
     closes: list[int] = field(default_factory=list)
     open_failures: int = 0
     skipped: int = 0
@@ -115,9 +156,19 @@ class Phase:
             result["opened"] = len(self.opens)
             result["open_failures"] = self.open_failures
             result["skipped"] = self.skipped
-            result["open_ms"] = summarise_ns(self.opens)
+            result["open_ms"] = summarise_ns(self.opens.total)
+            result["open_parts_ms"] = self.opens.parts()
             result["close_ms"] = summarise_ns(self.closes)
         return result
+
+
+@dataclass
+class Stream:
+    """A streaming session of the lean client: its socket, its frame buffer, its next seq."""
+
+    ws: WebSocket
+    frame: bytearray
+    seq: int = 0
 
 
 class Generator:
@@ -132,7 +183,10 @@ class Generator:
         self.current: Phase | None = None
         self.phases: list[Phase] = []
         self.live: dict[int, Connection] = {}
-        self.setup_ns: list[int] = []
+        self.ramp_opens = Opens()
+        self.streams: dict[int, Stream] = {}
+        #: (due time, session index) of every lean stream's next frame.
+        self.due: list[tuple[int, int]] = []
         self.open_errors: Counter[str] = Counter()
         self.stream_errors: Counter[str] = Counter()
         self.events: Counter[str] = Counter()
@@ -156,14 +210,16 @@ class Generator:
 
     # -- opening and closing ---------------------------------------------------------------
 
-    async def open(self) -> Connection:
-        """Open one session up to ``setupComplete``; the caller bounds the time.
+    async def open(self, times: Opens) -> Connection:
+        """Open one session up to ``setupComplete`` and note its times in ``times``; the
+        caller bounds the time.
 
         Raises:
             OpenError: auth, the upgrade or the setup failed.
         """
         opt = self.opt
         headers: list[tuple[str, str]] | None = None
+        started = now_ns()
         try:
             if opt.target == "proxy":
                 token = await session_token(opt.host, opt.port, opt.session_duration)
@@ -173,6 +229,7 @@ class Generator:
                 path = LIVE_PATH
                 headers = [("x-goog-api-key", "bench")]
                 setup = LIVE_SETUP
+            authorised = now_ns()
             ws: Connection
             if opt.client == "lean":
                 ws = await connect(opt.host, opt.port, path, headers)
@@ -180,6 +237,7 @@ class Generator:
                 ws = await TrioWebSocket.connect(self.conns, opt.host, opt.port, path, headers)
         except (OSError, HttpError, HandshakeFailed) as exc:
             raise OpenError(f"{type(exc).__name__}: {exc}"[:200]) from None
+        upgraded = now_ns()
         try:
             await ws.send(setup)
             first = await ws.receive()
@@ -192,21 +250,21 @@ class Generator:
         if not is_setup_complete(first):
             await self.close(ws)
             raise OpenError(f"expected setupComplete, got {first[:120]!r}")
+        auth = authorised - started if opt.target == "proxy" else None
+        times.add(auth, upgraded - authorised, now_ns() - upgraded)
         return ws
 
-    async def timed_open(self) -> tuple[Connection, int] | None:
-        """Open a session within ``open_timeout``: ``(ws, nanoseconds)``, or None (counted)."""
-        started = now_ns()
+    async def timed_open(self, times: Opens) -> Connection | None:
+        """Open a session within ``open_timeout`` (times noted in ``times``), or return None
+        (the failure is counted)."""
         try:
             with trio.fail_after(self.opt.open_timeout):
-                ws = await self.open()
+                return await self.open(times)
         except OpenError as exc:
             self.open_errors[str(exc)] += 1
-            return None
         except trio.TooSlowError:
             self.open_errors["open timed out"] += 1
-            return None
-        return ws, now_ns() - started
+        return None
 
     @staticmethod
     async def close(ws: Connection) -> None:
@@ -216,16 +274,57 @@ class Generator:
 
     # -- streaming --------------------------------------------------------------------------
 
-    async def send_loop(self, index: int, ws: Connection) -> None:
-        """Send a stamped frame every interval, on this session's slot of the interval."""
+    def first_due(self, index: int) -> int:
+        """The first slot of session ``index`` from now: sessions are spread evenly over the
+        interval by index, so N sessions send N frames per interval at even gaps."""
         interval = self.interval_ns
-        offset = index * interval // max(1, self.opt.sessions)
-        origin = self.epoch_ns + offset
-        slot = math.ceil((now_ns() - origin) / interval)
-        due = origin + slot * interval
+        origin = self.epoch_ns + index * interval // max(1, self.opt.sessions)
+        return origin + math.ceil((now_ns() - origin) / interval) * interval
+
+    def payload(self, frame: bytearray) -> bytes | str:
+        return bytes(frame) if self.opt.target == "proxy" else live_audio_message(frame)
+
+    def sent(self, due: int, sent: int) -> None:
+        phase = self.current
+        if phase is not None:
+            phase.sent += 1
+            phase.lags.append(sent - due)
+
+    async def pace(self, flushers: trio.Nursery) -> None:
+        """The lean client's single sender: wakes when the next frame is due and writes every
+        frame that is due, without waiting for any socket (a slow one buffers, and its own
+        flush task writes the rest, as a browser's WebSocket would)."""
+        heap = self.due
+        while True:
+            if not heap:
+                await trio.sleep(PACER_IDLE)
+                continue
+            delay = heap[0][0] - now_ns()
+            if delay > 0:
+                await trio.sleep(min(delay / 1e9, PACER_IDLE))
+                continue
+            now = now_ns()
+            while heap and heap[0][0] <= now:
+                due, index = heapq.heappop(heap)
+                stream = self.streams[index]
+                sent = now_ns()
+                stamp(stream.frame, index, stream.seq, due, sent)
+                try:
+                    if stream.ws.send_nowait(self.payload(stream.frame)):
+                        flushers.start_soon(stream.ws.flush)
+                except Closed as exc:
+                    if not self.closing:
+                        self.stream_errors[f"send: closed {exc}"] += 1
+                    continue
+                self.sent(due, sent)
+                stream.seq += 1
+                heapq.heappush(heap, (due + self.interval_ns, index))
+            await trio.lowlevel.checkpoint()
+
+    async def send_loop(self, index: int, ws: Connection) -> None:
+        """trio-websocket's sender, one per session: a stamped frame every interval."""
+        due = self.first_due(index)
         frame = bytearray(self.base)
-        proxy = self.opt.target == "proxy"
-        send = ws.send
         seq = 0
         try:
             while True:
@@ -234,13 +333,10 @@ class Generator:
                     await trio.sleep(delay / 1e9)
                 sent = now_ns()
                 stamp(frame, index, seq, due, sent)
-                await send(bytes(frame) if proxy else live_audio_message(frame))
-                phase = self.current
-                if phase is not None:
-                    phase.sent += 1
-                    phase.lags.append(sent - due)
+                await ws.send(self.payload(frame))
+                self.sent(due, sent)
                 seq += 1
-                due += interval
+                due += self.interval_ns
         except Closed as exc:
             if not self.closing:
                 self.stream_errors[f"send: closed {exc}"] += 1
@@ -299,14 +395,16 @@ class Generator:
         """Open ``sessions`` sessions, ``ramp_rate`` per second, and start their streams."""
 
         async def open_one(index: int) -> None:
-            opened = await self.timed_open()
-            if opened is None:
+            ws = await self.timed_open(self.ramp_opens)
+            if ws is None:
                 return
-            ws, took = opened
-            self.setup_ns.append(took)
             self.live[index] = ws
             receivers.start_soon(self.receive_loop, index, ws)
-            senders.start_soon(self.send_loop, index, ws)
+            if isinstance(ws, WebSocket):
+                self.streams[index] = Stream(ws, bytearray(self.base))
+                heapq.heappush(self.due, (self.first_due(index), index))
+            else:
+                senders.start_soon(self.send_loop, index, ws)
 
         started = now_ns()
         gap = 1e9 / self.opt.ramp_rate
@@ -319,12 +417,10 @@ class Generator:
         print("MARK ready", flush=True)
 
     async def churn_one(self, phase: Phase) -> None:
-        opened = await self.timed_open()
-        if opened is None:
+        ws = await self.timed_open(phase.opens)
+        if ws is None:
             phase.open_failures += 1
             return
-        ws, took = opened
-        phase.opens.append(took)
         started = now_ns()
         await self.close(ws)
         phase.closes.append(now_ns() - started)
@@ -380,8 +476,9 @@ class Generator:
         return {
             "target": opt.target,
             "sessions": opt.sessions,
-            "opened": len(self.setup_ns),
-            "setup_ms": summarise_ns(self.setup_ns),
+            "opened": len(self.ramp_opens),
+            "setup_ms": summarise_ns(self.ramp_opens.total),
+            "setup_parts_ms": self.ramp_opens.parts(),
             "open_errors": dict(self.open_errors.most_common(5)),
             "open_error_count": sum(self.open_errors.values()),
             "stream_errors": dict(self.stream_errors),
@@ -399,6 +496,7 @@ async def run(options: Options) -> dict[str, Any]:
         gen = Generator(options, conns)
         async with trio.open_nursery() as receivers:
             async with trio.open_nursery() as senders:
+                senders.start_soon(gen.pace, senders)
                 await gen.ramp(senders, receivers)
                 await trio.sleep(options.warmup)
                 if options.duration > 0:

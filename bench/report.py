@@ -306,9 +306,10 @@ def _churn_markdown(document: dict[str, Any]) -> list[str]:
         "",
         "## Churn",
         "",
-        "| via | streaming | mode | opens/s | open p50 / p95 / p99 ms | failed | close p50 ms "
+        "| via | streaming | mode | opens/s | open p50 / p95 / p99 ms "
+        "| p99 of auth / upgrade / setup ms | failed | close p50 ms "
         "| streams' rtt p50 / p99 ms meanwhile | proxy / emulator / generator CPU % |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for target in ("proxy", "direct"):
         run = churn.get(target)
@@ -326,7 +327,8 @@ def _churn_markdown(document: dict[str, Any]) -> list[str]:
             cpu = phase["cpu_pct"]
             lines.append(
                 f"| {target} | {run['opened_streams']} | {mode} | {phase['opens_per_s']} "
-                f"| {_pcts(phase['open_ms'])} | {phase['open_failures'] + phase['skipped']} "
+                f"| {_pcts(phase['open_ms'])} | {_parts(phase['open_parts_ms'])} "
+                f"| {phase['open_failures'] + phase['skipped']} "
                 f"| {_f(phase['close_ms']['p50'], 2)} "
                 f"| {_pcts(phase['stream_rtt_ms'], ('p50', 'p99'))} "
                 f"| {cpu['proxy']:.0f} / {cpu['emulator']:.0f} / {cpu['loadgen']:.0f} |"
@@ -337,6 +339,10 @@ def _churn_markdown(document: dict[str, Any]) -> list[str]:
 def checks_of(document: dict[str, Any]) -> list[dict[str, Any]]:
     checked: list[dict[str, Any]] = document["checks"]
     return checked
+
+
+def _parts(parts: dict[str, Any]) -> str:
+    return " / ".join(_f(parts[k]["p99"], 2) for k in ("auth", "upgrade", "setup"))
 
 
 # -- PNG ----------------------------------------------------------------------------------------

@@ -46,6 +46,9 @@ DEFAULT_SESSIONS = "1,50,100,200,300,400"
 #: A proxy step past this is saturated and ends the sweep.
 SATURATED_DELIVERY = 0.90
 SATURATED_P99_MS = 1000.0
+#: Between steps: the proxy and the emulator count as idle under this CPU % over a tick.
+SETTLED_PCT = 5.0
+SETTLE_TICK = 0.25
 
 
 def parse_sessions(text: str) -> list[int]:
@@ -136,6 +139,7 @@ class Bench:
         argv += ["--interval-ms", str(args.interval_ms), "--ramp-rate", str(args.ramp_rate)]
         argv += ["--warmup", str(args.warmup), "--client", args.client, "--json-out", str(out)]
         argv += list(extra)
+        self.settle()
         child = spawn("loadgen", argv, self.work, stdout_pipe=True)
         self.watcher.extra["loadgen"] = child.cpu_seconds
         marks: dict[str, Snapshot] = {}
@@ -153,6 +157,19 @@ class Bench:
         if child.popen.returncode != 0:
             raise ChildFailed(f"the load generator failed:\n{child.log_tail()}")
         return json.loads(out.read_bytes()), marks
+
+    def settle(self, limit: float = 5.0) -> None:
+        """Wait (up to ``limit`` seconds) until the proxy and the emulator are idle, so one
+        step's teardown does not spill into the next step's measurement."""
+        deadline = time.monotonic() + limit
+        before = self.watcher.snapshot()
+        while time.monotonic() < deadline:
+            time.sleep(SETTLE_TICK)
+            after = self.watcher.snapshot()
+            cpu = cpu_percent(before, after)
+            if cpu["proxy"] < SETTLED_PCT and cpu["emulator"] < SETTLED_PCT:
+                return
+            before = after
 
     def _budget(self, sessions: int, seconds: float) -> float:
         ramp = sessions / float(self.args.ramp_rate)
@@ -189,6 +206,7 @@ class Bench:
             "sched_rtt_ms": window["sched_rtt_ms"],
             "send_lag_ms": window["send_lag_ms"],
             "setup_ms": result["setup_ms"],
+            "setup_parts_ms": result["setup_parts_ms"],
             "cpu_pct": cpu,
             "proxy_cpu_ms_per_frame": ms_per_frame("proxy") if target == "proxy" else None,
             "emulator_cpu_ms_per_frame": ms_per_frame("emulator"),
@@ -237,6 +255,7 @@ class Bench:
                 "skipped": phase["skipped"],
                 "opens_per_s": round(phase["opened"] / span, 1) if span else None,
                 "open_ms": phase["open_ms"],
+                "open_parts_ms": phase["open_parts_ms"],
                 "close_ms": phase["close_ms"],
                 "stream_rtt_ms": phase["rtt_ms"],
                 "stream_delivered_per_s": phase["received_per_s"],

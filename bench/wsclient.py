@@ -1,24 +1,30 @@
-"""A lean RFC 6455 WebSocket client for the load generator (trio streams, no extra task).
+"""A lean RFC 6455 WebSocket client for the load generator.
 
-Why not trio-websocket: its per-connection reader task, message channel, send lock and wsproto
-state machine cost the generator about twice the CPU per frame, and the generator shares the
-two cores with the proxy and the emulator. This client parses frames inline in the caller's
-``receive()``, so a session needs one receiving task and one sending task and nothing else.
+Why not trio-websocket: its per-connection reader task, message channel, send lock, wsproto state
+machine and a trio checkpoint on every send cost the generator about twice the CPU per frame, and
+the generator shares the two cores with the proxy and the emulator. This client drives a
+non-blocking socket itself and uses trio only to wait (``wait_readable`` / ``wait_writable``):
 
-What it does: the HTTP/1.1 upgrade (``Sec-WebSocket-Accept`` checked), masked client frames with
-a fresh key per frame (the server pays the unmasking a browser would make it pay), unmasked
-server frames of any length, fragmented messages, the close handshake. What it does not: TLS,
-extensions (none is offered), answering pings (counted; neither liveproxy nor the emulator sends
-them). The caller keeps to one sending task at a time (the load generator stops its sender
-before it closes).
+- :meth:`WebSocket.send_nowait` writes a frame at once, as a browser's ``send()`` does: what the
+  socket does not take now is buffered (a browser's ``bufferedAmount``) and written by
+  :meth:`WebSocket.flush`, which the caller runs as a task when told to;
+- :meth:`WebSocket.receive` parses frames inline, so a session needs one receiving task and no
+  reader task or channel.
+
+What it does: the HTTP/1.1 upgrade (``Sec-WebSocket-Accept`` checked), masked client frames with a
+fresh key per frame (the server pays the unmasking a browser makes it pay), unmasked server frames
+of any length, fragmented messages, the close handshake. What it does not: TLS, extensions (none
+is offered), answering pings (counted; neither liveproxy nor the emulator sends them).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import random
+import socket
 import struct
 from typing import Any, Protocol
 
@@ -85,40 +91,100 @@ def encode_frame(opcode: int, payload: bytes) -> bytes:
     return head + key + _mask(payload, key)
 
 
-class WebSocket:
-    """One client WebSocket over a connected trio stream (see :func:`connect`)."""
+def _encode_message(message: bytes | str) -> bytes:
+    if isinstance(message, str):
+        return encode_frame(OP_TEXT, message.encode())
+    return encode_frame(OP_BINARY, message)
 
-    def __init__(self, stream: trio.SocketStream, leftover: bytes) -> None:
-        self._stream = stream
+
+class WebSocket:
+    """One client WebSocket over a connected non-blocking socket (see :func:`connect`).
+
+    One task may call :meth:`receive` while others send; sends are not interleaved within a
+    frame because :meth:`send_nowait` never waits and :meth:`flush` is the only writer of the
+    buffered rest.
+    """
+
+    def __init__(self, sock: socket.socket, leftover: bytes) -> None:
+        self._sock = sock
         self._buffer = bytearray(leftover)
+        self._pending = bytearray()
+        self._flushing = False
+        self._flushed = trio.Event()
         self._fragments: list[bytes] = []
         self._fragment_opcode = 0
         self._close_sent = False
         self._reading = False
         self._closed = trio.Event()
+        self._released = False
         self.close_code: int | None = None
         self.close_reason = ""
         self.pings = 0
 
-    async def send(self, message: bytes | str) -> None:
-        """Send ``message`` as one binary (bytes) or text (str) frame.
+    # -- sending ------------------------------------------------------------------------------
+
+    def send_nowait(self, message: bytes | str) -> bool:
+        """Write ``message`` as one binary (bytes) or text (str) frame without waiting.
+
+        Returns True when part of it had to be buffered and no flush is running yet: the caller
+        must then run :meth:`flush` (as a task) to write it.
 
         Raises:
             Closed: the connection is closed or broken.
         """
-        if isinstance(message, str):
-            frame = encode_frame(OP_TEXT, message.encode())
-        else:
-            frame = encode_frame(OP_BINARY, message)
-        await self._send_raw(frame)
-
-    async def _send_raw(self, frame: bytes) -> None:
         if self._close_sent or self.close_code is not None:
             raise Closed(self.close_code or 1006, self.close_reason)
+        return self._write(_encode_message(message))
+
+    def _write(self, frame: bytes) -> bool:
+        if self._pending:
+            self._pending += frame
+            return False
         try:
-            await self._stream.send_all(frame)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            sent = self._sock.send(frame)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
             raise Closed(1006, "connection lost") from None
+        if sent == len(frame):
+            return False
+        self._pending += frame[sent:]
+        self._flushing = True
+        self._flushed = trio.Event()
+        return True
+
+    async def flush(self) -> None:
+        """Write the buffered rest as the socket takes it (run once per True from
+        :meth:`send_nowait`)."""
+        try:
+            while self._pending:
+                await trio.lowlevel.wait_writable(self._sock)
+                try:
+                    sent = self._sock.send(self._pending)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    self._pending.clear()
+                    return
+                del self._pending[:sent]
+        except trio.ClosedResourceError:
+            self._pending.clear()
+        finally:
+            self._flushing = False
+            self._flushed.set()
+
+    async def send(self, message: bytes | str) -> None:
+        """Send ``message`` and wait until the socket has taken all of it.
+
+        Raises:
+            Closed: the connection is closed or broken.
+        """
+        if self.send_nowait(message):
+            await self.flush()
+        elif self._flushing:
+            await self._flushed.wait()
+
+    # -- receiving ----------------------------------------------------------------------------
 
     async def receive(self) -> bytes | str:
         """The next message: bytes for binary, str for text.
@@ -133,8 +199,11 @@ class WebSocket:
                 if message is not None:
                     return message
                 try:
-                    data = await self._stream.receive_some(_RECEIVE_BYTES)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    await trio.lowlevel.wait_readable(self._sock)
+                    data = self._sock.recv(_RECEIVE_BYTES)
+                except BlockingIOError:
+                    continue
+                except (OSError, trio.ClosedResourceError):
                     data = b""
                 if not data:
                     self._gone(1006, "connection lost")
@@ -193,19 +262,22 @@ class WebSocket:
             elif opcode == OP_PING:
                 self.pings += 1
 
-    async def aclose(self, code: int = 1000, reason: str = "") -> None:
-        """Send a close frame (if not done yet), wait for the peer's, close the TCP stream.
+    # -- closing ------------------------------------------------------------------------------
 
-        The caller bounds the wait; the stream is closed however this ends.
-        """
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        """Send a close frame (also as the reply to the peer's), wait for the peer's close,
+        then release the socket. The caller bounds the wait; the socket is released however
+        this ends. Nothing may be sent after this starts."""
         try:
             if not self._close_sent:
-                # Also the reply to a close the peer started (then close_code is already set).
                 self._close_sent = True
                 payload = code.to_bytes(2, "big") + reason.encode()[:123]
                 try:
-                    await self._stream.send_all(encode_frame(OP_CLOSE, payload))
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    if self._write(encode_frame(OP_CLOSE, payload)):
+                        await self.flush()
+                    elif self._flushing:
+                        await self._flushed.wait()
+                except Closed:
                     return
             if self._reading:
                 await self._closed.wait()
@@ -216,7 +288,43 @@ class WebSocket:
                     except Closed:
                         break
         finally:
-            await self._stream.aclose()
+            self._release()
+
+    def _release(self) -> None:
+        if not self._released:
+            self._released = True
+            trio.lowlevel.notify_closing(self._sock)
+            self._sock.close()
+
+
+async def _open_socket(host: str, port: int) -> socket.socket:
+    infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    family, kind, proto, _name, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with contextlib.suppress(BlockingIOError):
+            sock.connect(address)
+        await trio.lowlevel.wait_writable(sock)
+        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if error:
+            raise OSError(error, os.strerror(error))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _send_all(sock: socket.socket, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            sent = sock.send(view)
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(sock)
+            continue
+        view = view[sent:]
 
 
 async def connect(
@@ -228,7 +336,7 @@ async def connect(
         OSError: the TCP connection failed.
         HandshakeFailed: the server answered the upgrade with something other than 101.
     """
-    stream = await trio.open_tcp_stream(host, port)
+    sock = await _open_socket(host, port)
     try:
         key = base64.b64encode(os.urandom(16))
         lines = [
@@ -240,12 +348,16 @@ async def connect(
             "Sec-WebSocket-Version: 13",
         ]
         lines += [f"{name}: {value}" for name, value in headers or ()]
-        await stream.send_all(("\r\n".join(lines) + "\r\n\r\n").encode())
+        await _send_all(sock, ("\r\n".join(lines) + "\r\n\r\n").encode())
         received = bytearray()
         while b"\r\n\r\n" not in received:
             if len(received) > _MAX_HEAD_BYTES:
                 raise HandshakeFailed("upgrade answer too long")
-            data = await stream.receive_some(_RECEIVE_BYTES)
+            await trio.lowlevel.wait_readable(sock)
+            try:
+                data = sock.recv(_RECEIVE_BYTES)
+            except BlockingIOError:
+                continue
             if not data:
                 raise HandshakeFailed("connection closed during the upgrade")
             received += data
@@ -261,9 +373,9 @@ async def connect(
         if answer.get("sec-websocket-accept") != expected:
             raise HandshakeFailed("bad Sec-WebSocket-Accept")
     except BaseException:
-        await stream.aclose()
+        sock.close()
         raise
-    return WebSocket(stream, leftover)
+    return WebSocket(sock, leftover)
 
 
 class TrioWebSocket:
