@@ -27,6 +27,7 @@ from .helpers import (
     receive,
     send,
     start,
+    until_turn_complete,
 )
 
 
@@ -137,7 +138,11 @@ async def test_setup_is_recorded_normalised_and_answered_in_a_binary_frame(
         "model": MODEL,
         "generation_config": {"response_modalities": ["TEXT"], "speech_config": {}},
         "tools": [{"function_declarations": [{"name": "f", "parameters": {"snake_key": 1}}]}],
-        "context_window_compression": {"trigger_tokens": "25600", "sliding_window": {}},
+        # int64 fields as a string or as a number
+        "context_window_compression": {
+            "trigger_tokens": "25600",
+            "sliding_window": {"target_tokens": 12800},
+        },
     }
     async with connect(emulator) as ws:
         await ws.send_message(orjson.dumps({"setup": setup}))  # a binary client frame
@@ -148,7 +153,10 @@ async def test_setup_is_recorded_normalised_and_answered_in_a_binary_frame(
         "model": MODEL,
         "generationConfig": {"responseModalities": ["TEXT"], "speechConfig": {}},
         "tools": [{"functionDeclarations": [{"name": "f", "parameters": {"snake_key": 1}}]}],
-        "contextWindowCompression": {"triggerTokens": "25600", "slidingWindow": {}},
+        "contextWindowCompression": {
+            "triggerTokens": "25600",
+            "slidingWindow": {"targetTokens": 12800},
+        },
     }
     assert record.sent == [{"setupComplete": {}}]
 
@@ -161,11 +169,16 @@ async def test_text_frames_when_configured(nursery: trio.Nursery) -> None:
 
 
 async def test_vertex_setup_complete_carries_the_session_id(nursery: trio.Nursery) -> None:
-    emulator = await start(nursery)
+    emulator = await start(nursery, speed="fast")
     async with connect(emulator, VERTEX_PATH, headers={"Authorization": "Bearer t"}) as ws:
         body = await open_session(ws, model="projects/p/locations/l/publishers/google/models/m")
+        await send(ws, {"realtimeInput": {"text": "hi"}})
+        usage = (await until_turn_complete(ws))[-1]["usageMetadata"]
     assert body == {"sessionId": emulator.connections[0].session_id}
     assert len(body["sessionId"]) == 16
+    # Vertex names the response side of the usage "candidates".
+    assert usage["candidatesTokenCount"] == usage["totalTokenCount"] - usage["promptTokenCount"]
+    assert "responseTokenCount" not in usage
 
 
 async def test_client_messages_are_normalised_in_either_casing(nursery: trio.Nursery) -> None:
