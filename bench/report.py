@@ -348,6 +348,10 @@ def _parts(parts: dict[str, Any]) -> str:
 # -- PNG ----------------------------------------------------------------------------------------
 
 
+def _nan(value: float | None) -> float:
+    return float("nan") if value is None else value
+
+
 def plot(document: dict[str, Any], path: Path) -> None:
     """Latency (p50/p99 via proxy and direct) and CPU % vs N, side by side."""
     import matplotlib
@@ -362,7 +366,7 @@ def plot(document: dict[str, Any], path: Path) -> None:
         rows = [e for e in steps if e.get(target)]
         xs = [e["sessions"] for e in rows]
         for key, marker in (("p50", "o"), ("p99", "^")):
-            ys = [e[target]["rtt_ms"][key] for e in rows]
+            ys = [_nan(e[target]["rtt_ms"][key]) for e in rows]
             left.plot(xs, ys, style, marker=marker, label=f"{target} {key}")
     left.axhline(ADDED_P99_LIMIT_MS, color="grey", linewidth=0.8, linestyle=":")
     left.set_yscale("log")

@@ -126,7 +126,7 @@ class WebSocket:
     def send_nowait(self, message: bytes | str) -> bool:
         """Write ``message`` as one binary (bytes) or text (str) frame without waiting.
 
-        Returns True when part of it had to be buffered and no flush is running yet: the caller
+        Returns True when part of it had to be buffered and no flush is running: the caller
         must then run :meth:`flush` (as a task) to write it.
 
         Raises:
@@ -137,18 +137,21 @@ class WebSocket:
         return self._write(_encode_message(message))
 
     def _write(self, frame: bytes) -> bool:
+        """Write ``frame`` or buffer (the rest of) it; True when a flush must now be run."""
         if self._pending:
             self._pending += frame
+        else:
+            try:
+                sent = self._sock.send(frame)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                raise Closed(1006, "connection lost") from None
+            if sent == len(frame):
+                return False
+            self._pending += frame[sent:]
+        if self._flushing:
             return False
-        try:
-            sent = self._sock.send(frame)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            raise Closed(1006, "connection lost") from None
-        if sent == len(frame):
-            return False
-        self._pending += frame[sent:]
         self._flushing = True
         self._flushed = trio.Event()
         return True
