@@ -14,7 +14,7 @@ from functools import partial
 from typing import NoReturn
 
 import trio
-from trio_websocket import WebSocketRequest, wrap_server_stream
+from trio_websocket import ConnectionClosed, WebSocketRequest, wrap_server_stream
 
 from liveproxy.emulator.config import EmulatorConfig, Faults
 from liveproxy.emulator.connection import Connection, Shared
@@ -149,7 +149,9 @@ async def _serve_stream(emulator: Emulator, shared: Shared, stream: trio.abc.Str
             if request is not None:
                 await _answer(request, gate, record, shared)
             nursery.cancel_scope.cancel()
-    except Exception:
+    except* ConnectionClosed:
+        pass  # the client left while its upgrade was being answered
+    except* Exception:
         logger.exception("emulator failed on a connection to %s", record.path or "?")
     finally:
         await gate.drop()
