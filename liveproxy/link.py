@@ -5,6 +5,11 @@ writes straight to it (no extra task or channel hop on the audio path). While no
 ``setupComplete``, during a reconnect) messages wait in a buffer bounded in bytes, and a producer
 that finds it full waits: backpressure reaches the browser's TCP connection. :meth:`attach`
 sends the buffer first, in order, then lets producers write directly again.
+
+Turn-level messages (text, tool responses, images, stream signals) sent since the latest
+resumption handle are also remembered, so that after an unexpected drop they can be sent again
+on the resumed connection: the handle's state does not include them. Audio is not remembered:
+replaying the tail of an utterance would not restore it, and it would cost memory per session.
 """
 
 from __future__ import annotations
@@ -18,10 +23,15 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 class UpstreamLink:
     """Browser messages to the current upstream connection, in order, none lost on a switch."""
 
+    #: At most this many turn-level messages are remembered for a replay.
+    REPLAY_LIMIT = 32
+
     def __init__(self, max_buffered_bytes: int) -> None:
         self._max_bytes = max_buffered_bytes
         self._pending: deque[str] = deque()
         self._pending_bytes = 0
+        self._replayable: set[int] = set()  # ids of pending messages to remember once sent
+        self._since_handle: deque[str] = deque(maxlen=self.REPLAY_LIMIT)
         self._ws: WebSocketConnection | None = None
         self._flushing = False
         self._changed = trio.Event()
@@ -30,15 +40,18 @@ class UpstreamLink:
     def buffered_bytes(self) -> int:
         return self._pending_bytes
 
-    async def send(self, message: str) -> None:
+    async def send(self, message: str, *, replayable: bool = False) -> None:
         """Send ``message`` after everything sent before it.
 
         Returns once it is written to the attached connection, or buffered while none is; waits
         while the buffer is over its bound. A connection that fails under a write is detached
-        and the message stays buffered for the next one.
+        and the message stays buffered for the next one. ``replayable`` messages are remembered
+        after sending until the next :meth:`handle_received`.
         """
         self._pending.append(message)
         self._pending_bytes += len(message)
+        if replayable:
+            self._replayable.add(id(message))
         while True:
             ws = self._ws
             if ws is not None and not self._flushing:
@@ -59,6 +72,23 @@ class UpstreamLink:
         await self._flush(ws, attaching=True)
         self._ws = ws
         self._notify()
+
+    def handle_received(self) -> None:
+        """A resumable handle arrived: it covers everything sent so far."""
+        self._since_handle.clear()
+
+    def replay_after_drop(self) -> int:
+        """Queue again, ahead of the rest, the turn-level messages the handle does not cover.
+
+        Call it while detached, after a connection dropped; returns how many were queued.
+        """
+        replay = list(self._since_handle)
+        self._since_handle.clear()
+        for message in reversed(replay):
+            self._pending.appendleft(message)
+            self._pending_bytes += len(message)
+            self._replayable.add(id(message))
+        return len(replay)
 
     async def detach(self) -> None:
         """Stop writing to the current connection; returns once no write to it is in flight."""
@@ -81,6 +111,9 @@ class UpstreamLink:
                     return
                 self._pending.popleft()
                 self._pending_bytes -= len(message)
+                if self._replayable and id(message) in self._replayable:
+                    self._replayable.discard(id(message))
+                    self._since_handle.append(message)
         finally:
             self._flushing = False
             self._notify()

@@ -263,7 +263,7 @@ class Session:
         except BadMessage as exc:
             self._refuse(exc.message)
             return
-        await self.link.send(message)
+        await self.link.send(message, replayable=True)
 
     def _refuse(self, message: str) -> None:
         stats = self.counters.snapshot()
@@ -300,6 +300,7 @@ class Session:
                 if end.code == closes.NORMAL:
                     return UPSTREAM_CLOSED
                 self._check_resumable(end)
+                self.link.replay_after_drop()
             self.out.put(STATUS_RECONNECTING)
             end = await self._resume(target, model)
 
@@ -414,6 +415,7 @@ class Session:
                 self.counters.note_usage(event.usage)
             if event.resumption_handle is not None:
                 self.handle = event.resumption_handle
+                self.link.handle_received()
             if event.generating or event.tool_call:
                 self.generating = True
             if event.turn_complete:

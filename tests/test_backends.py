@@ -18,11 +18,11 @@ from tests.conftest import TEXT_SETUP, ProxyFactory
 from tests.wsclient import has_key, texts
 
 
-class StandInCredentials(google_credentials.Credentials):  # type: ignore[misc]
+class StandInCredentials(google_credentials.Credentials):
     """OAuth credentials whose refresh mints a local token instead of calling Google."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.refresh_threads: list[str] = []
 
     def refresh(self, request: Any) -> None:
