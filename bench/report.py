@@ -20,17 +20,22 @@ BOUND_PCT = 90.0
 #: CPU % used by processes outside the bench above which a row is flagged.
 OTHER_PCT = 20.0
 ADDED_P99_LIMIT_MS = 20.0
+NO_BOTTLENECK = "no process reached 90 % of a core and the machine was never full"
+#: All cores at least this busy (% per core) over a window: the machine was the bottleneck.
+MACHINE_FULL = 95.0
 
 
 # -- per-step flags and progress lines ----------------------------------------------------------
 
 
-def flags(step: dict[str, Any]) -> list[str]:
-    """What to keep in mind when reading a sweep step."""
+def flags(step: dict[str, Any], cpus: int) -> list[str]:
+    """What to keep in mind when reading a sweep step (``cpus``: the machine's CPU count)."""
     cpu = step["cpu_pct"]
     found = []
     if step.get("saturated"):
         found.append("saturated")
+    if cpu.get("machine", 0) >= MACHINE_FULL * cpus:
+        found.append("machine-full")
     if step["target"] == "proxy" and cpu.get("proxy", 0) >= BOUND_PCT:
         found.append("proxy-bound")
     if cpu.get("emulator", 0) >= BOUND_PCT:
@@ -104,7 +109,7 @@ def summary(document: dict[str, Any]) -> dict[str, Any]:
         largest = entry["sessions"]
     bottleneck = None
     for entry in document["steps"]:
-        bound = [f for f in entry["proxy"]["flags"] if f.endswith("-bound")]
+        bound = [f for f in entry["proxy"]["flags"] if f.endswith("-bound") or f == "machine-full"]
         if bound:
             bottleneck = f"{', '.join(bound)} first at N={entry['sessions']} (via proxy)"
             break
@@ -125,6 +130,13 @@ def _step(document: dict[str, Any], sessions: int) -> dict[str, Any] | None:
     return next((e for e in document["steps"] if e["sessions"] == sessions), None)
 
 
+def _missing(document: dict[str, Any], sessions: int) -> tuple[bool | None, str]:
+    """Why step ``sessions`` has no numbers: not asked for (N/A), or the sweep stopped (FAIL)."""
+    if sessions in document["meta"]["options"]["sessions"] and document.get("stop_reason"):
+        return False, f"N={sessions} not reached: {document['stop_reason']}"
+    return None, f"N={sessions} not measured"
+
+
 def checks(document: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target of issue #6, PASS / FAIL / N/A with the number behind it."""
     options = document["meta"]["options"]
@@ -133,9 +145,10 @@ def checks(document: dict[str, Any]) -> list[dict[str, Any]]:
 
     entry = _step(document, 100)
     name = "adds <= 1 ms p50 and <= 3 ms p99 at 100 sessions"
-    if entry is None or entry.get("direct") is None:
-        why = "N=100 not measured" if entry is None else "no direct baseline"
-        results.append(_check(name, None, why))
+    if entry is None:
+        results.append(_check(name, *_missing(document, 100)))
+    elif entry.get("direct") is None:
+        results.append(_check(name, None, "no direct baseline"))
     else:
         p50, p99 = _added(entry, "p50"), _added(entry, "p99")
         within = p50 is not None and p99 is not None and p50 <= 1 and p99 <= 3
@@ -148,8 +161,7 @@ def checks(document: dict[str, Any]) -> list[dict[str, Any]]:
         if max(swept) < 300:
             results.append(_check(name, None, "no N >= 300 in the sweep"))
         else:
-            last = document["steps"][-1]["sessions"] if document["steps"] else 0
-            results.append(_check(name, False, f"sweep stopped at N={last}: saturated"))
+            results.append(_check(name, False, f"not reached: {document.get('stop_reason')}"))
     else:
         best = big[0]
         for e in big:
@@ -165,7 +177,7 @@ def checks(document: dict[str, Any]) -> list[dict[str, Any]]:
     name = "<= 0.35 ms proxy CPU per round-tripped frame at 200 sessions"
     entry = _step(document, 200)
     if entry is None:
-        results.append(_check(name, None, "N=200 not measured"))
+        results.append(_check(name, *_missing(document, 200)))
     else:
         per_frame = entry["proxy"]["proxy_cpu_ms_per_frame"]
         ok = per_frame is not None and per_frame <= 0.35
@@ -173,12 +185,17 @@ def checks(document: dict[str, Any]) -> list[dict[str, Any]]:
 
     name = "<= 150 KiB RSS per live session"
     held = [e for e in document["steps"] if e["sessions"] >= 100 and not e["proxy"]["saturated"]]
-    pick = held[-1] if held else (document["steps"][-1] if document["steps"] else None)
-    if pick is None:
-        results.append(_check(name, None, "no step measured"))
+    if held:
+        kib = held[-1]["proxy"]["rss_per_session_kib"]
+        results.append(_check(name, kib <= 150, f"{_f(kib)} KiB at N={held[-1]['sessions']}"))
+    elif document["steps"]:
+        last = document["steps"][-1]
+        kib = last["proxy"]["rss_per_session_kib"]
+        results.append(
+            _check(name, None, f"no unsaturated N >= 100; {_f(kib)} KiB at N={last['sessions']}")
+        )
     else:
-        kib = pick["proxy"]["rss_per_session_kib"]
-        results.append(_check(name, kib <= 150, f"{_f(kib)} KiB at N={pick['sessions']}"))
+        results.append(_check(name, None, "no step measured"))
 
     name = ">= 200 opens/s with p99 open <= 50 ms while 100 sessions stream"
     churn = document.get("churn", {}).get("proxy")
@@ -278,7 +295,7 @@ def markdown(document: dict[str, Any]) -> str:
         f"- Largest N whose p99 added latency (proxy p99 - direct p99) stays under 20 ms: "
         f"**{largest if largest is not None else 'none'}**"
         + (f" ({summ['largest_n_note']})" if summ["largest_n_note"] else ""),
-        f"- First bottleneck: {summ['first_bottleneck'] or 'none reached 90 % of a core'}",
+        f"- First bottleneck: {summ['first_bottleneck'] or NO_BOTTLENECK}",
         "",
         "## Targets (issue #6)",
         "",
@@ -423,13 +440,16 @@ def write(document: dict[str, Any], out_dir: Path) -> Written:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m bench.report RESULTS.json``: print its Markdown again and redraw its PNG."""
+    """``python -m bench.report RESULTS.json``: print its Markdown again (summary and checks
+    recomputed) and redraw its PNG next to it."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
         print("usage: python -m bench.report RESULTS.json", file=sys.stderr)
         return 2
     path = Path(args[0])
     document = json.loads(path.read_text())
+    document["summary"] = summary(document)
+    document["checks"] = checks(document)
     print(markdown(document))
     plot(document, path.with_suffix(".png"))
     return 0

@@ -223,7 +223,7 @@ class Bench:
             live = max(1, result["opened"])
             step["rss_per_session_kib"] = round((rss - self.idle_rss) / live / 1024, 1)
         step["saturated"] = saturated(step)
-        step["flags"] = report.flags(step)
+        step["flags"] = report.flags(step, os.cpu_count() or 1)
         return step
 
     def churn(self, target: str) -> dict[str, Any]:
