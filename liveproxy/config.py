@@ -61,9 +61,10 @@ class Config:
     upstream_max_message_bytes: int = 32 * 1024 * 1024
     context_window_compression: bool = True
     reconnect_attempts: int = 3
-    upstream_ping_interval_seconds: float = 0.0
+    upstream_ping_interval_seconds: float = 30.0
     upstream_pong_timeout_seconds: float = 60.0
-    browser_idle_seconds: float = 0.0
+    browser_ping_interval_seconds: float = 20.0
+    browser_timeout_seconds: float = 30.0
     shutdown_grace_seconds: float = 10.0
 
     @property
@@ -126,12 +127,15 @@ class Config:
             context_window_compression=env.parse("CONTEXT_WINDOW_COMPRESSION", _bool, True),
             reconnect_attempts=env.parse("RECONNECT_ATTEMPTS", _int_in(0, 100), 3),
             upstream_ping_interval_seconds=env.parse(
-                "UPSTREAM_PING_INTERVAL_SECONDS", _seconds_or_off, 0.0
+                "UPSTREAM_PING_INTERVAL_SECONDS", _seconds_or_off, 30.0
             ),
             upstream_pong_timeout_seconds=env.parse(
                 "UPSTREAM_PONG_TIMEOUT_SECONDS", _seconds, 60.0
             ),
-            browser_idle_seconds=env.parse("BROWSER_IDLE_SECONDS", _seconds_or_off, 0.0),
+            browser_ping_interval_seconds=env.parse(
+                "BROWSER_PING_INTERVAL_SECONDS", _seconds_or_off, 20.0
+            ),
+            browser_timeout_seconds=env.parse("BROWSER_TIMEOUT_SECONDS", _seconds_or_off, 30.0),
             shutdown_grace_seconds=env.parse("SHUTDOWN_GRACE_SECONDS", _seconds_or_off, 10.0),
         )
         if config.session_min_seconds > config.session_max_seconds:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -30,9 +31,29 @@ log = logging.getLogger("liveproxy")
 CLOSE_MARGIN_SECONDS = 5.0
 
 
+class _HypercornConfig(hypercorn.config.Config):
+    """Hypercorn's config, with a kernel deadline for unacknowledged writes on every socket."""
+
+    browser_timeout_seconds: float = 0.0
+
+    def create_sockets(self) -> hypercorn.config.Sockets:
+        sockets = super().create_sockets()
+        timeout_ms = int(self.browser_timeout_seconds * 1000)
+        if timeout_ms and hasattr(socket, "TCP_USER_TIMEOUT"):
+            # Accepted sockets inherit it: a browser that acknowledges nothing we send (data or
+            # pings) for this long is cut off by the kernel, which also frees a writer stuck in
+            # Hypercorn's shielded send to a browser that stopped reading.
+            for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
+                if sock.family in (socket.AF_INET, socket.AF_INET6):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, timeout_ms)
+        return sockets
+
+
 def hypercorn_config(config: Config) -> hypercorn.config.Config:
     """Hypercorn settings for ``config`` (trio worker, bind address, limits, grace)."""
-    hconfig = hypercorn.config.Config()
+    hconfig = _HypercornConfig()
+    hconfig.browser_timeout_seconds = config.browser_timeout_seconds
+    hconfig.websocket_ping_interval = config.browser_ping_interval_seconds or None
     hconfig.bind = [f"{config.host}:{config.port}"]
     hconfig.worker_class = "trio"
     hconfig.backlog = 1024

@@ -53,7 +53,13 @@ from liveproxy.translate import (
     translate_upstream,
     with_session_stats,
 )
-from liveproxy.upstream import Connection, UpstreamTarget, model_path, open_connection
+from liveproxy.upstream import (
+    CLOSE_TIMEOUT,
+    Connection,
+    UpstreamTarget,
+    model_path,
+    open_connection,
+)
 
 BROWSER_CLOSED: Final = "browser_closed"
 TIME_LIMIT: Final = "time_limit"
@@ -378,13 +384,48 @@ class Session:
             return _Closed.of(exc.reason)
         end: _ConnectionEnd | None = None
         with self.race.cancel_on_decide() as reading:
-            end = await self._read_upstream(connection)
-        await self.link.detach()
+            end = await self._read_with_keepalive(connection)
+        with trio.move_on_after(CLOSE_TIMEOUT) as detaching:
+            await self.link.detach()
+        if detaching.cancelled_caught:
+            # A browser message is stuck in a write to a connection that stopped reading:
+            # closing it fails that write, and the message stays queued for the next one.
+            await trio.aclose_forcefully(connection.ws)
+            await self.link.detach()
         if reading.cancelled_caught:
             if self.race.outcome == SHUTDOWN:
                 connection.close_code = closes.GOING_AWAY
             return None
         return end
+
+    async def _read_with_keepalive(self, connection: Connection) -> _ConnectionEnd:
+        """Read upstream; with pings on, a connection that stops answering counts as dropped.
+
+        Gemini's pongs can take 8-30 s, so the pong timeout is generous by default.
+        """
+        interval = self.config.upstream_ping_interval_seconds
+        if not interval:
+            return await self._read_upstream(connection)
+        end: _ConnectionEnd = _Closed(closes.ABNORMAL, "upstream stopped answering pings")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._keepalive, connection, interval, nursery.cancel_scope)
+            end = await self._read_upstream(connection)
+            nursery.cancel_scope.cancel()
+        return end
+
+    async def _keepalive(
+        self, connection: Connection, interval: float, reading: trio.CancelScope
+    ) -> None:
+        while True:
+            await trio.sleep(interval)
+            with trio.move_on_after(self.config.upstream_pong_timeout_seconds):
+                try:
+                    await connection.ws.ping()
+                except ConnectionClosed:
+                    return  # the reader sees the close itself
+                continue
+            reading.cancel()
+            return
 
     async def _read_upstream(self, connection: Connection) -> _ConnectionEnd:
         ws = connection.ws

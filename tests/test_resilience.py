@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import itertools
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
 import pytest
 import trio
+from trio_websocket import wrap_client_stream
 
 from liveproxy.emulator import Emulator, EmulatorConfig, Faults
 from liveproxy.emulator import serve as serve_emulator
 from liveproxy.protocol.b64 import decode_b64
 from tests import pcm
-from tests.conftest import AUDIO_SETUP, ProxyFactory
-from tests.wsclient import BrowserClient, Frame, has_key
+from tests.conftest import AUDIO_SETUP, Proxy, ProxyFactory
+from tests.wsclient import BrowserClient, Frame, has_key, texts, wait_until
 
 
 async def start_emulator(nursery: trio.Nursery, **settings: Any) -> Emulator:
@@ -194,4 +198,113 @@ async def test_a_quota_close_is_not_retried(make_proxy: ProxyFactory, emulator: 
         ended = await client.wait_closed()
     assert ended.last_event["error"]["code"] == "upstream_error"
     assert "quota" in ended.last_event["error"]["message"]
+    assert len(emulator.connections) == 1
+
+
+@asynccontextmanager
+async def reluctant_reader(proxy: Proxy, setup: dict[str, Any]) -> AsyncIterator[BrowserClient]:
+    """A browser with a tiny receive window that reads only when the test says so.
+
+    trio-websocket keeps one message in its queue and then stops reading the socket; with a
+    4 KiB receive buffer, the proxy soon finds its writes blocked.
+    """
+    token = await proxy.token()
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect(("127.0.0.1", proxy.port))
+    stream = trio.SocketStream(sock)
+    async with trio.open_nursery() as nursery:
+        ws = await wrap_client_stream(
+            nursery, stream, f"127.0.0.1:{proxy.port}", f"/ws?token={token}", message_queue_size=1
+        )
+        client = BrowserClient(ws)
+        await client.send_json(setup)
+        assert "setupComplete" in await client.recv_json()
+        try:
+            yield client
+        finally:
+            await trio.aclose_forcefully(ws)
+            nursery.cancel_scope.cancel()
+
+
+LONG_AUDIO_REPLY = {"type": "text", "text": "x" * 3000}  # 150 s of tone, about 7 MB at 24 kHz
+
+
+async def test_a_browser_that_stops_reading_is_cut_off_and_its_neighbour_keeps_its_pace(
+    make_proxy: ProxyFactory,
+) -> None:
+    proxy = await make_proxy(browser_queue_bytes=256 * 1024)
+    async with proxy.session() as healthy, reluctant_reader(proxy, AUDIO_SETUP) as slow:
+        await slow.send_json(LONG_AUDIO_REPLY)
+        slow_upstream = proxy.emulator.connections[-1]
+        # The healthy session keeps answering while the slow one backs up and is cut off.
+        turn_times = []
+        while not slow_upstream.closed.is_set():
+            start = trio.current_time()
+            await healthy.send_json({"type": "text", "text": "still quick?"})
+            await healthy.recv_until(has_key("serverContent", "turnComplete"))
+            turn_times.append(trio.current_time() - start)
+            assert len(turn_times) < 500, "the slow browser was never cut off"
+        assert slow_upstream.ended_by == "client"  # the proxy closed it: no session outlived
+        await wait_until(lambda: proxy.state.gauges.live_sessions == 1)
+        assert max(turn_times) < 0.5
+        # When the slow browser reads again it finds the error and the close code.
+        ended = await slow.wait_closed()
+    assert ended.code == 1008
+    assert ended.last_event["error"]["code"] == "slow_client"
+    assert sum(len(f) for f in ended.frames if isinstance(f, bytes)) < 7_000_000
+
+
+async def test_interrupted_drops_the_audio_still_queued_for_the_browser(
+    make_proxy: ProxyFactory,
+) -> None:
+    proxy = await make_proxy(browser_queue_bytes=64 * 1024 * 1024)
+    async with reluctant_reader(proxy, AUDIO_SETUP) as slow:
+        await slow.send_json(LONG_AUDIO_REPLY)
+        upstream = proxy.emulator.connections[-1]
+        await wait_until(lambda: upstream.sent_count > 600)  # about 3 MB of the answer so far
+        for frame in pcm.frames(pcm.speech(0.5) + pcm.silence(0.6)):
+            await slow.ws.send_message(frame)  # the user talks over the answer
+        frames = await slow.recv_until(has_key("serverContent", "interrupted"))
+    played = sum(len(f) for f in frames if isinstance(f, bytes))
+    sent = sum(
+        len(decode_b64(part["inlineData"]["data"]))
+        for message in upstream.sent
+        if "serverContent" in message
+        for part in message["serverContent"].get("modelTurn", {}).get("parts", [])
+        if "inlineData" in part
+    )
+    assert sent > 2_500_000
+    assert played < sent / 2  # most of the queued answer never reached the browser
+
+
+async def test_an_upstream_that_stops_answering_pings_is_replaced(
+    make_proxy: ProxyFactory, emulator: Emulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    proxy = await make_proxy(upstream_ping_interval_seconds=30, upstream_pong_timeout_seconds=60)
+    emulator.queue_faults(Faults(stall_after=2))
+    async with proxy.session() as client:
+        await client.send_json({"type": "text", "text": "first"})
+        await client.recv_until(has_key("serverContent", "turnComplete"))
+        start = trio.current_time()
+        await client.send_json({"type": "text", "text": "into the void"})
+        assert await client.recv_json() == {"sessionStatus": {"state": "reconnecting"}}
+        # A ping within 30 s, unanswered for 60 s, then up to 1 s closing the dead connection.
+        assert 60 <= trio.current_time() - start <= 91.5
+        assert await client.recv_json() == {"sessionStatus": {"state": "resumed"}}
+        answer = await client.recv_until(has_key("serverContent", "turnComplete"))
+    assert 'You said: "into the void"' in "".join(texts(answer))
+    assert emulator.connections[1].resumed_handle is not None
+    # The stalled emulator connection reads nothing, so it notices our close only when its
+    # lifetime ends (the fixture then checks that nothing is left open).
+    await trio.sleep(600)
+
+
+async def test_slow_pongs_within_the_timeout_keep_the_connection(
+    make_proxy: ProxyFactory, emulator: Emulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    proxy = await make_proxy(upstream_ping_interval_seconds=5, upstream_pong_timeout_seconds=60)
+    async with proxy.session(duration=120) as client:
+        ended = await client.wait_closed()
+    assert ended.last_event["sessionEnd"]["reason"] == "time_limit"
     assert len(emulator.connections) == 1
