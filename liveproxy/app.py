@@ -256,6 +256,14 @@ class SessionRoute:
 
 async def serve_session(state: ProxyState, socket: BrowserSocket) -> None:
     """Accept, authorise and run one browser session; the socket is closed on return."""
+    state.gauges.browser_opened(1)
+    try:
+        await _serve_session(state, socket)
+    finally:
+        state.gauges.browser_opened(-1)
+
+
+async def _serve_session(state: ProxyState, socket: BrowserSocket) -> None:
     if not await socket.accept():
         return
     token = parse_qs(socket.query_string.decode("latin-1")).get("token", [None])[0]

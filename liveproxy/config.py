@@ -63,7 +63,7 @@ class Config:
     reconnect_attempts: int = 3
     upstream_ping_interval_seconds: float = 30.0
     upstream_pong_timeout_seconds: float = 60.0
-    browser_ping_interval_seconds: float = 20.0
+    browser_keepalive_seconds: float = 20.0
     browser_timeout_seconds: float = 30.0
     shutdown_grace_seconds: float = 10.0
 
@@ -132,9 +132,7 @@ class Config:
             upstream_pong_timeout_seconds=env.parse(
                 "UPSTREAM_PONG_TIMEOUT_SECONDS", _seconds, 60.0
             ),
-            browser_ping_interval_seconds=env.parse(
-                "BROWSER_PING_INTERVAL_SECONDS", _seconds_or_off, 20.0
-            ),
+            browser_keepalive_seconds=env.parse("BROWSER_KEEPALIVE_SECONDS", _seconds_or_off, 20.0),
             browser_timeout_seconds=env.parse("BROWSER_TIMEOUT_SECONDS", _seconds_or_off, 30.0),
             shutdown_grace_seconds=env.parse("SHUTDOWN_GRACE_SECONDS", _seconds_or_off, 10.0),
         )

@@ -32,32 +32,47 @@ CLOSE_MARGIN_SECONDS = 5.0
 
 
 class _HypercornConfig(hypercorn.config.Config):
-    """Hypercorn's config, with a kernel deadline for unacknowledged writes on every socket."""
+    """Hypercorn's config; its listening sockets carry our TCP liveness settings.
 
-    browser_timeout_seconds: float = 0.0
+    Accepted sockets inherit them. Keepalive probes go out on a browser connection idle for
+    ``keepalive_seconds``, and the kernel drops a connection on which nothing we send (data or
+    probes) is acknowledged for ``timeout_seconds``: that ends the session of a vanished
+    browser, and frees a writer stuck in Hypercorn's shielded send to a browser that stopped
+    reading. (Hypercorn's own WebSocket pings are not used: its ping task keeps every closed
+    connection, and its socket, alive for up to one ping interval.)
+    """
+
+    keepalive_seconds: float = 0.0
+    timeout_seconds: float = 0.0
 
     def create_sockets(self) -> hypercorn.config.Sockets:
         sockets = super().create_sockets()
-        timeout_ms = int(self.browser_timeout_seconds * 1000)
-        if timeout_ms and hasattr(socket, "TCP_USER_TIMEOUT"):
-            # Accepted sockets inherit it: a browser that acknowledges nothing we send (data or
-            # pings) for this long is cut off by the kernel, which also frees a writer stuck in
-            # Hypercorn's shielded send to a browser that stopped reading.
-            for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
-                if sock.family in (socket.AF_INET, socket.AF_INET6):
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, timeout_ms)
+        for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                _set_liveness(sock, self.keepalive_seconds, self.timeout_seconds)
         return sockets
+
+
+def _set_liveness(sock: socket.socket, keepalive: float, timeout: float) -> None:
+    if keepalive and hasattr(socket, "TCP_KEEPIDLE"):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(keepalive)))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, int(keepalive / 4)))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 4)
+    if timeout and hasattr(socket, "TCP_USER_TIMEOUT"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(timeout * 1000))
 
 
 def hypercorn_config(config: Config) -> hypercorn.config.Config:
     """Hypercorn settings for ``config`` (trio worker, bind address, limits, grace)."""
     hconfig = _HypercornConfig()
-    hconfig.browser_timeout_seconds = config.browser_timeout_seconds
-    hconfig.websocket_ping_interval = config.browser_ping_interval_seconds or None
+    hconfig.keepalive_seconds = config.browser_keepalive_seconds
+    hconfig.timeout_seconds = config.browser_timeout_seconds
     hconfig.bind = [f"{config.host}:{config.port}"]
     hconfig.worker_class = "trio"
     hconfig.backlog = 1024
-    hconfig.graceful_timeout = CLOSE_MARGIN_SECONDS
+    # By the time Hypercorn stops, sessions are over (see drain): what is left is cut quickly.
+    hconfig.graceful_timeout = 1.0
     # Frames up to MAX_MESSAGE_BYTES reach the session, which refuses bigger ones with
     # message_too_big; Hypercorn itself cuts frames beyond twice that with a bare 1009.
     hconfig.websocket_max_message_size = max(2 * config.max_message_bytes, 1024 * 1024)

@@ -72,6 +72,7 @@ class Gauges:
     def __init__(self) -> None:
         self.live_sessions = 0
         self.upstream_connections = 0
+        self.browser_connections = 0
         self.sessions_started = 0
         self.reconnects = 0
         self._changed = trio.Event()
@@ -89,9 +90,13 @@ class Gauges:
         self.upstream_connections += delta
         self._notify()
 
+    def browser_opened(self, delta: int) -> None:
+        self.browser_connections += delta
+        self._notify()
+
     @property
     def idle(self) -> bool:
-        return self.live_sessions == 0 and self.upstream_connections == 0
+        return not (self.live_sessions or self.upstream_connections or self.browser_connections)
 
     async def wait_no_sessions(self) -> None:
         """Return once no session is live."""
@@ -99,7 +104,7 @@ class Gauges:
             await self._changed.wait()
 
     async def wait_idle(self) -> None:
-        """Return once no session and no upstream connection is live."""
+        """Return once no session, upstream connection or browser WebSocket is left."""
         while not self.idle:
             await self._changed.wait()
 

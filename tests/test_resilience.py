@@ -308,3 +308,21 @@ async def test_slow_pongs_within_the_timeout_keep_the_connection(
         ended = await client.wait_closed()
     assert ended.last_event["sessionEnd"]["reason"] == "time_limit"
     assert len(emulator.connections) == 1
+
+
+async def test_the_kernel_frees_the_socket_of_a_browser_that_never_reads_again(
+    make_proxy: ProxyFactory,
+) -> None:
+    proxy = await make_proxy(browser_queue_bytes=256 * 1024, browser_timeout_seconds=1)
+    gauges = proxy.state.gauges
+    async with reluctant_reader(proxy, AUDIO_SETUP) as slow:
+        await slow.send_json(LONG_AUDIO_REPLY)
+        await wait_until(lambda: gauges.live_sessions == 0)  # slow_client ended the session
+        # Its last frames wait in a socket write the proxy cannot cancel, until the kernel
+        # gives up on the silent receive window after BROWSER_TIMEOUT_SECONDS.
+        assert gauges.browser_connections == 1
+        start = trio.current_time()
+        await wait_until(lambda: gauges.browser_connections == 0)
+        assert 0.5 <= trio.current_time() - start <= 4.5
+        ended = await slow.wait_closed()
+    assert ended.code == 1006  # reset by the proxy's kernel: the close frame never got out
