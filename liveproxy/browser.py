@@ -157,13 +157,12 @@ class BrowserQueue:
         while True:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
+            # Hypercorn's send returns without yielding once the browser is gone; this loop
+            # still ends (nothing can be queued while it runs), and wait() then checkpoints.
             while self._frames:
                 frame = self._frames.popleft()
                 self._bytes -= len(frame)
                 await socket.send(frame)
-                # Hypercorn's send returns without yielding once the browser is gone: keep the
-                # loop from starving the scheduler by checkpointing per frame.
-                await trio.lowlevel.checkpoint()
             if self._close is not None:
                 await socket.close(*self._close)
                 return

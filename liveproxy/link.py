@@ -28,13 +28,13 @@ class UpstreamLink:
 
     def __init__(self, max_buffered_bytes: int) -> None:
         self._max_bytes = max_buffered_bytes
-        self._pending: deque[str] = deque()
+        self._pending: deque[tuple[str, bool]] = deque()  # (message, replayable)
         self._pending_bytes = 0
-        self._replayable: set[int] = set()  # ids of pending messages to remember once sent
         self._since_handle: deque[str] = deque(maxlen=self.REPLAY_LIMIT)
         self._ws: WebSocketConnection | None = None
         self._flushing = False
         self._changed = trio.Event()
+        self._waiters = 0
 
     @property
     def buffered_bytes(self) -> int:
@@ -48,10 +48,8 @@ class UpstreamLink:
         and the message stays buffered for the next one. ``replayable`` messages are remembered
         after sending until the next :meth:`handle_received`.
         """
-        self._pending.append(message)
+        self._pending.append((message, replayable))
         self._pending_bytes += len(message)
-        if replayable:
-            self._replayable.add(id(message))
         while True:
             ws = self._ws
             if ws is not None and not self._flushing:
@@ -85,9 +83,8 @@ class UpstreamLink:
         replay = list(self._since_handle)
         self._since_handle.clear()
         for message in reversed(replay):
-            self._pending.appendleft(message)
+            self._pending.appendleft((message, True))
             self._pending_bytes += len(message)
-            self._replayable.add(id(message))
         return len(replay)
 
     async def detach(self) -> None:
@@ -100,7 +97,7 @@ class UpstreamLink:
         self._flushing = True
         try:
             while self._pending and (attaching or self._ws is ws):
-                message = self._pending[0]
+                message, replayable = self._pending[0]
                 try:
                     await ws.send_message(message)
                 except ConnectionClosed:
@@ -111,8 +108,7 @@ class UpstreamLink:
                     return
                 self._pending.popleft()
                 self._pending_bytes -= len(message)
-                if self._replayable and id(message) in self._replayable:
-                    self._replayable.discard(id(message))
+                if replayable:
                     self._since_handle.append(message)
         finally:
             self._flushing = False
@@ -123,8 +119,13 @@ class UpstreamLink:
             await self._wait_for_change()
 
     async def _wait_for_change(self) -> None:
-        await self._changed.wait()
+        self._waiters += 1
+        try:
+            await self._changed.wait()
+        finally:
+            self._waiters -= 1
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        if self._waiters:  # the common case, nobody waiting, costs no new Event
+            self._changed.set()
+            self._changed = trio.Event()
