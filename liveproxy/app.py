@@ -153,6 +153,11 @@ def _add_http_routes(app: LiveProxyApp, state: ProxyState) -> None:
         code = (exc.name or "error").lower().replace(" ", "_")
         return _error(exc.code or 500, code, exc.description or code)
 
+    @app.errorhandler(Exception)
+    async def internal_error(exc: Exception) -> Response:
+        log.exception("request failed", exc_info=exc)
+        return _error(500, "internal_error", "the server failed to answer this request")
+
 
 async def _static(name: str) -> Response:
     path = (STATIC_DIR / name).resolve()

@@ -82,3 +82,16 @@ async def test_auth_answers_503_at_capacity_counting_valid_tokens(
     assert refused.json()["error"]["code"] == "at_capacity"
     await trio.sleep(31)  # the unused tokens expire and stop counting
     assert (await proxy.http("POST", "/api/auth")).status == 200
+
+
+async def test_an_unexpected_failure_answers_500_in_the_error_shape(proxy: Proxy) -> None:
+    def broken() -> int:
+        raise RuntimeError("boom")
+
+    proxy.state.tokens.valid_count = broken  # type: ignore[method-assign]  # fault injection
+    response = await proxy.http("POST", "/api/auth")
+    assert response.status == 500
+    assert response.json() == {
+        "error": {"code": "internal_error", "message": "the server failed to answer this request"}
+    }
+    assert "boom" not in response.body.decode()
