@@ -258,6 +258,7 @@ class Snapshot:
     wall: float
     cpu: dict[str, float]
     machine_busy: float
+    machine_steal: float
     proxy_rss: int
 
 
@@ -280,12 +281,14 @@ class Watcher:
             "bench": float(mine.user + mine.system),
         }
         cpu.update({name: read() for name, read in self.extra.items()})
-        return Snapshot(time.monotonic(), cpu, busy, self.proxy.rss())
+        steal = float(getattr(machine, "steal", 0.0))
+        return Snapshot(time.monotonic(), cpu, busy, steal, self.proxy.rss())
 
 
 def cpu_percent(start: Snapshot, end: Snapshot) -> dict[str, float]:
     """CPU % per process between two snapshots (one core = 100 %), plus ``machine`` (all
-    cores) and ``other`` (the machine minus the bench's processes: someone else's load)."""
+    cores), ``other`` (the machine minus the bench's processes: someone else's load) and
+    ``steal`` (time the hypervisor gave our virtual CPUs to someone else)."""
     wall = max(end.wall - start.wall, 1e-9)
     result = {
         name: round(100 * (end.cpu.get(name, 0.0) - start.cpu[name]) / wall, 1)
@@ -294,4 +297,5 @@ def cpu_percent(start: Snapshot, end: Snapshot) -> dict[str, float]:
     machine = 100 * (end.machine_busy - start.machine_busy) / wall
     result["machine"] = round(machine, 1)
     result["other"] = round(max(0.0, machine - sum(result[n] for n in start.cpu)), 1)
+    result["steal"] = round(100 * (end.machine_steal - start.machine_steal) / wall, 1)
     return result

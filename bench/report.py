@@ -19,7 +19,12 @@ from typing import Any
 BOUND_PCT = 90.0
 #: CPU % used by processes outside the bench above which a row is flagged.
 OTHER_PCT = 20.0
+#: CPU % taken by the hypervisor (steal) above which a row is flagged.
+STEAL_PCT = 10.0
 ADDED_P99_LIMIT_MS = 20.0
+#: Paced churn kept up when its rate (first start -> last finish) is within 5 % of the offer;
+#: the last opens' own duration stretches the span a little even when all is well.
+PACED_KEPT_UP = 0.95
 NO_BOTTLENECK = "no process reached 90 % of a core and the machine was never full"
 #: All cores at least this busy (% per core) over a window: the machine was the bottleneck.
 MACHINE_FULL = 95.0
@@ -44,6 +49,8 @@ def flags(step: dict[str, Any], cpus: int) -> list[str]:
         found.append("generator-bound")
     if cpu.get("other", 0) >= OTHER_PCT:
         found.append(f"other-load {cpu['other']:.0f}%")
+    if cpu.get("steal", 0) >= STEAL_PCT:
+        found.append(f"steal {cpu['steal']:.0f}%")
     if step["open_errors"] or step["stream_errors"] or step["misrouted"] or step["bad_size"]:
         found.append("errors")
     return found
@@ -205,16 +212,18 @@ def checks(document: dict[str, Any]) -> list[dict[str, Any]]:
         paced, burst = churn["paced"], churn["burst"]
         p99 = paced["open_ms"]["p99"]
         ok = (
-            paced["opens_per_s"] >= 200
+            paced["offered_per_s"] >= 200
+            and paced["opened"] == paced["scheduled"]
+            and paced["opens_per_s"] >= PACED_KEPT_UP * paced["offered_per_s"]
             and p99 is not None
             and p99 <= 50
-            and paced["open_failures"] == 0
             and churn["opened_streams"] >= 100
         )
         measured = (
             f"paced at {paced['offered_per_s']:.0f}/s: {paced['opens_per_s']} opens/s, "
-            f"p99 {_f(p99)} ms, {paced['open_failures']} failed; burst peak "
-            f"{burst['opens_per_s']} opens/s (p99 {_f(burst['open_ms']['p99'])} ms)"
+            f"p99 {_f(p99)} ms, {paced['scheduled'] - paced['opened']} of "
+            f"{paced['scheduled']} failed; burst peak {burst['opens_per_s']} opens/s "
+            f"(p99 {_f(burst['open_ms']['p99'])} ms)"
         )
         results.append(_check(name, ok, measured))
     return results
