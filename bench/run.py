@@ -312,6 +312,7 @@ def _progress(text: str) -> None:
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """The whole run: the sweep, then churn; returns the results document."""
     started = datetime.now(UTC)
+    meta = _meta(args, started)  # before the proxy starts: the code it runs
     clock = time.monotonic()
     steps: list[dict[str, Any]] = []
     stop_reason = None
@@ -339,7 +340,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 _progress(report.churn_line(churn["direct"]))
         idle_rss = bench.idle_rss
     document: dict[str, Any] = {
-        "meta": _meta(args, started),
+        "meta": meta,
         "wall_seconds": round(time.monotonic() - clock, 1),
         "idle_rss_bytes": idle_rss,
         "steps": steps,
