@@ -8,9 +8,9 @@ session has a paced sending task, a receiving task and trio-websocket's reader t
 three processes at the same instants, and writes its results as JSON to ``--json-out``.
 
 Phases: ramp (sessions open at ``--ramp-rate`` per second; each open is timed), warm-up, the
-measurement ``window``, then optionally ``churn_paced`` (sessions opened and closed at a fixed
-rate while the others stream) and ``churn_burst`` (as fast as ``--burst-workers`` closed loops
-can). Round trips are attributed to the phase in which their echo arrives.
+measurement ``window``, then optionally ``churn_burst`` (sessions opened and closed as fast as
+``--burst-workers`` closed loops can while the others stream) and ``churn_paced`` (at a fixed
+rate, open-loop). Round trips are attributed to the phase in which their echo arrives.
 """
 
 from __future__ import annotations
@@ -503,10 +503,12 @@ async def run(options: Options) -> dict[str, Any]:
                     window = gen.begin("window")
                     await trio.sleep(options.duration)
                     gen.end(window)
-                if options.churn_rate > 0 and options.churn_seconds > 0:
-                    await gen.churn_paced()
+                # Burst (closed loops) first: the open-loop paced phase can swamp a proxy
+                # that cannot keep up, and what it leaves behind would spoil the burst.
                 if options.burst_workers > 0 and options.churn_seconds > 0:
                     await gen.churn_burst()
+                if options.churn_rate > 0 and options.churn_seconds > 0:
+                    await gen.churn_paced()
                 senders.cancel_scope.cancel()
             print("MARK closing", flush=True)
             await gen.close_all()

@@ -53,6 +53,8 @@ def flags(step: dict[str, Any], cpus: int) -> list[str]:
         found.append(f"steal {cpu['steal']:.0f}%")
     if step["open_errors"] or step["stream_errors"] or step["misrouted"] or step["bad_size"]:
         found.append("errors")
+    if step.get("settled_before_s", 0) is None:
+        found.append("started-busy")
     return found
 
 
@@ -77,7 +79,7 @@ def progress_line(step: dict[str, Any]) -> str:
 
 def churn_line(churn: dict[str, Any]) -> str:
     parts = [f"{churn['target']:>6} churn with {churn['opened_streams']} streaming:"]
-    for key in ("paced", "burst"):
+    for key in ("burst", "paced"):
         if key in churn:
             phase = churn[key]
             parts.append(
@@ -341,7 +343,7 @@ def _churn_markdown(document: dict[str, Any]) -> list[str]:
         run = churn.get(target)
         if not run:
             continue
-        for key in ("paced", "burst"):
+        for key in ("burst", "paced"):
             phase = run.get(key)
             if phase is None:
                 continue

@@ -139,7 +139,7 @@ class Bench:
         argv += ["--interval-ms", str(args.interval_ms), "--ramp-rate", str(args.ramp_rate)]
         argv += ["--warmup", str(args.warmup), "--client", args.client, "--json-out", str(out)]
         argv += list(extra)
-        self.settle()
+        settled = self.settle()
         child = spawn("loadgen", argv, self.work, stdout_pipe=True)
         self.watcher.extra["loadgen"] = child.cpu_seconds
         marks: dict[str, Snapshot] = {}
@@ -156,20 +156,25 @@ class Bench:
             del self.watcher.extra["loadgen"]
         if child.popen.returncode != 0:
             raise ChildFailed(f"the load generator failed:\n{child.log_tail()}")
-        return json.loads(out.read_bytes()), marks
+        result: dict[str, Any] = json.loads(out.read_bytes())
+        result["settled_before_s"] = settled
+        return result, marks
 
-    def settle(self, limit: float = 5.0) -> None:
+    def settle(self, limit: float = 15.0) -> float | None:
         """Wait (up to ``limit`` seconds) until the proxy and the emulator are idle, so one
-        step's teardown does not spill into the next step's measurement."""
-        deadline = time.monotonic() + limit
+        step's teardown does not spill into the next step's measurement. Returns the seconds
+        waited, or None when they were still busy at the limit (noted in the results: a proxy
+        that stays busy after its sessions closed may be leaking work)."""
+        started = time.monotonic()
         before = self.watcher.snapshot()
-        while time.monotonic() < deadline:
+        while time.monotonic() - started < limit:
             time.sleep(SETTLE_TICK)
             after = self.watcher.snapshot()
             cpu = cpu_percent(before, after)
             if cpu["proxy"] < SETTLED_PCT and cpu["emulator"] < SETTLED_PCT:
-                return
+                return round(time.monotonic() - started, 2)
             before = after
+        return None
 
     def _budget(self, sessions: int, seconds: float) -> float:
         ramp = sessions / float(self.args.ramp_rate)
@@ -216,6 +221,7 @@ class Bench:
             "events": result["events"],
             "misrouted": result["misrouted"],
             "bad_size": result["bad_size"],
+            "settled_before_s": result["settled_before_s"],
         }
         if target == "proxy":
             rss = end.proxy_rss
@@ -227,7 +233,7 @@ class Bench:
         return step
 
     def churn(self, target: str) -> dict[str, Any]:
-        """Open and close sessions while ``--churn-streams`` others stream: paced, then burst."""
+        """Open and close sessions while ``--churn-streams`` others stream: burst, then paced."""
         args = self.args
         extra = ["--duration", "0", "--churn-seconds", str(args.churn_seconds)]
         extra += ["--churn-rate", str(args.churn_rate), "--burst-workers", str(args.burst_workers)]
@@ -241,8 +247,9 @@ class Bench:
             "opened_streams": result["opened"],
             "stream_errors": result["stream_errors"],
             "open_errors": result["open_errors"],
+            "settled_before_s": result["settled_before_s"],
         }
-        for name, key in (("churn_paced", "paced"), ("churn_burst", "burst")):
+        for name, key in (("churn_burst", "burst"), ("churn_paced", "paced")):
             phase = result["phases"].get(name)
             if phase is None:
                 continue
