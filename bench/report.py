@@ -19,6 +19,8 @@ from typing import Any
 BOUND_PCT = 90.0
 #: CPU % used by processes outside the bench above which a row is flagged.
 OTHER_PCT = 20.0
+#: A step whose calibration took this many times the run's best is flagged.
+SLOW_MACHINE = 1.25
 #: CPU % taken by the hypervisor (steal) above which a row is flagged.
 STEAL_PCT = 10.0
 ADDED_P99_LIMIT_MS = 20.0
@@ -56,6 +58,20 @@ def flags(step: dict[str, Any], cpus: int) -> list[str]:
     if step.get("settled_before_s", 0) is None:
         found.append("started-busy")
     return found
+
+
+def flag_slow_machine(steps: list[dict[str, Any]], churn: dict[str, Any]) -> None:
+    """Flag the steps before which the calibration workload ran over ``SLOW_MACHINE`` times
+    slower than at the run's best moment."""
+    runs = [e[t] for e in steps for t in ("proxy", "direct") if e.get(t)]
+    timed = [r["machine_ms"] for r in runs + list(churn.values()) if r.get("machine_ms")]
+    if not timed:
+        return
+    best = min(timed)
+    for run in runs:
+        ratio = run["machine_ms"] / best
+        if ratio > SLOW_MACHINE:
+            run["flags"].append(f"slow-machine x{ratio:.1f}")
 
 
 def _f(value: float | None, digits: int = 1) -> str:
@@ -256,7 +272,7 @@ def markdown(document: dict[str, Any]) -> str:
         f"{options['frame_bytes']} B every {options['interval_ms']:g} ms; warm-up "
         f"{options['warmup']:g} s, window {options['duration']:g} s per step; generator client "
         f"`{options['client']}`. Run took {document['wall_seconds']:.0f} s. Idle proxy RSS "
-        f"{document['idle_rss_bytes'] / 2**20:.1f} MiB.",
+        f"{document['idle_rss_bytes'] / 2**20:.1f} MiB. {_machine(document)}",
         "",
         "| N | offered fr/s | delivered fr/s proxy / direct | proxy rtt p50 / p95 / p99 ms "
         "| direct rtt p50 / p95 / p99 ms | added p50 / p99 ms | proxy CPU % | proxy CPU ms/frame "
@@ -324,6 +340,16 @@ def markdown(document: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _machine(document: dict[str, Any]) -> str:
+    """The calibration workload's range over the run (machine speed: lower is faster)."""
+    runs = [e[t] for e in document["steps"] for t in ("proxy", "direct") if e.get(t)]
+    runs += list((document.get("churn") or {}).values())
+    timed = [r["machine_ms"] for r in runs if r.get("machine_ms")]
+    if not timed:
+        return ""
+    return f"Calibration workload before each step: {min(timed):.1f}-{max(timed):.1f} ms."
 
 
 def _churn_markdown(document: dict[str, Any]) -> list[str]:

@@ -35,6 +35,7 @@ from bench.procs import (
     ChildFailed,
     Snapshot,
     Watcher,
+    calibrate,
     cpu_percent,
     read_line,
     spawn,
@@ -140,6 +141,7 @@ class Bench:
         argv += ["--warmup", str(args.warmup), "--client", args.client, "--json-out", str(out)]
         argv += list(extra)
         settled = self.settle()
+        machine_ms = calibrate()
         child = spawn("loadgen", argv, self.work, stdout_pipe=True)
         self.watcher.extra["loadgen"] = child.cpu_seconds
         marks: dict[str, Snapshot] = {}
@@ -158,6 +160,7 @@ class Bench:
             raise ChildFailed(f"the load generator failed:\n{child.log_tail()}")
         result: dict[str, Any] = json.loads(out.read_bytes())
         result["settled_before_s"] = settled
+        result["machine_ms"] = machine_ms
         return result, marks
 
     def settle(self, limit: float = 15.0) -> float | None:
@@ -222,6 +225,7 @@ class Bench:
             "misrouted": result["misrouted"],
             "bad_size": result["bad_size"],
             "settled_before_s": result["settled_before_s"],
+            "machine_ms": result["machine_ms"],
         }
         if target == "proxy":
             rss = end.proxy_rss
@@ -248,6 +252,7 @@ class Bench:
             "stream_errors": result["stream_errors"],
             "open_errors": result["open_errors"],
             "settled_before_s": result["settled_before_s"],
+            "machine_ms": result["machine_ms"],
         }
         for name, key in (("churn_burst", "burst"), ("churn_paced", "paced")):
             phase = result["phases"].get(name)
@@ -346,6 +351,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 churn["direct"] = bench.churn("direct")
                 _progress(report.churn_line(churn["direct"]))
         idle_rss = bench.idle_rss
+    report.flag_slow_machine(steps, churn)
     document: dict[str, Any] = {
         "meta": meta,
         "wall_seconds": round(time.monotonic() - clock, 1),
