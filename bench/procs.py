@@ -7,7 +7,6 @@ order) and, on Linux, gets SIGTERM from the kernel if ``run.py`` dies without cl
 from __future__ import annotations
 
 import ctypes
-import math
 import os
 import re
 import select
@@ -61,7 +60,6 @@ _PROXY_VARS = frozenset(
 )
 
 
-_CALIBRATION_LOOPS = 3000
 #: Machine CPU time that counts as busy (guest time is inside user; steal is not ours).
 _BUSY_FIELDS = ("user", "nice", "system", "irq", "softirq")
 
@@ -285,27 +283,6 @@ class Watcher:
         cpu.update({name: read() for name, read in self.extra.items()})
         steal = float(getattr(machine, "steal", 0.0))
         return Snapshot(time.monotonic(), cpu, busy, steal, self.proxy.rss())
-
-
-def calibrate(rounds: int = 3) -> float:
-    """Milliseconds a fixed CPU-bound workload (base64, orjson, dicts: the kind of work the
-    bench's processes do) takes here, the best of ``rounds``. The machine's speed is not
-    constant (a virtual machine shares its host), and this shows when it is slow."""
-    import base64
-
-    import orjson
-
-    data = bytes(range(256)) * 13
-    best = math.inf
-    for _ in range(rounds):
-        started = time.perf_counter()
-        total = 0
-        for _ in range(_CALIBRATION_LOOPS):
-            text = base64.b64encode(data).decode()
-            decoded = orjson.loads(orjson.dumps({"a": {"b": text}}))
-            total += len(decoded["a"]["b"]) + sum({k: k for k in range(20)}.values())
-        best = min(best, (time.perf_counter() - started) * 1000)
-    return round(best, 2)
 
 
 def cpu_percent(start: Snapshot, end: Snapshot) -> dict[str, float]:

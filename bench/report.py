@@ -19,8 +19,6 @@ from typing import Any
 BOUND_PCT = 90.0
 #: CPU % used by processes outside the bench above which a row is flagged.
 OTHER_PCT = 20.0
-#: A step whose calibration took this many times the run's best is flagged.
-SLOW_MACHINE = 1.25
 #: CPU % taken by the hypervisor (steal) above which a row is flagged.
 STEAL_PCT = 10.0
 ADDED_P99_LIMIT_MS = 20.0
@@ -58,20 +56,6 @@ def flags(step: dict[str, Any], cpus: int) -> list[str]:
     if step.get("settled_before_s", 0) is None:
         found.append("started-busy")
     return found
-
-
-def flag_slow_machine(steps: list[dict[str, Any]], churn: dict[str, Any]) -> None:
-    """Flag the steps before which the calibration workload ran over ``SLOW_MACHINE`` times
-    slower than at the run's best moment."""
-    runs = [e[t] for e in steps for t in ("proxy", "direct") if e.get(t)]
-    timed = [r["machine_ms"] for r in runs + list(churn.values()) if r.get("machine_ms")]
-    if not timed:
-        return
-    best = min(timed)
-    for run in runs:
-        ratio = run["machine_ms"] / best
-        if ratio > SLOW_MACHINE:
-            run["flags"].append(f"slow-machine x{ratio:.1f}")
 
 
 def _f(value: float | None, digits: int = 1) -> str:
@@ -272,13 +256,14 @@ def markdown(document: dict[str, Any]) -> str:
         f"{options['frame_bytes']} B every {options['interval_ms']:g} ms; warm-up "
         f"{options['warmup']:g} s, window {options['duration']:g} s per step; generator client "
         f"`{options['client']}`. Run took {document['wall_seconds']:.0f} s. Idle proxy RSS "
-        f"{document['idle_rss_bytes'] / 2**20:.1f} MiB. {_machine(document)}",
+        f"{document['idle_rss_bytes'] / 2**20:.1f} MiB.",
         "",
         "| N | offered fr/s | delivered fr/s proxy / direct | proxy rtt p50 / p95 / p99 ms "
         "| direct rtt p50 / p95 / p99 ms | added p50 / p99 ms | proxy CPU % | proxy CPU ms/frame "
-        "| emulator / generator / other CPU % | proxy RSS MiB | RSS/session KiB "
+        "| proxy / emulator CPU per frame | emulator / generator / other CPU % | proxy RSS MiB "
+        "| RSS/session KiB "
         "| set-up p50 / p99 ms proxy | set-up p50 / p99 ms direct | flags |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for entry in document["steps"]:
         proxy, direct = entry["proxy"], entry.get("direct")
@@ -300,6 +285,7 @@ def markdown(document: dict[str, Any]) -> str:
                     added if direct else "-",
                     f"{cpu['proxy']:.0f}",
                     _f(proxy["proxy_cpu_ms_per_frame"], 3),
+                    _f(proxy.get("proxy_vs_emulator_cpu"), 2),
                     f"{cpu['emulator']:.0f} / {cpu['loadgen']:.0f} / {cpu['other']:.0f}",
                     f"{proxy['proxy_rss_bytes'] / 2**20:.1f}",
                     _f(proxy["rss_per_session_kib"]),
@@ -340,16 +326,6 @@ def markdown(document: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def _machine(document: dict[str, Any]) -> str:
-    """The calibration workload's range over the run (machine speed: lower is faster)."""
-    runs = [e[t] for e in document["steps"] for t in ("proxy", "direct") if e.get(t)]
-    runs += list((document.get("churn") or {}).values())
-    timed = [r["machine_ms"] for r in runs if r.get("machine_ms")]
-    if not timed:
-        return ""
-    return f"Calibration workload before each step: {min(timed):.1f}-{max(timed):.1f} ms."
 
 
 def _churn_markdown(document: dict[str, Any]) -> list[str]:

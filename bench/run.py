@@ -35,7 +35,6 @@ from bench.procs import (
     ChildFailed,
     Snapshot,
     Watcher,
-    calibrate,
     cpu_percent,
     read_line,
     spawn,
@@ -141,7 +140,6 @@ class Bench:
         argv += ["--warmup", str(args.warmup), "--client", args.client, "--json-out", str(out)]
         argv += list(extra)
         settled = self.settle()
-        machine_ms = calibrate()
         child = spawn("loadgen", argv, self.work, stdout_pipe=True)
         self.watcher.extra["loadgen"] = child.cpu_seconds
         marks: dict[str, Snapshot] = {}
@@ -160,7 +158,6 @@ class Bench:
             raise ChildFailed(f"the load generator failed:\n{child.log_tail()}")
         result: dict[str, Any] = json.loads(out.read_bytes())
         result["settled_before_s"] = settled
-        result["machine_ms"] = machine_ms
         return result, marks
 
     def settle(self, limit: float = 15.0) -> float | None:
@@ -225,9 +222,15 @@ class Bench:
             "misrouted": result["misrouted"],
             "bad_size": result["bad_size"],
             "settled_before_s": result["settled_before_s"],
-            "machine_ms": result["machine_ms"],
         }
         if target == "proxy":
+            proxy_cost, emulator_cost = (
+                step["proxy_cpu_ms_per_frame"],
+                step["emulator_cpu_ms_per_frame"],
+            )
+            step["proxy_vs_emulator_cpu"] = (
+                round(proxy_cost / emulator_cost, 2) if proxy_cost and emulator_cost else None
+            )
             rss = end.proxy_rss
             step["proxy_rss_bytes"] = rss
             live = max(1, result["opened"])
@@ -252,7 +255,6 @@ class Bench:
             "stream_errors": result["stream_errors"],
             "open_errors": result["open_errors"],
             "settled_before_s": result["settled_before_s"],
-            "machine_ms": result["machine_ms"],
         }
         for name, key in (("churn_burst", "burst"), ("churn_paced", "paced")):
             phase = result["phases"].get(name)
@@ -351,7 +353,6 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 churn["direct"] = bench.churn("direct")
                 _progress(report.churn_line(churn["direct"]))
         idle_rss = bench.idle_rss
-    report.flag_slow_machine(steps, churn)
     document: dict[str, Any] = {
         "meta": meta,
         "wall_seconds": round(time.monotonic() - clock, 1),
