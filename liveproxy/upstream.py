@@ -36,6 +36,8 @@ DEVELOPER_BASE = "wss://generativelanguage.googleapis.com"
 CLOSE_TIMEOUT = 1.0
 #: trio-websocket's queue of received messages; a little slack lets its reader run ahead.
 MESSAGE_QUEUE_SIZE = 4
+#: One read takes a whole audio message (its 4 KiB default splits each in two reads).
+RECEIVE_BUFFER_SIZE = 64 * 1024
 
 
 @attrs.frozen
@@ -164,6 +166,7 @@ async def open_connection(
                             extra_headers=headers,
                             message_queue_size=MESSAGE_QUEUE_SIZE,
                             max_message_size=target.max_message_size,
+                            receive_buffer_size=RECEIVE_BUFFER_SIZE,
                         )
                         await ws.send_message(setup)
                         first = await ws.get_message()
