@@ -9,6 +9,7 @@ listening and returns.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import socket
@@ -29,6 +30,23 @@ log = logging.getLogger("liveproxy")
 #: After the grace period: time for sessions to send their last message and close, and then
 #: Hypercorn's deadline for connections still open.
 CLOSE_MARGIN_SECONDS = 5.0
+#: Collect the youngest generation every 10 000 allocations instead of 700 (see tune_gc).
+GC_THRESHOLDS = (10_000, 10, 10)
+
+
+def tune_gc() -> None:
+    """Keep the cyclic garbage collector off the audio path.
+
+    The hot path allocates a few dozen containers per frame, so with Python's defaults a full
+    collection ran every few seconds under load and walked every object of the app and its
+    libraries: measured at 100 sessions, pauses of up to 108 ms that set the p99 round trip.
+    Freezing what exists once serving has started takes those objects out of every later
+    collection, and a larger first threshold makes collections rarer (the cyclic garbage they
+    let wait is bounded by the threshold).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class _HypercornConfig(hypercorn.config.Config):
@@ -86,11 +104,13 @@ async def serve(
     *,
     stop: trio.Event | None = None,
     app: LiveProxyApp | None = None,
+    gc_tuning: bool = False,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until ``stop`` is set (default: SIGTERM/SIGINT), then shut down gracefully.
 
-    Reports the bound URLs through ``task_status`` (port 0 works).
+    Reports the bound URLs through ``task_status`` (port 0 works). ``gc_tuning`` applies
+    :func:`tune_gc` once serving has started (what ``liveproxy serve`` does).
     """
     app = app or create_app(config)
     state = app.proxy
@@ -122,6 +142,8 @@ async def serve(
         if watch_signals:
             nursery.start_soon(_set_on_signal, stop)
         binds = await nursery.start(run_server)
+        if gc_tuning:
+            tune_gc()
         task_status.started(binds)
 
 
@@ -147,5 +169,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    trio.run(partial(serve, config))
+    trio.run(partial(serve, config, gc_tuning=True))
     return 0
