@@ -101,7 +101,6 @@ class BrowserQueue:
         self._bytes = 0
         self._wakeup = trio.Event()
         self._close: tuple[int, str] | None = None
-        self.peak_bytes = 0
 
     @property
     def queued_bytes(self) -> int:
@@ -121,8 +120,6 @@ class BrowserQueue:
             )
         self._frames.append(frame)
         self._bytes += size
-        if self._bytes > self.peak_bytes:
-            self.peak_bytes = self._bytes
         self._wakeup.set()
 
     def drop_audio(self) -> int:

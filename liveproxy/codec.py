@@ -19,7 +19,6 @@ from liveproxy.models import (
     BrowserInput,
     ErrorEvent,
     SessionEnd,
-    SessionStats,
 )
 from liveproxy.protocol.casing import to_snake
 
@@ -110,11 +109,6 @@ def decode_browser_input(data: dict[str, Any]) -> BrowserInput:
         return structure(snake, BrowserInput)  # type: ignore[arg-type]
     except DecodeError as exc:
         raise BadMessage(f"invalid {data.get('type')!r} message: {exc}") from None
-
-
-def stats_dict(stats: SessionStats) -> dict[str, Any]:
-    result: dict[str, Any] = CONVERTER.unstructure(stats)
-    return result
 
 
 def encode_session_end(event: SessionEnd) -> str:

@@ -73,13 +73,11 @@ class Gauges:
         self.live_sessions = 0
         self.upstream_connections = 0
         self.browser_connections = 0
-        self.sessions_started = 0
         self.reconnects = 0
         self._changed = trio.Event()
 
     def session_started(self) -> None:
         self.live_sessions += 1
-        self.sessions_started += 1
         self._notify()
 
     def session_ended(self) -> None:

@@ -16,7 +16,7 @@ import orjson
 from liveproxy.codec import decode_browser_input
 from liveproxy.errors import BadMessage
 from liveproxy.models import ImageInput, StreamControl, TextInput
-from liveproxy.protocol.b64 import decode_b64, encode_b64
+from liveproxy.protocol.b64 import decode_b64
 from liveproxy.protocol.schema import SchemaError, parse_client_message
 
 BROWSER_AUDIO_MIME: Final = "audio/pcm;rate=16000"
@@ -248,15 +248,3 @@ def with_session_stats(frame: str, stats: dict[str, Any]) -> str:
     message = orjson.loads(frame)
     message["sessionStats"] = stats
     return orjson.dumps(message).decode()
-
-
-__all__ = [
-    "AudioAligner",
-    "UpstreamDecodeError",
-    "UpstreamEvent",
-    "audio_to_upstream",
-    "browser_text_to_upstream",
-    "encode_b64",
-    "translate_upstream",
-    "with_session_stats",
-]
