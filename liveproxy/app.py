@@ -1,7 +1,6 @@
-"""The Quart-trio app: HTTP endpoints, the demo page, and the ``/ws`` session route.
+"""The Quart-trio app: HTTP endpoints, the demo page, the upstream it resolves at start-up.
 
-``/ws`` is served at the ASGI level (:class:`SessionRoute` wraps Quart's ASGI app) so the audio
-hot path skips Quart's per-message task hop and signal dispatch; everything else is ordinary Quart.
+The ``/ws`` route is :class:`~liveproxy.ws_route.SessionRoute`, which wraps Quart's ASGI app.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ import logging
 import secrets
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 import attrs
 import trio
@@ -18,57 +16,34 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from liveproxy.browser import ASGIMessage, BrowserQueue, BrowserSocket, Receive, Send
 from liveproxy.codec import (
     DecodeError,
     decode_auth_request,
-    encode_error,
-    encode_session_end,
     to_json,
 )
 from liveproxy.config import Config
 from liveproxy.credentials import ApiKey, Credentials, GoogleAuth, NoCredentials
-from liveproxy.errors import AtCapacity, SessionError, SlowClient
+from liveproxy.errors import AtCapacity
 from liveproxy.models import (
     ApiError,
     AuthResponse,
-    ErrorEvent,
     ErrorResponse,
     Health,
-    SessionEnd,
     Status,
 )
-from liveproxy.protocol import closes
 from liveproxy.session import (
-    BROWSER_CLOSED,
-    SHUTDOWN,
-    Outcome,
-    Session,
     SessionServices,
 )
-from liveproxy.stats import Gauges, SessionCounters
+from liveproxy.state import ProxyState
+from liveproxy.stats import Gauges
 from liveproxy.tokens import Grant, TokenStore
 from liveproxy.upstream import UpstreamTarget, upstream_url
+from liveproxy.ws_route import SessionRoute
 
 log = logging.getLogger("liveproxy")
 
 STATIC_DIR = Path(__file__).parent / "static"
 UNAUTHORIZED = 4003
-
-
-@attrs.define(eq=False)
-class ProxyState:
-    """What the routes share: configuration, tokens, gauges, the upstream and shutdown flags."""
-
-    config: Config
-    tokens: TokenStore
-    gauges: Gauges
-    services: SessionServices
-    draining: bool = False
-
-    @property
-    def shutdown_now(self) -> trio.Event:
-        return self.services.shutdown_now
 
 
 class LiveProxyApp(QuartTrio):
@@ -243,93 +218,3 @@ async def _run_emulator(
                 serve, EmulatorConfig(api_keys=(key,), port=0, record_messages=False)
             )
             task_status.started(emulator.url)
-
-
-class SessionRoute:
-    """ASGI middleware: ``/ws`` WebSockets become sessions; everything else goes to Quart."""
-
-    def __init__(self, app: Any, state: ProxyState) -> None:
-        self._app = app
-        self._state = state
-
-    async def __call__(self, scope: ASGIMessage, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and scope["path"] == "/ws":
-            await serve_session(self._state, BrowserSocket(scope, receive, send))
-        else:
-            await self._app(scope, receive, send)
-
-
-async def serve_session(state: ProxyState, socket: BrowserSocket) -> None:
-    """Accept, authorise and run one browser session; the socket is closed on return."""
-    state.gauges.browser_opened(1)
-    try:
-        await _serve_session(state, socket)
-    finally:
-        state.gauges.browser_opened(-1)
-
-
-async def _serve_session(state: ProxyState, socket: BrowserSocket) -> None:
-    if not await socket.accept():
-        return
-    token = parse_qs(socket.query_string.decode("latin-1")).get("token", [None])[0]
-    grant = state.tokens.consume(token)
-    if grant is None:
-        await socket.close(UNAUTHORIZED, "Unauthorized")
-        return
-    if state.draining:
-        await socket.close(closes.GOING_AWAY, "server shutting down")
-        return
-    config = state.config
-    if state.gauges.live_sessions >= config.max_sessions:
-        refusal = AtCapacity(f"at capacity ({config.max_sessions} sessions)")
-        stats = SessionCounters(started_at=trio.current_time()).snapshot()
-        await socket.send(encode_error(ErrorEvent(refusal.code, refusal.message, stats)))
-        await socket.close(refusal.close_code, refusal.code)
-        return
-
-    session_id = secrets.token_hex(4)
-    queue = BrowserQueue(config.browser_queue_bytes)
-    session = Session(socket, queue, state.services, time_limit=grant.session_time_limit)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(queue.run_writer, socket)
-        state.gauges.session_started()
-        log.info("session %s started (limit %ss)", session_id, grant.session_time_limit)
-        outcome: Outcome
-        try:
-            outcome = await session.run()
-        except Exception:
-            log.exception("session %s failed unexpectedly", session_id)
-            outcome = SessionError("the proxy failed unexpectedly")
-        finally:
-            state.gauges.session_ended()
-        _log_end(session_id, session, outcome)
-        _finish(queue, session, outcome)
-
-
-def _finish(queue: BrowserQueue, session: Session, outcome: Outcome) -> None:
-    """Queue the session's last message and close code (the contract's endings table)."""
-    stats = session.counters.snapshot()
-    if isinstance(outcome, SessionError):
-        event = encode_error(ErrorEvent(outcome.code, outcome.message, stats))
-        queue.finish(event, outcome.close_code, outcome.code, drop=isinstance(outcome, SlowClient))
-    elif outcome == BROWSER_CLOSED:
-        queue.finish(None, closes.NORMAL)
-    else:
-        code = closes.GOING_AWAY if outcome == SHUTDOWN else closes.NORMAL
-        queue.finish(encode_session_end(SessionEnd(outcome, stats)), code, outcome)
-
-
-def _log_end(session_id: str, session: Session, outcome: Outcome) -> None:
-    counters = session.counters
-    reason = outcome.code if isinstance(outcome, SessionError) else outcome
-    log.info(
-        "session %s ended after %.1fs: %s (messages=%d audio_in=%d reconnects=%d)",
-        session_id,
-        counters.elapsed(),
-        reason,
-        counters.message_count,
-        counters.audio_chunks_sent,
-        counters.reconnects,
-    )
-    if isinstance(outcome, SessionError):
-        log.info("session %s error: %s", session_id, outcome.message)

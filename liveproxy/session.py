@@ -18,8 +18,6 @@ cancelled, so the upstream connection is closed gracefully from uncancelled code
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
 from functools import partial
 from typing import Any, Final
 
@@ -43,6 +41,7 @@ from liveproxy.errors import (
 from liveproxy.link import UpstreamLink
 from liveproxy.models import ErrorEvent
 from liveproxy.protocol import closes
+from liveproxy.race import Outcome, Race
 from liveproxy.session_setup import browser_setup, default_setup, upstream_setup_message
 from liveproxy.stats import Gauges, SessionCounters
 from liveproxy.translate import (
@@ -66,8 +65,6 @@ TIME_LIMIT: Final = "time_limit"
 UPSTREAM_CLOSED: Final = "upstream_closed"
 SHUTDOWN: Final = "shutdown"
 
-Outcome = str | SessionError
-
 STATUS_RECONNECTING: Final = '{"sessionStatus":{"state":"reconnecting"}}'
 STATUS_RESUMED: Final = '{"sessionStatus":{"state":"resumed"}}'
 #: Switch connections at the latest this long before a ``goAway`` deadline.
@@ -84,66 +81,6 @@ class SessionServices:
     target: UpstreamTarget | None
     gauges: Gauges
     shutdown_now: trio.Event
-
-
-class Race:
-    """First outcome wins: it cancels every scope registered through :meth:`cancel_on_decide`."""
-
-    def __init__(self) -> None:
-        self.outcome: Outcome | None = None
-        self._scopes: set[trio.CancelScope] = set()
-
-    @property
-    def decided(self) -> bool:
-        return self.outcome is not None
-
-    def decide(self, outcome: Outcome) -> None:
-        if self.outcome is not None:
-            return
-        self.outcome = outcome
-        for scope in self._scopes:
-            scope.cancel()
-
-    def add(self, scope: trio.CancelScope) -> None:
-        self._scopes.add(scope)
-        if self.decided:
-            scope.cancel()
-
-    def discard(self, scope: trio.CancelScope) -> None:
-        self._scopes.discard(scope)
-
-    @contextmanager
-    def cancel_on_decide(self) -> Iterator[trio.CancelScope]:
-        with trio.CancelScope() as scope:
-            self.add(scope)
-            try:
-                yield scope
-            finally:
-                self.discard(scope)
-
-    async def run(
-        self, fn: Callable[[], Awaitable[Outcome | None]], *, cancellable: bool = True
-    ) -> None:
-        """Run ``fn``; its result or :class:`SessionError` is an outcome (``None`` is not)."""
-        result: Outcome | None = None
-        try:
-            if cancellable:
-                with self.cancel_on_decide():
-                    result = await fn()
-            else:
-                result = await fn()
-        except* SessionError as group:
-            self.decide(_first_leaf(group))
-        if result is not None:
-            self.decide(result)
-
-
-def _first_leaf(group: BaseExceptionGroup[SessionError]) -> SessionError:
-    leaf: BaseException = group
-    while isinstance(leaf, BaseExceptionGroup):
-        leaf = leaf.exceptions[0]
-    assert isinstance(leaf, SessionError)
-    return leaf
 
 
 @attrs.frozen

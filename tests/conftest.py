@@ -12,11 +12,12 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
-from liveproxy.app import LiveProxyApp, ProxyState, create_app
+from liveproxy.app import LiveProxyApp, create_app
 from liveproxy.config import Config
 from liveproxy.emulator import Emulator, EmulatorConfig
 from liveproxy.emulator import serve as serve_emulator
 from liveproxy.server import serve
+from liveproxy.state import ProxyState
 from liveproxy.upstream import UpstreamTarget
 from tests.http import HttpResponse, request
 from tests.wsclient import BrowserClient, wait_until

@@ -1,0 +1,120 @@
+"""The ``/ws`` route at the ASGI level: authorise a browser WebSocket and run its session.
+
+Served below Quart (see :class:`SessionRoute`) so the audio hot path skips Quart's per-message
+task hop and signal dispatch. The route owns the browser writer: Hypercorn writes to sockets in
+a shielded cancel scope, so a browser that stopped reading can hold a write forever, and the
+session has to end (upstream closed, gauges down) regardless.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+from urllib.parse import parse_qs
+
+import trio
+
+from liveproxy.browser import ASGIMessage, BrowserQueue, BrowserSocket, Receive, Send
+from liveproxy.codec import encode_error, encode_session_end
+from liveproxy.errors import AtCapacity, SessionError, SlowClient
+from liveproxy.models import ErrorEvent, SessionEnd
+from liveproxy.protocol import closes
+from liveproxy.race import Outcome
+from liveproxy.session import BROWSER_CLOSED, SHUTDOWN, Session
+from liveproxy.state import ProxyState
+from liveproxy.stats import SessionCounters
+
+log = logging.getLogger("liveproxy")
+
+UNAUTHORIZED = 4003
+
+
+class SessionRoute:
+    """ASGI middleware: ``/ws`` WebSockets become sessions; everything else goes to Quart."""
+
+    def __init__(self, app: Any, state: ProxyState) -> None:
+        self._app = app
+        self._state = state
+
+    async def __call__(self, scope: ASGIMessage, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == "/ws":
+            await serve_session(self._state, BrowserSocket(scope, receive, send))
+        else:
+            await self._app(scope, receive, send)
+
+
+async def serve_session(state: ProxyState, socket: BrowserSocket) -> None:
+    """Accept, authorise and run one browser session; the socket is closed on return."""
+    state.gauges.browser_opened(1)
+    try:
+        await _serve_session(state, socket)
+    finally:
+        state.gauges.browser_opened(-1)
+
+
+async def _serve_session(state: ProxyState, socket: BrowserSocket) -> None:
+    if not await socket.accept():
+        return
+    token = parse_qs(socket.query_string.decode("latin-1")).get("token", [None])[0]
+    grant = state.tokens.consume(token)
+    if grant is None:
+        await socket.close(UNAUTHORIZED, "Unauthorized")
+        return
+    if state.draining:
+        await socket.close(closes.GOING_AWAY, "server shutting down")
+        return
+    config = state.config
+    if state.gauges.live_sessions >= config.max_sessions:
+        refusal = AtCapacity(f"at capacity ({config.max_sessions} sessions)")
+        stats = SessionCounters(started_at=trio.current_time()).snapshot()
+        await socket.send(encode_error(ErrorEvent(refusal.code, refusal.message, stats)))
+        await socket.close(refusal.close_code, refusal.code)
+        return
+
+    session_id = secrets.token_hex(4)
+    queue = BrowserQueue(config.browser_queue_bytes)
+    session = Session(socket, queue, state.services, time_limit=grant.session_time_limit)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(queue.run_writer, socket)
+        state.gauges.session_started()
+        log.info("session %s started (limit %ss)", session_id, grant.session_time_limit)
+        outcome: Outcome
+        try:
+            outcome = await session.run()
+        except Exception:
+            log.exception("session %s failed unexpectedly", session_id)
+            outcome = SessionError("the proxy failed unexpectedly")
+        finally:
+            state.gauges.session_ended()
+        _log_end(session_id, session, outcome)
+        _finish(queue, session, outcome)
+
+
+def _finish(queue: BrowserQueue, session: Session, outcome: Outcome) -> None:
+    """Queue the session's last message and close code (the contract's endings table)."""
+    stats = session.counters.snapshot()
+    if isinstance(outcome, SessionError):
+        event = encode_error(ErrorEvent(outcome.code, outcome.message, stats))
+        queue.finish(event, outcome.close_code, outcome.code, drop=isinstance(outcome, SlowClient))
+    elif outcome == BROWSER_CLOSED:
+        queue.finish(None, closes.NORMAL)
+    else:
+        code = closes.GOING_AWAY if outcome == SHUTDOWN else closes.NORMAL
+        queue.finish(encode_session_end(SessionEnd(outcome, stats)), code, outcome)
+
+
+def _log_end(session_id: str, session: Session, outcome: Outcome) -> None:
+    counters = session.counters
+    reason = outcome.code if isinstance(outcome, SessionError) else outcome
+    log.info(
+        "session %s ended after %.1fs: %s (messages=%d audio_in=%d reconnects=%d)",
+        session_id,
+        counters.elapsed(),
+        reason,
+        counters.message_count,
+        counters.audio_chunks_sent,
+        counters.reconnects,
+    )
+    if isinstance(outcome, SessionError):
+        log.info("session %s error: %s", session_id, outcome.message)
