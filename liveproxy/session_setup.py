@@ -16,7 +16,8 @@ import orjson
 from liveproxy.config import Config
 from liveproxy.errors import InvalidSetup
 from liveproxy.protocol.casing import to_camel
-from liveproxy.protocol.schema import SETUP, SchemaError, normalise
+from liveproxy.protocol.gemini_messages import SETUP
+from liveproxy.protocol.schema import SchemaError, normalise
 
 _TRANSCRIPTION_FLAGS = ("inputAudioTranscription", "outputAudioTranscription")
 

@@ -17,7 +17,8 @@ from liveproxy.codec import decode_browser_input
 from liveproxy.errors import BadMessage
 from liveproxy.models import ImageInput, StreamControl, TextInput
 from liveproxy.protocol.b64 import decode_b64
-from liveproxy.protocol.schema import SchemaError, parse_client_message
+from liveproxy.protocol.gemini_messages import parse_client_message
+from liveproxy.protocol.schema import SchemaError
 
 BROWSER_AUDIO_MIME: Final = "audio/pcm;rate=16000"
 _AUDIO_HEAD: Final = '{"realtimeInput":{"audio":{"mimeType":"' + BROWSER_AUDIO_MIME + '","data":"'

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from liveproxy.protocol.b64 import decode_b64, encode_b64
 from liveproxy.protocol.casing import to_camel, to_snake
 from liveproxy.protocol.closes import truncate_reason
-from liveproxy.protocol.schema import SchemaError, parse_client_message
+from liveproxy.protocol.gemini_messages import SETUP, parse_client_message
+from liveproxy.protocol.schema import MAX_DEPTH, Scalar, SchemaError, declare, normalise
 
 
 def test_casing_round_trips() -> None:
@@ -98,3 +100,116 @@ def test_enums_are_checked_where_their_values_are_known() -> None:
     parse_client_message({"setup": {"generationConfig": {"responseModalities": ["TEXT"]}}})
     with pytest.raises(SchemaError, match="Modality"):
         parse_client_message({"setup": {"generationConfig": {"responseModalities": ["SMELL"]}}})
+
+
+def test_two_message_types_with_one_name_keep_their_own_fields() -> None:
+    first = declare("Same", lambda: {"a": Scalar.STRING})
+    second = declare("Same", lambda: {"b": Scalar.BOOL})
+    assert normalise(first, {"a": "x"}, "m") == {"a": "x"}
+    assert normalise(second, {"b": True}, "m") == {"b": True}
+    with pytest.raises(SchemaError, match='Unknown name "a"'):
+        normalise(second, {"a": "x"}, "m")
+
+
+def _nested(levels: int, leaf: object = 1) -> dict[str, object]:
+    """``{"k": {"k": ... leaf}}``: ``levels`` objects deep (built without recursion)."""
+    value: object = leaf
+    for _ in range(levels):
+        value = {"k": value}
+    assert isinstance(value, dict)
+    return value
+
+
+def _depth(value: object) -> int:
+    """How many levels of objects and arrays ``value`` nests (0 for a scalar)."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _free_form_bodies(levels: int) -> list[tuple[str, dict[str, object], str]]:
+    """Client messages whose body nests exactly ``levels`` deep, through each kind of free-form
+    value: (kind, body, the path the reason names)."""
+    # Levels: body 1, tools 2, Tool 3, functionDeclarations 4, FunctionDeclaration 5, then ours.
+    parameters = {"name": "f", "parameters": _nested(levels - 5)}
+    json_schema = {"name": "f", "parametersJsonSchema": [_nested(levels - 6)]}
+    # Levels: body 1, functionResponses 2, FunctionResponse 3, then ours.
+    response = {"name": "f", "response": _nested(levels - 3)}
+    # Levels: body 1, turns 2, Content 3, parts 4, Part 5, FunctionCall 6, then ours.
+    call = {"name": "f", "args": _nested(levels - 6)}
+    declarations = "setup.tools[0].function_declarations[0]"
+    return [
+        (
+            "setup",
+            {"tools": [{"functionDeclarations": [parameters]}]},
+            f"{declarations}.parameters",
+        ),
+        (
+            "setup",
+            {"tools": [{"functionDeclarations": [json_schema]}]},
+            f"{declarations}.parameters_json_schema",
+        ),
+        (
+            "toolResponse",
+            {"functionResponses": [response]},
+            "tool_response.function_responses[0].response",
+        ),
+        (
+            "clientContent",
+            {"turns": [{"parts": [{"functionCall": call}]}]},
+            "client_content.turns[0].parts[0].function_call.args",
+        ),
+    ]
+
+
+def test_bodies_nested_max_depth_levels_are_accepted() -> None:
+    assert MAX_DEPTH == 64
+    for kind, body, _ in _free_form_bodies(MAX_DEPTH):
+        assert _depth(body) == MAX_DEPTH
+        assert parse_client_message({kind: body}) == (kind, body)
+
+
+@pytest.mark.parametrize("levels", [MAX_DEPTH + 1, 5000])
+def test_bodies_nested_deeper_are_refused_without_recursion(levels: int) -> None:
+    for kind, body, path in _free_form_bodies(levels):
+        assert _depth(body) == levels
+        with pytest.raises(SchemaError) as error:
+            parse_client_message({kind: body})
+        assert error.value.reason == (
+            f"Invalid JSON payload received. Value nested deeper than 64 levels at '{path}'."
+        )
+
+
+def test_a_bare_setup_body_is_bounded_as_in_a_client_message() -> None:
+    """``browser_setup`` normalises a bare setup body: it must agree with the full message."""
+    (_, accepted, _), *_ = _free_form_bodies(MAX_DEPTH)
+    assert normalise(SETUP, accepted, "setup") == parse_client_message({"setup": accepted})[1]
+    (_, refused, _), *_ = _free_form_bodies(MAX_DEPTH + 1)
+    with pytest.raises(SchemaError, match="nested deeper than 64 levels"):
+        normalise(SETUP, refused, "setup")
+
+
+def test_an_ill_typed_deep_value_is_refused_as_too_deep() -> None:
+    """Showing the value in the reason would walk it (``orjson.dumps`` gives up at 254 levels)."""
+    deep: list[object] = []
+    for _ in range(300):
+        deep = [deep]
+    with pytest.raises(SchemaError, match=r"nested deeper than 64 levels at 'setup\.model'"):
+        parse_client_message({"setup": {"model": deep}})
+    shallow = [[[1]]]
+    with pytest.raises(
+        SchemaError, match=r"Invalid value at 'setup.model' \(TYPE_STRING\), \[\[\[1"
+    ):
+        parse_client_message({"setup": {"model": shallow}})
+
+
+def test_a_json_frame_nested_beyond_max_depth_is_refused() -> None:
+    frame = '{"toolResponse":{"functionResponses":[{"response":' + '{"k":' * 900 + "1"
+    frame += "}" * 900 + "}]}}"
+    with pytest.raises(SchemaError, match="nested deeper than 64 levels"):
+        parse_client_message(orjson.loads(frame))

@@ -10,7 +10,8 @@ import orjson
 from liveproxy.emulator.endings import Close
 from liveproxy.protocol.b64 import decode_b64
 from liveproxy.protocol.closes import INVALID_PAYLOAD
-from liveproxy.protocol.schema import SchemaError, parse_client_message
+from liveproxy.protocol.gemini_messages import parse_client_message
+from liveproxy.protocol.schema import SchemaError
 
 INVALID_JSON = "Invalid JSON payload received. Unexpected token."
 

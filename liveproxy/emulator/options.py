@@ -1,7 +1,7 @@
 """Reading a validated ``setup`` body into the options that steer the conversation.
 
-The body has already passed :func:`liveproxy.protocol.schema.parse_client_message` (known
-fields, right types, camelCase keys); this module applies the Live API's own rules on top.
+The body has already passed :func:`liveproxy.protocol.gemini_messages.parse_client_message`
+(known fields, right types, camelCase keys); this module applies the Live API's own rules on top.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from liveproxy.protocol.closes import (
     POLICY,
     model_not_found,
 )
-from liveproxy.protocol.schema import LIVE_UNSUPPORTED_GENERATION_FIELDS
+from liveproxy.protocol.gemini_messages import LIVE_UNSUPPORTED_GENERATION_FIELDS
 
 Modality = Literal["AUDIO", "TEXT"]
 

@@ -1,13 +1,15 @@
-"""The schema of Gemini Live client messages, and a validator that normalises them.
+"""A validator for Google's protobuf-JSON messages: the machinery behind the Gemini Live schema.
 
 Google parses client messages as protobuf JSON: every field may be spelled in snake_case or
 lowerCamelCase, unknown names and ill-typed values are refused with a close 1007 whose reason
 names the field in snake_case (``Unknown name "x" at 'setup.generation_config'``). The free-form
 ``Struct`` payloads (function parameters, call args, function responses) are user data: their keys
-are neither validated nor renamed.
+are neither validated nor renamed, only their depth is bounded (:data:`MAX_DEPTH`).
 
-:func:`parse_client_message` applies those rules to one decoded JSON message and returns its kind
-and a camelCase copy of its body, or raises :class:`SchemaError` with Google's reason text.
+This module holds the field and message types, :func:`declare` to build message types, and
+:func:`normalise` / :func:`parse_oneof`, which return a camelCase copy of a valid value or raise
+:class:`SchemaError` with Google's reason text. Gemini Live's own messages are declared in
+:mod:`liveproxy.protocol.gemini_messages`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ import orjson
 from liveproxy.protocol.b64 import decode_b64
 from liveproxy.protocol.casing import to_camel, to_snake
 from liveproxy.protocol.closes import INVALID_ARGUMENT
+
+#: How deep a message body may nest: objects and arrays, the body itself being level 1 (so a
+#: whole client message, ``{"setup": body}``, is at most one level deeper). Real setups and tool
+#: schemas are far shallower; the bound keeps every later walk of a body (``orjson.dumps`` stops
+#: at 254 levels, a recursive reader at Python's recursion limit) safe.
+MAX_DEPTH: Final = 64
 
 
 class Scalar(enum.Enum):
@@ -46,12 +54,16 @@ class Enum:
     values: frozenset[str] = frozenset()
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)
 class Message:
-    """A message type; ``fields`` is a thunk so message types can refer to each other."""
+    """A message type; ``fields`` is a thunk so message types can refer to each other.
+
+    Compared and hashed by identity: two message types may share a name (protos nest), each keeps
+    its own fields.
+    """
 
     name: str
-    _fields: Callable[[], Mapping[str, Field]] = attrs.field(eq=False, repr=False)
+    _fields: Callable[[], Mapping[str, Field]] = attrs.field(repr=False)
 
     @property
     def fields(self) -> Mapping[str, Field]:
@@ -67,370 +79,32 @@ class Field:
     repeated: bool = False
 
 
-_RESOLVED: dict[str, Mapping[str, Field]] = {}
+#: Each message type's fields, built on first use; keyed by the message type itself (identity).
+_RESOLVED: dict[Message, Mapping[str, Field]] = {}
 
 
 def _resolved(message: Message) -> Mapping[str, Field]:
-    fields = _RESOLVED.get(message.name)
+    fields = _RESOLVED.get(message)
     if fields is None:
-        fields = _RESOLVED[message.name] = message._fields()
+        fields = _RESOLVED[message] = message._fields()
     return fields
 
 
-def _one(type_: FieldType) -> Field:
-    return Field(type_)
-
-
-def _many(type_: FieldType) -> Field:
+def repeated(type_: FieldType) -> Field:
+    """A repeated field of ``type_`` (a JSON array)."""
     return Field(type_, repeated=True)
 
 
-def _message(name: str, build: Callable[[], Mapping[str, FieldType | Field]]) -> Message:
+def declare(name: str, build: Callable[[], Mapping[str, FieldType | Field]]) -> Message:
+    """A message type named ``name``; ``build`` returns its fields (camelCase) when first needed.
+
+    A field given as a bare type is a singular field of that type.
+    """
+
     def fields() -> Mapping[str, Field]:
         return {k: v if isinstance(v, Field) else Field(v) for k, v in build().items()}
 
     return Message(name, fields)
-
-
-S = Scalar
-EMPTY = _message("Empty", dict)
-
-_SENSITIVITY_START = Enum(
-    "StartSensitivity",
-    frozenset({"START_SENSITIVITY_UNSPECIFIED", "START_SENSITIVITY_HIGH", "START_SENSITIVITY_LOW"}),
-)
-_SENSITIVITY_END = Enum(
-    "EndSensitivity",
-    frozenset({"END_SENSITIVITY_UNSPECIFIED", "END_SENSITIVITY_HIGH", "END_SENSITIVITY_LOW"}),
-)
-MODALITY = Enum("Modality", frozenset({"MODALITY_UNSPECIFIED", "TEXT", "IMAGE", "AUDIO"}))
-
-BLOB = _message("Blob", lambda: {"mimeType": S.STRING, "data": S.BYTES, "displayName": S.STRING})
-FILE_DATA = _message(
-    "FileData", lambda: {"mimeType": S.STRING, "fileUri": S.STRING, "displayName": S.STRING}
-)
-FUNCTION_RESPONSE = _message(
-    "FunctionResponse",
-    lambda: {
-        "id": S.STRING,
-        "name": S.STRING,
-        "response": S.STRUCT,
-        "willContinue": S.BOOL,
-        "scheduling": Enum(
-            "Scheduling",
-            frozenset({"SCHEDULING_UNSPECIFIED", "SILENT", "WHEN_IDLE", "INTERRUPT"}),
-        ),
-        "parts": _many(
-            _message(
-                "FunctionResponsePart",
-                lambda: {"inlineData": BLOB, "fileData": FILE_DATA},
-            )
-        ),
-    },
-)
-PART = _message(
-    "Part",
-    lambda: {
-        "text": S.STRING,
-        "inlineData": BLOB,
-        "fileData": FILE_DATA,
-        "functionCall": _message(
-            "FunctionCall",
-            lambda: {
-                "id": S.STRING,
-                "name": S.STRING,
-                "args": S.STRUCT,
-                "willContinue": S.BOOL,
-                "partialArgs": _many(S.VALUE),
-            },
-        ),
-        "functionResponse": FUNCTION_RESPONSE,
-        "executableCode": _message(
-            "ExecutableCode",
-            lambda: {"language": Enum("Language"), "code": S.STRING, "id": S.STRING},
-        ),
-        "codeExecutionResult": _message(
-            "CodeExecutionResult",
-            lambda: {"outcome": Enum("Outcome"), "output": S.STRING, "id": S.STRING},
-        ),
-        "thought": S.BOOL,
-        "thoughtSignature": S.BYTES,
-        "videoMetadata": _message(
-            "VideoMetadata",
-            lambda: {"startOffset": S.DURATION, "endOffset": S.DURATION, "fps": S.FLOAT},
-        ),
-        "mediaResolution": _message(
-            "PartMediaResolution", lambda: {"level": Enum("Level"), "numTokens": S.INT32}
-        ),
-        "partMetadata": S.STRUCT,
-    },
-)
-CONTENT = _message("Content", lambda: {"role": S.STRING, "parts": _many(PART)})
-
-VOICE_CONFIG: Message = _message(
-    "VoiceConfig",
-    lambda: {
-        "prebuiltVoiceConfig": _message("PrebuiltVoiceConfig", lambda: {"voiceName": S.STRING}),
-        "replicatedVoiceConfig": _message(
-            "ReplicatedVoiceConfig",
-            lambda: {
-                "mimeType": S.STRING,
-                "voiceSampleAudio": S.BYTES,
-                "consentAudio": S.BYTES,
-                "voiceConsentSignature": _message(
-                    "VoiceConsentSignature", lambda: {"signature": S.STRING}
-                ),
-            },
-        ),
-    },
-)
-SPEECH_CONFIG = _message(
-    "SpeechConfig",
-    lambda: {
-        "voiceConfig": VOICE_CONFIG,
-        "languageCode": S.STRING,
-        "multiSpeakerVoiceConfig": _message(
-            "MultiSpeakerVoiceConfig",
-            lambda: {
-                "speakerVoiceConfigs": _many(
-                    _message(
-                        "SpeakerVoiceConfig",
-                        lambda: {"speaker": S.STRING, "voiceConfig": VOICE_CONFIG},
-                    )
-                )
-            },
-        ),
-    },
-)
-
-#: Fields of ``GenerationConfig`` that exist in the proto but that the Live API does not support.
-LIVE_UNSUPPORTED_GENERATION_FIELDS: Final = frozenset(
-    {
-        "responseLogprobs",
-        "responseMimeType",
-        "logprobs",
-        "responseSchema",
-        "responseJsonSchema",
-        "stopSequences",
-        "routingConfig",
-        "audioTimestamp",
-    }
-)
-
-AUDIO_TRANSCRIPTION_CONFIG = _message(
-    "AudioTranscriptionConfig",
-    lambda: {
-        "languageCodes": _many(S.STRING),
-        "customVocabulary": _many(S.STRING),
-        "adaptationPhrases": _many(S.STRING),
-        "wordTimestamp": S.BOOL,
-        "diarization": S.BOOL,
-        "mode": Enum("Mode"),
-        "languageAuto": S.STRUCT,
-        "languageHints": _message("LanguageHints", lambda: {"languageCodes": _many(S.STRING)}),
-    },
-)
-
-GENERATION_CONFIG = _message(
-    "GenerationConfig",
-    lambda: {
-        "responseModalities": _many(MODALITY),
-        "temperature": S.FLOAT,
-        "topP": S.FLOAT,
-        "topK": S.FLOAT,
-        "maxOutputTokens": S.INT32,
-        "seed": S.INT32,
-        "candidateCount": S.INT32,
-        "presencePenalty": S.FLOAT,
-        "frequencyPenalty": S.FLOAT,
-        "mediaResolution": Enum(
-            "MediaResolution",
-            frozenset(
-                {
-                    "MEDIA_RESOLUTION_UNSPECIFIED",
-                    "MEDIA_RESOLUTION_LOW",
-                    "MEDIA_RESOLUTION_MEDIUM",
-                    "MEDIA_RESOLUTION_HIGH",
-                }
-            ),
-        ),
-        "speechConfig": SPEECH_CONFIG,
-        "thinkingConfig": _message(
-            "ThinkingConfig",
-            lambda: {
-                "includeThoughts": S.BOOL,
-                "thinkingBudget": S.INT32,
-                "thinkingLevel": Enum("ThinkingLevel"),
-            },
-        ),
-        "enableAffectiveDialog": S.BOOL,
-        "translationConfig": _message(
-            "TranslationConfig",
-            lambda: {"targetLanguageCode": S.STRING, "echoTargetLanguage": S.BOOL},
-        ),
-        "audioTranscriptionConfig": AUDIO_TRANSCRIPTION_CONFIG,
-        # In the proto, refused by the Live API itself (not by the JSON parser):
-        "responseLogprobs": S.BOOL,
-        "responseMimeType": S.STRING,
-        "logprobs": S.INT32,
-        "responseSchema": S.STRUCT,
-        "responseJsonSchema": S.VALUE,
-        "stopSequences": _many(S.STRING),
-        "routingConfig": S.STRUCT,
-        "audioTimestamp": S.BOOL,
-    },
-)
-
-FUNCTION_DECLARATION = _message(
-    "FunctionDeclaration",
-    lambda: {
-        "name": S.STRING,
-        "description": S.STRING,
-        "parameters": S.STRUCT,
-        "parametersJsonSchema": S.VALUE,
-        "response": S.STRUCT,
-        "responseJsonSchema": S.VALUE,
-        "behavior": Enum("Behavior", frozenset({"UNSPECIFIED", "BLOCKING", "NON_BLOCKING"})),
-    },
-)
-TOOL = _message(
-    "Tool",
-    lambda: {
-        "functionDeclarations": _many(FUNCTION_DECLARATION),
-        "googleSearch": S.STRUCT,
-        "googleSearchRetrieval": S.STRUCT,
-        "codeExecution": S.STRUCT,
-        "urlContext": S.STRUCT,
-        "googleMaps": S.STRUCT,
-        "computerUse": S.STRUCT,
-        "fileSearch": S.STRUCT,
-        "enterpriseWebSearch": S.STRUCT,
-        "retrieval": S.STRUCT,
-        "mcpServers": _many(S.STRUCT),
-    },
-)
-
-REALTIME_INPUT_CONFIG = _message(
-    "RealtimeInputConfig",
-    lambda: {
-        "automaticActivityDetection": _message(
-            "AutomaticActivityDetection",
-            lambda: {
-                "disabled": S.BOOL,
-                "startOfSpeechSensitivity": _SENSITIVITY_START,
-                "endOfSpeechSensitivity": _SENSITIVITY_END,
-                "prefixPaddingMs": S.INT32,
-                "silenceDurationMs": S.INT32,
-            },
-        ),
-        "activityHandling": Enum(
-            "ActivityHandling",
-            frozenset(
-                {
-                    "ACTIVITY_HANDLING_UNSPECIFIED",
-                    "START_OF_ACTIVITY_INTERRUPTS",
-                    "NO_INTERRUPTION",
-                }
-            ),
-        ),
-        "turnCoverage": Enum(
-            "TurnCoverage",
-            frozenset(
-                {
-                    "TURN_COVERAGE_UNSPECIFIED",
-                    "TURN_INCLUDES_ONLY_ACTIVITY",
-                    "TURN_INCLUDES_ALL_INPUT",
-                    "TURN_INCLUDES_AUDIO_ACTIVITY_AND_ALL_VIDEO",
-                }
-            ),
-        ),
-        "interimTranscriptTimestampEnabled": S.BOOL,
-    },
-)
-
-SETUP = _message(
-    "BidiGenerateContentSetup",
-    lambda: {
-        "model": S.STRING,
-        "generationConfig": GENERATION_CONFIG,
-        "systemInstruction": CONTENT,
-        "tools": _many(TOOL),
-        "realtimeInputConfig": REALTIME_INPUT_CONFIG,
-        "sessionResumption": _message(
-            "SessionResumptionConfig", lambda: {"handle": S.STRING, "transparent": S.BOOL}
-        ),
-        "contextWindowCompression": _message(
-            "ContextWindowCompressionConfig",
-            lambda: {
-                "triggerTokens": S.INT64,
-                "slidingWindow": _message("SlidingWindow", lambda: {"targetTokens": S.INT64}),
-            },
-        ),
-        "inputAudioTranscription": AUDIO_TRANSCRIPTION_CONFIG,
-        "outputAudioTranscription": AUDIO_TRANSCRIPTION_CONFIG,
-        "proactivity": _message(
-            "ProactivityConfig", lambda: {"proactiveAudio": S.BOOL, "proactiveVideo": S.BOOL}
-        ),
-        "historyConfig": _message(
-            "HistoryConfig", lambda: {"initialHistoryInClientContent": S.BOOL}
-        ),
-        "explicitVadSignal": S.BOOL,
-        "avatarConfig": _message(
-            "AvatarConfig",
-            lambda: {
-                "avatarName": S.STRING,
-                "customizedAvatar": _message(
-                    "CustomizedAvatar", lambda: {"imageMimeType": S.STRING, "imageData": S.BYTES}
-                ),
-                "audioBitrateBps": S.INT32,
-                "videoBitrateBps": S.INT32,
-            },
-        ),
-        "safetySettings": _many(
-            _message(
-                "SafetySetting",
-                lambda: {
-                    "category": Enum("HarmCategory"),
-                    "method": Enum("HarmBlockMethod"),
-                    "threshold": Enum("HarmBlockThreshold"),
-                },
-            )
-        ),
-        "labels": S.STRUCT,
-    },
-)
-
-CLIENT_CONTENT = _message(
-    "BidiGenerateContentClientContent",
-    lambda: {"turns": _many(CONTENT), "turnComplete": S.BOOL},
-)
-REALTIME_INPUT = _message(
-    "BidiGenerateContentRealtimeInput",
-    lambda: {
-        "mediaChunks": _many(BLOB),
-        "audio": BLOB,
-        "video": BLOB,
-        "text": S.STRING,
-        "audioStreamEnd": S.BOOL,
-        "activityStart": EMPTY,
-        "activityEnd": EMPTY,
-    },
-)
-TOOL_RESPONSE = _message(
-    "BidiGenerateContentToolResponse",
-    lambda: {"functionResponses": _many(FUNCTION_RESPONSE)},
-)
-
-#: The four client message kinds (the ``oneof message_type`` of BidiGenerateContentClientMessage).
-CLIENT_MESSAGE = _message(
-    "BidiGenerateContentClientMessage",
-    lambda: {
-        "setup": SETUP,
-        "clientContent": CLIENT_CONTENT,
-        "realtimeInput": REALTIME_INPUT,
-        "toolResponse": TOOL_RESPONSE,
-    },
-)
 
 
 @attrs.define(eq=False)
@@ -450,7 +124,33 @@ def _unknown(key: str, path: str) -> SchemaError:
     )
 
 
-def _invalid(path: str, type_name: str, value: Any) -> SchemaError:
+def _too_deep(path: str) -> SchemaError:
+    # The limit before the path: Google's close reasons are cut to 123 bytes.
+    return SchemaError(
+        f"Invalid JSON payload received. Value nested deeper than {MAX_DEPTH} levels at '{path}'."
+    )
+
+
+def _check_depth(value: Any, depth: int, path: str) -> None:
+    """Refuse ``value``, itself at level ``depth``, if it nests deeper than :data:`MAX_DEPTH`.
+
+    Free-form values are user data of any shape: walked with an explicit stack, never recursion.
+    """
+    if not isinstance(value, dict | list):
+        return
+    pending: list[tuple[Any, int]] = [(value, depth)]
+    while pending:
+        item, level = pending.pop()
+        if level > MAX_DEPTH:
+            raise _too_deep(path)
+        level += 1
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, (dict, list)):
+                pending.append((child, level))
+
+
+def _invalid(path: str, type_name: str, value: Any, depth: int) -> SchemaError:
+    _check_depth(value, depth, path)  # before orjson.dumps, which raises past 254 levels
     shown = orjson.dumps(value).decode() if not isinstance(value, str) else f'"{value}"'
     if len(shown) > 40:
         shown = shown[:40] + "..."
@@ -491,7 +191,7 @@ def _is_duration(value: Any) -> bool:
     return isinstance(value, str) and value.endswith("s") and _is_number(value[:-1])
 
 
-def _check_scalar(kind: Scalar, value: Any, path: str) -> Any:
+def _check_scalar(kind: Scalar, value: Any, path: str, depth: int) -> Any:
     ok: bool
     if kind is Scalar.STRING:
         ok = isinstance(value, str)
@@ -512,37 +212,46 @@ def _check_scalar(kind: Scalar, value: Any, path: str) -> Any:
         ok = _is_duration(value)
     elif kind is Scalar.STRUCT:
         ok = isinstance(value, dict)
+        if ok:
+            _check_depth(value, depth, path)
     else:  # VALUE: any JSON
         ok = True
+        _check_depth(value, depth, path)
     if not ok:
-        raise _invalid(path, kind.value, value)
+        raise _invalid(path, kind.value, value, depth)
     return value
 
 
-def _check_enum(enum_: Enum, value: Any, path: str) -> Any:
+def _check_enum(enum_: Enum, value: Any, path: str, depth: int) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str) and (not enum_.values or value in enum_.values):
         return value
-    raise _invalid(path, enum_.name, value)
+    raise _invalid(path, enum_.name, value, depth)
 
 
-def _check_single(type_: FieldType, value: Any, path: str) -> Any:
+def _check_single(type_: FieldType, value: Any, path: str, depth: int) -> Any:
     if isinstance(type_, Message):
-        return normalise(type_, value, path)
+        return normalise(type_, value, path, depth)
     if isinstance(type_, Enum):
-        return _check_enum(type_, value, path)
-    return _check_scalar(type_, value, path)
+        return _check_enum(type_, value, path, depth)
+    return _check_scalar(type_, value, path, depth)
 
 
-def normalise(message: Message, value: Any, path: str) -> dict[str, Any]:
+def normalise(message: Message, value: Any, path: str, depth: int = 1) -> dict[str, Any]:
     """Validate ``value`` as ``message`` and return a copy with camelCase keys.
 
+    ``depth`` is the level of ``value`` itself (1 for a message body), counted towards
+    :data:`MAX_DEPTH`.
+
     Raises:
-        SchemaError: an unknown field, a value of the wrong type, or a field given twice.
+        SchemaError: an unknown field, a value of the wrong type, a field given twice, or a
+            value nested deeper than :data:`MAX_DEPTH` levels.
     """
     if not isinstance(value, dict):
-        raise _invalid(path, message.name, value)
+        raise _invalid(path, message.name, value, depth)
+    if depth > MAX_DEPTH:
+        raise _too_deep(path)
     fields = message.fields
     out: dict[str, Any] = {}
     for key, item in value.items():
@@ -557,15 +266,23 @@ def normalise(message: Message, value: Any, path: str) -> dict[str, Any]:
         child = f"{path}.{to_snake(name)}" if path else to_snake(name)
         if field.repeated:
             if not isinstance(item, list):
-                raise _invalid(child, "repeated", item)
-            out[name] = [_check_single(field.type, x, f"{child}[{i}]") for i, x in enumerate(item)]
+                raise _invalid(child, "repeated", item, depth + 1)
+            if depth >= MAX_DEPTH:
+                raise _too_deep(child)
+            level = depth + 2
+            out[name] = [
+                _check_single(field.type, x, f"{child}[{i}]", level) for i, x in enumerate(item)
+            ]
         else:
-            out[name] = _check_single(field.type, item, child)
+            out[name] = _check_single(field.type, item, child, depth + 1)
     return out
 
 
-def parse_client_message(message: Any) -> tuple[str, dict[str, Any]]:
-    """Check one decoded client message; return its kind (camelCase) and normalised body.
+def parse_oneof(root: Message, oneof: str, message: Any) -> tuple[str, dict[str, Any]]:
+    """Check a message that sets exactly one field of ``root`` (its ``oneof`` named ``oneof``).
+
+    Returns the field's camelCase name and its normalised value, whose levels are counted from 1
+    (the wrapping object is not counted).
 
     Raises:
         SchemaError: not an object, not exactly one known top-level key, or an invalid body.
@@ -574,7 +291,7 @@ def parse_client_message(message: Any) -> tuple[str, dict[str, Any]]:
         raise SchemaError("Invalid JSON payload received. Expected an object.")
     if not message:
         raise SchemaError(INVALID_ARGUMENT)
-    kinds = CLIENT_MESSAGE.fields
+    kinds = root.fields
     kind = ""
     for key in message:
         name = to_camel(key)
@@ -582,7 +299,7 @@ def parse_client_message(message: Any) -> tuple[str, dict[str, Any]]:
             raise _unknown(key, "")
         if kind:
             raise SchemaError(
-                "Invalid JSON payload received. Oneof field 'message_type' is already set. "
+                f"Invalid JSON payload received. Oneof field '{oneof}' is already set. "
                 f"Cannot set '{name}'"
             )
         kind = name
