@@ -22,6 +22,7 @@ import hypercorn.config
 import hypercorn.trio
 import trio
 
+from liveproxy import hypercorn_fixes
 from liveproxy.app import LiveProxyApp, create_app
 from liveproxy.config import Config, ConfigError
 
@@ -62,6 +63,8 @@ class _HypercornConfig(hypercorn.config.Config):
 
     keepalive_seconds: float = 0.0
     timeout_seconds: float = 0.0
+    #: Read by :class:`~liveproxy.hypercorn_fixes.GuardedWSStream`.
+    ws_compression: bool = False
 
     def create_sockets(self) -> hypercorn.config.Sockets:
         sockets = super().create_sockets()
@@ -86,14 +89,15 @@ def hypercorn_config(config: Config) -> hypercorn.config.Config:
     hconfig = _HypercornConfig()
     hconfig.keepalive_seconds = config.browser_keepalive_seconds
     hconfig.timeout_seconds = config.browser_timeout_seconds
+    hconfig.ws_compression = config.ws_compression
     hconfig.bind = [f"{config.host}:{config.port}"]
     hconfig.worker_class = "trio"
     hconfig.backlog = 1024
     # By the time Hypercorn stops, sessions are over (see drain): what is left is cut quickly.
     hconfig.graceful_timeout = 1.0
-    # Frames up to MAX_MESSAGE_BYTES reach the session, which refuses bigger ones with
-    # message_too_big; Hypercorn itself cuts frames beyond twice that with a bare 1009.
-    hconfig.websocket_max_message_size = max(2 * config.max_message_bytes, 1024 * 1024)
+    # No message over MAX_MESSAGE_BYTES is ever held: the buffer refuses it as it grows and the
+    # session answers message_too_big (see hypercorn_fixes).
+    hconfig.websocket_max_message_size = config.max_message_bytes
     hconfig.accesslog = None
     hconfig.errorlog = logging.getLogger("hypercorn.error")
     return hconfig
@@ -112,6 +116,7 @@ async def serve(
     Reports the bound URLs through ``task_status`` (port 0 works). ``gc_tuning`` applies
     :func:`tune_gc` once serving has started (what ``liveproxy serve`` does).
     """
+    hypercorn_fixes.install()
     app = app or create_app(config)
     state = app.proxy
     watch_signals = stop is None

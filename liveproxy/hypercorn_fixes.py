@@ -1,0 +1,228 @@
+"""Fixes for Hypercorn 0.18.0 (pinned in pyproject): no client can end the server or other sessions.
+
+Each fix is a subclass that :func:`install` puts where Hypercorn looks its class up by name; drop
+a fix when Hypercorn ships the upstream fix named beside it (``tests/test_hostile_input.py``
+has a test that fails without each).
+
+1. **Isolation** (:class:`IsolatedTCPServer`). An exception escaping one connection's handler
+   ends ``trio.serve_listeners`` and with it the whole server (Hypercorn has no per-connection
+   net). Here it is logged once, by type and without content, and only that connection closes.
+   Its ``_close`` also stops racing a write in flight (see :meth:`IsolatedTCPServer._close`).
+2. **Data before the 101** (:meth:`GuardedWSStream.handle`). Hypercorn answers 400, but the
+   app's accept, racing that answer, sends a 101 into the same h11 connection, which then
+   raises ``LocalProtocolError`` out of the handler. The stream is marked closed *before* the
+   400, so the racing accept is dropped; the app is told the client left.
+3. **Messages over the size limit** (:class:`BoundedMessageBuffer`,
+   :meth:`GuardedWSStream._handle_events`). Hypercorn keeps its buffer after
+   ``FrameTooLargeError``; the next message of the other type is written into it and
+   ``StringIO.write(bytes)`` raises ``TypeError`` out of the handler. Here the buffer is
+   cleared, it counts text in UTF-8 bytes and refuses *before* it grows past the limit, the rest
+   of that message is discarded unread, and the app gets :data:`MESSAGE_TOO_BIG` (so the session
+   can answer with its ``error`` and close 1009).
+4. **Protocol errors in the client's frames** (invalid UTF-8, bad opcodes, ...). wsproto
+   reports them as a ``CloseConnection`` event while the connection is still open; Hypercorn
+   then drops the TCP connection without a close frame. Here the client gets the close frame
+   wsproto chose (1007 for invalid UTF-8, 1002 for framing errors).
+5. **Events for an app that has finished** (:class:`AppTaskGroup`). Hypercorn feeds each app
+   through a bounded channel; once the app has returned nobody reads it, so a client that
+   keeps sending (a WebSocket flood, the rest of a refused body) blocks Hypercorn's reader, and
+   with it the connection's close, forever: its socket and task leak. Here the channel is
+   closed when the app returns and later events are dropped.
+6. **permessage-deflate off** unless the Hypercorn config says ``ws_compression = True``:
+   Hypercorn always accepts a browser's offer (there is no setting), and wsproto inflates
+   without a bound (a small frame can inflate to gigabytes before any size check). The offer
+   is removed from the request before Hypercorn reads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, cast
+
+import hypercorn.config
+import hypercorn.protocol.h2
+import hypercorn.protocol.h11
+import hypercorn.trio.run
+import hypercorn.trio.tcp_server
+import trio
+from hypercorn.protocol.events import Body, Data, Event, Request, StreamClosed
+from hypercorn.protocol.ws_stream import FrameTooLargeError, WebsocketBuffer, WSStream
+from hypercorn.trio.task_group import TaskGroup, _handle
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.typing import AppWrapper, ASGIReceiveEvent, ASGISendEvent, Scope
+from wsproto.connection import ConnectionState
+from wsproto.events import CloseConnection, Message, Ping, TextMessage
+
+log = logging.getLogger("liveproxy.connections")
+
+#: What the app receives instead of a message over the limit (an extra key on a receive event).
+MESSAGE_TOO_BIG: Final = "liveproxy.message_too_big"
+_ABNORMAL: Final = 1006
+#: How long closing a connection waits for a write in flight (a client that stopped reading).
+CLOSE_WAIT_SECONDS: Final = 1.0
+
+
+class IsolatedTCPServer(TCPServer):
+    """Hypercorn's per-connection handler; a failure in it ends this connection only.
+
+    Raises nothing but ``Cancelled`` (server shutdown): any other exception is logged (its type,
+    never the data that caused it) and the connection's socket is closed.
+    """
+
+    async def run(self) -> None:
+        try:
+            await super().run()
+        except Exception as exc:  # the net under one connection, by design
+            _log_failure(exc)
+        except BaseExceptionGroup as group:
+            cancelled, failures = group.split(trio.Cancelled)
+            if failures is not None:
+                _log_failure(failures)
+            if cancelled is not None:
+                raise cancelled from None
+        finally:
+            await trio.aclose_forcefully(self.stream)
+
+    async def _close(self) -> None:
+        """Close the stream; a write in flight in another task gets to finish first (bounded).
+
+        Hypercorn sends EOF without its send lock, racing another task's write: trio raised
+        ``BusyResourceError`` in that write (the app's answer) and the connection stayed open.
+        """
+        try:
+            if self.send_lock.statistics().owner is not trio.lowlevel.current_task():
+                with trio.move_on_after(CLOSE_WAIT_SECONDS):
+                    async with self.send_lock:
+                        await super()._close()
+        finally:
+            await trio.aclose_forcefully(self.stream)
+
+
+def _log_failure(exc: BaseException) -> None:
+    leaves = _leaf_types(exc)
+    log.error("a client connection failed and was closed: %s", ", ".join(leaves))
+    log.debug("connection failure detail", exc_info=exc)
+
+
+def _leaf_types(exc: BaseException) -> list[str]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [name for inner in exc.exceptions for name in _leaf_types(inner)]
+    return [f"{type(exc).__module__}.{type(exc).__qualname__}"]
+
+
+class AppTaskGroup(TaskGroup):
+    """Hypercorn's per-connection task group; events for a finished app are dropped."""
+
+    async def spawn_app(
+        self,
+        app: AppWrapper,
+        config: hypercorn.config.Config,
+        scope: Scope,
+        send: Callable[[ASGISendEvent | None], Awaitable[None]],
+    ) -> Callable[[ASGIReceiveEvent], Awaitable[None]]:
+        to_app, app_receives = trio.open_memory_channel[ASGIReceiveEvent](config.max_app_queue_size)
+
+        async def app_then_close(*args: Any) -> None:
+            try:
+                await app(*args)
+            finally:
+                app_receives.close()  # before Hypercorn's own cleanup, which may feed the app
+
+        assert self._nursery is not None
+        self._nursery.start_soon(
+            _handle,
+            cast(AppWrapper, app_then_close),
+            config,
+            scope,
+            app_receives.receive,
+            send,
+            trio.to_thread.run_sync,
+            trio.from_thread.run,
+        )
+
+        async def put(event: ASGIReceiveEvent) -> None:
+            with contextlib.suppress(trio.BrokenResourceError):  # the app returned: nobody reads
+                await to_app.send(event)
+
+        return put
+
+
+class BoundedMessageBuffer(WebsocketBuffer):
+    """One incoming message, never more than ``max_length`` bytes (text counted in UTF-8).
+
+    Raises ``FrameTooLargeError`` before appending a part that would pass the limit, and is
+    empty afterwards.
+    """
+
+    def extend(self, event: Message[Any]) -> None:
+        data = event.data
+        size = len(data.encode("utf-8")) if isinstance(event, TextMessage) else len(data)
+        if self.length + size > self.max_length:
+            self.clear()
+            raise FrameTooLargeError()
+        super().extend(event)
+        self.length += size - len(data)  # the base class counted characters for text
+
+
+class GuardedWSStream(WSStream):
+    """Hypercorn's WebSocket stream with fixes 2-5 of this module."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.buffer = BoundedMessageBuffer(self.config.websocket_max_message_size)
+        self._discarding = False
+
+    async def handle(self, event: Event) -> None:
+        if isinstance(event, Request) and not getattr(self.config, "ws_compression", False):
+            headers = [h for h in event.headers if h[0].lower() != b"sec-websocket-extensions"]
+            event = dataclasses.replace(event, headers=headers)
+        elif isinstance(event, Body | Data) and not self.closed and not self.handshake.accepted:
+            self.closed = True  # first: the app's accept, racing the 400, must be dropped
+            await self._send_error_response(400)
+            await self.send(StreamClosed(stream_id=self.stream_id))
+            await self._to_app({"type": "websocket.disconnect", "code": _ABNORMAL})
+            return
+        await super().handle(event)
+
+    async def _handle_events(self) -> None:
+        for event in self.connection.events():
+            if isinstance(event, Message):
+                await self._handle_message(event)
+            elif isinstance(event, Ping):
+                await self._send_wsproto_event(event.response())
+            elif isinstance(event, CloseConnection):
+                if self.connection.state == ConnectionState.REMOTE_CLOSING:
+                    await self._send_wsproto_event(event.response())
+                elif self.connection.state == ConnectionState.OPEN:
+                    # wsproto refused the client's frames and chose this close code.
+                    await self._send_wsproto_event(event)
+                await self.send(StreamClosed(stream_id=self.stream_id))
+
+    async def _handle_message(self, event: Message[Any]) -> None:
+        if self._discarding:  # the rest of a message over the limit
+            self._discarding = not event.message_finished
+            return
+        try:
+            self.buffer.extend(event)
+        except FrameTooLargeError:
+            self._discarding = not event.message_finished
+            await self._to_app({"type": "websocket.receive", "bytes": None, MESSAGE_TOO_BIG: True})
+            return
+        if event.message_finished:
+            await self._to_app(self.buffer.to_message())
+            self.buffer.clear()
+
+    async def _to_app(self, message: dict[str, Any]) -> None:
+        if self.app_put is not None:
+            await self.app_put(message)
+
+
+def install() -> None:
+    """Put the fixed classes where Hypercorn 0.18.0 looks them up (idempotent)."""
+    setattr(hypercorn.trio.run, "TCPServer", IsolatedTCPServer)  # noqa: B010
+    setattr(hypercorn.trio.tcp_server, "TaskGroup", AppTaskGroup)  # noqa: B010
+    setattr(hypercorn.protocol.h11, "WSStream", GuardedWSStream)  # noqa: B010
+    setattr(hypercorn.protocol.h2, "WSStream", GuardedWSStream)  # noqa: B010
