@@ -31,6 +31,7 @@ from liveproxy.models import (
     Health,
     Status,
 )
+from liveproxy.request_body import BoundedBodies
 from liveproxy.session import (
     SessionServices,
 )
@@ -43,7 +44,8 @@ from liveproxy.ws_route import SessionRoute
 log = logging.getLogger("liveproxy")
 
 STATIC_DIR = Path(__file__).parent / "static"
-UNAUTHORIZED = 4003
+#: The largest request body read (``POST /api/auth`` takes a few bytes of JSON).
+MAX_BODY_BYTES = 4096
 
 
 class LiveProxyApp(QuartTrio):
@@ -70,7 +72,8 @@ def create_app(
     )
     app.proxy = state
     _add_http_routes(app, state)
-    app.asgi_app = SessionRoute(app.asgi_app, state)  # type: ignore[method-assign,assignment]
+    bounded = BoundedBodies(app.asgi_app, frozenset({"/api/auth"}), MAX_BODY_BYTES)
+    app.asgi_app = SessionRoute(bounded, state)  # type: ignore[method-assign,assignment]
     if target is None:
         _resolve_upstream_on_start(app, state)
     return app

@@ -17,7 +17,8 @@ from typing import Any, TypeAlias
 
 import trio
 
-from liveproxy.errors import SlowClient
+from liveproxy.errors import MessageTooBig, SlowClient
+from liveproxy.hypercorn_fixes import MESSAGE_TOO_BIG
 from liveproxy.protocol.closes import truncate_reason
 
 ASGIMessage: TypeAlias = MutableMapping[str, Any]
@@ -33,10 +34,13 @@ class BrowserGone(Exception):
 class BrowserSocket:
     """One accepted browser WebSocket, over ASGI ``receive``/``send``."""
 
-    __slots__ = ("_closed", "_receive", "_send", "scope")
+    __slots__ = ("_closed", "_receive", "_send", "max_message_bytes", "scope")
 
-    def __init__(self, scope: ASGIMessage, receive: Receive, send: Send) -> None:
+    def __init__(
+        self, scope: ASGIMessage, receive: Receive, send: Send, *, max_message_bytes: int
+    ) -> None:
         self.scope = scope
+        self.max_message_bytes = max_message_bytes
         self._receive = receive
         self._send = send
         self._closed = False
@@ -59,9 +63,13 @@ class BrowserSocket:
 
         Raises:
             BrowserGone: the browser closed or the connection dropped.
+            MessageTooBig: the browser sent a message over the limit (Hypercorn's buffer,
+                bounded by :mod:`liveproxy.hypercorn_fixes`, refused it unread).
         """
         message = await self._receive()
         if message["type"] == "websocket.receive":
+            if message.get(MESSAGE_TOO_BIG):
+                raise MessageTooBig(f"a message exceeds the {self.max_message_bytes}-byte limit")
             data = message.get("bytes")
             if data is not None:
                 return bytes(data)

@@ -56,6 +56,8 @@ class Config:
 
     setup_timeout_seconds: float = 10.0
     max_message_bytes: int = 2 * 1024 * 1024
+    browser_message_rate: int = 400
+    ws_compression: bool = False
     browser_queue_bytes: int = 480_000
     upstream_buffer_bytes: int = 256 * 1024
     upstream_max_message_bytes: int = 32 * 1024 * 1024
@@ -122,6 +124,8 @@ class Config:
             max_sessions=env.parse("MAX_SESSIONS", _int_in(1), 300),
             setup_timeout_seconds=env.parse("SETUP_TIMEOUT_SECONDS", _seconds, 10.0),
             max_message_bytes=env.parse("MAX_MESSAGE_BYTES", _int_in(1024), 2 * 1024 * 1024),
+            browser_message_rate=env.parse("BROWSER_MESSAGE_RATE", _int_in(0), 400),
+            ws_compression=env.parse("WS_COMPRESSION", _bool, False),
             browser_queue_bytes=env.parse("BROWSER_QUEUE_BYTES", _int_in(1024), 480_000),
             upstream_buffer_bytes=env.parse("UPSTREAM_BUFFER_BYTES", _int_in(1024), 256 * 1024),
             context_window_compression=env.parse("CONTEXT_WINDOW_COMPRESSION", _bool, True),

@@ -63,6 +63,13 @@ class SlowClient(SessionError):
     close_code = closes.POLICY
 
 
+class RateLimited(SessionError):
+    """The browser sends messages faster than ``BROWSER_MESSAGE_RATE`` allows."""
+
+    code = "rate_limited"
+    close_code = closes.POLICY
+
+
 class AtCapacity(SessionError):
     code = "at_capacity"
     close_code = closes.TRY_AGAIN_LATER

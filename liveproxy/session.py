@@ -18,6 +18,7 @@ cancelled, so the upstream connection is closed gracefully from uncancelled code
 from __future__ import annotations
 
 import math
+import re
 from functools import partial
 from typing import Any, Final
 
@@ -27,12 +28,13 @@ import trio
 from trio_websocket import CloseReason, ConnectionClosed
 
 from liveproxy.browser import BrowserGone, BrowserQueue, BrowserSocket, Frame
+from liveproxy.bucket import TokenBucket
 from liveproxy.codec import encode_error
 from liveproxy.config import Config
 from liveproxy.errors import (
     BadMessage,
     InvalidSetup,
-    MessageTooBig,
+    RateLimited,
     SessionError,
     UpstreamFailed,
     UpstreamRejected,
@@ -69,6 +71,8 @@ STATUS_RECONNECTING: Final = '{"sessionStatus":{"state":"reconnecting"}}'
 STATUS_RESUMED: Final = '{"sessionStatus":{"state":"resumed"}}'
 #: Switch connections at the latest this long before a ``goAway`` deadline.
 GO_AWAY_MARGIN: Final = 5.0
+#: A first frame that starts like this is a setup, even when it is not valid JSON.
+_LOOKS_LIKE_SETUP: Final = re.compile(r'\s*\{\s*"setup"')
 #: Back-off before the n-th retry of a resume (seconds), capped at the last value.
 RESUME_BACKOFF: Final = (0.0, 0.5, 1.0, 2.0, 4.0)
 
@@ -137,6 +141,8 @@ class Session:
         self.generating = False
         self.audio_in = AudioAligner()
         self.audio_out = AudioAligner()
+        rate = self.config.browser_message_rate
+        self.rate = TokenBucket(rate, capacity=rate) if rate else None
 
     async def run(self) -> Outcome:
         """Run until the first outcome; every task and upstream connection is gone on return."""
@@ -166,11 +172,8 @@ class Session:
 
     async def _receive(self) -> Frame:
         frame = await self.socket.receive()
-        size = len(frame) if isinstance(frame, bytes) else len(frame.encode("utf-8"))
-        if size > self.config.max_message_bytes:
-            raise MessageTooBig(
-                f"a {size}-byte message exceeds the {self.config.max_message_bytes}-byte limit"
-            )
+        if self.rate is not None and self.rate.take(trio.current_time()):
+            raise RateLimited(f"more than {self.config.browser_message_rate} messages per second")
         return frame
 
     def _start(self, first: Frame | None) -> Frame | None:
@@ -181,6 +184,8 @@ class Session:
             try:
                 data = orjson.loads(first)
             except orjson.JSONDecodeError:
+                if _LOOKS_LIKE_SETUP.match(first):
+                    raise InvalidSetup("the setup message is not valid JSON") from None
                 data = None
             if isinstance(data, dict) and "setup" in data:
                 if len(data) != 1:

@@ -39,7 +39,10 @@ class SessionRoute:
 
     async def __call__(self, scope: ASGIMessage, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == "/ws":
-            await serve_session(self._state, BrowserSocket(scope, receive, send))
+            socket = BrowserSocket(
+                scope, receive, send, max_message_bytes=self._state.config.max_message_bytes
+            )
+            await serve_session(self._state, socket)
         else:
             await self._app(scope, receive, send)
 

@@ -24,7 +24,7 @@ async def nothing() -> dict[str, Any]:
 
 def socket_and_log() -> tuple[BrowserSocket, RecordingSend]:
     send = RecordingSend()
-    return BrowserSocket({"type": "websocket"}, nothing, send), send
+    return BrowserSocket({"type": "websocket"}, nothing, send, max_message_bytes=1024), send
 
 
 def test_a_put_past_the_bound_is_a_slow_client() -> None:

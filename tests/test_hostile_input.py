@@ -1,0 +1,280 @@
+"""Hostile input on real sockets (Hypercorn on port 0): each gets its own connection closed only."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+import pytest
+import trio
+
+from tests.conftest import TEXT_SETUP, Proxy, ProxyFactory
+from tests.fuzz.wire import BINARY, TEXT, encode_frame
+from tests.rawws import RawAnswer, open_raw, read_answer, read_head, upgrade
+from tests.test_session_endings import assert_error
+from tests.wsclient import BrowserClient, has_key
+
+LIMIT = 64 * 1024
+
+
+async def raw_session(proxy: Proxy, *frames: bytes, extra: bytes = b"") -> RawAnswer:
+    """Open ``/ws`` with a fresh token by hand, send ``frames``, read until the server closes."""
+    token = await proxy.token()
+    stream = await open_raw(proxy.port)
+    async with stream:
+        await upgrade(stream, f"/ws?token={token}", extra=extra)
+        with trio.fail_after(10):
+            head = await read_head(stream)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        for frame in frames:
+            try:
+                await stream.send_all(frame)
+            except trio.BrokenResourceError:
+                break
+        with trio.fail_after(10):
+            return await read_answer(stream, head)
+
+
+async def answers_a_text_turn(proxy: Proxy) -> bool:
+    async with proxy.session() as client:
+        await client.send_json({"type": "text", "text": "still there?"})
+        await client.recv_until(has_key("serverContent", "turnComplete"))
+    return True
+
+
+# -- the two crashes of Hypercorn 0.18.0 -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "early",
+    [encode_frame(TEXT, b"hi"), b"Content-Length: 2\r\n\r\nhi"],
+    ids=["frame-before-101", "upgrade-with-body"],
+)
+async def test_data_before_the_101_is_answered_400_and_closed(proxy: Proxy, early: bytes) -> None:
+    stream = await open_raw(proxy.port)
+    async with stream:
+        if early.startswith(b"Content-Length"):
+            await upgrade(stream, "/ws?token=x", extra=early.split(b"\r\n\r\n")[0] + b"\r\n")
+            await stream.send_all(b"hi")
+        else:
+            await upgrade(stream, "/ws?token=x")
+            await stream.send_all(early)
+        with trio.fail_after(5):
+            answer = await read_answer(stream)
+    assert answer.status == 400
+    assert await answers_a_text_turn(proxy)
+
+
+@pytest.mark.parametrize(("first", "then"), [(TEXT, BINARY), (BINARY, TEXT)])
+async def test_a_message_over_the_limit_then_another_type_is_1009_and_the_server_lives(
+    make_proxy: ProxyFactory, first: int, then: int
+) -> None:
+    proxy = await make_proxy(max_message_bytes=LIMIT)
+    setup = encode_frame(TEXT, orjson.dumps(TEXT_SETUP))
+    answer = await raw_session(
+        proxy, setup, encode_frame(first, b"a" * (LIMIT + 10)), encode_frame(then, b"ab")
+    )
+    assert answer.close_code == 1009
+    error = orjson.loads(answer.texts[-1])["error"]
+    assert error["code"] == "message_too_big"
+    assert await answers_a_text_turn(proxy)
+
+
+# -- bounds on what a client may send ----------------------------------------------------------
+
+
+async def test_a_fragmented_message_over_the_limit_is_refused_before_it_is_held(
+    make_proxy: ProxyFactory,
+) -> None:
+    proxy = await make_proxy(max_message_bytes=LIMIT)
+    setup = encode_frame(TEXT, orjson.dumps(TEXT_SETUP))
+    parts = [encode_frame(BINARY, bytes(LIMIT // 2), fin=False)]
+    parts += [encode_frame(0x0, bytes(LIMIT // 2), fin=False) for _ in range(4)]
+    answer = await raw_session(proxy, setup, *parts)
+    assert answer.close_code == 1009
+    assert orjson.loads(answer.texts[-1])["error"]["code"] == "message_too_big"
+
+
+async def test_a_message_of_exactly_the_limit_is_accepted(make_proxy: ProxyFactory) -> None:
+    proxy = await make_proxy(max_message_bytes=LIMIT)
+    async with proxy.session() as client:
+        text = orjson.dumps({"type": "text", "text": "x" * (LIMIT - 40)}).decode()
+        text += " " * (LIMIT - len(text))
+        await client.ws.send_message(text)
+        await client.recv_until(has_key("serverContent", "turnComplete"))
+
+
+async def test_text_that_is_not_utf8_closes_1007(proxy: Proxy) -> None:
+    setup = encode_frame(TEXT, orjson.dumps(TEXT_SETUP))
+    answer = await raw_session(proxy, setup, encode_frame(TEXT, b"\xff\xfe bad"))
+    assert answer.close_code == 1007
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        '{"setup": NaN}',
+        '{"setup": {"generation_config": {"temperature": NaN}}}',
+        '  {  "setup": ' + "[" * 2000 + "]" * 2000 + "}",
+        '{"setup": {"system_instruction": {"parts": [{"text": "secret prompt"}]}',
+    ],
+    ids=["nan", "nan-inside", "too-deep-for-the-parser", "truncated"],
+)
+async def test_a_first_frame_like_a_setup_but_not_json_is_invalid_setup(
+    proxy: Proxy, first: str
+) -> None:
+    async with proxy.connect() as client:
+        await client.ws.send_message(first)
+        ended = await client.wait_closed()
+    assert_error(ended, "invalid_setup", 1007)
+    assert proxy.emulator.connections == []
+
+
+async def send_deep(client: BrowserClient, message: Any) -> None:
+    """Send JSON nested deeper than orjson writes (it stops at 255 levels)."""
+    await client.ws.send_message(json.dumps(message))
+
+
+def nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"type": "string"}
+    for _ in range(depth):
+        value = {"type": "object", "properties": {"x": value}}
+    return value
+
+
+async def test_deeply_nested_tool_parameters_are_invalid_setup(proxy: Proxy) -> None:
+    tool = {"function_declarations": [{"name": "f", "parameters": nested(150)}]}
+    async with proxy.connect() as client:
+        await send_deep(client, {"setup": {"tools": tool}})
+        ended = await client.wait_closed()
+    assert_error(ended, "invalid_setup", 1007)
+
+
+async def test_a_deeply_nested_tool_response_is_bad_message_and_the_session_goes_on(
+    proxy: Proxy,
+) -> None:
+    response: Any = "leaf"
+    for _ in range(300):
+        response = {"r": response}
+    async with proxy.session() as client:
+        await send_deep(
+            client, {"tool_response": {"function_responses": [{"id": "1", "response": response}]}}
+        )
+        error = await client.recv_json()
+        assert error["error"]["code"] == "bad_message"
+        await client.send_json({"type": "text", "text": "and now?"})
+        await client.recv_until(has_key("serverContent", "turnComplete"))
+
+
+async def test_a_flood_of_tiny_frames_is_rate_limited_and_a_neighbour_is_unaffected(
+    proxy: Proxy,
+) -> None:
+    async with proxy.session() as neighbour:
+        setup = encode_frame(TEXT, orjson.dumps(TEXT_SETUP))
+        flood = encode_frame(BINARY, b"\x00\x00") * 5000
+        answer = await raw_session(proxy, setup, flood)
+        assert answer.close_code == 1008
+        error = orjson.loads(answer.texts[-1])["error"]
+        assert error["code"] == "rate_limited"
+        await neighbour.send_json({"type": "text", "text": "hello"})
+        await neighbour.recv_until(has_key("serverContent", "turnComplete"))
+
+
+async def test_real_time_audio_is_far_below_the_message_rate(proxy: Proxy) -> None:
+    async with proxy.session() as client:
+        for _ in range(100):  # 2 s of 20 ms frames, sent as fast as the socket takes them
+            await client.ws.send_message(bytes(640))
+        await client.send_json({"type": "text", "text": "hello"})
+        await client.recv_until(has_key("serverContent", "turnComplete"))
+
+
+# -- HTTP bodies -------------------------------------------------------------------------------
+
+
+async def post_raw(proxy: Proxy, head: bytes, body_chunks: list[bytes]) -> bytes:
+    """Send a request, read its answer, then send a second request on the same connection.
+
+    Returns everything read; the server must answer the second or close at once.
+    """
+    stream = await open_raw(proxy.port)
+    async with stream:
+        await stream.send_all(head)
+        for chunk in body_chunks:
+            try:
+                await stream.send_all(chunk)
+            except trio.BrokenResourceError:
+                break
+        data = b""
+        with trio.fail_after(5):  # answered or closed at once: never left hanging
+            while b"}}" not in data:
+                chunk = await _receive(stream)
+                if not chunk:
+                    return data
+                data += chunk
+            try:
+                await stream.send_all(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            except trio.BrokenResourceError:
+                return data
+            while chunk := await _receive(stream):
+                data += chunk
+        return data
+
+
+async def _receive(stream: trio.SocketStream) -> bytes:
+    try:
+        return await stream.receive_some(65536)
+    except trio.BrokenResourceError:
+        return b""
+
+
+@pytest.mark.parametrize("size", [4097, 16 * 1024 * 1024])
+async def test_an_auth_body_over_4_kib_is_413_and_the_connection_closes(
+    proxy: Proxy, size: int
+) -> None:
+    head = b"POST /api/auth HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size
+    data = await post_raw(proxy, head, [b"x" * min(size, 65536)])
+    assert data.startswith(b"HTTP/1.1 413")
+    assert b'"code":"payload_too_large"' in data
+    assert b"connection: close" in data.lower()
+    assert data.count(b"HTTP/1.1") == 1
+
+
+async def test_a_chunked_auth_body_over_4_kib_is_413(proxy: Proxy) -> None:
+    head = b"POST /api/auth HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunk = b"%x\r\n%s\r\n" % (1024, b" " * 1024)
+    data = await post_raw(proxy, head, [chunk] * 8)
+    assert data.startswith(b"HTTP/1.1 413")
+
+
+async def test_an_auth_body_of_exactly_4_kib_is_read(proxy: Proxy) -> None:
+    body = b'{"session_duration": 90}'
+    body += b" " * (4096 - len(body))
+    response = await proxy.http("POST", "/api/auth", body)
+    assert response.status == 200
+    assert response.json()["session_time_limit"] == 90
+
+
+# -- permessage-deflate ------------------------------------------------------------------------
+
+DEFLATE_OFFER = b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+
+
+async def accepted_extensions(proxy: Proxy) -> bytes:
+    stream = await open_raw(proxy.port)
+    async with stream:
+        await upgrade(stream, f"/ws?token={await proxy.token()}", extra=DEFLATE_OFFER)
+        with trio.fail_after(5):
+            head = await read_head(stream)
+    assert head.startswith(b"HTTP/1.1 101")
+    lines = [line for line in head.lower().split(b"\r\n") if b"sec-websocket-extensions" in line]
+    return b"".join(lines)
+
+
+async def test_a_deflate_offer_gets_no_extension_by_default(proxy: Proxy) -> None:
+    assert await accepted_extensions(proxy) == b""
+
+
+async def test_ws_compression_accepts_the_offer(make_proxy: ProxyFactory) -> None:
+    proxy = await make_proxy(ws_compression=True)
+    assert b"permessage-deflate" in await accepted_extensions(proxy)
