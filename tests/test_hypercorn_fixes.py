@@ -1,0 +1,83 @@
+"""The Hypercorn fixes one by one: sync unit tests, and the per-connection net on a real server."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import Any
+
+import hypercorn.config
+import hypercorn.protocol.h11
+import hypercorn.trio
+import pytest
+import trio
+from hypercorn.protocol.ws_stream import FrameTooLargeError, WSStream
+from wsproto.events import BytesMessage, TextMessage
+
+from liveproxy import hypercorn_fixes
+from liveproxy.hypercorn_fixes import BoundedMessageBuffer
+from tests.fuzz.wire import TEXT, encode_frame
+from tests.http import request
+from tests.rawws import open_raw, read_answer, upgrade
+
+
+def test_the_buffer_refuses_before_it_grows_past_the_limit_and_is_empty_after() -> None:
+    buffer = BoundedMessageBuffer(10)
+    buffer.extend(BytesMessage(data=b"12345678", message_finished=False))
+    with pytest.raises(FrameTooLargeError):
+        buffer.extend(BytesMessage(data=b"abc", message_finished=True))
+    assert (buffer.value, buffer.length) == (None, 0)
+    buffer.extend(TextMessage(data="ok", message_finished=True))  # the other type, afterwards
+    assert buffer.to_message()["text"] == "ok"
+
+
+def test_the_buffer_counts_text_in_utf8_bytes() -> None:
+    buffer = BoundedMessageBuffer(8)
+    buffer.extend(TextMessage(data="éé", message_finished=False))  # 4 bytes, 2 characters
+    assert buffer.length == 4
+    with pytest.raises(FrameTooLargeError):
+        buffer.extend(TextMessage(data="ééé", message_finished=True))
+
+
+async def asgi_echo(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+    elif scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.accept"})
+        await receive()
+    else:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"alive"})
+
+
+async def test_the_net_closes_a_failing_connection_and_the_server_goes_on(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only the net: Hypercorn's own WebSocket stream still raises on data before the 101."""
+    hypercorn_fixes.install()
+    monkeypatch.setattr(hypercorn.protocol.h11, "WSStream", WSStream)
+    config = hypercorn.config.Config()
+    config.bind = ["127.0.0.1:0"]
+    stop = trio.Event()
+    binds = await nursery.start(
+        partial(hypercorn.trio.serve, asgi_echo, config, shutdown_trigger=stop.wait)
+    )
+    port = int(binds[0].rsplit(":", 1)[1])
+    with caplog.at_level(logging.ERROR, "liveproxy.connections"):
+        for _ in range(3):
+            stream = await open_raw(port)
+            async with stream:
+                await upgrade(stream, "/ws")
+                await stream.send_all(encode_frame(TEXT, b"hi"))
+                with trio.fail_after(5):
+                    await read_answer(stream)
+        response = await request("127.0.0.1", port, "GET", "/")
+    assert response.body == b"alive"
+    failures = [r.getMessage() for r in caplog.records if r.name == "liveproxy.connections"]
+    assert (
+        failures == ["a client connection failed and was closed: h11._util.LocalProtocolError"] * 3
+    )
+    stop.set()
