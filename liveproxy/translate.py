@@ -209,7 +209,10 @@ def translate_upstream(raw: bytes | str, aligner: AudioAligner) -> UpstreamEvent
                         del message["serverContent"]
                     if not message:
                         return event
-                    frames.append(orjson.dumps(message).decode())
+                    try:
+                        frames.append(orjson.dumps(message).decode())
+                    except orjson.JSONEncodeError:  # nested deeper than orjson writes
+                        raise UpstreamDecodeError("upstream sent JSON nested too deep") from None
                     _note_content(event, content)
                     _note_usage(event, message)
                     return event
@@ -248,4 +251,7 @@ def with_session_stats(frame: str, stats: dict[str, Any]) -> str:
     """Add ``sessionStats`` to a ``toolCall`` message (the earlier servers did)."""
     message = orjson.loads(frame)
     message["sessionStats"] = stats
-    return orjson.dumps(message).decode()
+    try:
+        return orjson.dumps(message).decode()
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes
+        raise UpstreamDecodeError("upstream sent JSON nested too deep") from None
