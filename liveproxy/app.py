@@ -31,6 +31,7 @@ from liveproxy.models import (
     Health,
     Status,
 )
+from liveproxy.redact import SECRETS, redact_url
 from liveproxy.request_body import BoundedBodies
 from liveproxy.session import (
     SessionServices,
@@ -62,6 +63,7 @@ def create_app(
     Gemini Live emulator started in the app's own nursery.
     """
     config = config or Config.from_env()
+    SECRETS.add(config.api_key)
     app = LiveProxyApp(__name__, static_folder=None)
     gauges = Gauges()
     state = ProxyState(
@@ -161,6 +163,7 @@ def _resolve_upstream_on_start(app: LiveProxyApp, state: ProxyState) -> None:
         config = state.config
         if config.mode == "emulator":
             key = secrets.token_urlsafe(16)
+            SECRETS.add(key)
             url = await app.nursery.start(_run_emulator, key, emulator_scope)
             target = UpstreamTarget(
                 url=upstream_url(attrs.evolve(config, upstream_url=url)),
@@ -178,7 +181,7 @@ def _resolve_upstream_on_start(app: LiveProxyApp, state: ProxyState) -> None:
             return
         else:
             target = await google_target(config)
-            log.info("upstream: %s (%s backend)", target.url, config.backend)
+            log.info("upstream: %s (%s backend)", redact_url(target.url), config.backend)
         state.services.target = target
 
     @app.after_serving

@@ -25,6 +25,7 @@ import trio
 from liveproxy import hypercorn_fixes
 from liveproxy.app import LiveProxyApp, create_app
 from liveproxy.config import Config, ConfigError
+from liveproxy.redact import RedactingFormatter
 
 log = logging.getLogger("liveproxy")
 
@@ -171,8 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"liveproxy: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=config.log_level, handlers=[handler])
     trio.run(partial(serve, config, gc_tuning=True))
     return 0

@@ -1,0 +1,63 @@
+"""Secrets out of every log line: ours and the libraries' (trio-websocket, wsproto, Hypercorn).
+
+:class:`RedactingFormatter` formats a record as usual and then removes, from the whole text
+(tracebacks included), every secret registered with :data:`SECRETS` and anything shaped like a
+credential: a ``key=``/``token=`` URL parameter, a ``Bearer`` value, a Google API key. An
+upstream close reason that repeats the key, or a key inside ``UPSTREAM_URL``, is caught either
+way.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Final
+
+MASK: Final = "***"
+
+_PATTERNS: Final = (
+    # A credential in a URL's query: ?key=..., &access_token=..., token=...
+    (
+        re.compile(
+            r"(?i)([?&;](?:key|api_key|apikey|access_token|token|session_token)=)[^&\s'\"]+"
+        ),
+        r"\1" + MASK,
+    ),
+    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1" + MASK),
+    (re.compile(r"AIza[0-9A-Za-z_-]{35}"), MASK),
+)
+
+
+class Secrets:
+    """Exact strings that must never be logged (API keys, the emulator's key)."""
+
+    def __init__(self) -> None:
+        self._values: set[str] = set()
+
+    def add(self, *values: str | None) -> None:
+        self._values.update(v for v in values if v and len(v) >= 4)
+
+    def redact(self, text: str) -> str:
+        """``text`` without any registered secret or credential-shaped value."""
+        for value in self._values:
+            if value in text:
+                text = text.replace(value, MASK)
+        for pattern, replacement in _PATTERNS:
+            text = pattern.sub(replacement, text)
+        return text
+
+
+#: The secrets of this process; the app registers its credentials at start.
+SECRETS: Final = Secrets()
+
+
+class RedactingFormatter(logging.Formatter):
+    """A :class:`logging.Formatter` whose output never carries a secret of :data:`SECRETS`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return SECRETS.redact(super().format(record))
+
+
+def redact_url(url: str) -> str:
+    """``url`` safe to log (a credential in its query replaced)."""
+    return SECRETS.redact(url)
