@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run emulator test lint bench clean
+.PHONY: install run emulator test lint bench fuzz clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check liveproxy tests bench
 	$(BIN)/ruff format --check liveproxy tests bench
 	$(BIN)/mypy
+
+# Hunt for crashes: generated hostile input against a real server for FUZZ_SECONDS (default 600).
+fuzz: $(STAMP)
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-600} $(BIN)/python -m pytest tests/fuzz -p no:cacheprovider -s
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
