@@ -2,7 +2,9 @@
 
 The API key travels in the ``x-goog-api-key`` header, never in a URL (URLs end up in logs).
 Vertex AI uses OAuth2 access tokens from Application Default Credentials; google-auth refreshes
-them with blocking HTTP, so the refresh runs in a worker thread, one at a time.
+them with blocking HTTP, so the refresh runs in a worker thread, one at a time. A caller that is
+cancelled (its setup deadline, its session ending) leaves at once and abandons the thread, which
+finishes on its own; callers after it wait for that same thread instead of starting more.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 class Credentials(Protocol):
     async def headers(self) -> Headers:
         """Headers for one upstream handshake.
+
+        Called inside the setup's deadline: it must return promptly when cancelled.
 
         Raises:
             UpstreamUnavailable: the credentials could not be obtained or refreshed.
@@ -56,7 +60,9 @@ class GoogleAuth:
 
     def __init__(self, credentials: google.auth.credentials.Credentials) -> None:
         self._credentials = credentials
-        self._lock = trio.Lock()
+        # One refresh thread at a time, even after its callers gave up on it (abandoned threads
+        # hold their limiter token until they end): a hanging token endpoint costs one thread.
+        self._refreshing = trio.CapacityLimiter(1)
         self.refreshes = 0
 
     @classmethod
@@ -80,9 +86,7 @@ class GoogleAuth:
     async def headers(self) -> Headers:
         credentials = self._credentials
         if not credentials.valid:
-            async with self._lock:
-                if not credentials.valid:
-                    await self._refresh()
+            await self._refresh()
         headers: Headers = [(b"authorization", f"Bearer {credentials.token}".encode("latin-1"))]
         quota_project = getattr(credentials, "quota_project_id", None)
         if quota_project:
@@ -93,9 +97,21 @@ class GoogleAuth:
         import google.auth.exceptions
         import google.auth.transport.requests
 
-        request = google.auth.transport.requests.Request()
+        credentials = self._credentials
+
+        def refresh() -> bool:
+            # A thread started after another refreshed (or an abandoned one finished) has no work.
+            if credentials.valid:
+                return False
+            request = google.auth.transport.requests.Request()
+            credentials.refresh(request)  # type: ignore[no-untyped-call]
+            return True
+
         try:
-            await trio.to_thread.run_sync(self._credentials.refresh, request)
+            refreshed = await trio.to_thread.run_sync(
+                refresh, abandon_on_cancel=True, limiter=self._refreshing
+            )
         except google.auth.exceptions.GoogleAuthError as exc:
             raise UpstreamUnavailable(f"could not refresh Google credentials: {exc}") from None
-        self.refreshes += 1
+        if refreshed:
+            self.refreshes += 1
