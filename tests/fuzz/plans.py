@@ -1,0 +1,630 @@
+"""What one fuzz example sends, as small printable values, and the hypothesis strategies for them.
+
+Large payloads are described (:class:`Fill`: a kind, a size, a seed) rather than drawn, so a
+falsifying example prints in a few lines and hypothesis does not spend its budget on bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+
+from hypothesis import strategies as st
+
+from tests.fuzz.server import MAX_MESSAGE_BYTES
+from tests.fuzz.wire import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, encode_frame
+
+#: The proxy's limit (MAX_MESSAGE_BYTES, also Hypercorn's own now).
+LIMIT = MAX_MESSAGE_BYTES
+#: Where Hypercorn used to cut frames (max(2 * MAX_MESSAGE_BYTES, 1 MiB)): still a size to try.
+LARGE = 1024 * 1024
+
+# Invalid UTF-8: a lone 0xff, an overlong '/', a UTF-16 surrogate, a truncated 3-byte sequence,
+# a code point over U+10FFFF, a stray continuation byte.
+BAD_UTF8 = (b"\xff", b"\xc0\xaf", b"\xed\xa0\x80", b"\xe2\x82", b"\xf4\x90\x80\x80", b"\x80")
+_PATTERN = bytes(range(256))
+_UTF8 = "aé€😀".encode()
+
+
+@dataclass(frozen=True)
+class Fill:
+    """``size`` bytes of one ``kind``, built when sent."""
+
+    kind: str  # pattern | ascii | utf8 | bad_utf8 | zeros | json_text
+    size: int
+    seed: int = 0
+
+    def build(self) -> bytes:
+        n, seed = self.size, self.seed
+        if self.kind == "pattern":
+            rotated = _PATTERN[seed % 256 :] + _PATTERN[: seed % 256]
+            return (rotated * (n // 256 + 1))[:n]
+        if self.kind == "zeros":
+            return bytes(n)
+        if self.kind == "utf8":  # valid, but a cut may fall inside a code point
+            return (_UTF8 * (n // len(_UTF8) + 1))[:n]
+        if self.kind == "bad_utf8":
+            bad = BAD_UTF8[seed % len(BAD_UTF8)]
+            at = (seed * 7919) % (n + 1)
+            return (b"a" * at + bad + b"a" * n)[: max(n, at + len(bad))]
+        if self.kind == "json_text":
+            text = json.dumps({"type": "text", "text": ""}).encode()
+            return text[:-2] + b"x" * max(0, n - len(text)) + b'"}'
+        return b"a" * n  # ascii
+
+
+Payload = bytes | Fill
+
+
+def build(payload: Payload) -> bytes:
+    return payload if isinstance(payload, bytes) else payload.build()
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One WebSocket frame from the client, valid or not."""
+
+    opcode: int
+    payload: Payload = b""
+    fin: bool = True
+    rsv: int = 0
+    masked: bool = True
+    length_form: str = "min"
+    #: Declare this many bytes more than are sent (what follows is read as this frame's payload).
+    short_by: int = 0
+    #: Compress the payload as permessage-deflate would (and set RSV1).
+    deflate: bool = False
+    mask: bytes = b"\x5a\x17\xc3\x09"
+
+    def encode(self) -> bytes:
+        data = build(self.payload)
+        rsv = self.rsv
+        if self.deflate:
+            compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+            data = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+            data = data[:-4] if data.endswith(b"\x00\x00\xff\xff") else data
+            rsv |= 0x4
+        return encode_frame(
+            self.opcode,
+            data,
+            fin=self.fin,
+            rsv=rsv,
+            mask=self.mask if self.masked else None,
+            length_form=self.length_form,
+            declared_length=len(data) + self.short_by if self.short_by else None,
+        )
+
+
+def frames_bytes(frames: tuple[Frame, ...]) -> bytes:
+    return b"".join(f.encode() for f in frames)
+
+
+# --- payloads ---------------------------------------------------------------------------------
+
+#: Sizes around every limit a frame meets: 7/16/64-bit lengths, the control-frame limit, the
+#: proxy's MAX_MESSAGE_BYTES, and 1 MiB.
+EDGE_SIZES = (
+    0,
+    1,
+    2,
+    125,
+    126,
+    127,
+    65535,
+    LIMIT - 1,
+    LIMIT,
+    LIMIT + 1,
+    LARGE - 1,
+    LARGE,
+    LARGE + 1,
+)
+
+sizes = st.one_of(
+    st.integers(0, 300),
+    st.sampled_from(EDGE_SIZES),
+    st.integers(0, 2 * LIMIT),
+    st.integers(LIMIT, LARGE + 4096),
+)
+small_sizes = st.one_of(st.integers(0, 300), st.sampled_from(EDGE_SIZES[:7]))
+
+fills = st.builds(
+    Fill,
+    kind=st.sampled_from(["pattern", "ascii", "utf8", "bad_utf8", "zeros", "json_text"]),
+    size=sizes,
+    seed=st.integers(0, 2**16),
+)
+
+#: Messages a browser could send, right or wrong (see the browser contract).
+_MESSAGES: tuple[object, ...] = (
+    {"setup": {"generation_config": {"response_modalities": ["TEXT"]}}},
+    {"setup": {"generation_config": {"response_modalities": ["AUDIO"]}}},
+    {"setup": {"bogus_field": 1}},
+    {"setup": {"generation_config": {"temperature": "hot"}}},
+    {"setup": {"tools": [{"function_declarations": [{"name": "f", "parameters": 1}]}]}},
+    {"setup": None},
+    {"type": "text", "text": "hello"},
+    {"type": "text", "text": 'call get_weather {"location":"Tokyo"}'},
+    {"type": "text"},
+    {"type": "text", "text": None},
+    {"type": "image", "data": "/9j/4AAQ", "mime_type": "image/jpeg"},
+    {"type": "image", "data": "!!!not base64!!!"},
+    {"type": "audio_stream_end"},
+    {"type": "activity_start"},
+    {"type": "activity_end"},
+    {"type": 7},
+    {"client_content": {"turns": [{"role": "user", "parts": [{"text": "hi"}]}]}},
+    {"clientContent": {"turnComplete": "yes"}},
+    {"realtime_input": {"audio": {"data": "AAAA", "mime_type": "audio/pcm;rate=16000"}}},
+    {"realtimeInput": {"mediaChunks": [{"data": "AAAA"}]}},
+    {"tool_response": {"function_responses": [{"id": "x", "name": "f", "response": {}}]}},
+    {"toolResponse": []},
+    {"client_content": {}, "tool_response": {}},
+    [],
+    "just a string",
+    1e308,
+    b"not json at all",
+    b"{",
+    b'{"type": "text", "text": "\\ud800"}',
+    b'{"a":' * 2000 + b"1" + b"}" * 2000,
+    b"[" * 100_000,
+    b'{"session_duration": 99999999999999999999999999}',
+    b"\x00",
+    b"",
+)
+JSON_MESSAGES: tuple[bytes, ...] = tuple(
+    m if isinstance(m, bytes) else json.dumps(m).encode() for m in _MESSAGES
+)
+
+payloads: st.SearchStrategy[Payload] = st.one_of(
+    st.binary(max_size=64),
+    st.sampled_from(JSON_MESSAGES),
+    fills,
+)
+
+
+# --- frame sequences --------------------------------------------------------------------------
+
+mask_keys = st.one_of(
+    st.just(b"\x5a\x17\xc3\x09"), st.just(b"\x00\x00\x00\x00"), st.binary(min_size=4, max_size=4)
+)
+length_forms = st.sampled_from(["min", "min", "min", "16", "64"])
+close_codes = st.sampled_from(
+    [None, 1000, 1001, 1002, 1005, 1006, 1007, 1009, 1011, 1015, 999, 1004, 2999, 3000, 4999, 5000]
+)
+
+
+@st.composite
+def data_frames(draw: st.DrawFn) -> list[Frame]:
+    """A text or binary message, whole or fragmented (with control frames between fragments)."""
+    opcode = draw(st.sampled_from([TEXT, BINARY]))
+    data = build(draw(payloads))
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=3)))
+    parts = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+    mask = draw(mask_keys)
+    frames: list[Frame] = []
+    for index, part in enumerate(parts):
+        if index and draw(st.integers(0, 4)) == 0:
+            frames.append(Frame(draw(st.sampled_from([PING, PONG])), b"between", mask=mask))
+        frames.append(
+            Frame(
+                opcode if index == 0 else CONTINUATION,
+                part,
+                fin=index == len(parts) - 1,
+                mask=mask,
+                length_form=draw(length_forms),
+            )
+        )
+    return frames
+
+
+@st.composite
+def control_frames(draw: st.DrawFn) -> list[Frame]:
+    opcode = draw(st.sampled_from([PING, PONG, CLOSE]))
+    if opcode == CLOSE:
+        code = draw(close_codes)
+        reason = draw(st.sampled_from([b"", b"bye", b"\xff\xfe", b"x" * 123, b"x" * 124]))
+        payload: Payload = b"" if code is None else code.to_bytes(2, "big") + reason
+        if draw(st.integers(0, 5)) == 0:
+            payload = b"\x03"  # a one-byte close payload
+    else:
+        payload = draw(st.one_of(st.binary(max_size=125), st.just(Fill("pattern", 126))))
+    return [Frame(opcode, payload, fin=draw(st.integers(0, 6)) > 0, mask=draw(mask_keys))]
+
+
+@st.composite
+def odd_frames(draw: st.DrawFn) -> list[Frame]:
+    """Reserved opcodes and bits, unmasked frames, stray continuations, lying lengths, deflate."""
+    return [
+        Frame(
+            opcode=draw(st.integers(0, 15)),
+            payload=draw(payloads),
+            fin=draw(st.booleans()),
+            rsv=draw(st.sampled_from([0, 0, 1, 2, 4, 7])),
+            masked=draw(st.integers(0, 3)) > 0,
+            length_form=draw(length_forms),
+            short_by=draw(st.sampled_from([0, 0, 0, 1, 1000])),
+            deflate=draw(st.integers(0, 3)) == 0,
+            mask=draw(mask_keys),
+        )
+    ]
+
+
+@st.composite
+def deflated_frames(draw: st.DrawFn) -> list[Frame]:
+    """A permessage-deflate message: meaningful when the offer was accepted (a bomb among them)."""
+    payload = draw(
+        st.one_of(
+            st.sampled_from(JSON_MESSAGES[:8]),
+            st.builds(Fill, st.just("zeros"), st.sampled_from([LIMIT + 1, LARGE + 1, 8 << 20])),
+            fills,
+        )
+    )
+    return [Frame(draw(st.sampled_from([TEXT, BINARY])), payload, deflate=True)]
+
+
+frame_groups = st.one_of(data_frames(), control_frames(), odd_frames(), deflated_frames())
+
+
+@st.composite
+def frame_sequences(draw: st.DrawFn, max_groups: int = 6) -> tuple[Frame, ...]:
+    groups = draw(st.lists(frame_groups, min_size=1, max_size=max_groups))
+    return tuple(frame for group in groups for frame in group)
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    """A successful upgrade with a valid token, then ``frames``."""
+
+    frames: tuple[Frame, ...]
+    setup_first: bool = True
+    deflate_offer: str | None = None
+    #: ``one``: every frame in one write; ``frames``: one write per frame, 5 ms apart.
+    pacing: str = "one"
+    #: ``close_frame``, ``close``, ``rst`` or ``half``.
+    end: str = "close"
+
+
+DEFLATE_OFFERS = (
+    None,
+    None,
+    "permessage-deflate",
+    "permessage-deflate; client_max_window_bits",
+    "permessage-deflate; server_max_window_bits=8",
+    "permessage-deflate; server_max_window_bits=99",
+    'x-unknown; a="',
+)
+ends = st.sampled_from(["close_frame", "close", "rst", "half"])
+
+session_plans = st.builds(
+    SessionPlan,
+    frames=frame_sequences(),
+    setup_first=st.booleans(),
+    deflate_offer=st.sampled_from(DEFLATE_OFFERS),
+    pacing=st.sampled_from(["one", "frames"]),
+    end=ends,
+)
+
+
+# --- HTTP -------------------------------------------------------------------------------------
+
+PATHS = (
+    b"/api/auth",
+    b"/api/health",
+    b"/api/status",
+    b"/ws",
+    b"/ws?token=",
+    b"/ws?token=abc&token=def",
+    b"/",
+    b"/static/app.js",
+    b"/static/../../../etc/passwd",
+    b"/static/%2e%2e/%2e%2e/etc/passwd",
+    b"//api/auth",
+    b"/api/auth?x=1",
+    b"/api/health/",
+    b"/%00",
+    b"/%ff%fe",
+    b"*",
+    b"http://127.0.0.1/api/health",
+    b"/" + b"a" * 20_000,
+    b"/api/auth#frag",
+    b"",
+)
+METHODS = (b"GET", b"POST", b"HEAD", b"PUT", b"OPTIONS", b"DELETE", b"PATCH", b"CONNECT")
+VERSIONS = (b"HTTP/1.1", b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/0.9", b"HTTP/1.1x", b"")
+AUTH_BODIES = (
+    b"",
+    b"{}",
+    b'{"session_duration": 60}',
+    b'{"session_duration": "60"}',
+    b'{"session_duration": 1e999}',
+    b'{"session_duration": -99999999999999999999999999999}',
+    b'{"session_duration": 99999999999999999999999999999}',
+    b'{"session_duration": true}',
+    b'{"session_duration": null, "extra": [1, 2]}',
+    b'{"session_duration": 60, "session_duration": "x"}',
+    b"[" * 50_000,
+    b'"\\ud800"',
+    b"\xff\xfe{",
+    b"null",
+)
+#: ``{len}`` stands for the body's real length.
+CONTENT_LENGTHS = (
+    b"{len}",
+    b"{len}",
+    b"0",
+    b"1",
+    b"-1",
+    b"+5",
+    b"0x10",
+    b" 5 ",
+    b"5, 5",
+    b"5, 6",
+    b"99999999999999999999",
+    b"18446744073709551616",
+    b"abc",
+    b"",
+)
+TRANSFER_ENCODINGS = (
+    b"chunked",
+    b"CHUNKED",
+    b"chunked, chunked",
+    b"gzip, chunked",
+    b"chunked, gzip",
+    b"gzip",
+    b"identity",
+    b" chunked",
+    b"chunked\x0b",
+)
+FIXED_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"Connection", b"close"),
+    (b"Connection", b"keep-alive"),
+    (b"Connection", b"Upgrade"),
+    (b"Upgrade", b"websocket"),
+    (b"Upgrade", b"h2c"),
+    (b"HTTP2-Settings", b"AAMAAABkAARAAAAAAAIAAAAA"),
+    (b"Expect", b"100-continue"),
+    (b"Expect", b"bogus"),
+    (b"Content-Type", b"application/json"),
+    (b"Content-Type", b"multipart/form-data; boundary=x"),
+    (b"Content-Type", b"application/x-www-form-urlencoded"),
+    (b"Content-Encoding", b"gzip"),
+    (b"Origin", b"http://evil.example"),
+    (b"Host", b"evil.example"),
+    (b"Host", b""),
+    (b"Sec-WebSocket-Version", b"13"),
+    (b"Sec-WebSocket-Key", b"dGhlIHNhbXBsZSBub25jZQ=="),
+    (b"X-Long", b"v" * 20_000),
+    (b"X-Folded", b"a\r\n b"),
+    (b"X-Ctl", b"\x00\x01\x7f"),
+    (b"X-Latin1", b"\xe9\xff"),
+    (b"", b"no name"),
+    (b"Bad Name", b"x"),
+    (b"Trailer", b"X-T"),
+)
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    data: Payload
+    #: The size line as sent (``None``: the real size in hex).
+    size_line: bytes | None = None
+    terminator: bytes = b"\r\n"
+
+
+@dataclass(frozen=True)
+class HttpPlan:
+    method: bytes
+    target: bytes
+    version: bytes
+    headers: tuple[tuple[bytes, bytes], ...]
+    body: Payload = b""
+    #: Send ``body`` chunked with these chunks instead (then ``last_chunk``).
+    chunks: tuple[ChunkSpec, ...] | None = None
+    last_chunk: bytes = b"0\r\n\r\n"
+    #: Bytes after the request: a pipelined request, an HTTP/2 preface, garbage.
+    trailing: bytes = b""
+    #: Cut the request after this fraction (0-1000 per mille; 1000: whole).
+    keep_per_mille: int = 1000
+    #: Split the bytes into this many writes, 5 ms apart.
+    writes: int = 1
+    end: str = "close"
+    #: Instead of all of the above, exactly these bytes.
+    raw: bytes | None = None
+
+    def wire(self) -> bytes:
+        if self.raw is not None:
+            return self.raw
+        body = build(self.body)
+        if self.chunks is not None:
+            parts = []
+            for chunk in self.chunks:
+                data = build(chunk.data)
+                size = b"%x" % len(data) if chunk.size_line is None else chunk.size_line
+                parts.append(size + b"\r\n" + data + chunk.terminator)
+            body = b"".join(parts) + self.last_chunk
+        head = self.method + b" " + self.target + (b" " + self.version if self.version else b"")
+        lines = [head]
+        for name, value in self.headers:
+            value = value.replace(b"{len}", str(len(body)).encode())
+            lines.append(name + b": " + value)
+        request = b"\r\n".join(lines) + b"\r\n\r\n" + body + self.trailing
+        return request[: len(request) * self.keep_per_mille // 1000]
+
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+H2_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+TRAILING = (
+    b"",
+    b"",
+    b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"POST /api/auth HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{",
+    H2_PREFACE + H2_SETTINGS,
+    b"\r\n\r\n\r\n",
+    b"\x00\xff" * 100,
+)
+
+chunk_specs = st.builds(
+    ChunkSpec,
+    data=st.one_of(st.binary(max_size=32), st.sampled_from(AUTH_BODIES), fills),
+    size_line=st.one_of(
+        st.none(),
+        st.none(),
+        st.sampled_from(
+            [
+                b"zz",
+                b"-1",
+                b"ffffffffffffffffffff",
+                b" 5",
+                b"5;ext=1",
+                b"5 ",
+                b"",
+                b"0x5",
+                b"7fffffff",
+            ]
+        ),
+    ),
+    terminator=st.sampled_from([b"\r\n", b"\r\n", b"\n", b"", b"XX"]),
+)
+
+header_lists = st.lists(
+    st.one_of(
+        st.sampled_from(FIXED_HEADERS),
+        st.tuples(st.just(b"Content-Length"), st.sampled_from(CONTENT_LENGTHS)),
+        st.tuples(st.just(b"Transfer-Encoding"), st.sampled_from(TRANSFER_ENCODINGS)),
+        st.tuples(st.binary(min_size=1, max_size=12), st.binary(max_size=24)),
+    ),
+    max_size=8,
+).map(tuple)
+
+
+@st.composite
+def http_plans(draw: st.DrawFn) -> HttpPlan:
+    if draw(st.integers(0, 9)) == 0:
+        raw = draw(st.binary(max_size=300))
+        if draw(st.booleans()):  # HTTP/2 with prior knowledge, then garbage frames
+            raw = H2_PREFACE + H2_SETTINGS + raw
+        return HttpPlan(b"", b"", b"", (), raw=raw, end=draw(ends))
+    headers = draw(header_lists)
+    if draw(st.booleans()):
+        headers = ((b"Host", b"127.0.0.1"), *headers)
+    chunked = draw(st.integers(0, 3)) == 0
+    return HttpPlan(
+        method=draw(st.one_of(st.sampled_from(METHODS), st.binary(min_size=1, max_size=8))),
+        target=draw(st.one_of(st.sampled_from(PATHS), st.binary(max_size=40))),
+        version=draw(st.sampled_from(VERSIONS)),
+        headers=headers,
+        body=draw(st.one_of(st.sampled_from(AUTH_BODIES), st.binary(max_size=64), fills)),
+        chunks=tuple(draw(st.lists(chunk_specs, max_size=4))) if chunked else None,
+        last_chunk=draw(st.sampled_from([b"0\r\n\r\n", b"0\r\nX-T: 1\r\n\r\n", b"", b"0\r\n"])),
+        trailing=draw(st.sampled_from(TRAILING)),
+        keep_per_mille=draw(st.sampled_from([1000, 1000, 1000, 0, 1, 500, 990])),
+        writes=draw(st.integers(1, 3)),
+        end=draw(ends),
+    )
+
+
+# --- WebSocket upgrades -----------------------------------------------------------------------
+
+
+SAMPLE_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's
+
+
+@dataclass(frozen=True)
+class UpgradePlan:
+    """A (maybe broken) upgrade to /ws, data before the 101, then frames if it was accepted."""
+
+    #: valid | missing | bogus | empty | twice | used (a token that already opened a session)
+    token: str = "valid"
+    path: bytes = b"/ws"
+    method: bytes = b"GET"
+    version: bytes = b"HTTP/1.1"
+    upgrade: bytes | None = b"websocket"
+    connection: bytes | None = b"Upgrade"
+    key: bytes | None = SAMPLE_KEY
+    ws_version: bytes | None = b"13"
+    extra_headers: tuple[tuple[bytes, bytes], ...] = ()
+    body: bytes = b""
+    #: Sent right after the request, before the answer is read.
+    early: bytes = b""
+    frames: tuple[Frame, ...] = ()
+    #: Send ``early`` in the same write as the request (else in a second write, at once).
+    early_together: bool = True
+    end: str = "close"
+
+    def request(self, token: str | None) -> bytes:
+        target = self.path
+        if token is not None:
+            sep = b"&" if b"?" in target else b"?"
+            target += sep + b"token=" + token.encode()
+            if self.token == "twice":
+                target += b"&token=" + token.encode()
+        lines = [self.method + b" " + target + b" " + self.version, b"Host: 127.0.0.1"]
+        for name, value in (
+            (b"Upgrade", self.upgrade),
+            (b"Connection", self.connection),
+            (b"Sec-WebSocket-Key", self.key),
+            (b"Sec-WebSocket-Version", self.ws_version),
+        ):
+            if value is not None:
+                lines.append(name + b": " + value)
+        lines.extend(name + b": " + value for name, value in self.extra_headers)
+        return b"\r\n".join(lines) + b"\r\n\r\n" + self.body
+
+
+SETUP_FRAME = Frame(TEXT, JSON_MESSAGES[0])
+TEXT_TURN_FRAME = Frame(TEXT, b'{"type": "text", "text": "hello"}')
+
+early_data = st.one_of(
+    st.just(b""),
+    st.just(b""),
+    st.binary(min_size=1, max_size=64),
+    st.just(SETUP_FRAME.encode()),
+    st.just(SETUP_FRAME.encode() + TEXT_TURN_FRAME.encode()),
+    st.just(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n"),
+    st.just(Fill("pattern", 70_000).build()),
+)
+
+upgrade_plans = st.builds(
+    UpgradePlan,
+    token=st.sampled_from(
+        ["valid", "valid", "valid", "missing", "bogus", "empty", "twice", "used"]
+    ),
+    path=st.sampled_from([b"/ws", b"/ws", b"/ws/", b"/WS", b"//ws", b"/ws?x=1", b"/ws%3F", b"/"]),
+    method=st.sampled_from([b"GET", b"GET", b"GET", b"POST", b"get", b"HEAD"]),
+    version=st.sampled_from([b"HTTP/1.1", b"HTTP/1.1", b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0"]),
+    upgrade=st.sampled_from([b"websocket", b"websocket", b"WebSocket", b"websocket, h2c", None]),
+    connection=st.sampled_from([b"Upgrade", b"Upgrade", b"keep-alive, Upgrade", b"close", None]),
+    key=st.sampled_from(
+        [b"dGhlIHNhbXBsZSBub25jZQ==", b"dGhlIHNhbXBsZSBub25jZQ==", b"", b"x", None]
+    ),
+    ws_version=st.sampled_from([b"13", b"13", b"13", b"8", b"13, 8", b"", None]),
+    extra_headers=st.lists(
+        st.one_of(
+            st.sampled_from(
+                [
+                    (b"Sec-WebSocket-Extensions", b"permessage-deflate"),
+                    (b"Sec-WebSocket-Extensions", b"permessage-deflate; server_max_window_bits=8"),
+                    (b"Sec-WebSocket-Extensions", b'x; a="'),
+                    (b"Sec-WebSocket-Protocol", b"chat, superchat"),
+                    (b"Sec-WebSocket-Protocol", b",,,"),
+                    (b"Origin", b"http://evil.example"),
+                    (b"Origin", b"null"),
+                    (b"Sec-WebSocket-Key", b"AAAAAAAAAAAAAAAAAAAAAA=="),
+                    (b"Content-Length", b"5"),
+                    (b"Content-Length", b"100000"),
+                    (b"Transfer-Encoding", b"chunked"),
+                    (b"Expect", b"100-continue"),
+                    (b"X-Long", b"v" * 20_000),
+                ]
+            ),
+            st.tuples(st.binary(min_size=1, max_size=12), st.binary(max_size=24)),
+        ),
+        max_size=4,
+    ).map(tuple),
+    body=st.sampled_from([b"", b"", b"hello", b"5\r\nhello\r\n0\r\n\r\n", b"x" * 1000]),
+    early=early_data,
+    early_together=st.booleans(),
+    frames=st.one_of(st.just(()), frame_sequences(max_groups=3)),
+    end=ends,
+)

@@ -1,0 +1,218 @@
+"""A real ``liveproxy serve`` process (built-in emulator), its bystander, and the health checks.
+
+The process runs with no Google credentials (so it serves the built-in Gemini Live emulator), on
+127.0.0.1 and a port it picks, in an empty temporary directory (so no ``.env`` is read).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import queue
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import psutil
+
+from tests.fuzz.wire import Bystander, http_json
+
+#: Smaller than the 2 MiB default so crossing the proxy's limit is cheap.
+MAX_MESSAGE_BYTES = 65536
+
+#: How far the proxy may stay above its baseline once an example's connections are closed.
+#: RSS: CPython rarely hands freed memory back to the OS, and an example may make the process
+#: hold a few of the examples' frames (up to ~8 MiB once inflated) in wsproto's and Hypercorn's
+#: buffers and grow pymalloc arenas; 50 MiB is well above that noise yet is crossed by any real
+#: per-connection leak within a few hundred examples (a session holds ~110 KiB, a large frame
+#: 1-8 MiB).
+RSS_SLACK = 50 * 1024 * 1024
+#: fds: the bystander's session is already in the baseline; what may remain is a few sockets
+#: whose close the server has not processed yet (each session is 3 fds: browser socket, and
+#: both ends of its upstream connection to the in-process emulator). 20 leaves room for that,
+#: and a leak of one fd per example crosses it within 20 examples.
+FD_SLACK = 20
+#: Time for the server to notice closed connections and end their sessions.
+SETTLE_SECONDS = 10.0
+
+_SECRET_NAMES = (
+    "GOOGLE_API_KEY",
+    "GEMINI_API_KEY",
+    "PROJECT_ID",
+    "GOOGLE_CLOUD_PROJECT",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "UPSTREAM_URL",
+    "EMULATOR",
+)
+
+SERVER_ENV = {
+    "HOST": "127.0.0.1",
+    "PORT": "0",
+    "LOG_LEVEL": "INFO",
+    "MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES),
+    # The bystander lives as long as the run; its session must not hit the time limit.
+    "SESSION_TIME_LIMIT": "86400",
+    "SESSION_MAX_SECONDS": "86400",
+    # Unused tokens count against MAX_SESSIONS for TOKEN_TTL_SECONDS: keep capacity out of it.
+    "MAX_SESSIONS": "100000",
+    "SHUTDOWN_GRACE_SECONDS": "1",
+}
+
+
+class ServerDied(AssertionError):
+    pass
+
+
+class ProxyProcess:
+    """One ``liveproxy serve`` subprocess with a live bystander session and a resource baseline."""
+
+    command: tuple[str, ...] = (sys.executable, "-m", "liveproxy", "serve")
+
+    def __init__(self) -> None:
+        self._cwd = tempfile.TemporaryDirectory(prefix="liveproxy-fuzz-")
+        env = {k: v for k, v in os.environ.items() if k not in _SECRET_NAMES}
+        env.update(SERVER_ENV)
+        self.process = subprocess.Popen(
+            self.command,
+            cwd=self._cwd.name,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self.lines: collections.deque[str] = collections.deque(maxlen=400)
+        self.line_count = 0
+        self._ports: queue.Queue[int | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
+        self.bystander: Bystander | None = None
+        self.port: int = 0
+        self.proc: psutil.Process
+        self.base_rss: int = 0
+        self.base_fds: int = 0
+        try:
+            try:
+                port = self._ports.get(timeout=30)
+            except queue.Empty:
+                port = None
+            if port is None:
+                raise ServerDied("the server did not start listening:\n" + self.tail())
+            self.port = port
+            assert any("built-in Gemini Live emulator" in line for line in self.lines), self.tail()
+            self.proc = psutil.Process(self.process.pid)
+            # Warm the paths the examples take (first imports, caches) before the baseline.
+            for path in ("/api/health", "/api/status", "/nowhere"):
+                http_json(self.port, "GET", path)
+            self.bystander = Bystander(self.port)
+            self.bystander.turn()
+            self.base_rss, self.base_fds = self.resources()
+        except BaseException:
+            self.kill()
+            raise
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for raw in self.process.stderr:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.lines.append(line)
+            self.line_count += 1
+            match = re.search(r"Running on http://127\.0\.0\.1:(\d+)", line)
+            if match:
+                self._ports.put(int(match.group(1)))
+        self._ports.put(None)
+
+    def tail(self, n: int = 40) -> str:
+        return "\n".join(list(self.lines)[-n:])
+
+    def resources(self) -> tuple[int, int]:
+        return self.proc.memory_info().rss, self.proc.num_fds()
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def assert_alive(self, what: str, grace: float = 0.0) -> None:
+        """Fail with the end of its stderr if the process died, or dies within ``grace`` s.
+
+        (A server on its way out may drop its connections some time before it exits.)
+        """
+        if grace:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(grace)
+        if not self.alive():
+            self._reader.join(2)  # the last lines of its stderr
+            raise ServerDied(
+                f"the server process died ({what}), exit status {self.process.returncode}; "
+                f"last lines of its stderr:\n{self.tail()}"
+            )
+
+    def check(self) -> None:
+        """After an example: alive, the bystander answered, new connections are served, and RSS
+        and fds are back near the baseline."""
+        self.assert_alive("during the example")
+        assert self.bystander is not None
+        try:
+            self.bystander.turn()
+        except Exception as exc:
+            self.assert_alive("while the bystander waited for its answer", grace=3)
+            raise AssertionError(
+                f"the bystander session got no answer ({type(exc).__name__}: {exc}); "
+                f"last lines of the server's stderr:\n{self.tail()}"
+            ) from exc
+        try:
+            status, answer = http_json(self.port, "GET", "/api/health")
+            assert status == 200, (status, answer)
+        except Exception as exc:
+            self.assert_alive("while a new client asked GET /api/health", grace=3)
+            raise AssertionError(
+                f"the server no longer serves new connections ({type(exc).__name__}: {exc}); "
+                f"last lines of its stderr:\n{self.tail()}"
+            ) from exc
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while True:
+            self.assert_alive("while its connections closed")
+            rss, fds = self.resources()
+            if rss <= self.base_rss + RSS_SLACK and fds <= self.base_fds + FD_SLACK:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"the proxy did not come back near its baseline within {SETTLE_SECONDS}s: "
+                    f"RSS {rss / 2**20:.1f} MiB (baseline {self.base_rss / 2**20:.1f}, "
+                    f"bound +{RSS_SLACK / 2**20:.0f}), fds {fds} (baseline {self.base_fds}, "
+                    f"bound +{FD_SLACK}); connections: {self._connection_summary()}; "
+                    f"last lines of the server's stderr:\n{self.tail()}"
+                )
+            time.sleep(0.05)
+
+    def _connection_summary(self) -> str:
+        try:
+            states = collections.Counter(c.status for c in self.proc.net_connections("tcp"))
+        except psutil.Error as exc:
+            return f"({exc})"
+        return ", ".join(f"{state}: {n}" for state, n in sorted(states.items()))
+
+    def stop(self) -> int:
+        """SIGTERM, as a deployment would; the exit status (the process is gone afterwards)."""
+        if self.bystander is not None:
+            self.bystander.close()
+            self.bystander = None
+        self.process.terminate()
+        try:
+            return self.process.wait(20)
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        if self.bystander is not None:
+            self.bystander.ws.sock.close()
+            self.bystander = None
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self._reader.join(5)
+        if self.process.stderr is not None:
+            self.process.stderr.close()
+        self._cwd.cleanup()
