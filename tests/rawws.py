@@ -41,10 +41,15 @@ async def open_raw(port: int) -> trio.SocketStream:
     return await trio.open_tcp_stream("127.0.0.1", port)
 
 
-async def upgrade(stream: trio.SocketStream, path: str, *, extra: bytes = b"") -> None:
-    """Send an upgrade request for ``path`` (``extra`` header lines may be added)."""
+async def upgrade(
+    stream: trio.SocketStream, path: str, *, extra: bytes = b"", early: bytes = b""
+) -> None:
+    """Send an upgrade request for ``path`` (``extra`` header lines may be added).
+
+    ``early`` goes in the same write, so it reaches the server before its answer can.
+    """
     request = upgrade_request(path, "127.0.0.1")
-    await stream.send_all(request[:-2] + extra + b"\r\n")
+    await stream.send_all(request[:-2] + extra + b"\r\n" + early)
 
 
 async def read_head(stream: trio.SocketStream) -> bytes:

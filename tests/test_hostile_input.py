@@ -55,11 +55,10 @@ async def test_data_before_the_101_is_answered_400_and_closed(proxy: Proxy, earl
     stream = await open_raw(proxy.port)
     async with stream:
         if early.startswith(b"Content-Length"):
-            await upgrade(stream, "/ws?token=x", extra=early.split(b"\r\n\r\n")[0] + b"\r\n")
-            await stream.send_all(b"hi")
+            header = early.split(b"\r\n\r\n")[0] + b"\r\n"
+            await upgrade(stream, f"/ws?token={await proxy.token()}", extra=header, early=b"hi")
         else:
-            await upgrade(stream, "/ws?token=x")
-            await stream.send_all(early)
+            await upgrade(stream, f"/ws?token={await proxy.token()}", early=early)
         with trio.fail_after(5):
             answer = await read_answer(stream)
     assert answer.status == 400

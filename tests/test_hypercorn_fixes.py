@@ -70,8 +70,7 @@ async def test_the_net_closes_a_failing_connection_and_the_server_goes_on(
         for _ in range(3):
             stream = await open_raw(port)
             async with stream:
-                await upgrade(stream, "/ws")
-                await stream.send_all(encode_frame(TEXT, b"hi"))
+                await upgrade(stream, "/ws", early=encode_frame(TEXT, b"hi"))
                 with trio.fail_after(5):
                     await read_answer(stream)
         response = await request("127.0.0.1", port, "GET", "/")

@@ -49,16 +49,14 @@ async def talk(port: int, bystander: Bystander, task_status: trio.TaskStatus[Non
 async def early_data(port: int, token: str) -> RawAnswer:
     stream = await open_raw(port)
     async with stream:
-        await upgrade(stream, f"/ws?token={token}")
-        await stream.send_all(encode_frame(TEXT, b"hi"))
+        await upgrade(stream, f"/ws?token={token}", early=encode_frame(TEXT, b"hi"))
         return await read_answer(stream)
 
 
 async def upgrade_with_body(port: int, token: str) -> RawAnswer:
     stream = await open_raw(port)
     async with stream:
-        await upgrade(stream, f"/ws?token={token}", extra=b"Content-Length: 2\r\n")
-        await stream.send_all(b"hi")
+        await upgrade(stream, f"/ws?token={token}", extra=b"Content-Length: 2\r\n", early=b"hi")
         return await read_answer(stream)
 
 
