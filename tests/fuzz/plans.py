@@ -176,9 +176,44 @@ JSON_MESSAGES: tuple[bytes, ...] = tuple(
     m if isinstance(m, bytes) else json.dumps(m).encode() for m in _MESSAGES
 )
 
+#: Keys the proxy and Gemini's schema know, so random JSON reaches past the first check.
+KNOWN_KEYS = (
+    "setup", "type", "text", "data", "mime_type", "mimeType", "client_content", "clientContent",
+    "realtime_input", "realtimeInput", "tool_response", "toolResponse", "turns", "parts", "role",
+    "turn_complete", "turnComplete", "audio", "video", "media_chunks", "audio_stream_end",
+    "activity_start", "activity_end", "function_responses", "id", "name", "response",
+    "generation_config", "response_modalities", "tools", "function_declarations", "parameters",
+    "system_instruction", "input_audio_transcription", "session_resumption", "handle", "model",
+)  # fmt: skip
+TYPES = ("text", "image", "audio_stream_end", "activity_start", "activity_end", "setup", "")
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats()
+    | st.text(max_size=16)
+    | st.sampled_from(KNOWN_KEYS + TYPES),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.sampled_from(KNOWN_KEYS) | st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=16,
+)
+random_messages = st.one_of(
+    st.dictionaries(st.sampled_from(KNOWN_KEYS), json_values, min_size=1, max_size=2),
+    st.builds(
+        lambda kind, rest: {"type": kind, **rest},
+        st.sampled_from(TYPES) | st.text(max_size=8),
+        st.dictionaries(st.sampled_from(KNOWN_KEYS), json_values, max_size=3),
+    ),
+    json_values,
+).map(lambda message: json.dumps(message).encode())
+
 payloads: st.SearchStrategy[Payload] = st.one_of(
     st.binary(max_size=64),
     st.sampled_from(JSON_MESSAGES),
+    random_messages,
     fills,
 )
 

@@ -86,6 +86,9 @@ class ProxyProcess:
         )
         self.lines: collections.deque[str] = collections.deque(maxlen=400)
         self.line_count = 0
+        #: stderr lines that report an exception or an error, and how many a check has seen.
+        self.errors: list[str] = []
+        self.errors_seen = 0
         self._ports: queue.Queue[int | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
@@ -120,6 +123,8 @@ class ProxyProcess:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             self.lines.append(line)
             self.line_count += 1
+            if " ERROR " in line or " CRITICAL " in line or line.startswith("Traceback"):
+                self.errors.append(line)
             match = re.search(r"Running on http://127\.0\.0\.1:(\d+)", line)
             if match:
                 self._ports.put(int(match.group(1)))
@@ -150,8 +155,8 @@ class ProxyProcess:
             )
 
     def check(self) -> None:
-        """After an example: alive, the bystander answered, new connections are served, and RSS
-        and fds are back near the baseline."""
+        """After an example: alive, the bystander answered, new connections are served, nothing
+        was logged at ERROR, and RSS and fds are back near the baseline."""
         self.assert_alive("during the example")
         assert self.bystander is not None
         try:
@@ -171,6 +176,13 @@ class ProxyProcess:
                 f"the server no longer serves new connections ({type(exc).__name__}: {exc}); "
                 f"last lines of its stderr:\n{self.tail()}"
             ) from exc
+        if len(self.errors) > self.errors_seen:
+            new, self.errors_seen = self.errors[self.errors_seen :], len(self.errors)
+            raise AssertionError(
+                "the server logged an error (an exception no client should cause): "
+                + " | ".join(new[:5])
+                + f"\nlast lines of its stderr:\n{self.tail()}"
+            )
         deadline = time.monotonic() + SETTLE_SECONDS
         while True:
             self.assert_alive("while its connections closed")

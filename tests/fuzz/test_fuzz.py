@@ -85,6 +85,7 @@ class Harness:
         self.healthy = False
         self.examples = 0
         self.restarts = 0
+        self.growth = ""
 
     def run(self, action: Callable[[ProxyProcess], None]) -> None:
         if self.server is not None and not self.healthy:
@@ -108,6 +109,11 @@ class Harness:
         """Stop the server as a deployment would: SIGTERM must end it cleanly."""
         if self.server is not None and self.healthy:
             server, self.server = self.server, None
+            rss, fds = server.resources()
+            self.growth = (
+                f"; RSS {server.base_rss / 2**20:.1f} -> {rss / 2**20:.1f} MiB, "
+                f"fds {server.base_fds} -> {fds}"
+            )
             status = server.stop()
             assert status == 0, f"exit status {status} on SIGTERM:\n{server.tail()}"
 
@@ -155,7 +161,7 @@ def fuzz(
         print(
             f"\nfuzz {name}: {harness.examples} examples passed in "
             f"{time.monotonic() - start:.0f}s ({harness.restarts} server restarts, "
-            f"{'random seed' if FUZZ_SECONDS else 'fixed seed'})"
+            f"{'random seed' if FUZZ_SECONDS else 'fixed seed'}{harness.growth})"
         )
 
 
