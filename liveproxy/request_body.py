@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from liveproxy.browser import ASGIMessage, Receive, Send
+from liveproxy.codec import to_json
+from liveproxy.models import ApiError, ErrorResponse
 
 
 class BoundedBodies:
@@ -70,9 +70,7 @@ def _declared_length(scope: ASGIMessage) -> int:
 
 
 async def _payload_too_large(send: Send, limit: int) -> None:
-    body = orjson.dumps(
-        {"error": {"code": "payload_too_large", "message": f"the body exceeds {limit} bytes"}}
-    )
+    body = to_json(ErrorResponse(ApiError("payload_too_large", f"the body exceeds {limit} bytes")))
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
