@@ -3,10 +3,7 @@ bystander sessions talking throughout, and the two inputs that killed Hypercorn 
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from functools import partial
 
 import attrs
@@ -20,7 +17,7 @@ from tests.conftest import TEXT_SETUP
 from tests.fuzz.wire import BINARY, TEXT, encode_frame
 from tests.http import request
 from tests.rawws import RawAnswer, open_raw, read_answer, read_head, upgrade
-from tests.test_shutdown import drain, read_port
+from tests.served import liveproxy_process
 from tests.wsclient import BrowserClient, has_key, wait_until
 
 BYSTANDERS = 20
@@ -93,45 +90,27 @@ ATTACKS = [
 async def test_crashing_inputs_close_their_connection_and_20_bystanders_go_on(
     emulator: Emulator,
 ) -> None:
-    env = dict(
-        os.environ,
-        PORT="0",
-        HOST="127.0.0.1",
-        GOOGLE_API_KEY="test-key",
-        UPSTREAM_URL=emulator.url,
-        MAX_SESSIONS="100",
-        LOG_LEVEL="INFO",
-    )
-    log: list[str] = []
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "liveproxy", "serve"], env=env, stderr=subprocess.PIPE
-    )
-    try:
-        assert process.stderr is not None
+    bystanders = [Bystander() for _ in range(BYSTANDERS)]
+    async with liveproxy_process(
+        GOOGLE_API_KEY="test-key", UPSTREAM_URL=emulator.url, MAX_SESSIONS="100"
+    ) as served:
+        port, process = served.port, served.process
+        async with trio.open_nursery() as nursery:
+            for bystander in bystanders:
+                await nursery.start(talk, port, bystander)
+            for name, attack, status, close_code in ATTACKS:
+                token = (await request("127.0.0.1", port, "POST", "/api/auth")).json()
+                before = [b.turns for b in bystanders]
+                with trio.fail_after(10):
+                    answer = await attack(port, token["session_token"])  # type: ignore[operator]
+                assert (answer.status, answer.close_code) == (status, close_code), name
+                assert process.returncode is None, name
+                await wait_until(partial(all_answered_twice_since, bystanders, before))
+            nursery.cancel_scope.cancel()  # the bystanders leave
+        process.send_signal(signal.SIGTERM)
         with trio.fail_after(20):
-            port = await read_port(process.stderr, log)
-        bystanders = [Bystander() for _ in range(BYSTANDERS)]
-        async with trio.open_nursery() as outer:
-            outer.start_soon(drain, process.stderr, log)
-            async with trio.open_nursery() as nursery:
-                for bystander in bystanders:
-                    await nursery.start(talk, port, bystander)
-                for name, attack, status, close_code in ATTACKS:
-                    token = (await request("127.0.0.1", port, "POST", "/api/auth")).json()
-                    before = [b.turns for b in bystanders]
-                    with trio.fail_after(10):
-                        answer = await attack(port, token["session_token"])  # type: ignore[operator]
-                    assert (answer.status, answer.close_code) == (status, close_code), name
-                    assert process.returncode is None, name
-                    await wait_until(partial(all_answered_twice_since, bystanders, before))
-                nursery.cancel_scope.cancel()  # the bystanders leave
-            process.send_signal(signal.SIGTERM)
-            with trio.fail_after(20):
-                status = await process.wait()
-    finally:
-        if process.returncode is None:
-            process.kill()
-    text = "".join(log)
+            status = await process.wait()
+    text = served.text
     assert status == 0, text
     assert "Traceback" not in text
     assert "failed and was closed" not in text  # the fixes answer these before the net

@@ -7,10 +7,7 @@ user's words must not appear either, in our lines or the libraries'.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 
 import orjson
 import trio
@@ -18,7 +15,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 
 from liveproxy.emulator import Emulator, Faults
 from tests.http import request
-from tests.test_shutdown import drain, read_port
+from tests.served import liveproxy_process
 from tests.wsclient import BrowserClient
 
 KEY = "sk-live-KEY-0123456789abcdef"
@@ -54,51 +51,35 @@ async def one_session(
 
 
 async def test_a_debug_log_of_every_error_ending_has_no_secret(emulator: Emulator) -> None:
-    env = dict(
-        os.environ,
-        PORT="0",
-        HOST="127.0.0.1",
+    tokens: list[str] = []
+    text_turn = orjson.dumps({"type": "text", "text": WORDS}).decode()
+    async with liveproxy_process(
         GOOGLE_API_KEY=KEY,
         UPSTREAM_URL=f"{emulator.url}{LIVE_PATH}?key={KEY}",
         LOG_LEVEL="DEBUG",
         MAX_MESSAGE_BYTES="65536",
         SETUP_TIMEOUT_SECONDS="1",
         RECONNECT_ATTEMPTS="1",
-    )
-    log: list[str] = []
-    tokens: list[str] = []
-    text_turn = orjson.dumps({"type": "text", "text": WORDS}).decode()
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "liveproxy", "serve"], env=env, stderr=subprocess.PIPE
-    )
-    try:
-        assert process.stderr is not None
+    ) as served:
+        port = served.port
+        emulator.queue_faults(
+            Faults(close_after=1, close_code=1007, close_reason=f"API key {KEY} not valid"),
+            Faults(reject_status=401),
+            Faults(hang_upgrade=True),
+            Faults(drop_after=1),
+        )
+        await one_session(port, tokens, text_turn)  # upstream_error, reason with the key
+        await one_session(port, tokens, text_turn)  # upstream_rejected (HTTP 401)
+        await one_session(port, tokens, text_turn)  # upstream_unavailable (no answer)
+        await one_session(port, tokens, text_turn)  # a drop, then a failed resume
+        await one_session(port, tokens, text_turn, b"x" * 70_000)  # message_too_big
+        await one_session(port, tokens, text_turn, *[b"\0\0"] * 1000)  # rate_limited
+        bad = {"setup": {"no_such_field": PROMPT, "system_instruction": PROMPT}}
+        await one_session(port, tokens, setup=bad)  # invalid_setup
+        served.process.send_signal(signal.SIGTERM)
         with trio.fail_after(20):
-            port = await read_port(process.stderr, log)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(drain, process.stderr, log)
-            emulator.queue_faults(
-                Faults(close_after=1, close_code=1007, close_reason=f"API key {KEY} not valid"),
-                Faults(reject_status=401),
-                Faults(hang_upgrade=True),
-                Faults(drop_after=1),
-            )
-            await one_session(port, tokens, text_turn)  # upstream_error, reason with the key
-            await one_session(port, tokens, text_turn)  # upstream_rejected (HTTP 401)
-            await one_session(port, tokens, text_turn)  # upstream_unavailable (no answer)
-            await one_session(port, tokens, text_turn)  # a drop, then a failed resume
-            await one_session(port, tokens, text_turn, b"x" * 70_000)  # message_too_big
-            await one_session(port, tokens, text_turn, *[b"\0\0"] * 1000)  # rate_limited
-            bad = {"setup": {"no_such_field": PROMPT, "system_instruction": PROMPT}}
-            await one_session(port, tokens, setup=bad)  # invalid_setup
-            process.send_signal(signal.SIGTERM)
-            with trio.fail_after(20):
-                await process.wait()
-            nursery.cancel_scope.cancel()
-    finally:
-        if process.returncode is None:
-            process.kill()
-    text = "".join(log)
+            await served.process.wait()
+    text = served.text
     assert "DEBUG" in text  # the libraries' loggers were on
     endings = ("upstream_error", "upstream_rejected", "upstream_unavailable", "invalid_setup")
     for ending in (*endings, "message_too_big", "rate_limited"):

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import re
 import signal
-import subprocess
-import sys
 
 import trio
 from trio_websocket import open_websocket_url
@@ -14,26 +10,10 @@ from trio_websocket import open_websocket_url
 from liveproxy.emulator import Emulator
 from tests.conftest import TEXT_SETUP
 from tests.http import request
+from tests.served import liveproxy_process
 from tests.wsclient import BrowserClient, Ended
 
 GRACE = 2.0
-
-
-async def read_port(stderr: trio.abc.ReceiveStream, log: list[str]) -> int:
-    buffer = b""
-    while True:
-        chunk = await stderr.receive_some(4096)
-        assert chunk, "the server exited before listening:\n" + buffer.decode()
-        buffer += chunk
-        match = re.search(rb"Running on http://127\.0\.0\.1:(\d+)", buffer)
-        if match:
-            log.append(buffer.decode())
-            return int(match.group(1))
-
-
-async def drain(stderr: trio.abc.ReceiveStream, log: list[str]) -> None:
-    async for chunk in stderr:
-        log.append(chunk.decode())
 
 
 async def live_session(port: int, nursery: trio.Nursery, endings: list[Ended]) -> None:
@@ -53,39 +33,26 @@ async def live_session(port: int, nursery: trio.Nursery, endings: list[Ended]) -
 async def test_sigterm_ends_live_sessions_within_the_grace_and_exits_zero(
     emulator: Emulator,
 ) -> None:
-    env = dict(
-        os.environ,
-        PORT="0",
-        HOST="127.0.0.1",
+    endings: list[Ended] = []
+    async with liveproxy_process(
         GOOGLE_API_KEY="test-key",
         UPSTREAM_URL=emulator.url,
         SHUTDOWN_GRACE_SECONDS=str(GRACE),
         LOG_LEVEL="INFO",
-    )
-    log: list[str] = []
-    endings: list[Ended] = []
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "liveproxy", "serve"], env=env, stderr=subprocess.PIPE
-    )
-    try:
-        assert process.stderr is not None
-        with trio.fail_after(20):
-            port = await read_port(process.stderr, log)
+    ) as served:
+        port = served.port
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(drain, process.stderr, log)
             await live_session(port, nursery, endings)
             await live_session(port, nursery, endings)
-            process.send_signal(signal.SIGTERM)
+            served.process.send_signal(signal.SIGTERM)
             start = trio.current_time()
             await trio.sleep(0.3)
             refused = await request("127.0.0.1", port, "POST", "/api/auth")
             assert refused.status == 503
             with trio.fail_after(GRACE + 8):
-                status = await process.wait()
+                status = await served.process.wait()
             elapsed = trio.current_time() - start
-    finally:
-        if process.returncode is None:
-            process.kill()
+    log = served.log
     assert status == 0, "".join(log)
     assert GRACE - 0.1 <= elapsed <= GRACE + 5, "".join(log)
     assert len(endings) == 2

@@ -1,0 +1,72 @@
+"""A real ``liveproxy serve`` process for tests: started on port 0, its stderr collected."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import attrs
+import trio
+
+
+@attrs.define
+class Served:
+    """A running ``liveproxy serve``: the process, the port it listens on, its stderr so far."""
+
+    process: trio.Process
+    port: int
+    log: list[str]
+
+    @property
+    def text(self) -> str:
+        return "".join(self.log)
+
+
+@asynccontextmanager
+async def liveproxy_process(**settings: str) -> AsyncIterator[Served]:
+    """Run ``python -m liveproxy serve`` with ``settings`` as environment variables over ours.
+
+    ``PORT=0`` and ``HOST=127.0.0.1`` unless given. Yields once it listens; on exit, a process
+    still running is killed, and the log holds everything it wrote.
+    """
+    env = dict(os.environ, PORT="0", HOST="127.0.0.1")
+    env.update(settings)
+    log: list[str] = []
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "liveproxy", "serve"], env=env, stderr=subprocess.PIPE
+    )
+    try:
+        assert process.stderr is not None
+        with trio.fail_after(20):
+            port = await _read_port(process.stderr, log)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_drain, process.stderr, log)
+            try:
+                yield Served(process, port, log)
+            finally:
+                if process.returncode is None:
+                    process.kill()
+    finally:
+        if process.returncode is None:
+            process.kill()
+
+
+async def _read_port(stderr: trio.abc.ReceiveStream, log: list[str]) -> int:
+    buffer = b""
+    while True:
+        chunk = await stderr.receive_some(4096)
+        assert chunk, "the server exited before listening:\n" + buffer.decode()
+        buffer += chunk
+        match = re.search(rb"Running on http://127\.0\.0\.1:(\d+)", buffer)
+        if match:
+            log.append(buffer.decode())
+            return int(match.group(1))
+
+
+async def _drain(stderr: trio.abc.ReceiveStream, log: list[str]) -> None:
+    async for chunk in stderr:
+        log.append(chunk.decode())
