@@ -9,6 +9,7 @@ import math
 import re
 import sys
 from array import array
+from collections.abc import Iterator
 
 INPUT_RATE = 16_000
 OUTPUT_RATE = 24_000
@@ -102,9 +103,35 @@ _PERIOD = _period()
 
 def tone(seconds: float) -> bytes:
     """A 400 Hz sine at 24 kHz lasting ``seconds`` (rounded down to whole samples)."""
+    return _tone_samples(0, int(seconds * OUTPUT_RATE))
+
+
+def tone_parts(seconds: float, part_bytes: int) -> tuple[int, Iterator[bytes]]:
+    """:func:`tone` cut into parts of ``part_bytes`` (even): its length in bytes, and the parts.
+
+    The parts are made one at a time, so a long tone costs one part of memory, not its length.
+    """
     count = int(seconds * OUTPUT_RATE)
-    repeats = count // len(_PERIOD) + 1
-    return to_bytes((_PERIOD * repeats)[:count])
+    part_samples = part_bytes // 2
+
+    def parts() -> Iterator[bytes]:
+        for first in range(0, count, part_samples):
+            yield _tone_samples(first, min(part_samples, count - first))
+
+    return 2 * count, parts()
+
+
+def pcm_parts(pcm: bytes, part_bytes: int) -> Iterator[bytes]:
+    """``pcm`` cut into parts of ``part_bytes``, sliced as they are taken."""
+    for start in range(0, len(pcm), part_bytes):
+        yield pcm[start : start + part_bytes]
+
+
+def _tone_samples(first: int, count: int) -> bytes:
+    """Samples ``first`` to ``first + count`` of the endless tone."""
+    phase = first % len(_PERIOD)
+    repeats = (phase + count) // len(_PERIOD) + 1
+    return to_bytes((_PERIOD * repeats)[phase : phase + count])
 
 
 def seconds(pcm_bytes: int, rate: int) -> float:

@@ -5,7 +5,8 @@
 * A user text ``call NAME {json}`` (``{json}`` optional, an object) with ``NAME`` declared in
   the setup's tools becomes a function call; after the tool response the reply is
   ``NAME returned {response as compact JSON}``.
-* A text reply in AUDIO modality is spoken as a 400 Hz tone of 50 ms per character.
+* A text reply in AUDIO modality is spoken as a 400 Hz tone of 50 ms per character, at most
+  60 s (a model's answer is bounded too; a long prompt must not make an endless one).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import orjson
 
 TONE_SECONDS_PER_CHAR = 0.05
+MAX_TONE_SECONDS = 60.0
 
 _CALL = re.compile(r"\s*call\s+(?P<name>[A-Za-z_][\w.-]*)\s*(?P<args>\{.*\})?\s*", re.DOTALL)
 _FRAGMENT = re.compile(r"\s*\S+")
@@ -58,4 +60,4 @@ def fragments(text: str) -> list[str]:
 
 
 def tone_seconds(text: str) -> float:
-    return TONE_SECONDS_PER_CHAR * len(text)
+    return min(TONE_SECONDS_PER_CHAR * len(text), MAX_TONE_SECONDS)

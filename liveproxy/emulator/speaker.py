@@ -9,13 +9,14 @@ tool call (waiting for the response), its parts with output transcription, then
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
 import trio
 
 from liveproxy.emulator import messages, replies
-from liveproxy.emulator.audio import OUTPUT_RATE, tone
+from liveproxy.emulator.audio import OUTPUT_RATE, pcm_parts, tone_parts
 from liveproxy.emulator.options import SessionOptions
 from liveproxy.emulator.store import HandleStore, SessionState
 from liveproxy.emulator.transport import Transport
@@ -119,16 +120,21 @@ class Speaker:
             reply = turn.result
         if self.options.modality == "TEXT":
             response = await self._stream_text(turn, reply)
+        elif turn.audio is not None:
+            parts = pcm_parts(turn.audio, AUDIO_PART_BYTES)
+            response = await self._stream_audio(turn, reply, len(turn.audio), parts)
         else:
-            audio = turn.audio if turn.audio is not None else tone(replies.tone_seconds(reply))
-            response = await self._stream_audio(turn, reply, audio)
+            total, parts = tone_parts(replies.tone_seconds(reply), AUDIO_PART_BYTES)
+            response = await self._stream_audio(turn, reply, total, parts)
         await self._finish(prompt, response, interrupted=turn.interrupted.is_set())
 
-    async def _stream_audio(self, turn: Turn, reply: str, audio: bytes) -> dict[str, int]:
-        """Send ``audio`` in parts with ``reply``'s words as output transcription spread
-        evenly over them; return the response tokens actually sent."""
+    async def _stream_audio(
+        self, turn: Turn, reply: str, total: int, parts: Iterable[bytes]
+    ) -> dict[str, int]:
+        """Send ``parts`` (``total`` bytes of audio in all) with ``reply``'s words as output
+        transcription spread evenly over them; return the response tokens actually sent."""
         send = self.transport.send
-        parts = [audio[i : i + AUDIO_PART_BYTES] for i in range(0, len(audio), AUDIO_PART_BYTES)]
+        count = -(-total // AUDIO_PART_BYTES)
         words = replies.fragments(reply) if self.options.output_transcription else []
         said = 0
         sent = 0
@@ -136,7 +142,7 @@ class Speaker:
         for index, part in enumerate(parts):
             if await self._wait_until(start + index * AUDIO_PART_SECONDS, turn):
                 break
-            while said < len(words) and said * len(parts) // len(words) <= index:
+            while said < len(words) and said * count // len(words) <= index:
                 await send(messages.output_transcription(words[said]))
                 said += 1
             await send(messages.model_audio(part))
@@ -145,7 +151,7 @@ class Speaker:
             for word in words[said:]:
                 await send(messages.output_transcription(word))
             await send(messages.generation_complete())
-            await self._wait_until(start + len(audio) / (2 * OUTPUT_RATE), turn)
+            await self._wait_until(start + total / (2 * OUTPUT_RATE), turn)
         return {"AUDIO": messages.audio_tokens(sent / (2 * OUTPUT_RATE))}
 
     async def _stream_text(self, turn: Turn, reply: str) -> dict[str, int]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from liveproxy.emulator.audio import pcm_rate, resample, samples, to_bytes, tone
+from liveproxy.emulator.audio import pcm_rate, resample, samples, to_bytes, tone, tone_parts
+from liveproxy.emulator.replies import tone_seconds
 from liveproxy.emulator.vad import EnergyVad, SpeechEnded, SpeechStarted, VadSettings
 
 from .helpers import silence16, tone16
@@ -96,3 +97,17 @@ def test_vad_flush_ends_speech_now() -> None:
     assert isinstance(ended, SpeechEnded)
     assert len(ended.audio) == len(tone16(0.3)) + 2
     assert not vad.speaking
+
+
+@pytest.mark.parametrize("seconds", [0.0, 0.04, 0.1, 0.25, 1.0])
+def test_tone_parts_are_the_tone_cut_in_parts(seconds: float) -> None:
+    total, parts = tone_parts(seconds, 4800)
+    pieces = list(parts)
+    assert b"".join(pieces) == tone(seconds)
+    assert total == len(tone(seconds))
+    assert all(len(p) == 4800 for p in pieces[:-1])
+
+
+def test_a_spoken_reply_is_at_most_a_minute_long() -> None:
+    assert tone_seconds("x" * 20) == pytest.approx(1.0)
+    assert tone_seconds("x" * 2_000_000) == 60.0
