@@ -6,7 +6,7 @@
   the setup's tools becomes a function call; after the tool response the reply is
   ``NAME returned {response as compact JSON}``.
 * A text reply in AUDIO modality is spoken as a 400 Hz tone of 50 ms per character, at most
-  60 s (a model's answer is bounded too; a long prompt must not make an endless one).
+  600 s (the longest session): a long prompt must not make an endless answer.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 TONE_SECONDS_PER_CHAR = 0.05
-MAX_TONE_SECONDS = 60.0
+MAX_TONE_SECONDS = 600.0
 
 _CALL = re.compile(r"\s*call\s+(?P<name>[A-Za-z_][\w.-]*)\s*(?P<args>\{.*\})?\s*", re.DOTALL)
 _FRAGMENT = re.compile(r"\s*\S+")

@@ -108,6 +108,6 @@ def test_tone_parts_are_the_tone_cut_in_parts(seconds: float) -> None:
     assert all(len(p) == 4800 for p in pieces[:-1])
 
 
-def test_a_spoken_reply_is_at_most_a_minute_long() -> None:
+def test_a_spoken_reply_is_at_most_ten_minutes_long() -> None:
     assert tone_seconds("x" * 20) == pytest.approx(1.0)
-    assert tone_seconds("x" * 2_000_000) == 60.0
+    assert tone_seconds("x" * 2_000_000) == 600.0
