@@ -92,8 +92,9 @@ class EmulatorConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     send_binary: bool = True
-    #: Keep every message in ``ConnectionRecord.received`` / ``.sent`` (counters are always kept).
-    #: The command line turns this off so a long-running emulator does not grow without bound.
+    #: Keep every message in ``ConnectionRecord.received`` / ``.sent`` (counters are always kept),
+    #: and the records of closed connections. The command line (and ``liveproxy serve``'s
+    #: built-in emulator) turns this off so a long-running emulator does not grow without bound.
     record_messages: bool = True
     faults: Faults = Faults()
 

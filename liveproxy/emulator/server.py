@@ -39,7 +39,8 @@ class Emulator:
     """A running emulator: where it listens, how to steer faults, what it has seen.
 
     ``connections`` lists a :class:`ConnectionRecord` for every accepted TCP connection, in
-    order; ``live_count`` counts those not yet closed.
+    order (with ``record_messages`` off, only those still open: a long-running emulator keeps
+    nothing per closed connection); ``live_count`` counts those not yet closed.
     """
 
     def __init__(self, config: EmulatorConfig, port: int) -> None:
@@ -52,6 +53,7 @@ class Emulator:
         self._faults = config.faults
         self._queued: deque[Faults] = deque()
         self._live = 0
+        self._accepted = 0
         self._grew = trio.Event()
 
     @property
@@ -69,13 +71,14 @@ class Emulator:
 
     async def wait_for_connections(self, count: int) -> None:
         """Wait until at least ``count`` connections have been accepted in total."""
-        while len(self.connections) < count:
+        while self._accepted < count:
             await self._grew.wait()
 
     def _open_record(self) -> ConnectionRecord:
         faults = self._queued.popleft() if self._queued else self._faults
         record = ConnectionRecord(faults=faults)
         self.connections.append(record)
+        self._accepted += 1
         self._live += 1
         self._grew.set()
         self._grew = trio.Event()
@@ -86,6 +89,8 @@ class Emulator:
         if record.ended_by is None:
             record.ended_by = "dropped"
         record.closed.set()
+        if not self.config.record_messages:
+            self.connections.remove(record)
 
 
 def _display_host(host: str) -> str:

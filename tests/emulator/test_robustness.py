@@ -6,6 +6,8 @@ import base64
 
 import trio
 
+from tests.wsclient import wait_until
+
 from .helpers import (
     KEYED_PATH,
     audio_message,
@@ -133,3 +135,15 @@ async def test_a_misbehaving_connection_never_affects_another(nursery: trio.Nurs
         "dropped",
     ]
     assert emulator.live_count == 0
+
+
+async def test_without_recording_a_closed_connection_leaves_no_record(
+    nursery: trio.Nursery,
+) -> None:
+    emulator = await start(nursery, record_messages=False, speed="fast")
+    for _ in range(3):
+        async with connect(emulator) as ws:
+            await open_session(ws)
+    await emulator.wait_for_connections(3)
+    await wait_until(lambda: emulator.live_count == 0)
+    assert emulator.connections == []
