@@ -74,7 +74,9 @@ def create_app(
     )
     app.proxy = state
     _add_http_routes(app, state)
-    bounded = BoundedBodies(app.asgi_app, frozenset({"/api/auth"}), MAX_BODY_BYTES)
+    bounded = BoundedBodies(
+        app.asgi_app, limit=MAX_BODY_BYTES, timeout=config.request_body_timeout_seconds
+    )
     app.asgi_app = SessionRoute(bounded, state)  # type: ignore[method-assign,assignment]
     if target is None:
         _resolve_upstream_on_start(app, state)

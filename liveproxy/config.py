@@ -57,6 +57,7 @@ class Config:
     setup_timeout_seconds: float = 10.0
     max_message_bytes: int = 2 * 1024 * 1024
     browser_message_rate: int = 400
+    request_body_timeout_seconds: float = 10.0
     ws_compression: bool = False
     browser_queue_bytes: int = 480_000
     upstream_buffer_bytes: int = 256 * 1024
@@ -126,6 +127,7 @@ class Config:
             max_message_bytes=env.parse("MAX_MESSAGE_BYTES", _int_in(1024), 2 * 1024 * 1024),
             browser_message_rate=env.parse("BROWSER_MESSAGE_RATE", _int_in(0), 400),
             ws_compression=env.parse("WS_COMPRESSION", _bool, False),
+            request_body_timeout_seconds=env.parse("REQUEST_BODY_TIMEOUT_SECONDS", _seconds, 10.0),
             browser_queue_bytes=env.parse("BROWSER_QUEUE_BYTES", _int_in(1024), 480_000),
             upstream_buffer_bytes=env.parse("UPSTREAM_BUFFER_BYTES", _int_in(1024), 256 * 1024),
             context_window_compression=env.parse("CONTEXT_WINDOW_COMPRESSION", _bool, True),

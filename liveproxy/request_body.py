@@ -1,14 +1,18 @@
-"""Request bodies read with a bound, below Quart: a client cannot make the server hold more.
+"""Request bodies read with bounds, below Quart: a client cannot make the server hold more.
 
-``POST /api/auth`` takes a few bytes of JSON. :class:`BoundedBodies` reads the body of requests
-to the paths it guards itself, at most ``limit`` bytes, before Quart sees the request; a body
-that declares or turns out to be longer is answered 413 ``payload_too_large`` at once, read no
-further, and the connection is closed (the unread rest of the body cannot be skipped).
+No endpoint takes more than a few bytes (``POST /api/auth``'s JSON). :class:`BoundedBodies`
+reads every request body itself before Quart sees the request, at most ``limit`` bytes within
+``timeout`` seconds. A body that declares or turns out to be longer is answered 413
+``payload_too_large`` at once and read no further; one that stops arriving is answered 408
+``request_timeout``. Either way the connection is closed (the unread rest of the body cannot be
+skipped), so a stalled or endless body holds no connection for long.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import trio
 
 from liveproxy.browser import ASGIMessage, Receive, Send
 from liveproxy.codec import to_json
@@ -16,20 +20,27 @@ from liveproxy.models import ApiError, ErrorResponse
 
 
 class BoundedBodies:
-    """ASGI middleware: requests to ``paths`` reach ``app`` with a body of at most ``limit``."""
+    """ASGI middleware: HTTP requests reach ``app`` with a whole body of at most ``limit``."""
 
-    def __init__(self, app: Any, paths: frozenset[str], limit: int) -> None:
+    def __init__(self, app: Any, *, limit: int, timeout: float) -> None:
         self._app = app
-        self._paths = paths
         self._limit = limit
+        self._timeout = timeout
 
     async def __call__(self, scope: ASGIMessage, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in self._paths:
+        if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        body = None if _declared_length(scope) > self._limit else await self._read(receive)
+        body: bytes | None = None
+        if _declared_length(scope) <= self._limit:
+            with trio.move_on_after(self._timeout) as reading:
+                body = await self._read(receive)
+            if reading.cancelled_caught:
+                message = f"the body did not arrive within {self._timeout:g} s"
+                await _refuse(send, 408, "request_timeout", message)
+                return
         if body is None:
-            await _payload_too_large(send, self._limit)
+            await _refuse(send, 413, "payload_too_large", f"the body exceeds {self._limit} bytes")
             return
         replayed = False
 
@@ -69,12 +80,13 @@ def _declared_length(scope: ASGIMessage) -> int:
     return 0
 
 
-async def _payload_too_large(send: Send, limit: int) -> None:
-    body = to_json(ErrorResponse(ApiError("payload_too_large", f"the body exceeds {limit} bytes")))
+async def _refuse(send: Send, status: int, code: str, message: str) -> None:
+    """Answer ``status`` in the error shape and close the connection."""
+    body = to_json(ErrorResponse(ApiError(code, message)))
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
         (b"connection", b"close"),
     ]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -254,6 +254,24 @@ async def test_an_auth_body_of_exactly_4_kib_is_read(proxy: Proxy) -> None:
     assert response.json()["session_time_limit"] == 90
 
 
+@pytest.mark.parametrize("path", ["/api/auth", "/api/health", "/no/such/path"])
+async def test_a_body_that_stops_arriving_is_408_and_the_connection_closes(
+    make_proxy: ProxyFactory, path: str
+) -> None:
+    proxy = await make_proxy(request_body_timeout_seconds=0.5)
+    head = b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{" % path.encode()
+    data = await post_raw(proxy, head, [])
+    assert data.startswith(b"HTTP/1.1 408")
+    assert b'"code":"request_timeout"' in data
+    assert data.count(b"HTTP/1.1") == 1  # closed: the second request got no answer
+
+
+async def test_a_body_over_4_kib_is_413_on_any_path(proxy: Proxy) -> None:
+    head = b"POST /no/such/path HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
+    data = await post_raw(proxy, head, [b" " * 5000])
+    assert data.startswith(b"HTTP/1.1 413")
+
+
 # -- permessage-deflate ------------------------------------------------------------------------
 
 DEFLATE_OFFER = b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
