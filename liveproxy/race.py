@@ -12,10 +12,8 @@ from contextlib import contextmanager
 
 import trio
 
+from liveproxy.endings import Outcome
 from liveproxy.errors import SessionError
-
-#: An ending reason (``"time_limit"``, ``"browser_closed"``, ...) or the error that ended it.
-Outcome = str | SessionError
 
 
 class Race:

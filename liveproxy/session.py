@@ -31,6 +31,7 @@ from liveproxy.browser import BrowserGone, BrowserQueue, BrowserSocket, Frame
 from liveproxy.bucket import TokenBucket
 from liveproxy.codec import encode_error
 from liveproxy.config import Config
+from liveproxy.endings import BROWSER_CLOSED, SHUTDOWN, TIME_LIMIT, UPSTREAM_CLOSED, Outcome
 from liveproxy.errors import (
     BadMessage,
     InvalidSetup,
@@ -43,7 +44,7 @@ from liveproxy.errors import (
 from liveproxy.link import UpstreamLink
 from liveproxy.models import ErrorEvent
 from liveproxy.protocol import closes
-from liveproxy.race import Outcome, Race
+from liveproxy.race import Race
 from liveproxy.session_setup import browser_setup, default_setup, upstream_setup_message
 from liveproxy.stats import Gauges, SessionCounters
 from liveproxy.translate import (
@@ -61,11 +62,6 @@ from liveproxy.upstream import (
     model_path,
     open_connection,
 )
-
-BROWSER_CLOSED: Final = "browser_closed"
-TIME_LIMIT: Final = "time_limit"
-UPSTREAM_CLOSED: Final = "upstream_closed"
-SHUTDOWN: Final = "shutdown"
 
 STATUS_RECONNECTING: Final = '{"sessionStatus":{"state":"reconnecting"}}'
 STATUS_RESUMED: Final = '{"sessionStatus":{"state":"resumed"}}'
@@ -256,9 +252,7 @@ class Session:
         """Raise :class:`UpstreamFailed` unless a drop with ``end`` can be resumed."""
         reason = self._redact(end.reason)
         detail = f"upstream closed the connection ({end.code}{': ' + reason if reason else ''})"
-        if self.handle is None:
-            raise UpstreamFailed(detail)
-        if end.code in (closes.INVALID_PAYLOAD, closes.POLICY) or "quota" in reason.lower():
+        if self.handle is None or closes.rules_out_resuming(end.code, reason):
             raise UpstreamFailed(detail)
 
     async def _resume(self, target: UpstreamTarget, model: str) -> _ConnectionEnd | None:
@@ -399,15 +393,18 @@ class Session:
             if event.resumption_handle is not None:
                 self.handle = event.resumption_handle
                 self.link.handle_received()
-            if event.generating or event.tool_call:
+            if event.generating or event.tool_call is not None:
                 self.generating = True
             if event.turn_complete:
                 self.generating = False
-            frames = event.frames
-            if event.tool_call and frames and isinstance(frames[-1], str):
-                frames[-1] = with_session_stats(frames[-1], self.counters.tool_call_stats())
-            for frame in frames:
+            for frame in event.frames:
                 self.out.put(frame)
+            if event.tool_call is not None:
+                stats = self.counters.tool_call_stats()
+                try:
+                    self.out.put(with_session_stats(event.tool_call, stats))
+                except UpstreamDecodeError as exc:
+                    raise UpstreamFailed(str(exc)) from None
             if event.go_away is not None:
                 time_left = parse_duration(event.go_away)
                 switch_at = trio.current_time() + time_left - min(GO_AWAY_MARGIN, time_left / 2)

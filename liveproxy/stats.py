@@ -21,7 +21,6 @@ class SessionCounters:
     started_at: float
     message_count: int = 0
     audio_chunks_sent: int = 0
-    audio_frames_received: int = 0
     total_token_count: int = 0
     prompt_token_count: int = 0
     response_token_count: int = 0

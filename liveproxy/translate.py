@@ -130,11 +130,11 @@ class UpstreamEvent:
     """One upstream message, translated: frames for the browser plus what the session acts on."""
 
     frames: list[bytes | str] = attrs.Factory(list)
-    setup_complete: bool = False
     go_away: str | None = None
     resumption_handle: str | None = None
     usage: dict[str, Any] | None = None
-    tool_call: bool = False
+    #: A ``toolCall`` message, decoded: the session frames it with its stats (not in ``frames``).
+    tool_call: dict[str, Any] | None = None
     interrupted: bool = False
     generating: bool = False
     turn_complete: bool = False
@@ -175,9 +175,10 @@ def translate_upstream(raw: bytes | str, aligner: AudioAligner) -> UpstreamEvent
     """Translate one upstream message.
 
     Audio parts of ``serverContent.modelTurn`` become binary frames (never of odd length); the
-    rest of the message is passed on as JSON text. ``setupComplete`` is reported but not framed
-    (the session decides whether the browser sees it); ``goAway`` and
-    ``sessionResumptionUpdate`` belong to the proxy and are not passed on.
+    rest of the message is passed on as JSON text. A ``toolCall`` is decoded into
+    ``tool_call``, for the session to frame with its stats. ``setupComplete`` (the session sends
+    the connection's first one itself), ``goAway`` and ``sessionResumptionUpdate`` belong to the
+    proxy and are not passed on.
 
     Raises:
         UpstreamDecodeError: the message is not a JSON object, or an audio part is corrupt.
@@ -218,8 +219,7 @@ def translate_upstream(raw: bytes | str, aligner: AudioAligner) -> UpstreamEvent
                     return event
         _note_content(event, content)
     if "setupComplete" in message:
-        event.setup_complete = True
-        return event
+        return event  # the connection's first message, consumed by upstream.open_connection
     if "goAway" in message:
         go_away = message["goAway"]
         event.go_away = str(go_away.get("timeLeft", "0s")) if isinstance(go_away, dict) else "0s"
@@ -229,9 +229,11 @@ def translate_upstream(raw: bytes | str, aligner: AudioAligner) -> UpstreamEvent
         if isinstance(update, dict) and update.get("resumable") and update.get("newHandle"):
             event.resumption_handle = str(update["newHandle"])
         return event
-    event.tool_call = "toolCall" in message
     _note_usage(event, message)
-    frames.append(raw.decode() if isinstance(raw, bytes) else raw)
+    if "toolCall" in message:
+        event.tool_call = message
+    else:
+        frames.append(raw.decode() if isinstance(raw, bytes) else raw)
     return event
 
 
@@ -247,11 +249,9 @@ def _note_usage(event: UpstreamEvent, message: dict[str, Any]) -> None:
         event.usage = usage
 
 
-def with_session_stats(frame: str, stats: dict[str, Any]) -> str:
-    """Add ``sessionStats`` to a ``toolCall`` message (the earlier servers did)."""
-    message = orjson.loads(frame)
-    message["sessionStats"] = stats
+def with_session_stats(message: dict[str, Any], stats: dict[str, Any]) -> str:
+    """A decoded ``toolCall`` message as a frame with ``sessionStats`` (as the old servers did)."""
     try:
-        return orjson.dumps(message).decode()
+        return orjson.dumps(dict(message, sessionStats=stats)).decode()
     except orjson.JSONEncodeError:  # nested deeper than orjson writes
         raise UpstreamDecodeError("upstream sent JSON nested too deep") from None

@@ -142,7 +142,7 @@ def setup_close_error(reason: CloseReason | None, redact: Callable[[str], str]) 
     code = reason.code if reason else closes.ABNORMAL
     text = redact(reason.reason or "") if reason else ""
     detail = f"upstream closed the connection during setup ({code}{': ' + text if text else ''})"
-    if code in (closes.INVALID_PAYLOAD, closes.POLICY) or "quota" in text.lower():
+    if closes.rules_out_resuming(code, text):
         return UpstreamRejected(text or detail)
     return UpstreamUnavailable(detail)
 

@@ -17,17 +17,15 @@ import trio
 
 from liveproxy.browser import ASGIMessage, BrowserQueue, BrowserSocket, Receive, Send
 from liveproxy.codec import encode_error, encode_session_end
+from liveproxy.endings import UNAUTHORIZED, Outcome, outcome_code
 from liveproxy.errors import AtCapacity, SessionError, SlowClient
 from liveproxy.models import ErrorEvent, SessionEnd
 from liveproxy.protocol import closes
-from liveproxy.race import Outcome
-from liveproxy.session import BROWSER_CLOSED, SHUTDOWN, Session
+from liveproxy.session import Session
 from liveproxy.state import ProxyState
 from liveproxy.stats import SessionCounters
 
 log = logging.getLogger("liveproxy")
-
-UNAUTHORIZED = 4003
 
 
 class SessionRoute:
@@ -100,21 +98,20 @@ def _finish(queue: BrowserQueue, session: Session, outcome: Outcome) -> None:
     if isinstance(outcome, SessionError):
         event = encode_error(ErrorEvent(outcome.code, outcome.message, stats))
         queue.finish(event, outcome.close_code, outcome.code, drop=isinstance(outcome, SlowClient))
-    elif outcome == BROWSER_CLOSED:
-        queue.finish(None, closes.NORMAL)
+    elif outcome.announced:
+        end = encode_session_end(SessionEnd(outcome.reason, stats))
+        queue.finish(end, outcome.close_code, outcome.reason)
     else:
-        code = closes.GOING_AWAY if outcome == SHUTDOWN else closes.NORMAL
-        queue.finish(encode_session_end(SessionEnd(outcome, stats)), code, outcome)
+        queue.finish(None, outcome.close_code)
 
 
 def _log_end(session_id: str, session: Session, outcome: Outcome) -> None:
     counters = session.counters
-    reason = outcome.code if isinstance(outcome, SessionError) else outcome
     log.info(
         "session %s ended after %.1fs: %s (messages=%d audio_in=%d reconnects=%d)",
         session_id,
         counters.elapsed(),
-        reason,
+        outcome_code(outcome),
         counters.message_count,
         counters.audio_chunks_sent,
         counters.reconnects,

@@ -78,7 +78,7 @@ def test_messages_without_audio_pass_through_verbatim() -> None:
 
 def test_control_messages_are_reported_not_forwarded() -> None:
     aligner = AudioAligner()
-    assert translate_upstream(b'{"setupComplete":{}}', aligner).setup_complete
+    assert translate_upstream(b'{"setupComplete":{}}', aligner).frames == []
     go_away = translate_upstream(b'{"goAway":{"timeLeft":"50s"}}', aligner)
     assert (go_away.go_away, go_away.frames) == ("50s", [])
     update = translate_upstream(
@@ -93,9 +93,11 @@ def test_interrupted_and_tool_calls_are_flagged() -> None:
     aligner = AudioAligner()
     assert translate_upstream(b'{"serverContent":{"interrupted":true}}', aligner).interrupted
     call = translate_upstream(b'{"toolCall":{"functionCalls":[{"id":"1","name":"f"}]}}', aligner)
-    assert call.tool_call
+    assert call.tool_call == {"toolCall": {"functionCalls": [{"id": "1", "name": "f"}]}}
+    assert call.frames == []
     stats = {"messageCount": 1, "audioChunksSent": 2, "elapsedSeconds": 0.5}
-    assert orjson.loads(with_session_stats(str(call.frames[0]), stats))["sessionStats"] == stats
+    framed = orjson.loads(with_session_stats(call.tool_call, stats))
+    assert framed == dict(call.tool_call, sessionStats=stats)
 
 
 @pytest.mark.parametrize(

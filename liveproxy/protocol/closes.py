@@ -43,6 +43,15 @@ def model_not_found(model: str, api_version: str) -> str:
     )
 
 
+def rules_out_resuming(code: int, reason: str) -> bool:
+    """Whether Google closing with ``code``/``reason`` means a retry cannot help.
+
+    1007 (a payload it refuses), 1008 (policy: the key, the model, a refused handle) and quota
+    closes (``RESOURCE_EXHAUSTED``) end the session instead of being resumed or retried.
+    """
+    return code in (INVALID_PAYLOAD, POLICY) or "quota" in reason.lower()
+
+
 def truncate_reason(reason: str) -> str:
     """Cut ``reason`` to the 123 UTF-8 bytes a close frame can carry, never mid-character."""
     encoded = reason.encode("utf-8")
