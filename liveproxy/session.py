@@ -4,13 +4,15 @@ Tasks (all in :meth:`Session.run`'s nursery):
 
 - ``read_browser``: first frame -> setup; then browser frames -> :class:`UpstreamLink`.
 - ``relay_upstream``: opens upstream connections (resuming on ``goAway`` or a drop), and turns
-  upstream messages into frames on the :class:`BrowserQueue`.
+  upstream messages into frames on the :class:`BrowserQueue`. When to switch, resume or give
+  up is decided by its :class:`~liveproxy.course.Course` (sync); the relay moves the bytes and
+  runs the timers.
 - ``limit_time``: the session time limit. ``await_shutdown``: the server ending sessions.
 
 The browser writer is not here: it belongs to the route, because a browser that stopped reading
 can hold a socket write forever (Hypercorn shields it), and the session must still end.
 
-Every task reports to a :class:`Race`. The first outcome (an ending reason, or a
+Every task reports to a :class:`Race`. The first outcome (an :class:`~liveproxy.endings.Ended`, or a
 :class:`SessionError`) wins and cancels the others; the relay is asked to stop instead of being
 cancelled, so the upstream connection is closed gracefully from uncancelled code.
 """
@@ -31,12 +33,12 @@ from liveproxy.browser import BrowserGone, BrowserQueue, BrowserSocket, Frame
 from liveproxy.bucket import TokenBucket
 from liveproxy.codec import encode_error
 from liveproxy.config import Config
-from liveproxy.endings import BROWSER_CLOSED, SHUTDOWN, TIME_LIMIT, UPSTREAM_CLOSED, Outcome
+from liveproxy.course import Course
+from liveproxy.endings import BROWSER_CLOSED, SHUTDOWN, TIME_LIMIT, Outcome
 from liveproxy.errors import (
     BadMessage,
     InvalidSetup,
     RateLimited,
-    SessionError,
     UpstreamFailed,
     UpstreamRejected,
     UpstreamUnavailable,
@@ -65,12 +67,8 @@ from liveproxy.upstream import (
 
 STATUS_RECONNECTING: Final = '{"sessionStatus":{"state":"reconnecting"}}'
 STATUS_RESUMED: Final = '{"sessionStatus":{"state":"resumed"}}'
-#: Switch connections at the latest this long before a ``goAway`` deadline.
-GO_AWAY_MARGIN: Final = 5.0
 #: A first frame that starts like this is a setup, even when it is not valid JSON.
 _LOOKS_LIKE_SETUP: Final = re.compile(r'\s*\{\s*"setup"')
-#: Back-off before the n-th retry of a resume (seconds), capped at the last value.
-RESUME_BACKOFF: Final = (0.0, 0.5, 1.0, 2.0, 4.0)
 
 
 @attrs.define
@@ -103,15 +101,6 @@ class _Closed:
 _ConnectionEnd = _Switch | _Closed
 
 
-def parse_duration(text: str) -> float:
-    """``"50s"`` -> 50.0; anything unparsable -> 0.0."""
-    try:
-        value = float(text.removesuffix("s"))
-    except ValueError:
-        return 0.0
-    return value if math.isfinite(value) and value > 0 else 0.0
-
-
 class Session:
     """The tasks of one session and the state they share."""
 
@@ -133,8 +122,7 @@ class Session:
         self.link = UpstreamLink(self.config.upstream_buffer_bytes)
         self.setup: dict[str, Any] | None = None
         self.setup_ready = trio.Event()
-        self.handle: str | None = None
-        self.generating = False
+        self.course = Course(self.config.reconnect_attempts)
         self.audio_in = AudioAligner()
         self.audio_out = AudioAligner()
         rate = self.config.browser_message_rate
@@ -241,30 +229,20 @@ class Session:
             if end is None:
                 return None
             if isinstance(end, _Closed):
-                if end.code == closes.NORMAL:
-                    return UPSTREAM_CLOSED
-                self._check_resumable(end)
+                ending = self.course.closed(end.code, self._redact(end.reason))
+                if ending is not None:
+                    return ending
                 self.link.replay_after_drop()
             self.out.put(STATUS_RECONNECTING)
             end = await self._resume(target, model)
 
-    def _check_resumable(self, end: _Closed) -> None:
-        """Raise :class:`UpstreamFailed` unless a drop with ``end`` can be resumed."""
-        reason = self._redact(end.reason)
-        detail = f"upstream closed the connection ({end.code}{': ' + reason if reason else ''})"
-        if self.handle is None or closes.rules_out_resuming(end.code, reason):
-            raise UpstreamFailed(detail)
-
     async def _resume(self, target: UpstreamTarget, model: str) -> _ConnectionEnd | None:
-        """Reconnect with the latest handle, with bounded back-off.
+        """Reconnect with the latest handle, with the course's back-off.
 
         Raises:
             UpstreamFailed: the handle was refused, or every attempt failed.
         """
-        attempts = max(1, self.config.reconnect_attempts)
-        last: SessionError | None = None
-        for attempt in range(attempts):
-            delay = RESUME_BACKOFF[min(attempt, len(RESUME_BACKOFF) - 1)]
+        while (delay := self.course.next_attempt()) is not None:
             if delay:
                 with self.race.cancel_on_decide():
                     await trio.sleep(delay)
@@ -272,20 +250,16 @@ class Session:
                 return None
             try:
                 return await self._connect_and_relay(target, model, resumed=True)
-            except UpstreamRejected as exc:
-                raise UpstreamFailed(f"the session could not be resumed: {exc.message}") from None
-            except UpstreamUnavailable as exc:
-                last = exc
-        detail = last.message if last else "no attempt made"
-        raise UpstreamFailed(
-            f"the session could not be resumed after {attempts} attempts: {detail}"
-        )
+            except (UpstreamRejected, UpstreamUnavailable) as exc:
+                self.course.attempt_failed(exc)
+        raise self.course.gave_up()
 
     async def _connect_and_relay(
         self, target: UpstreamTarget, model: str, *, resumed: bool
     ) -> _ConnectionEnd | None:
         assert self.setup is not None
-        message = upstream_setup_message(self.setup, model, self.handle if resumed else None)
+        handle = self.course.handle if resumed else None
+        message = upstream_setup_message(self.setup, model, handle)
         connecting = trio.CancelScope(
             deadline=trio.current_time() + self.config.setup_timeout_seconds
         )
@@ -298,6 +272,7 @@ class Session:
                 on_open=self.services.gauges.upstream_opened,
             ) as connection:
                 self.race.discard(connecting)
+                self.course.connected()
                 if resumed:
                     self.counters.reconnects += 1
                     self.services.gauges.reconnects += 1
@@ -365,18 +340,17 @@ class Session:
 
     async def _read_upstream(self, connection: Connection) -> _ConnectionEnd:
         ws = connection.ws
-        switch_at = math.inf
+        course = self.course
         while True:
             try:
-                if switch_at == math.inf:
+                if course.switch_at == math.inf:
                     raw = await ws.get_message()
                 else:
-                    with trio.move_on_at(switch_at) as wait:
+                    with trio.move_on_at(course.switch_at) as wait:
                         raw = await ws.get_message()
                     if wait.cancelled_caught:
-                        if self.handle is not None:
+                        if course.deadline_reached():
                             return _Switch()
-                        switch_at = math.inf
                         continue
             except ConnectionClosed as exc:
                 return _Closed.of(exc.reason)
@@ -387,16 +361,10 @@ class Session:
             self.counters.message_count += 1
             if event.interrupted:
                 self.out.drop_audio()
-                self.generating = False
             if event.usage is not None:
                 self.counters.note_usage(event.usage)
             if event.resumption_handle is not None:
-                self.handle = event.resumption_handle
                 self.link.handle_received()
-            if event.generating or event.tool_call is not None:
-                self.generating = True
-            if event.turn_complete:
-                self.generating = False
             for frame in event.frames:
                 self.out.put(frame)
             if event.tool_call is not None:
@@ -405,10 +373,7 @@ class Session:
                     self.out.put(with_session_stats(event.tool_call, stats))
                 except UpstreamDecodeError as exc:
                     raise UpstreamFailed(str(exc)) from None
-            if event.go_away is not None:
-                time_left = parse_duration(event.go_away)
-                switch_at = trio.current_time() + time_left - min(GO_AWAY_MARGIN, time_left / 2)
-            if switch_at != math.inf and self.handle is not None and not self.generating:
+            if course.on_event(event, trio.current_time()):
                 return _Switch()
 
     def _redact(self, text: str) -> str:

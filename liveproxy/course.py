@@ -1,0 +1,158 @@
+"""The upstream side's decisions, as a sync state machine: when to switch, resume or give up.
+
+A session's upstream goes through :class:`Phase` ``CONNECTING`` -> ``LIVE`` (-> ``SWITCHING``
+after a ``goAway``) -> ``RESUMING`` (a switch or a drop, with back-off) -> ``LIVE`` ... until
+``ENDED``. :class:`Course` holds that state and decides; it does no I/O and reads no clock
+(callers pass ``now``), so every rule has a plain unit test. The session's relay
+(:mod:`liveproxy.session`) moves the bytes and runs the timers it asks for.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from typing import Final
+
+import attrs
+
+from liveproxy.endings import UPSTREAM_CLOSED, Ended
+from liveproxy.errors import SessionError, UpstreamFailed, UpstreamRejected
+from liveproxy.protocol import closes
+from liveproxy.translate import UpstreamEvent
+
+#: Switch connections at the latest this long before a ``goAway`` deadline.
+GO_AWAY_MARGIN: Final = 5.0
+#: Back-off before the n-th attempt of a resume (seconds), capped at the last value.
+RESUME_BACKOFF: Final = (0.0, 0.5, 1.0, 2.0, 4.0)
+
+
+class Phase(enum.Enum):
+    #: The first connection, until its ``setupComplete``.
+    CONNECTING = enum.auto()
+    #: A connection is up.
+    LIVE = enum.auto()
+    #: ``goAway`` came: move to a new connection at a turn boundary, once a handle is held.
+    SWITCHING = enum.auto()
+    #: Between connections (after a switch or a drop), trying the handle with back-off.
+    RESUMING = enum.auto()
+    #: Upstream ended the session, or it cannot go on.
+    ENDED = enum.auto()
+
+
+def parse_duration(text: str) -> float:
+    """``"50s"`` -> 50.0; anything unparsable -> 0.0."""
+    try:
+        value = float(text.removesuffix("s"))
+    except ValueError:
+        return 0.0
+    return value if math.isfinite(value) and value > 0 else 0.0
+
+
+@attrs.define
+class Course:
+    """Where one session's upstream stands, and what it does next.
+
+    ``reconnect_attempts`` bounds each resume (at least one attempt is made).
+    """
+
+    reconnect_attempts: int
+    phase: Phase = Phase.CONNECTING
+    #: The latest resumable handle (None until Gemini sends one).
+    handle: str | None = None
+    #: Whether the model is mid-turn (no switch then).
+    generating: bool = False
+    #: When to switch at the latest after a ``goAway`` (``inf``: no switch pending).
+    switch_at: float = math.inf
+    _attempt: int = 0
+    _last_failure: SessionError | None = None
+
+    def connected(self) -> None:
+        """A connection completed its setup."""
+        self.phase = Phase.LIVE
+        self._attempt = 0
+        self._last_failure = None
+
+    def on_event(self, event: UpstreamEvent, now: float) -> bool:
+        """Take one upstream message; True when the connection should be switched now."""
+        if event.interrupted:
+            self.generating = False
+        if event.generating or event.tool_call is not None:
+            self.generating = True
+        if event.turn_complete:
+            self.generating = False
+        if event.resumption_handle is not None:
+            self.handle = event.resumption_handle
+        if event.go_away is not None:
+            time_left = parse_duration(event.go_away)
+            self.switch_at = now + time_left - min(GO_AWAY_MARGIN, time_left / 2)
+            self.phase = Phase.SWITCHING
+        return self._switch_now()
+
+    def deadline_reached(self) -> bool:
+        """``switch_at`` passed mid-turn: True to switch now; without a handle, stay (the
+        connection lasts until Gemini closes it, and a drop then is handled as one)."""
+        if self.handle is not None:
+            self._start_resume()
+            return True
+        self.switch_at = math.inf
+        self.phase = Phase.LIVE
+        return False
+
+    def closed(self, code: int, reason: str) -> Ended | None:
+        """The connection closed with ``code``/``reason`` (already redacted).
+
+        Returns ``upstream_closed`` for a normal close, or None to resume (the turn-level
+        messages since the handle must be replayed).
+
+        Raises:
+            UpstreamFailed: no handle is held, or the close rules out resuming.
+        """
+        if code == closes.NORMAL:
+            self.phase = Phase.ENDED
+            return UPSTREAM_CLOSED
+        if self.handle is None or closes.rules_out_resuming(code, reason):
+            self.phase = Phase.ENDED
+            detail = f"upstream closed the connection ({code}{': ' + reason if reason else ''})"
+            raise UpstreamFailed(detail)
+        self._start_resume()
+        return None
+
+    def next_attempt(self) -> float | None:
+        """The back-off before the next resume attempt, or None when none is left."""
+        if self._attempt >= max(1, self.reconnect_attempts):
+            return None
+        delay = RESUME_BACKOFF[min(self._attempt, len(RESUME_BACKOFF) - 1)]
+        self._attempt += 1
+        return delay
+
+    def attempt_failed(self, error: SessionError) -> None:
+        """A resume attempt failed with ``error``.
+
+        Raises:
+            UpstreamFailed: Gemini refused the handle (no later attempt can succeed).
+        """
+        if isinstance(error, UpstreamRejected):
+            self.phase = Phase.ENDED
+            raise UpstreamFailed(f"the session could not be resumed: {error.message}")
+        self._last_failure = error
+
+    def gave_up(self) -> UpstreamFailed:
+        """The error to end with once :meth:`next_attempt` says no attempt is left."""
+        self.phase = Phase.ENDED
+        detail = self._last_failure.message if self._last_failure else "no attempt made"
+        attempts = max(1, self.reconnect_attempts)
+        return UpstreamFailed(
+            f"the session could not be resumed after {attempts} attempts: {detail}"
+        )
+
+    def _switch_now(self) -> bool:
+        if self.phase is Phase.SWITCHING and self.handle is not None and not self.generating:
+            self._start_resume()
+            return True
+        return False
+
+    def _start_resume(self) -> None:
+        self.phase = Phase.RESUMING
+        self.switch_at = math.inf
+        self._attempt = 0
+        self._last_failure = None

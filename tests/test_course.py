@@ -1,0 +1,160 @@
+"""Every decision of the upstream course, without trio or a socket (sync)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from liveproxy.course import RESUME_BACKOFF, Course, Phase, parse_duration
+from liveproxy.endings import UPSTREAM_CLOSED
+from liveproxy.errors import UpstreamFailed, UpstreamRejected, UpstreamUnavailable
+from liveproxy.translate import UpstreamEvent
+
+
+def live(*, handle: str | None = "h1", attempts: int = 3) -> Course:
+    course = Course(attempts)
+    course.connected()
+    if handle is not None:
+        course.on_event(UpstreamEvent(resumption_handle=handle), 0.0)
+    return course
+
+
+def test_it_starts_connecting_and_is_live_once_connected() -> None:
+    course = Course(3)
+    phases = [course.phase]
+    course.connected()
+    phases.append(course.phase)
+    assert phases == [Phase.CONNECTING, Phase.LIVE]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("50s", 50.0), ("0.5s", 0.5), ("x", 0.0), ("-3s", 0.0)]
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_go_away_between_turns_with_a_handle_switches_at_once() -> None:
+    course = live()
+    assert course.on_event(UpstreamEvent(go_away="50s"), 10.0)
+    assert course.phase is Phase.RESUMING
+    assert course.switch_at == math.inf
+
+
+def test_go_away_mid_turn_waits_for_the_turn_to_end() -> None:
+    course = live()
+    assert not course.on_event(UpstreamEvent(generating=True), 1.0)
+    assert not course.on_event(UpstreamEvent(go_away="50s"), 10.0)
+    assert course.phase is Phase.SWITCHING
+    assert course.switch_at == 10.0 + 50.0 - 5.0  # at the latest 5 s before the deadline
+    assert not course.on_event(UpstreamEvent(generating=True), 11.0)
+    assert course.on_event(UpstreamEvent(turn_complete=True), 12.0)
+
+
+def test_a_short_go_away_leaves_half_its_time_as_the_margin() -> None:
+    course = live()
+    course.on_event(UpstreamEvent(generating=True), 0.0)
+    course.on_event(UpstreamEvent(go_away="4s"), 100.0)
+    assert course.switch_at == 102.0
+
+
+def test_a_pending_tool_call_counts_as_mid_turn_and_interrupted_ends_the_turn() -> None:
+    course = live()
+    course.on_event(UpstreamEvent(tool_call={"toolCall": {}}), 0.0)
+    assert not course.on_event(UpstreamEvent(go_away="50s"), 1.0)
+    assert course.on_event(UpstreamEvent(interrupted=True), 2.0)
+
+
+def test_go_away_without_a_handle_waits_for_one() -> None:
+    course = live(handle=None)
+    assert not course.on_event(UpstreamEvent(go_away="50s"), 0.0)
+    assert course.on_event(UpstreamEvent(resumption_handle="h2"), 1.0)
+    assert course.handle == "h2"
+
+
+def test_the_deadline_mid_turn_switches_when_a_handle_is_held() -> None:
+    course = live()
+    course.on_event(UpstreamEvent(generating=True), 0.0)
+    course.on_event(UpstreamEvent(go_away="50s"), 0.0)
+    assert course.deadline_reached()
+    assert course.phase is Phase.RESUMING
+
+
+def test_the_deadline_without_a_handle_forgets_the_switch() -> None:
+    course = live(handle=None)
+    course.on_event(UpstreamEvent(go_away="50s"), 0.0)
+    assert not course.deadline_reached()
+    assert (course.phase, course.switch_at) == (Phase.LIVE, math.inf)
+    assert not course.on_event(UpstreamEvent(resumption_handle="late"), 60.0)
+
+
+def test_a_normal_close_is_upstream_closed() -> None:
+    course = live()
+    assert course.closed(1000, "") is UPSTREAM_CLOSED
+    assert course.phase is Phase.ENDED
+
+
+def test_a_drop_with_a_handle_is_resumed() -> None:
+    course = live()
+    assert course.closed(1006, "") is None
+    assert course.phase is Phase.RESUMING
+
+
+@pytest.mark.parametrize(
+    ("handle", "code", "reason"),
+    [
+        (None, 1011, "Internal error encountered."),
+        ("h1", 1007, "Request contains an invalid argument."),
+        ("h1", 1008, "BidiGenerateContent session not found"),
+        ("h1", 1011, "You exceeded your current quota"),
+    ],
+)
+def test_drops_that_cannot_be_resumed_fail(handle: str | None, code: int, reason: str) -> None:
+    course = live(handle=handle)
+    with pytest.raises(UpstreamFailed, match=f"upstream closed the connection \\({code}: "):
+        course.closed(code, reason)
+    assert course.phase is Phase.ENDED
+
+
+def test_resume_attempts_back_off_and_then_give_up() -> None:
+    course = live(attempts=3)
+    course.closed(1006, "")
+    delays = []
+    while (delay := course.next_attempt()) is not None:
+        delays.append(delay)
+        course.attempt_failed(UpstreamUnavailable("cannot reach upstream"))
+    assert delays == list(RESUME_BACKOFF[:3])
+    error = course.gave_up()
+    assert error.message == (
+        "the session could not be resumed after 3 attempts: cannot reach upstream"
+    )
+
+
+def test_back_off_is_capped_at_its_last_step_and_one_attempt_is_always_made() -> None:
+    many = live(attempts=7)
+    many.closed(1006, "")
+    assert [many.next_attempt() for _ in range(7)] == [*RESUME_BACKOFF, 4.0, 4.0]
+    none = live(attempts=0)
+    none.closed(1006, "")
+    assert (none.next_attempt(), none.next_attempt()) == (0.0, None)
+
+
+def test_a_refused_handle_ends_the_resume_at_once() -> None:
+    course = live()
+    course.closed(1006, "")
+    course.next_attempt()
+    with pytest.raises(UpstreamFailed, match="could not be resumed: bad handle"):
+        course.attempt_failed(UpstreamRejected("bad handle"))
+    assert course.phase is Phase.ENDED
+
+
+def test_a_successful_resume_gives_the_next_drop_all_its_attempts_again() -> None:
+    course = live(attempts=2)
+    course.closed(1006, "")
+    course.next_attempt()
+    course.attempt_failed(UpstreamUnavailable("x"))
+    course.next_attempt()
+    course.connected()
+    course.closed(1006, "")
+    assert [course.next_attempt(), course.next_attempt(), course.next_attempt()] == [0.0, 0.5, None]
