@@ -65,12 +65,9 @@ def create_app(
     config = config or Config.from_env()
     SECRETS.add(config.api_key)
     app = LiveProxyApp(__name__, static_folder=None)
-    gauges = Gauges()
     state = ProxyState(
-        config=config,
         tokens=TokenStore(config.token_ttl_seconds, trio.current_time),
-        gauges=gauges,
-        services=SessionServices(config, target, gauges, trio.Event()),
+        services=SessionServices(config, target, Gauges(), trio.Event()),
     )
     app.proxy = state
     _add_http_routes(app, state)

@@ -13,13 +13,22 @@ from liveproxy.tokens import TokenStore
 
 @attrs.define(eq=False)
 class ProxyState:
-    """What the routes share: configuration, tokens, gauges, the upstream and shutdown flags."""
+    """What the routes share: tokens, the draining flag, and what sessions are lent.
 
-    config: Config
+    Configuration, gauges, the upstream and the shutdown event live once, in ``services``.
+    """
+
     tokens: TokenStore
-    gauges: Gauges
     services: SessionServices
     draining: bool = False
+
+    @property
+    def config(self) -> Config:
+        return self.services.config
+
+    @property
+    def gauges(self) -> Gauges:
+        return self.services.gauges
 
     @property
     def shutdown_now(self) -> trio.Event:
