@@ -19,12 +19,12 @@ import trio
 
 from liveproxy.errors import MessageTooBig, SlowClient
 from liveproxy.hypercorn_fixes import MESSAGE_TOO_BIG
+from liveproxy.ports import BrowserPort, Frame
 from liveproxy.protocol.closes import truncate_reason
 
 ASGIMessage: TypeAlias = MutableMapping[str, Any]
 Receive: TypeAlias = Callable[[], Awaitable[ASGIMessage]]
 Send: TypeAlias = Callable[[ASGIMessage], Awaitable[None]]
-Frame: TypeAlias = bytes | str
 
 
 class BrowserGone(Exception):
@@ -154,7 +154,7 @@ class BrowserQueue:
         self._close = (code, reason)
         self._wakeup.set()
 
-    async def run_writer(self, socket: BrowserSocket) -> None:
+    async def run_writer(self, socket: BrowserPort) -> None:
         """Send queued frames in order until :meth:`finish`; then send the close frame.
 
         Closes ``socket`` (with the code given to :meth:`finish`) before returning.

@@ -17,7 +17,9 @@ from __future__ import annotations
 from collections import deque
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
+from trio_websocket import ConnectionClosed
+
+from liveproxy.ports import UpstreamSocket
 
 
 class UpstreamLink:
@@ -31,7 +33,7 @@ class UpstreamLink:
         self._pending: deque[tuple[str, bool]] = deque()  # (message, replayable)
         self._pending_bytes = 0
         self._since_handle: deque[str] = deque(maxlen=self.REPLAY_LIMIT)
-        self._ws: WebSocketConnection | None = None
+        self._ws: UpstreamSocket | None = None
         self._flushing = False
         self._changed = trio.Event()
         self._waiters = 0
@@ -59,7 +61,7 @@ class UpstreamLink:
                 return
             await self._wait_for_change()
 
-    async def attach(self, ws: WebSocketConnection) -> None:
+    async def attach(self, ws: UpstreamSocket) -> None:
         """Send the buffered messages on ``ws``, then make it the connection producers write to.
 
         Raises:
@@ -93,7 +95,7 @@ class UpstreamLink:
         self._notify()
         await self._wait_until_not_flushing()
 
-    async def _flush(self, ws: WebSocketConnection, *, attaching: bool) -> None:
+    async def _flush(self, ws: UpstreamSocket, *, attaching: bool) -> None:
         self._flushing = True
         try:
             while self._pending and (attaching or self._ws is ws):

@@ -29,7 +29,7 @@ import orjson
 import trio
 from trio_websocket import CloseReason, ConnectionClosed
 
-from liveproxy.browser import BrowserGone, BrowserQueue, BrowserSocket, Frame
+from liveproxy.browser import BrowserGone, BrowserQueue
 from liveproxy.bucket import TokenBucket
 from liveproxy.codec import encode_error
 from liveproxy.config import Config
@@ -45,6 +45,7 @@ from liveproxy.errors import (
 )
 from liveproxy.link import UpstreamLink
 from liveproxy.models import ErrorEvent
+from liveproxy.ports import BrowserPort, Connect, Frame
 from liveproxy.protocol import closes
 from liveproxy.race import Race
 from liveproxy.session_setup import browser_setup, default_setup, upstream_setup_message
@@ -79,6 +80,8 @@ class SessionServices:
     target: UpstreamTarget | None
     gauges: Gauges
     shutdown_now: trio.Event
+    #: How upstream connections are opened (a test passes one over memory channels).
+    connect: Connect = open_connection
 
 
 @attrs.frozen
@@ -106,7 +109,7 @@ class Session:
 
     def __init__(
         self,
-        socket: BrowserSocket,
+        socket: BrowserPort,
         out: BrowserQueue,
         services: SessionServices,
         *,
@@ -265,7 +268,7 @@ class Session:
         )
         self.race.add(connecting)
         try:
-            async with open_connection(
+            async with self.services.connect(
                 target,
                 message,
                 connecting,
@@ -301,7 +304,9 @@ class Session:
         if detaching.cancelled_caught:
             # A browser message is stuck in a write to a connection that stopped reading:
             # closing it fails that write, and the message stays queued for the next one.
-            await trio.aclose_forcefully(connection.ws)
+            with trio.CancelScope() as forcefully:
+                forcefully.cancel()  # no close handshake: the TCP connection just closes
+                await connection.ws.aclose()
             await self.link.detach()
         if reading.cancelled_caught:
             if self.race.outcome == SHUTDOWN:

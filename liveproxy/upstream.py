@@ -34,6 +34,7 @@ from wsproto.events import AcceptConnection, RejectConnection, RejectData
 from liveproxy.config import Config
 from liveproxy.credentials import Credentials, Headers
 from liveproxy.errors import SessionError, UpstreamFailed, UpstreamRejected, UpstreamUnavailable
+from liveproxy.ports import UpstreamSocket
 from liveproxy.protocol import closes
 
 DEVELOPER_BASE = "wss://generativelanguage.googleapis.com"
@@ -131,7 +132,7 @@ def model_path(config: Config, model: str) -> str:
 class Connection:
     """An upstream connection whose setup completed; closed by :func:`open_connection`."""
 
-    ws: WebSocketConnection
+    ws: UpstreamSocket
     setup_complete: bytes | str
     close_code: int = closes.NORMAL
     close_reason: str = ""

@@ -1,0 +1,269 @@
+"""The session's driver over memory channels: no Hypercorn, no sockets, trio's autojump clock.
+
+The browser and Gemini are fakes of the two ports (:mod:`liveproxy.ports`); what only real
+sockets can show stays in the end-to-end tests.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import attrs
+import orjson
+import pytest
+import trio
+import trio.testing
+from trio_websocket import CloseReason, ConnectionClosed
+
+from liveproxy.browser import BrowserGone, BrowserQueue
+from liveproxy.config import Config
+from liveproxy.credentials import ApiKey
+from liveproxy.endings import BROWSER_CLOSED, SHUTDOWN, TIME_LIMIT, Outcome
+from liveproxy.errors import SessionError, SlowClient, UpstreamFailed, UpstreamUnavailable
+from liveproxy.ports import Frame
+from liveproxy.protocol import closes
+from liveproxy.session import Session, SessionServices
+from liveproxy.stats import Gauges
+from liveproxy.upstream import Connection, UpstreamTarget
+
+SETUP = orjson.dumps({"setup": {"generation_config": {"response_modalities": ["TEXT"]}}}).decode()
+HANDLE = '{"sessionResumptionUpdate":{"newHandle":"%s","resumable":true}}'
+
+
+@attrs.define(eq=False)
+class FakeBrowser:
+    """The browser port: the test feeds ``incoming``; what the session sends is in ``sent``."""
+
+    incoming: trio.MemoryReceiveChannel[Frame]
+    sent: list[Frame] = attrs.Factory(list)
+    closed_with: tuple[int, str] | None = None
+    stuck: bool = False  # a browser that stopped reading: every send blocks
+
+    async def receive(self) -> Frame:
+        try:
+            return await self.incoming.receive()
+        except trio.EndOfChannel:
+            raise BrowserGone() from None
+
+    async def send(self, frame: Frame) -> None:
+        if self.stuck:
+            await trio.sleep_forever()
+        self.sent.append(frame)
+
+    async def close(self, code: int, reason: str = "") -> None:
+        self.closed_with = (code, reason)
+
+    def events(self) -> list[dict[str, object]]:
+        return [orjson.loads(f) for f in self.sent if isinstance(f, str)]
+
+
+@attrs.define(eq=False)
+class FakeSocket:
+    """One upstream connection: the test pushes Gemini's messages or a close into it."""
+
+    setup: str
+    to_proxy_send: trio.MemorySendChannel[str | CloseReason]
+    to_proxy: trio.MemoryReceiveChannel[str | CloseReason]
+    received: list[bytes | str] = attrs.Factory(list)
+    closed: bool = False
+
+    async def get_message(self) -> bytes | str:
+        item = await self.to_proxy.receive()
+        if isinstance(item, CloseReason):
+            raise ConnectionClosed(item)
+        return item
+
+    async def send_message(self, message: bytes | str) -> None:
+        self.received.append(message)
+
+    async def ping(self, payload: bytes | None = None) -> None:
+        pass
+
+    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
+        self.closed = True
+
+
+@attrs.define(eq=False)
+class FakeGemini:
+    """The ``connect`` port: opens :class:`FakeSocket`\\ s, or fails as ``plans`` say."""
+
+    plans: deque[SessionError] = attrs.Factory(deque)
+    sockets: list[FakeSocket] = attrs.Factory(list)
+    close_codes: list[int] = attrs.Factory(list)
+    attempts: list[float] = attrs.Factory(list)
+    _opened: trio.Event = attrs.Factory(trio.Event)
+
+    @asynccontextmanager
+    async def connect(
+        self,
+        target: UpstreamTarget,
+        setup: str,
+        connect_scope: trio.CancelScope,
+        *,
+        on_open: Callable[[int], None],
+    ) -> AsyncIterator[Connection]:
+        self.attempts.append(trio.current_time())
+        if self.plans:
+            raise self.plans.popleft()
+        send, receive = trio.open_memory_channel[str | CloseReason](16)
+        socket = FakeSocket(setup, send, receive)
+        self.sockets.append(socket)
+        self._opened.set()
+        self._opened = trio.Event()
+        connection = Connection(socket, '{"setupComplete":{}}')
+        on_open(1)
+        try:
+            yield connection
+        finally:
+            on_open(-1)
+            socket.closed = True
+            self.close_codes.append(connection.close_code)
+
+    async def wait_for(self, count: int) -> FakeSocket:
+        while len(self.sockets) < count:
+            await self._opened.wait()
+        return self.sockets[count - 1]
+
+
+@attrs.define(eq=False)
+class Run:
+    browser: FakeBrowser
+    to_session: trio.MemorySendChannel[Frame]
+    gemini: FakeGemini
+    services: SessionServices
+    outcome: Outcome | None = None
+    done: trio.Event = attrs.Factory(trio.Event)
+
+
+@asynccontextmanager
+async def running(
+    *, time_limit: float = 600, stuck: bool = False, **settings: object
+) -> AsyncIterator[Run]:
+    """A session between a fake browser and fake Gemini; its outcome is set when it ends."""
+    config = Config(api_key="k", upstream_ping_interval_seconds=0, **settings)  # type: ignore[arg-type]
+    gemini = FakeGemini()
+    services = SessionServices(
+        config,
+        UpstreamTarget("ws://fake", config.model, ApiKey("k")),
+        Gauges(),
+        trio.Event(),
+        connect=gemini.connect,
+    )
+    to_session, incoming = trio.open_memory_channel[Frame](16)
+    browser = FakeBrowser(incoming, stuck=stuck)
+    run = Run(browser, to_session, gemini, services)
+    queue = BrowserQueue(config.browser_queue_bytes)
+    session = Session(browser, queue, services, time_limit=time_limit)
+
+    async def drive() -> None:
+        async with trio.open_nursery() as writers:
+            writers.start_soon(queue.run_writer, browser)
+            run.outcome = await session.run()
+            queue.finish(None, closes.NORMAL)
+            if stuck:
+                writers.cancel_scope.cancel()
+        run.done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(drive)
+        await to_session.send(SETUP)
+        yield run
+        with trio.fail_after(time_limit + 60):
+            await run.done.wait()
+    assert services.gauges.upstream_connections == 0  # nothing outlives the session
+
+
+async def test_goaway_switches_to_a_new_connection_with_the_handle(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running() as run:
+        first = await run.gemini.wait_for(1)
+        await first.to_proxy_send.send(HANDLE % "h1")
+        await first.to_proxy_send.send('{"goAway":{"timeLeft":"20s"}}')
+        second = await run.gemini.wait_for(2)
+        assert orjson.loads(second.setup)["setup"]["sessionResumption"] == {"handle": "h1"}
+        await run.to_session.send('{"type": "text", "text": "after"}')
+        await trio.testing.wait_all_tasks_blocked()
+        run.to_session.close()
+    assert run.outcome == BROWSER_CLOSED
+    assert first.closed
+    assert second.closed
+    assert [e for e in run.browser.events() if "sessionStatus" in e] == [
+        {"sessionStatus": {"state": "reconnecting"}},
+        {"sessionStatus": {"state": "resumed"}},
+    ]
+    assert any("after" in str(m) for m in second.received)
+
+
+async def test_a_drop_resumes_after_back_off_and_replays_the_turns_since_the_handle(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running(reconnect_attempts=3) as run:
+        first = await run.gemini.wait_for(1)
+        await first.to_proxy_send.send(HANDLE % "h1")
+        await run.to_session.send('{"type": "text", "text": "not covered by h1"}')
+        await trio.testing.wait_all_tasks_blocked()
+        run.gemini.plans.extend([UpstreamUnavailable("down"), UpstreamUnavailable("down")])
+        dropped_at = trio.current_time()
+        await first.to_proxy_send.send(CloseReason(1011, "Internal error encountered."))
+        second = await run.gemini.wait_for(2)
+        await trio.testing.wait_all_tasks_blocked()
+        run.to_session.close()
+    assert [round(t - dropped_at, 3) for t in run.gemini.attempts[1:]] == [0.0, 0.5, 1.5]
+    assert any("not covered by h1" in str(m) for m in second.received)
+    assert run.outcome == BROWSER_CLOSED
+
+
+async def test_a_drop_whose_every_resume_fails_is_upstream_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running(reconnect_attempts=2) as run:
+        first = await run.gemini.wait_for(1)
+        await first.to_proxy_send.send(HANDLE % "h1")
+        run.gemini.plans.extend([UpstreamUnavailable("down")] * 2)
+        await first.to_proxy_send.send(CloseReason(1006, ""))
+    assert isinstance(run.outcome, UpstreamFailed)
+    assert run.outcome.message == "the session could not be resumed after 2 attempts: down"
+
+
+async def test_a_drop_before_any_handle_is_upstream_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running() as run:
+        first = await run.gemini.wait_for(1)
+        await first.to_proxy_send.send(CloseReason(1011, "Internal error encountered."))
+    assert isinstance(run.outcome, UpstreamFailed)
+    assert len(run.gemini.attempts) == 1
+
+
+async def test_shutdown_ends_the_session_and_closes_upstream_going_away(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running() as run:
+        await run.gemini.wait_for(1)
+        run.services.shutdown_now.set()
+    assert run.outcome == SHUTDOWN
+    assert run.gemini.close_codes == [closes.GOING_AWAY]
+
+
+async def test_the_time_limit_ends_the_session_on_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    start = trio.current_time()
+    async with running(time_limit=60) as run:
+        await run.gemini.wait_for(1)
+    assert run.outcome == TIME_LIMIT
+    assert trio.current_time() - start == pytest.approx(60, abs=0.01)
+
+
+async def test_a_browser_that_stopped_reading_is_slow_client(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running(stuck=True, browser_queue_bytes=4096) as run:
+        first = await run.gemini.wait_for(1)
+        text = orjson.dumps({"serverContent": {"modelTurn": {"parts": [{"text": "x" * 1000}]}}})
+        for _ in range(10):
+            await first.to_proxy_send.send(text.decode())
+    assert isinstance(run.outcome, SlowClient)
