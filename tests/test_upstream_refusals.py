@@ -16,7 +16,7 @@ import trio
 from liveproxy.app import google_target
 from liveproxy.config import Config
 from liveproxy.credentials import GoogleAuth
-from liveproxy.upstream import REFUSAL_BODY_GRACE
+from liveproxy.dial import REFUSAL_BODY_GRACE
 from tests.conftest import TEXT_SETUP, ProxyFactory
 from tests.test_backends import StandInCredentials
 from tests.test_session_endings import assert_error
