@@ -1,9 +1,9 @@
 """The upstream side: where Gemini Live is, and one connection to it through its setup.
 
-:func:`open_connection` gets the credentials' headers, dials (:mod:`liveproxy.dial`), sends the setup
-and waits for ``setupComplete``, all under one deadline (trio-websocket's own connect timeout does
-not cover an upgrade that never gets an answer, nor a token refresh). Failures are translated
-once, here, into :class:`~liveproxy.errors.UpstreamUnavailable` (retryable) or
+:func:`open_connection` gets the credentials' headers, dials (:mod:`liveproxy.dial`), sends
+the setup and waits for ``setupComplete``, all under one deadline (trio-websocket's own connect
+timeout does not cover an upgrade that never gets an answer, nor a token refresh). Failures are
+translated once, here, into :class:`~liveproxy.errors.UpstreamUnavailable` (retryable) or
 :class:`~liveproxy.errors.UpstreamRejected` (upstream said no).
 """
 
