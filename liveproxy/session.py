@@ -2,7 +2,8 @@
 
 Tasks (all in :meth:`Session.run`'s nursery):
 
-- ``read_browser``: first frame -> setup; then browser frames -> :class:`UpstreamLink`.
+- the :class:`~liveproxy.browser_reader.BrowserReader`: first frame -> setup; then browser
+  frames -> :class:`UpstreamLink`.
 - ``relay_upstream``: opens upstream connections (resuming on ``goAway`` or a drop), and turns
   upstream messages into frames on the :class:`BrowserQueue`. When to switch, resume or give
   up is decided by its :class:`~liveproxy.course.Course` (sync); the relay moves the bytes and
@@ -20,41 +21,32 @@ cancelled, so the upstream connection is closed gracefully from uncancelled code
 from __future__ import annotations
 
 import math
-import re
 from functools import partial
-from typing import Any, Final
+from typing import Final
 
 import attrs
-import orjson
 import trio
 from trio_websocket import CloseReason, ConnectionClosed
 
-from liveproxy.browser import BrowserGone, BrowserQueue
-from liveproxy.bucket import TokenBucket
-from liveproxy.codec import encode_error
+from liveproxy.browser import BrowserQueue
+from liveproxy.browser_reader import BrowserReader
 from liveproxy.config import Config
 from liveproxy.course import Course
-from liveproxy.endings import BROWSER_CLOSED, SHUTDOWN, TIME_LIMIT, Outcome
+from liveproxy.endings import SHUTDOWN, TIME_LIMIT, Outcome
 from liveproxy.errors import (
-    BadMessage,
-    InvalidSetup,
-    RateLimited,
     UpstreamFailed,
     UpstreamRejected,
     UpstreamUnavailable,
 )
 from liveproxy.link import UpstreamLink
-from liveproxy.models import ErrorEvent
-from liveproxy.ports import BrowserPort, Connect, Frame
+from liveproxy.ports import BrowserPort, Connect
 from liveproxy.protocol import closes
 from liveproxy.race import Race
-from liveproxy.session_setup import browser_setup, default_setup, upstream_setup_message
+from liveproxy.session_setup import upstream_setup_message
 from liveproxy.stats import Gauges, SessionCounters
 from liveproxy.translate import (
     AudioAligner,
     UpstreamDecodeError,
-    audio_to_upstream,
-    browser_text_to_upstream,
     translate_upstream,
     with_session_stats,
 )
@@ -68,8 +60,6 @@ from liveproxy.upstream import (
 
 STATUS_RECONNECTING: Final = '{"sessionStatus":{"state":"reconnecting"}}'
 STATUS_RESUMED: Final = '{"sessionStatus":{"state":"resumed"}}'
-#: A first frame that starts like this is a setup, even when it is not valid JSON.
-_LOOKS_LIKE_SETUP: Final = re.compile(r'\s*\{\s*"setup"')
 
 
 @attrs.define
@@ -123,86 +113,20 @@ class Session:
         self.counters = SessionCounters(started_at=trio.current_time())
         self.race = Race()
         self.link = UpstreamLink(self.config.upstream_buffer_bytes)
-        self.setup: dict[str, Any] | None = None
-        self.setup_ready = trio.Event()
+        self.reader = BrowserReader(socket, self.link, out, self.counters, self.config)
         self.course = Course(self.config.reconnect_attempts)
-        self.audio_in = AudioAligner()
         self.audio_out = AudioAligner()
-        rate = self.config.browser_message_rate
-        self.rate = TokenBucket(rate, capacity=rate) if rate else None
 
     async def run(self) -> Outcome:
         """Run until the first outcome; every task and upstream connection is gone on return."""
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self.race.run, self._read_browser)
+            nursery.start_soon(self.race.run, self.reader.run)
             nursery.start_soon(self.race.run, self._limit_time)
             nursery.start_soon(self.race.run, self._await_shutdown)
             # The relay is not cancelled on the outcome: it stops itself, to close upstream cleanly.
             nursery.start_soon(partial(self.race.run, self._relay_upstream, cancellable=False))
         assert self.race.outcome is not None
         return self.race.outcome
-
-    # -- the browser -> upstream direction ---------------------------------------------------
-
-    async def _read_browser(self) -> Outcome:
-        try:
-            first: Frame | None = None
-            with trio.move_on_after(self.config.setup_timeout_seconds):
-                first = await self._receive()
-            leftover = self._start(first)
-            if leftover is not None:
-                await self._forward(leftover)
-            while True:
-                await self._forward(await self._receive())
-        except BrowserGone:
-            return BROWSER_CLOSED
-
-    async def _receive(self) -> Frame:
-        frame = await self.socket.receive()
-        if self.rate is not None and self.rate.take(trio.current_time()):
-            raise RateLimited(f"more than {self.config.browser_message_rate} messages per second")
-        return frame
-
-    def _start(self, first: Frame | None) -> Frame | None:
-        """Take the setup from the first frame (or the default); return a frame still to forward."""
-        setup: dict[str, Any] | None = None
-        leftover = first
-        if isinstance(first, str):
-            try:
-                data = orjson.loads(first)
-            except orjson.JSONDecodeError:
-                if _LOOKS_LIKE_SETUP.match(first):
-                    raise InvalidSetup("the setup message is not valid JSON") from None
-                data = None
-            if isinstance(data, dict) and "setup" in data:
-                if len(data) != 1:
-                    raise InvalidSetup("the setup message must have no other top-level key")
-                setup = browser_setup(data["setup"], self.config)
-                leftover = None
-        self.setup = setup if setup is not None else default_setup(self.config)
-        self.setup_ready.set()
-        return leftover
-
-    async def _forward(self, frame: Frame) -> None:
-        if isinstance(frame, bytes):
-            if not frame:
-                self._refuse("an empty binary frame carries no audio")
-                return
-            pcm = self.audio_in.align(frame)
-            if pcm:
-                self.counters.audio_chunks_sent += 1
-                await self.link.send(audio_to_upstream(pcm))
-            return
-        try:
-            message = browser_text_to_upstream(frame)
-        except BadMessage as exc:
-            self._refuse(exc.message)
-            return
-        await self.link.send(message, replayable=True)
-
-    def _refuse(self, message: str) -> None:
-        stats = self.counters.snapshot()
-        self.out.put(encode_error(ErrorEvent(BadMessage.code, message, stats)))
 
     # -- timers ------------------------------------------------------------------------------
 
@@ -218,15 +142,16 @@ class Session:
 
     async def _relay_upstream(self) -> Outcome | None:
         with self.race.cancel_on_decide():
-            await self.setup_ready.wait()
-        if self.race.decided or self.setup is None:
+            await self.reader.setup_ready.wait()
+        setup = self.reader.setup
+        if self.race.decided or setup is None:
             return None
         target = self.services.target
         if target is None:
             raise UpstreamUnavailable(
                 "no upstream is configured (set GOOGLE_API_KEY, PROJECT_ID or UPSTREAM_URL)"
             )
-        model = model_path(self.config, self.setup["model"])
+        model = model_path(self.config, setup["model"])
         end = await self._connect_and_relay(target, model, resumed=False)
         while True:
             if end is None:
@@ -260,9 +185,9 @@ class Session:
     async def _connect_and_relay(
         self, target: UpstreamTarget, model: str, *, resumed: bool
     ) -> _ConnectionEnd | None:
-        assert self.setup is not None
+        assert self.reader.setup is not None
         handle = self.course.handle if resumed else None
-        message = upstream_setup_message(self.setup, model, handle)
+        message = upstream_setup_message(self.reader.setup, model, handle)
         connecting = trio.CancelScope(
             deadline=trio.current_time() + self.config.setup_timeout_seconds
         )

@@ -1,0 +1,123 @@
+"""The browser -> upstream direction of a session: the setup, then every frame, in order.
+
+The first frame is the setup (or, from older clients, ordinary input: the server's default
+setup is used); :attr:`BrowserReader.setup_ready` tells the relay it can connect. Then audio
+frames become ``realtimeInput.audio``, text frames are checked and mapped, and both go to the
+:class:`~liveproxy.link.UpstreamLink` in order. A refused message (``bad_message``) is answered
+on the browser queue and the session goes on.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+
+import orjson
+import trio
+
+from liveproxy.browser import BrowserGone, BrowserQueue
+from liveproxy.bucket import TokenBucket
+from liveproxy.codec import encode_error
+from liveproxy.config import Config
+from liveproxy.endings import BROWSER_CLOSED, Outcome
+from liveproxy.errors import BadMessage, InvalidSetup, RateLimited
+from liveproxy.link import UpstreamLink
+from liveproxy.models import ErrorEvent
+from liveproxy.ports import BrowserPort, Frame
+from liveproxy.session_setup import browser_setup, default_setup
+from liveproxy.stats import SessionCounters
+from liveproxy.translate import AudioAligner, audio_to_upstream, browser_text_to_upstream
+
+#: A first frame that starts like this is a setup, even when it is not valid JSON.
+_LOOKS_LIKE_SETUP: Final = re.compile(r'\s*\{\s*"setup"')
+
+
+class BrowserReader:
+    """Reads one browser socket for its session: the setup, then frames to the link."""
+
+    def __init__(
+        self,
+        socket: BrowserPort,
+        link: UpstreamLink,
+        out: BrowserQueue,
+        counters: SessionCounters,
+        config: Config,
+    ) -> None:
+        self.socket = socket
+        self.link = link
+        self.out = out
+        self.counters = counters
+        self.config = config
+        #: The session's setup, once the first frame (or the setup timeout) has decided it.
+        self.setup: dict[str, Any] | None = None
+        self.setup_ready = trio.Event()
+        self.audio_in = AudioAligner()
+        rate = config.browser_message_rate
+        self.rate = TokenBucket(rate, capacity=rate) if rate else None
+
+    async def run(self) -> Outcome:
+        """Read the browser until it leaves; returns ``browser_closed``.
+
+        Raises:
+            InvalidSetup: the first frame is a setup that is refused.
+            RateLimited: more than ``BROWSER_MESSAGE_RATE`` messages a second.
+            MessageTooBig: a message over ``MAX_MESSAGE_BYTES``.
+        """
+        try:
+            first: Frame | None = None
+            with trio.move_on_after(self.config.setup_timeout_seconds):
+                first = await self._receive()
+            leftover = self._start(first)
+            if leftover is not None:
+                await self._forward(leftover)
+            while True:
+                await self._forward(await self._receive())
+        except BrowserGone:
+            return BROWSER_CLOSED
+
+    async def _receive(self) -> Frame:
+        frame = await self.socket.receive()
+        if self.rate is not None and self.rate.take(trio.current_time()):
+            raise RateLimited(f"more than {self.config.browser_message_rate} messages per second")
+        return frame
+
+    def _start(self, first: Frame | None) -> Frame | None:
+        """Take the setup from the first frame (or the default); return a frame still to forward."""
+        setup: dict[str, Any] | None = None
+        leftover = first
+        if isinstance(first, str):
+            try:
+                data = orjson.loads(first)
+            except orjson.JSONDecodeError:
+                if _LOOKS_LIKE_SETUP.match(first):
+                    raise InvalidSetup("the setup message is not valid JSON") from None
+                data = None
+            if isinstance(data, dict) and "setup" in data:
+                if len(data) != 1:
+                    raise InvalidSetup("the setup message must have no other top-level key")
+                setup = browser_setup(data["setup"], self.config)
+                leftover = None
+        self.setup = setup if setup is not None else default_setup(self.config)
+        self.setup_ready.set()
+        return leftover
+
+    async def _forward(self, frame: Frame) -> None:
+        if isinstance(frame, bytes):
+            if not frame:
+                self._refuse("an empty binary frame carries no audio")
+                return
+            pcm = self.audio_in.align(frame)
+            if pcm:
+                self.counters.audio_chunks_sent += 1
+                await self.link.send(audio_to_upstream(pcm))
+            return
+        try:
+            message = browser_text_to_upstream(frame)
+        except BadMessage as exc:
+            self._refuse(exc.message)
+            return
+        await self.link.send(message, replayable=True)
+
+    def _refuse(self, message: str) -> None:
+        stats = self.counters.snapshot()
+        self.out.put(encode_error(ErrorEvent(BadMessage.code, message, stats)))
