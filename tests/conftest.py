@@ -12,13 +12,13 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
-from liveproxy.app import LiveProxyApp, create_app
 from liveproxy.config import Config
+from liveproxy.core.upstream import UpstreamTarget
 from liveproxy.emulator import Emulator, EmulatorConfig
 from liveproxy.emulator import serve as serve_emulator
-from liveproxy.server import serve
-from liveproxy.state import ProxyState
-from liveproxy.upstream import UpstreamTarget
+from liveproxy.web.app import LiveProxyApp, create_app
+from liveproxy.web.server import serve
+from liveproxy.web.state import ProxyState
 from tests.http import HttpResponse, request
 from tests.wsclient import BrowserClient, wait_until
 

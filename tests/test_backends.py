@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from google.auth import credentials as google_credentials
 
-from liveproxy.app import google_target
 from liveproxy.config import Config
-from liveproxy.credentials import GoogleAuth
+from liveproxy.core.credentials import GoogleAuth
 from liveproxy.emulator import Emulator
+from liveproxy.web.app import google_target
 from tests.conftest import TEXT_SETUP, ProxyFactory
 from tests.wsclient import has_key, texts
 

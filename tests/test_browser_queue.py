@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from liveproxy.browser import BrowserQueue, BrowserSocket
-from liveproxy.errors import SlowClient
+from liveproxy.contract.errors import SlowClient
+from liveproxy.core.browser import BrowserQueue, BrowserSocket
 
 
 class RecordingSend:

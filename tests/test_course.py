@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from liveproxy.course import RESUME_BACKOFF, Course, Phase, parse_duration
-from liveproxy.endings import UPSTREAM_CLOSED
-from liveproxy.errors import UpstreamFailed, UpstreamRejected, UpstreamUnavailable
-from liveproxy.translate import UpstreamEvent
+from liveproxy.contract.endings import UPSTREAM_CLOSED
+from liveproxy.contract.errors import UpstreamFailed, UpstreamRejected, UpstreamUnavailable
+from liveproxy.contract.translate import UpstreamEvent
+from liveproxy.core.course import RESUME_BACKOFF, Course, Phase, parse_duration
 
 
 def live(*, handle: str | None = "h1", attempts: int = 3) -> Course:

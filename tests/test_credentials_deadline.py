@@ -2,7 +2,7 @@
 
 google-auth refreshes with blocking HTTP in a worker thread. Here its credentials are a stand-in
 whose refresh blocks like a token endpoint that never answers (until the test releases it), behind
-the real :class:`~liveproxy.credentials.GoogleAuth`, the real proxy and the emulator. Times are
+the real :class:`~liveproxy.core.credentials.GoogleAuth`, the real proxy and the emulator. Times are
 trio's (autojump clock).
 """
 
@@ -18,10 +18,10 @@ import trio
 from google.auth import credentials as google_credentials
 from google.auth import exceptions as google_exceptions
 
-from liveproxy.app import google_target
 from liveproxy.config import Config
-from liveproxy.credentials import GoogleAuth
+from liveproxy.core.credentials import GoogleAuth
 from liveproxy.emulator import Emulator
+from liveproxy.web.app import google_target
 from tests.conftest import TEXT_SETUP, Proxy, ProxyFactory
 from tests.test_session_endings import assert_error
 from tests.wsclient import Ended, wait_until

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from liveproxy import errors
-from liveproxy.endings import (
+from liveproxy.contract import errors
+from liveproxy.contract.endings import (
     BROWSER_CLOSED,
     SHUTDOWN,
     TIME_LIMIT,

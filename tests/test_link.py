@@ -9,7 +9,7 @@ import trio
 import trio.testing
 from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection
 
-from liveproxy.link import UpstreamLink
+from liveproxy.core.link import UpstreamLink
 
 
 class FakeConnection:

@@ -1,6 +1,6 @@
 """The session's driver over memory channels: no Hypercorn, no sockets, trio's autojump clock.
 
-The browser and Gemini are fakes of the two ports (:mod:`liveproxy.ports`); what only real
+The browser and Gemini are fakes of the two ports (:mod:`liveproxy.core.ports`); what only real
 sockets can show stays in the end-to-end tests.
 """
 
@@ -17,16 +17,16 @@ import trio
 import trio.testing
 from trio_websocket import CloseReason, ConnectionClosed
 
-from liveproxy.browser import BrowserGone, BrowserQueue
 from liveproxy.config import Config
-from liveproxy.credentials import ApiKey
-from liveproxy.endings import BROWSER_CLOSED, SHUTDOWN, TIME_LIMIT, Outcome
-from liveproxy.errors import SessionError, SlowClient, UpstreamFailed, UpstreamUnavailable
-from liveproxy.ports import Frame
+from liveproxy.contract.endings import BROWSER_CLOSED, SHUTDOWN, TIME_LIMIT, Outcome
+from liveproxy.contract.errors import SessionError, SlowClient, UpstreamFailed, UpstreamUnavailable
+from liveproxy.core.browser import BrowserGone, BrowserQueue
+from liveproxy.core.credentials import ApiKey
+from liveproxy.core.ports import Frame
+from liveproxy.core.session import Session, SessionServices
+from liveproxy.core.stats import Gauges
+from liveproxy.core.upstream import Connection, UpstreamTarget
 from liveproxy.protocol import closes
-from liveproxy.session import Session, SessionServices
-from liveproxy.stats import Gauges
-from liveproxy.upstream import Connection, UpstreamTarget
 
 SETUP = orjson.dumps({"setup": {"generation_config": {"response_modalities": ["TEXT"]}}}).decode()
 HANDLE = '{"sessionResumptionUpdate":{"newHandle":"%s","resumable":true}}'

@@ -8,7 +8,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 
 from liveproxy.emulator import Emulator, EmulatorConfig, Faults
 from liveproxy.emulator import serve as serve_emulator
-from liveproxy.tokens import Grant
+from liveproxy.web.tokens import Grant
 from tests.conftest import TEXT_SETUP, Proxy, ProxyFactory
 from tests.wsclient import Ended, wait_until
 

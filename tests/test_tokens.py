@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from liveproxy.tokens import Grant, TokenStore
+from liveproxy.web.tokens import Grant, TokenStore
 
 
 class FakeClock:

@@ -7,8 +7,8 @@ import base64
 import orjson
 import pytest
 
-from liveproxy.errors import BadMessage
-from liveproxy.translate import (
+from liveproxy.contract.errors import BadMessage
+from liveproxy.contract.translate import (
     AudioAligner,
     UpstreamDecodeError,
     audio_to_upstream,

@@ -13,10 +13,10 @@ import orjson
 import pytest
 import trio
 
-from liveproxy.app import google_target
 from liveproxy.config import Config
-from liveproxy.credentials import GoogleAuth
-from liveproxy.dial import REFUSAL_BODY_GRACE
+from liveproxy.core.credentials import GoogleAuth
+from liveproxy.core.dial import REFUSAL_BODY_GRACE
+from liveproxy.web.app import google_target
 from tests.conftest import TEXT_SETUP, ProxyFactory
 from tests.test_backends import StandInCredentials
 from tests.test_session_endings import assert_error

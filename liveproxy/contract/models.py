@@ -1,7 +1,7 @@
 """attrs models of the browser-facing API: HTTP bodies, browser messages, session events.
 
 Gemini's own messages are not modelled here: the proxy passes them through as Gemini sent them
-(see :mod:`liveproxy.translate`). Serialisation lives in :mod:`liveproxy.codec`.
+(see :mod:`liveproxy.contract.translate`). Serialisation lives in :mod:`liveproxy.contract.codec`.
 """
 
 from __future__ import annotations

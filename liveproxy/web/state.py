@@ -6,9 +6,9 @@ import attrs
 import trio
 
 from liveproxy.config import Config
-from liveproxy.session import SessionServices
-from liveproxy.stats import Gauges
-from liveproxy.tokens import TokenStore
+from liveproxy.core.session import SessionServices
+from liveproxy.core.stats import Gauges
+from liveproxy.web.tokens import TokenStore
 
 
 @attrs.define(eq=False)

@@ -2,20 +2,21 @@
 
 Tasks (all in :meth:`Session.run`'s nursery):
 
-- the :class:`~liveproxy.browser_reader.BrowserReader`: first frame -> setup; then browser
+- the :class:`~liveproxy.core.browser_reader.BrowserReader`: first frame -> setup; then browser
   frames -> :class:`UpstreamLink`.
 - ``relay_upstream``: opens upstream connections (resuming on ``goAway`` or a drop), and turns
   upstream messages into frames on the :class:`BrowserQueue`. When to switch, resume or give
-  up is decided by its :class:`~liveproxy.course.Course` (sync); the relay moves the bytes and
+  up is decided by its :class:`~liveproxy.core.course.Course` (sync); the relay moves the bytes and
   runs the timers.
 - ``limit_time``: the session time limit. ``await_shutdown``: the server ending sessions.
 
 The browser writer is not here: it belongs to the route, because a browser that stopped reading
 can hold a socket write forever (Hypercorn shields it), and the session must still end.
 
-Every task reports to a :class:`Race`. The first outcome (an :class:`~liveproxy.endings.Ended`, or a
-:class:`SessionError`) wins and cancels the others; the relay is asked to stop instead of being
-cancelled, so the upstream connection is closed gracefully from uncancelled code.
+Every task reports to a :class:`Race`. The first outcome (an
+:class:`~liveproxy.contract.endings.Ended`, or a :class:`SessionError`) wins and cancels the
+others; the relay is asked to stop instead of being cancelled, so the upstream connection is
+closed gracefully from uncancelled code.
 """
 
 from __future__ import annotations
@@ -28,35 +29,35 @@ import attrs
 import trio
 from trio_websocket import CloseReason, ConnectionClosed
 
-from liveproxy.browser import BrowserQueue
-from liveproxy.browser_reader import BrowserReader
 from liveproxy.config import Config
-from liveproxy.course import Course
-from liveproxy.endings import SHUTDOWN, TIME_LIMIT, Outcome
-from liveproxy.errors import (
+from liveproxy.contract.endings import SHUTDOWN, TIME_LIMIT, Outcome
+from liveproxy.contract.errors import (
     UpstreamFailed,
     UpstreamRejected,
     UpstreamUnavailable,
 )
-from liveproxy.link import UpstreamLink
-from liveproxy.ports import BrowserPort, Connect
-from liveproxy.protocol import closes
-from liveproxy.race import Race
-from liveproxy.session_setup import upstream_setup_message
-from liveproxy.stats import Gauges, SessionCounters
-from liveproxy.translate import (
+from liveproxy.contract.session_setup import upstream_setup_message
+from liveproxy.contract.translate import (
     AudioAligner,
     UpstreamDecodeError,
     translate_upstream,
     with_session_stats,
 )
-from liveproxy.upstream import (
+from liveproxy.core.browser import BrowserQueue
+from liveproxy.core.browser_reader import BrowserReader
+from liveproxy.core.course import Course
+from liveproxy.core.link import UpstreamLink
+from liveproxy.core.ports import BrowserPort, Connect
+from liveproxy.core.race import Race
+from liveproxy.core.stats import Gauges, SessionCounters
+from liveproxy.core.upstream import (
     CLOSE_TIMEOUT,
     Connection,
     UpstreamTarget,
     model_path,
     open_connection,
 )
+from liveproxy.protocol import closes
 
 STATUS_RECONNECTING: Final = '{"sessionStatus":{"state":"reconnecting"}}'
 STATUS_RESUMED: Final = '{"sessionStatus":{"state":"resumed"}}'

@@ -15,15 +15,15 @@ from urllib.parse import parse_qs
 
 import trio
 
-from liveproxy.browser import ASGIMessage, BrowserQueue, BrowserSocket, Receive, Send
-from liveproxy.codec import encode_error, encode_session_end
-from liveproxy.endings import UNAUTHORIZED, Outcome, outcome_code
-from liveproxy.errors import AtCapacity, SessionError, SlowClient
-from liveproxy.models import ErrorEvent, SessionEnd
+from liveproxy.contract.codec import encode_error, encode_session_end
+from liveproxy.contract.endings import UNAUTHORIZED, Outcome, outcome_code
+from liveproxy.contract.errors import AtCapacity, SessionError, SlowClient
+from liveproxy.contract.models import ErrorEvent, SessionEnd
+from liveproxy.core.browser import ASGIMessage, BrowserQueue, BrowserSocket, Receive, Send
+from liveproxy.core.session import Session
+from liveproxy.core.stats import SessionCounters
 from liveproxy.protocol import closes
-from liveproxy.session import Session
-from liveproxy.state import ProxyState
-from liveproxy.stats import SessionCounters
+from liveproxy.web.state import ProxyState
 
 log = logging.getLogger("liveproxy")
 

@@ -2,8 +2,8 @@
 
 A session's outcome is an :class:`Ended` (a normal ending: ``sessionEnd`` with its reason, then
 its close code; ``browser_closed`` announces nothing, nobody is left to read it) or a
-:class:`~liveproxy.errors.SessionError` (``error`` with its code, then its close code). Sockets
-refused before a session starts are closed with :data:`UNAUTHORIZED`.
+:class:`~liveproxy.contract.errors.SessionError` (``error`` with its code, then its close
+code). Sockets refused before a session starts are closed with :data:`UNAUTHORIZED`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Final, TypeAlias
 
 import attrs
 
-from liveproxy.errors import SessionError
+from liveproxy.contract.errors import SessionError
 from liveproxy.protocol import closes
 
 #: A token missing, unknown, expired or used: the socket is accepted, then closed with this.

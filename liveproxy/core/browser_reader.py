@@ -3,7 +3,7 @@
 The first frame is the setup (or, from older clients, ordinary input: the server's default
 setup is used); :attr:`BrowserReader.setup_ready` tells the relay it can connect. Then audio
 frames become ``realtimeInput.audio``, text frames are checked and mapped, and both go to the
-:class:`~liveproxy.link.UpstreamLink` in order. A refused message (``bad_message``) is answered
+:class:`~liveproxy.core.link.UpstreamLink` in order. A refused message (``bad_message``) is answered
 on the browser queue and the session goes on.
 """
 
@@ -15,18 +15,18 @@ from typing import Any, Final
 import orjson
 import trio
 
-from liveproxy.browser import BrowserGone, BrowserQueue
 from liveproxy.bucket import TokenBucket
-from liveproxy.codec import encode_error
 from liveproxy.config import Config
-from liveproxy.endings import BROWSER_CLOSED, Outcome
-from liveproxy.errors import BadMessage, InvalidSetup, RateLimited
-from liveproxy.link import UpstreamLink
-from liveproxy.models import ErrorEvent
-from liveproxy.ports import BrowserPort, Frame
-from liveproxy.session_setup import browser_setup, default_setup
-from liveproxy.stats import SessionCounters
-from liveproxy.translate import AudioAligner, audio_to_upstream, browser_text_to_upstream
+from liveproxy.contract.codec import encode_error
+from liveproxy.contract.endings import BROWSER_CLOSED, Outcome
+from liveproxy.contract.errors import BadMessage, InvalidSetup, RateLimited
+from liveproxy.contract.models import ErrorEvent
+from liveproxy.contract.session_setup import browser_setup, default_setup
+from liveproxy.contract.translate import AudioAligner, audio_to_upstream, browser_text_to_upstream
+from liveproxy.core.browser import BrowserGone, BrowserQueue
+from liveproxy.core.link import UpstreamLink
+from liveproxy.core.ports import BrowserPort, Frame
+from liveproxy.core.stats import SessionCounters
 
 #: A first frame that starts like this is a setup, even when it is not valid JSON.
 _LOOKS_LIKE_SETUP: Final = re.compile(r'\s*\{\s*"setup"')

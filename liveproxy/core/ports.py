@@ -1,6 +1,6 @@
 """What a session needs of its two sockets: the seams between the session and the network.
 
-:class:`~liveproxy.session.Session` knows the browser and Gemini only through these
+:class:`~liveproxy.core.session.Session` knows the browser and Gemini only through these
 ``Protocol``\\ s, so its driver runs over Hypercorn and trio-websocket in production and over
 memory channels in tests (``tests/test_session_driver.py``).
 """
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol, TypeAlias
 import trio
 
 if TYPE_CHECKING:
-    from liveproxy.upstream import Connection, UpstreamTarget
+    from liveproxy.core.upstream import Connection, UpstreamTarget
 
 Frame: TypeAlias = bytes | str
 

@@ -1,8 +1,8 @@
 """First outcome wins: the rule that ends a session.
 
 Every task of a session reports to one :class:`Race`. A task's result, or the
-:class:`~liveproxy.errors.SessionError` it raises, is an outcome; the first one decides the race
-and cancels every scope registered with it. Later outcomes are ignored.
+:class:`~liveproxy.contract.errors.SessionError` it raises, is an outcome; the first one decides
+the race and cancels every scope registered with it. Later outcomes are ignored.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from contextlib import contextmanager
 
 import trio
 
-from liveproxy.endings import Outcome
-from liveproxy.errors import SessionError
+from liveproxy.contract.endings import Outcome
+from liveproxy.contract.errors import SessionError
 
 
 class Race:

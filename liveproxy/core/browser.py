@@ -1,27 +1,29 @@
 """The browser side of a session: the ASGI WebSocket and the bounded queue that feeds it.
 
-The ``/ws`` route speaks ASGI directly (see :mod:`liveproxy.app`): every audio frame would
+The ``/ws`` route speaks ASGI directly (see :mod:`liveproxy.web.app`): every audio frame would
 otherwise cross Quart's extra task, memory channel and signal dispatch in each direction.
 
 Writes go through one :class:`BrowserQueue` and one writer task. Hypercorn writes to the socket
 inside a shielded cancel scope, so a send to a browser that stopped reading cannot be cancelled;
 the queue is what keeps that browser from holding up anything else: it is bounded in bytes, and
-``put`` raises :class:`~liveproxy.errors.SlowClient` instead of waiting.
+``put`` raises :class:`~liveproxy.contract.errors.SlowClient` instead of waiting.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import trio
 
-from liveproxy.errors import MessageTooBig, SlowClient
-from liveproxy.hypercorn_fixes import MESSAGE_TOO_BIG
-from liveproxy.ports import BrowserPort, Frame
+from liveproxy.contract.errors import MessageTooBig, SlowClient
+from liveproxy.core.ports import BrowserPort, Frame
 from liveproxy.protocol.closes import truncate_reason
 
+#: What the app receives instead of a message over the limit (an extra key on a receive event;
+#: see :mod:`liveproxy.web.hypercorn_fixes`).
+MESSAGE_TOO_BIG: Final = "liveproxy.message_too_big"
 ASGIMessage: TypeAlias = MutableMapping[str, Any]
 Receive: TypeAlias = Callable[[], Awaitable[ASGIMessage]]
 Send: TypeAlias = Callable[[ASGIMessage], Awaitable[None]]
@@ -64,7 +66,7 @@ class BrowserSocket:
         Raises:
             BrowserGone: the browser closed or the connection dropped.
             MessageTooBig: the browser sent a message over the limit (Hypercorn's buffer,
-                bounded by :mod:`liveproxy.hypercorn_fixes`, refused it unread).
+                bounded by :mod:`liveproxy.web.hypercorn_fixes`, refused it unread).
         """
         message = await self._receive()
         if message["type"] == "websocket.receive":

@@ -7,7 +7,7 @@ from typing import Any
 import attrs
 import trio
 
-from liveproxy.models import SessionStats
+from liveproxy.contract.models import SessionStats
 
 
 @attrs.define

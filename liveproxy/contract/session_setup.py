@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from liveproxy.config import Config
-from liveproxy.errors import InvalidSetup
+from liveproxy.contract.errors import InvalidSetup
 from liveproxy.protocol.casing import to_camel
 from liveproxy.protocol.gemini_messages import SETUP
 from liveproxy.protocol.schema import SchemaError, normalise

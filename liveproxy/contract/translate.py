@@ -13,9 +13,9 @@ from typing import Any, Final
 import attrs
 import orjson
 
-from liveproxy.codec import decode_browser_input
-from liveproxy.errors import BadMessage
-from liveproxy.models import ImageInput, StreamControl, TextInput
+from liveproxy.contract.codec import decode_browser_input
+from liveproxy.contract.errors import BadMessage
+from liveproxy.contract.models import ImageInput, StreamControl, TextInput
 from liveproxy.protocol.b64 import decode_b64
 from liveproxy.protocol.gemini_messages import parse_client_message
 from liveproxy.protocol.schema import SchemaError

@@ -4,7 +4,7 @@ A session's upstream goes through :class:`Phase` ``CONNECTING`` -> ``LIVE`` (-> 
 after a ``goAway``) -> ``RESUMING`` (a switch or a drop, with back-off) -> ``LIVE`` ... until
 ``ENDED``. :class:`Course` holds that state and decides; it does no I/O and reads no clock
 (callers pass ``now``), so every rule has a plain unit test. The session's relay
-(:mod:`liveproxy.session`) moves the bytes and runs the timers it asks for.
+(:mod:`liveproxy.core.session`) moves the bytes and runs the timers it asks for.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Final
 
 import attrs
 
-from liveproxy.endings import UPSTREAM_CLOSED, Ended
-from liveproxy.errors import SessionError, UpstreamFailed, UpstreamRejected
+from liveproxy.contract.endings import UPSTREAM_CLOSED, Ended
+from liveproxy.contract.errors import SessionError, UpstreamFailed, UpstreamRejected
+from liveproxy.contract.translate import UpstreamEvent
 from liveproxy.protocol import closes
-from liveproxy.translate import UpstreamEvent
 
 #: Switch connections at the latest this long before a ``goAway`` deadline.
 GO_AWAY_MARGIN: Final = 5.0

@@ -19,7 +19,7 @@ from collections import deque
 import trio
 from trio_websocket import ConnectionClosed
 
-from liveproxy.ports import UpstreamSocket
+from liveproxy.core.ports import UpstreamSocket
 
 
 class UpstreamLink:

@@ -22,10 +22,10 @@ import hypercorn.config
 import hypercorn.trio
 import trio
 
-from liveproxy import hypercorn_fixes
-from liveproxy.app import LiveProxyApp, create_app
 from liveproxy.config import Config, ConfigError
 from liveproxy.redact import RedactingFormatter
+from liveproxy.web import hypercorn_fixes
+from liveproxy.web.app import LiveProxyApp, create_app
 
 log = logging.getLogger("liveproxy")
 
@@ -64,7 +64,7 @@ class _HypercornConfig(hypercorn.config.Config):
 
     keepalive_seconds: float = 0.0
     timeout_seconds: float = 0.0
-    #: Read by :class:`~liveproxy.hypercorn_fixes.GuardedWSStream`.
+    #: Read by :class:`~liveproxy.web.hypercorn_fixes.GuardedWSStream`.
     ws_compression: bool = False
 
     def create_sockets(self) -> hypercorn.config.Sockets:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from liveproxy.errors import UpstreamUnavailable
+from liveproxy.contract.errors import UpstreamUnavailable
 
 if TYPE_CHECKING:
     import google.auth.credentials

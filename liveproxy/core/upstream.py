@@ -1,10 +1,10 @@
 """The upstream side: where Gemini Live is, and one connection to it through its setup.
 
-:func:`open_connection` gets the credentials' headers, dials (:mod:`liveproxy.dial`), sends
+:func:`open_connection` gets the credentials' headers, dials (:mod:`liveproxy.core.dial`), sends
 the setup and waits for ``setupComplete``, all under one deadline (trio-websocket's own connect
 timeout does not cover an upgrade that never gets an answer, nor a token refresh). Failures are
-translated once, here, into :class:`~liveproxy.errors.UpstreamUnavailable` (retryable) or
-:class:`~liveproxy.errors.UpstreamRejected` (upstream said no).
+translated once, here, into :class:`~liveproxy.contract.errors.UpstreamUnavailable` (retryable) or
+:class:`~liveproxy.contract.errors.UpstreamRejected` (upstream said no).
 """
 
 from __future__ import annotations
@@ -25,10 +25,15 @@ from trio_websocket import (
 )
 
 from liveproxy.config import Config
-from liveproxy.credentials import Credentials, Headers
-from liveproxy.dial import UpstreamDial, dial, wait_answer
-from liveproxy.errors import SessionError, UpstreamFailed, UpstreamRejected, UpstreamUnavailable
-from liveproxy.ports import UpstreamSocket
+from liveproxy.contract.errors import (
+    SessionError,
+    UpstreamFailed,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
+from liveproxy.core.credentials import Credentials, Headers
+from liveproxy.core.dial import UpstreamDial, dial, wait_answer
+from liveproxy.core.ports import UpstreamSocket
 from liveproxy.protocol import closes
 
 DEVELOPER_BASE = "wss://generativelanguage.googleapis.com"

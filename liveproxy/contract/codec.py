@@ -13,8 +13,8 @@ import cattrs
 import orjson
 from cattrs.preconf.orjson import make_converter as make_orjson_converter
 
-from liveproxy.errors import BadMessage
-from liveproxy.models import (
+from liveproxy.contract.errors import BadMessage
+from liveproxy.contract.models import (
     AuthRequest,
     BrowserInput,
     ErrorEvent,

@@ -1,6 +1,6 @@
 """The Quart-trio app: HTTP endpoints, the demo page, the upstream it resolves at start-up.
 
-The ``/ws`` route is :class:`~liveproxy.ws_route.SessionRoute`, which wraps Quart's ASGI app.
+The ``/ws`` route is :class:`~liveproxy.web.ws_route.SessionRoute`, which wraps Quart's ASGI app.
 """
 
 from __future__ import annotations
@@ -16,35 +16,35 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from liveproxy.codec import (
+from liveproxy.config import Config
+from liveproxy.contract.codec import (
     DecodeError,
     decode_auth_request,
     to_json,
 )
-from liveproxy.config import Config
-from liveproxy.credentials import ApiKey, Credentials, GoogleAuth, NoCredentials
-from liveproxy.errors import AtCapacity
-from liveproxy.models import (
+from liveproxy.contract.errors import AtCapacity
+from liveproxy.contract.models import (
     ApiError,
     AuthResponse,
     ErrorResponse,
     Health,
     Status,
 )
-from liveproxy.redact import SECRETS, redact_url
-from liveproxy.request_body import BoundedBodies
-from liveproxy.session import (
+from liveproxy.core.credentials import ApiKey, Credentials, GoogleAuth, NoCredentials
+from liveproxy.core.session import (
     SessionServices,
 )
-from liveproxy.state import ProxyState
-from liveproxy.stats import Gauges
-from liveproxy.tokens import Grant, TokenStore
-from liveproxy.upstream import UpstreamTarget, upstream_url
-from liveproxy.ws_route import SessionRoute
+from liveproxy.core.stats import Gauges
+from liveproxy.core.upstream import UpstreamTarget, upstream_url
+from liveproxy.redact import SECRETS, redact_url
+from liveproxy.web.request_body import BoundedBodies
+from liveproxy.web.state import ProxyState
+from liveproxy.web.tokens import Grant, TokenStore
+from liveproxy.web.ws_route import SessionRoute
 
 log = logging.getLogger("liveproxy")
 
-STATIC_DIR = Path(__file__).parent / "static"
+STATIC_DIR = Path(__file__).parent.parent / "static"
 #: The largest request body read (``POST /api/auth`` takes a few bytes of JSON).
 MAX_BODY_BYTES = 4096
 

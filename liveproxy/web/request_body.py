@@ -14,9 +14,9 @@ from typing import Any
 
 import trio
 
-from liveproxy.browser import ASGIMessage, Receive, Send
-from liveproxy.codec import to_json
-from liveproxy.models import ApiError, ErrorResponse
+from liveproxy.contract.codec import to_json
+from liveproxy.contract.models import ApiError, ErrorResponse
+from liveproxy.core.browser import ASGIMessage, Receive, Send
 
 
 class BoundedBodies:

@@ -18,8 +18,8 @@ from trio_websocket import ConnectionRejected, WebSocketConnection
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, RejectConnection, RejectData
 
-from liveproxy.credentials import Headers
-from liveproxy.errors import UpstreamUnavailable
+from liveproxy.contract.errors import UpstreamUnavailable
+from liveproxy.core.credentials import Headers
 
 #: trio-websocket's queue of received messages; a little slack lets its reader run ahead.
 MESSAGE_QUEUE_SIZE = 4

@@ -56,10 +56,10 @@ from hypercorn.typing import AppWrapper, ASGIReceiveEvent, ASGISendEvent, Scope
 from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection, Message, Ping, TextMessage
 
+from liveproxy.core.browser import MESSAGE_TOO_BIG
+
 log = logging.getLogger("liveproxy.connections")
 
-#: What the app receives instead of a message over the limit (an extra key on a receive event).
-MESSAGE_TOO_BIG: Final = "liveproxy.message_too_big"
 _ABNORMAL: Final = 1006
 #: How long closing a connection waits for a write in flight (a client that stopped reading).
 CLOSE_WAIT_SECONDS: Final = 1.0

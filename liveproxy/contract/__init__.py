@@ -1,0 +1,1 @@
+"""The browser-facing contract: models, codec, the browser <-> Gemini mapping, errors, endings."""
