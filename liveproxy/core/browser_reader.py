@@ -76,6 +76,12 @@ class BrowserReader:
             return BROWSER_CLOSED
 
     async def _receive(self) -> Frame:
+        """The next browser frame, counted against the message rate.
+
+        Raises:
+            BrowserGone, MessageTooBig: from the socket.
+            RateLimited: the browser sends faster than ``BROWSER_MESSAGE_RATE``.
+        """
         frame = await self.socket.receive()
         if self.rate is not None and self.rate.take(trio.current_time()):
             raise RateLimited(f"more than {self.config.browser_message_rate} messages per second")
@@ -102,6 +108,10 @@ class BrowserReader:
         return leftover
 
     async def _forward(self, frame: Frame) -> None:
+        """Map ``frame`` and send it on the link (waits while the link's buffer is full).
+
+        A refused message is answered ``bad_message`` on the browser queue instead.
+        """
         if isinstance(frame, bytes):
             if not frame:
                 self._refuse("an empty binary frame carries no audio")

@@ -96,6 +96,12 @@ class UpstreamLink:
         await self._wait_until_not_flushing()
 
     async def _flush(self, ws: UpstreamSocket, *, attaching: bool) -> None:
+        """Write pending messages to ``ws`` in order, while it stays attached (or while attaching).
+
+        Raises:
+            ConnectionClosed: ``ws`` closed while ``attaching`` (what was not sent stays pending);
+                otherwise a closed connection is just detached.
+        """
         self._flushing = True
         try:
             while self._pending and (attaching or self._ws is ws):

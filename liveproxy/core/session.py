@@ -132,16 +132,29 @@ class Session:
     # -- timers ------------------------------------------------------------------------------
 
     async def _limit_time(self) -> Outcome:
+        """Return ``time_limit`` once the session has lasted its limit (cancelled by the race)."""
         await trio.sleep(self.time_limit)
         return TIME_LIMIT
 
     async def _await_shutdown(self) -> Outcome:
+        """Return ``shutdown`` once the server ends sessions (cancelled by the race)."""
         await self.services.shutdown_now.wait()
         return SHUTDOWN
 
     # -- the upstream -> browser direction ---------------------------------------------------
 
     async def _relay_upstream(self) -> Outcome | None:
+        """Connect once the setup is known, relay, and resume on goAway or drops as told.
+
+        Not cancelled by the race: it notices the outcome through the scopes it registers and
+        returns None, so the open connection is closed gracefully. Returns ``upstream_closed``
+        when Gemini ends the session.
+
+        Raises:
+            UpstreamUnavailable: no upstream is configured, or the first connection failed.
+            UpstreamRejected: the first connection was refused.
+            UpstreamFailed: a drop could not be resumed.
+        """
         with self.race.cancel_on_decide():
             await self.reader.setup_ready.wait()
         setup = self.reader.setup
@@ -186,6 +199,14 @@ class Session:
     async def _connect_and_relay(
         self, target: UpstreamTarget, model: str, *, resumed: bool
     ) -> _ConnectionEnd | None:
+        """Open one connection (resuming the handle if ``resumed``) and relay until it ends.
+
+        The attempt's scope is registered with the race, so an outcome abandons it. Returns how the
+        connection ended (None: the session is over); the connection is closed on return.
+
+        Raises:
+            UpstreamUnavailable, UpstreamRejected, UpstreamFailed: from :func:`open_connection`.
+        """
         assert self.reader.setup is not None
         handle = self.course.handle if resumed else None
         message = upstream_setup_message(self.reader.setup, model, handle)
@@ -218,6 +239,11 @@ class Session:
             self.race.discard(connecting)
 
     async def _relay(self, connection: Connection) -> _ConnectionEnd | None:
+        """Attach ``connection`` to the link and read it until it ends or the race is decided.
+
+        Always detaches the link before returning (forcing the connection closed if a browser
+        message is stuck writing to it); on shutdown the connection is closed with 1001.
+        """
         try:
             await self.link.attach(connection.ws)
         except ConnectionClosed as exc:
@@ -258,6 +284,10 @@ class Session:
     async def _keepalive(
         self, connection: Connection, interval: float, reading: trio.CancelScope
     ) -> None:
+        """Ping every ``interval``; a pong later than the timeout cancels ``reading``.
+
+        Returns when the connection closes; cancelled with the reader's nursery.
+        """
         while True:
             await trio.sleep(interval)
             with trio.move_on_after(self.config.upstream_pong_timeout_seconds):
@@ -270,6 +300,12 @@ class Session:
             return
 
     async def _read_upstream(self, connection: Connection) -> _ConnectionEnd:
+        """Read and apply upstream messages until the connection closes or the course switches.
+
+        Raises:
+            UpstreamFailed: a message that is not JSON, or whose audio is corrupt.
+            SlowClient: the browser's queue overflowed.
+        """
         ws = connection.ws
         course = self.course
         while True:

@@ -55,6 +55,12 @@ async def serve_session(state: ProxyState, socket: BrowserSocket) -> None:
 
 
 async def _serve_session(state: ProxyState, socket: BrowserSocket) -> None:
+    """Authorise the socket and run its session; the route's writer sends its last frames.
+
+    Refusals (token, draining, capacity) close the socket at once; a session's failure that is
+    not a :class:`SessionError` is logged and ends it with ``internal_error``. Cancelled when the
+    browser leaves (Hypercorn cancels the app), which ends the session's tasks too.
+    """
     if not await socket.accept():
         return
     token = parse_qs(socket.query_string.decode("latin-1")).get("token", [None])[0]
