@@ -2,7 +2,7 @@
 
 :class:`~liveproxy.core.session.Session` knows the browser and Gemini only through these
 ``Protocol``\\ s, so its driver runs over Hypercorn and trio-websocket in production and over
-memory channels in tests (``tests/test_session_driver.py``).
+memory channels in tests (``tests/core/test_session_driver.py``).
 """
 
 from __future__ import annotations

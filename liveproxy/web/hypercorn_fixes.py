@@ -1,7 +1,7 @@
 """Fixes for Hypercorn 0.18.0 (pinned in pyproject): no client can end the server or other sessions.
 
 Each fix is a subclass that :func:`install` puts where Hypercorn looks its class up by name; drop
-a fix when Hypercorn ships the upstream fix named beside it (``tests/test_hostile_input.py``
+a fix when Hypercorn ships the upstream fix named beside it (``tests/web/test_hostile_input.py``
 has a test that fails without each).
 
 1. **Isolation** (:class:`IsolatedTCPServer`). An exception escaping one connection's handler

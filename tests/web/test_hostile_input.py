@@ -10,9 +10,9 @@ import pytest
 import trio
 
 from tests.conftest import TEXT_SETUP, Proxy, ProxyFactory
+from tests.core.test_session_endings import assert_error
 from tests.fuzz.wire import BINARY, TEXT, encode_frame
 from tests.rawws import RawAnswer, open_raw, read_answer, read_head, upgrade
-from tests.test_session_endings import assert_error
 from tests.wsclient import BrowserClient, has_key
 
 LIMIT = 64 * 1024

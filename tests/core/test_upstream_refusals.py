@@ -18,8 +18,8 @@ from liveproxy.core.credentials import GoogleAuth
 from liveproxy.core.dial import REFUSAL_BODY_GRACE
 from liveproxy.web.app import google_target
 from tests.conftest import TEXT_SETUP, ProxyFactory
-from tests.test_backends import StandInCredentials
-from tests.test_session_endings import assert_error
+from tests.core.test_backends import StandInCredentials
+from tests.core.test_session_endings import assert_error
 from tests.wsclient import Ended
 
 SETUP_TIMEOUT = 10.0

@@ -23,7 +23,7 @@ from liveproxy.core.credentials import GoogleAuth
 from liveproxy.emulator import Emulator
 from liveproxy.web.app import google_target
 from tests.conftest import TEXT_SETUP, Proxy, ProxyFactory
-from tests.test_session_endings import assert_error
+from tests.core.test_session_endings import assert_error
 from tests.wsclient import Ended, wait_until
 
 SETUP_TIMEOUT = 10.0
