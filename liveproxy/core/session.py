@@ -29,7 +29,6 @@ import attrs
 import trio
 from trio_websocket import CloseReason, ConnectionClosed
 
-from liveproxy.config import Config
 from liveproxy.contract.endings import SHUTDOWN, TIME_LIMIT, Outcome
 from liveproxy.contract.errors import (
     UpstreamFailed,
@@ -46,33 +45,22 @@ from liveproxy.contract.translate import (
 from liveproxy.core.browser import BrowserQueue
 from liveproxy.core.browser_reader import BrowserReader
 from liveproxy.core.course import Course
+from liveproxy.core.keepalive import keep_alive
 from liveproxy.core.link import UpstreamLink
-from liveproxy.core.ports import BrowserPort, Connect
+from liveproxy.core.ports import BrowserPort
 from liveproxy.core.race import Race
-from liveproxy.core.stats import Gauges, SessionCounters
+from liveproxy.core.services import SessionServices
+from liveproxy.core.stats import SessionCounters
 from liveproxy.core.upstream import (
     CLOSE_TIMEOUT,
     Connection,
     UpstreamTarget,
     model_path,
-    open_connection,
 )
 from liveproxy.protocol import closes
 
 STATUS_RECONNECTING: Final = '{"sessionStatus":{"state":"reconnecting"}}'
 STATUS_RESUMED: Final = '{"sessionStatus":{"state":"resumed"}}'
-
-
-@attrs.define
-class SessionServices:
-    """What the server lends each session."""
-
-    config: Config
-    target: UpstreamTarget | None
-    gauges: Gauges
-    shutdown_now: trio.Event
-    #: How upstream connections are opened (a test passes one over memory channels).
-    connect: Connect = open_connection
 
 
 @attrs.frozen
@@ -276,28 +264,13 @@ class Session:
             return await self._read_upstream(connection)
         end: _ConnectionEnd = _Closed(closes.ABNORMAL, "upstream stopped answering pings")
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._keepalive, connection, interval, nursery.cancel_scope)
+            pong_timeout = self.config.upstream_pong_timeout_seconds
+            nursery.start_soon(
+                keep_alive, connection.ws, interval, pong_timeout, nursery.cancel_scope
+            )
             end = await self._read_upstream(connection)
             nursery.cancel_scope.cancel()
         return end
-
-    async def _keepalive(
-        self, connection: Connection, interval: float, reading: trio.CancelScope
-    ) -> None:
-        """Ping every ``interval``; a pong later than the timeout cancels ``reading``.
-
-        Returns when the connection closes; cancelled with the reader's nursery.
-        """
-        while True:
-            await trio.sleep(interval)
-            with trio.move_on_after(self.config.upstream_pong_timeout_seconds):
-                try:
-                    await connection.ws.ping()
-                except ConnectionClosed:
-                    return  # the reader sees the close itself
-                continue
-            reading.cancel()
-            return
 
     async def _read_upstream(self, connection: Connection) -> _ConnectionEnd:
         """Read and apply upstream messages until the connection closes or the course switches.

@@ -31,9 +31,7 @@ from liveproxy.contract.models import (
     Status,
 )
 from liveproxy.core.credentials import ApiKey, Credentials, GoogleAuth, NoCredentials
-from liveproxy.core.session import (
-    SessionServices,
-)
+from liveproxy.core.services import SessionServices
 from liveproxy.core.stats import Gauges
 from liveproxy.core.upstream import UpstreamTarget, upstream_url
 from liveproxy.redact import SECRETS, redact_url

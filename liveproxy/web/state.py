@@ -6,7 +6,7 @@ import attrs
 import trio
 
 from liveproxy.config import Config
-from liveproxy.core.session import SessionServices
+from liveproxy.core.services import SessionServices
 from liveproxy.core.stats import Gauges
 from liveproxy.web.tokens import TokenStore
 

@@ -23,7 +23,8 @@ from liveproxy.contract.errors import SessionError, SlowClient, UpstreamFailed, 
 from liveproxy.core.browser import BrowserGone, BrowserQueue
 from liveproxy.core.credentials import ApiKey
 from liveproxy.core.ports import Frame
-from liveproxy.core.session import Session, SessionServices
+from liveproxy.core.services import SessionServices
+from liveproxy.core.session import Session
 from liveproxy.core.stats import Gauges
 from liveproxy.core.upstream import Connection, UpstreamTarget
 from liveproxy.protocol import closes
