@@ -46,6 +46,10 @@ class Config:
 
     host: str = "127.0.0.1"
     port: int = 8000
+    #: None: the server's own origin and loopback origins; ``{"*"}``: any origin.
+    allowed_origins: frozenset[str] | None = None
+    auth_paths: tuple[str, ...] = ("/api/auth",)
+    ws_paths: tuple[str, ...] = ("/ws",)
     log_level: str = "INFO"
 
     session_time_limit: int = 180
@@ -116,6 +120,9 @@ class Config:
             upstream_url=env.text("UPSTREAM_URL"),
             use_emulator=env.parse("EMULATOR", _bool, True),
             host=env.text("HOST") or "127.0.0.1",
+            allowed_origins=env.parse("ALLOWED_ORIGINS", _origins, None),
+            auth_paths=env.parse("AUTH_PATHS", _paths, ("/api/auth",)),
+            ws_paths=env.parse("WS_PATHS", _paths, ("/ws",)),
             port=env.parse("PORT", _int_in(0, 65535), 8000),
             log_level=env.parse("LOG_LEVEL", _log_level, "INFO"),
             session_time_limit=env.parse("SESSION_TIME_LIMIT", _int_in(1), 180),
@@ -196,6 +203,21 @@ class _Env:
             return parser(raw)
         except ValueError as exc:
             raise ConfigError(f"{name}={raw!r} is invalid: {exc}") from None
+
+
+def _origins(raw: str) -> frozenset[str]:
+    origins = frozenset(w.rstrip("/") for w in raw.replace(",", " ").split())
+    for origin in origins - {"*"}:
+        if not origin.startswith(("http://", "https://")):
+            raise ValueError(f"{origin!r} is not an origin like https://app.example.com or *")
+    return origins
+
+
+def _paths(raw: str) -> tuple[str, ...]:
+    paths = tuple(dict.fromkeys(w for w in raw.replace(",", " ").split()))
+    if not paths or not all(p.startswith("/") for p in paths):
+        raise ValueError("expected a list of paths starting with /")
+    return paths
 
 
 def _bool(raw: str) -> bool:

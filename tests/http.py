@@ -21,16 +21,21 @@ class HttpResponse:
 
 
 async def request(
-    host: str, port: int, method: str, path: str, body: bytes | None = None
+    host: str,
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
 ) -> HttpResponse:
-    """Send one request and read the whole response."""
+    """Send one request (with extra ``headers``, e.g. ``Origin``) and read the whole response."""
     stream = await trio.open_tcp_stream(host, port)
     async with stream:
         conn = h11.Connection(h11.CLIENT)
-        headers = [("Host", f"{host}:{port}"), ("Connection", "close")]
+        sent = {"Host": f"{host}:{port}", "Connection": "close", **(headers or {})}
         if body is not None:
-            headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-        data = conn.send(h11.Request(method=method, target=path, headers=headers))
+            sent |= {"Content-Type": "application/json", "Content-Length": str(len(body))}
+        data = conn.send(h11.Request(method=method, target=path, headers=list(sent.items())))
         if body is not None:
             data += conn.send(h11.Data(data=body))
         data += conn.send(h11.EndOfMessage())

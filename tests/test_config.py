@@ -92,11 +92,34 @@ def test_every_setting_is_read() -> None:
         ("CONTEXT_WINDOW_COMPRESSION", "maybe"),
         ("LOG_LEVEL", "LOUD"),
         ("UPSTREAM_URL", "http://example.com"),
+        ("ALLOWED_ORIGINS", "app.example.com"),
+        ("AUTH_PATHS", "api/auth"),
+        ("WS_PATHS", ","),
     ],
 )
 def test_invalid_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         from_env({name: value})
+
+
+def test_origins_and_paths() -> None:
+    default = from_env({})
+    assert (default.allowed_origins, default.auth_paths, default.ws_paths) == (
+        None,
+        ("/api/auth",),
+        ("/ws",),
+    )
+    config = from_env(
+        {
+            "ALLOWED_ORIGINS": "https://a.example, https://b.example/",
+            "AUTH_PATHS": "/api/auth,/api/v1/gemini-live/auth",
+            "WS_PATHS": "/ws /api/v1/gemini-live/ws /ws",
+        }
+    )
+    assert config.allowed_origins == frozenset({"https://a.example", "https://b.example"})
+    assert config.auth_paths == ("/api/auth", "/api/v1/gemini-live/auth")
+    assert config.ws_paths == ("/ws", "/api/v1/gemini-live/ws")
+    assert from_env({"ALLOWED_ORIGINS": "*"}).allowed_origins == frozenset({"*"})
 
 
 def test_min_above_max_is_refused() -> None:

@@ -35,6 +35,7 @@ from liveproxy.core.services import SessionServices
 from liveproxy.core.stats import Gauges
 from liveproxy.core.upstream import UpstreamTarget, upstream_url
 from liveproxy.redact import SECRETS, redact_url
+from liveproxy.web.origins import Cors, OriginPolicy
 from liveproxy.web.request_body import BoundedBodies
 from liveproxy.web.state import ProxyState
 from liveproxy.web.tokens import Grant, TokenStore
@@ -72,7 +73,9 @@ def create_app(
     bounded = BoundedBodies(
         app.asgi_app, limit=MAX_BODY_BYTES, timeout=config.request_body_timeout_seconds
     )
-    app.asgi_app = SessionRoute(bounded, state)  # type: ignore[method-assign,assignment]
+    policy = OriginPolicy(config.allowed_origins)
+    cors = Cors(bounded, policy, frozenset(config.auth_paths))
+    app.asgi_app = SessionRoute(cors, state, policy)  # type: ignore[method-assign,assignment]
     if target is None:
         _resolve_upstream_on_start(app, state)
     return app
@@ -89,7 +92,6 @@ def _error(status: int, code: str, message: str) -> Response:
 def _add_http_routes(app: LiveProxyApp, state: ProxyState) -> None:
     config = state.config
 
-    @app.post("/api/auth")
     async def auth() -> Response:
         if state.draining:
             return _error(503, "shutting_down", "the server is shutting down")
@@ -106,8 +108,11 @@ def _add_http_routes(app: LiveProxyApp, state: ProxyState) -> None:
             duration = min(
                 max(body.session_duration, config.session_min_seconds), config.session_max_seconds
             )
-        token = state.tokens.mint(Grant(duration))
+        token = state.tokens.mint(Grant(duration, origin=request.headers.get("Origin")))
         return _json(AuthResponse(session_token=token, session_time_limit=duration))
+
+    for path in config.auth_paths:
+        app.add_url_rule(path, f"auth {path}", auth, methods=["POST"])
 
     @app.get("/api/health")
     async def health() -> Response:

@@ -10,9 +10,14 @@ import attrs
 
 @attrs.frozen
 class Grant:
-    """What a spent token entitles its WebSocket to."""
+    """What a spent token entitles its WebSocket to.
+
+    ``origin`` is the ``Origin`` of the request that minted it (None: no browser's): only a
+    socket from that same origin may spend it.
+    """
 
     session_time_limit: int
+    origin: str | None = None
 
 
 @attrs.frozen

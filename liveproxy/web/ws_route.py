@@ -23,6 +23,7 @@ from liveproxy.core.browser import ASGIMessage, BrowserQueue, BrowserSocket, Rec
 from liveproxy.core.session import Session
 from liveproxy.core.stats import SessionCounters
 from liveproxy.protocol import closes
+from liveproxy.web.origins import OriginPolicy, header
 from liveproxy.web.state import ProxyState
 
 log = logging.getLogger("liveproxy")
@@ -31,41 +32,47 @@ log = logging.getLogger("liveproxy")
 class SessionRoute:
     """ASGI middleware: ``/ws`` WebSockets become sessions; everything else goes to Quart."""
 
-    def __init__(self, app: Any, state: ProxyState) -> None:
+    def __init__(self, app: Any, state: ProxyState, policy: OriginPolicy) -> None:
         self._app = app
         self._state = state
+        self._policy = policy
+        self._paths = frozenset(state.config.ws_paths)
 
     async def __call__(self, scope: ASGIMessage, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and scope["path"] == "/ws":
+        if scope["type"] == "websocket" and scope["path"] in self._paths:
             socket = BrowserSocket(
                 scope, receive, send, max_message_bytes=self._state.config.max_message_bytes
             )
-            await serve_session(self._state, socket)
+            await serve_session(self._state, socket, self._policy)
         else:
             await self._app(scope, receive, send)
 
 
-async def serve_session(state: ProxyState, socket: BrowserSocket) -> None:
+async def serve_session(state: ProxyState, socket: BrowserSocket, policy: OriginPolicy) -> None:
     """Accept, authorise and run one browser session; the socket is closed on return."""
     state.gauges.browser_opened(1)
     try:
-        await _serve_session(state, socket)
+        await _serve_session(state, socket, policy)
     finally:
         state.gauges.browser_opened(-1)
 
 
-async def _serve_session(state: ProxyState, socket: BrowserSocket) -> None:
+async def _serve_session(state: ProxyState, socket: BrowserSocket, policy: OriginPolicy) -> None:
     """Authorise the socket and run its session; the route's writer sends its last frames.
 
-    Refusals (token, draining, capacity) close the socket at once; a session's failure that is
-    not a :class:`SessionError` is logged and ends it with ``internal_error``. Cancelled when the
-    browser leaves (Hypercorn cancels the app), which ends the session's tasks too.
+    Refusals (origin, token, draining, capacity) close the socket at once; a session's failure
+    that is not a :class:`SessionError` is logged and ends it with ``internal_error``. Cancelled
+    when the browser leaves (Hypercorn cancels the app), which ends the session's tasks too.
     """
     if not await socket.accept():
         return
+    origin = header(socket.scope, b"origin")
+    if origin is not None and not policy.allows(origin, header(socket.scope, b"host")):
+        await socket.close(UNAUTHORIZED, "Forbidden origin")
+        return
     token = parse_qs(socket.query_string.decode("latin-1")).get("token", [None])[0]
     grant = state.tokens.consume(token)
-    if grant is None:
+    if grant is None or grant.origin != origin:  # a token is bound to the page that minted it
         await socket.close(UNAUTHORIZED, "Unauthorized")
         return
     if state.draining:

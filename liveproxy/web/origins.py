@@ -1,0 +1,105 @@
+"""Which web pages may use the proxy: the origin rule and CORS, below Quart (pure + ASGI).
+
+``ALLOWED_ORIGINS`` unset allows the server's own origin (``http(s)://<Host>``) and loopback
+origins on any port, so a local dev server works with no configuration; ``*`` allows any
+origin (what the earlier servers did); otherwise exactly the listed origins. A request without
+``Origin`` is not a browser's and is not subject to the rule.
+
+:class:`Cors` answers preflights and adds ``Access-Control-Allow-Origin`` for allowed origins on
+``/api/*`` and the auth paths; a disallowed origin's preflight, and its ``POST`` to an auth path,
+get 403 with no CORS headers. ``/ws`` applies :meth:`OriginPolicy.allows` itself (4003).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import attrs
+
+from liveproxy.contract.codec import to_json
+from liveproxy.contract.models import ApiError, ErrorResponse
+from liveproxy.core.browser import ASGIMessage, Receive, Send
+
+_LOOPBACK: Final = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
+PREFLIGHT_MAX_AGE: Final = 600
+_PREFLIGHT_HEADERS: Final = (
+    (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+    (b"access-control-allow-headers", b"Content-Type, Authorization"),
+    (b"access-control-max-age", str(PREFLIGHT_MAX_AGE).encode()),
+)
+
+
+@attrs.frozen
+class OriginPolicy:
+    """The origin rule. ``allowed`` None: own origin and loopback; containing ``*``: any."""
+
+    allowed: frozenset[str] | None = None
+
+    def allows(self, origin: str, host: str | None) -> bool:
+        """Whether a page of ``origin`` may use the proxy reached as ``host`` (the Host header)."""
+        if self.allowed is not None:
+            return "*" in self.allowed or origin in self.allowed
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            return False  # "null" (sandboxed frames, files) and anything odd
+        if parts.hostname is not None and _bracketed(parts.hostname) in _LOOPBACK:
+            return True
+        return host is not None and parts.netloc.lower() == host.lower()
+
+
+def _bracketed(hostname: str) -> str:
+    return f"[{hostname}]" if ":" in hostname else hostname
+
+
+def header(scope: ASGIMessage, name: bytes) -> str | None:
+    """The first ``name`` header of an ASGI scope, decoded (latin-1), or None."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+class Cors:
+    """ASGI middleware: the origin rule and CORS headers for ``/api/*`` and ``auth_paths``."""
+
+    def __init__(self, app: Any, policy: OriginPolicy, auth_paths: frozenset[str]) -> None:
+        self._app = app
+        self._policy = policy
+        self._auth_paths = auth_paths
+
+    async def __call__(self, scope: ASGIMessage, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        origin = header(scope, b"origin") if scope["type"] == "http" else None
+        if origin is None or not (path.startswith("/api/") or path in self._auth_paths):
+            await self._app(scope, receive, send)
+            return
+        allowed = self._policy.allows(origin, header(scope, b"host"))
+        preflight = scope["method"] == "OPTIONS"
+        if not allowed and (preflight or path in self._auth_paths):
+            await _forbidden(send, origin)
+            return
+        cors = [(b"vary", b"Origin")]
+        if allowed:
+            cors.append((b"access-control-allow-origin", origin.encode("latin-1")))
+        if allowed and preflight:
+            headers = [*cors, *_PREFLIGHT_HEADERS, (b"content-length", b"0")]
+            await send({"type": "http.response.start", "status": 204, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
+
+        async def send_with_cors(message: ASGIMessage) -> None:
+            if message["type"] == "http.response.start":
+                message = dict(message, headers=[*message.get("headers", []), *cors])
+            await send(message)
+
+        await self._app(scope, receive, send_with_cors)
+
+
+async def _forbidden(send: Send, origin: str) -> None:
+    body = to_json(
+        ErrorResponse(ApiError("forbidden_origin", f"origin {origin[:100]!r} is not allowed"))
+    )
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 403, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
