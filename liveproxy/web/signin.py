@@ -1,0 +1,391 @@
+"""Optional sign-in: ``POST /api/auth`` with ``Authorization: Bearer <JWT>``.
+
+With ``AUTH_JWT_SECRET`` tokens are HS256, signed with that secret; with ``AUTH_JWKS_URL`` they
+are RS256, ES256 or EdDSA, signed by a key of that JSON Web Key Set, named by the token's
+``kid``. ``AUTH_JWT_AUDIENCE`` / ``AUTH_JWT_ISSUER`` are checked when set. A token must carry
+``exp`` and a string ``sub`` (the client's identity; logs carry :func:`identity_hash` of it).
+
+The key set is fetched in a worker thread (never on the event loop's thread), at most one fetch
+at a time, bounded in time and size; it is cached, refetched when a token names an unknown
+``kid`` (at most once per ``refetch_cooldown`` seconds, so random ``kid`` values cannot make the
+proxy hammer the endpoint) and when it is older than ``max_key_age``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+import urllib.request
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any, ClassVar, Final
+from urllib.parse import urlsplit
+
+import attrs
+import jwt
+import orjson
+import trio
+from jwt.exceptions import InvalidSubjectError
+
+from liveproxy.redact import redact_url
+
+log = logging.getLogger("liveproxy.signin")
+
+#: Clock skew allowed on ``exp``, ``nbf`` and ``iat``.
+LEEWAY_SECONDS: Final = 30
+#: Longer tokens are refused before they are decoded.
+MAX_TOKEN_BYTES: Final = 8192
+#: The largest key set read.
+MAX_JWKS_BYTES: Final = 256 * 1024
+#: HS256 needs a key of at least 256 bits (RFC 7518, 3.2).
+MIN_SECRET_BYTES: Final = 32
+JWKS_ALGORITHMS: Final = frozenset({"RS256", "ES256", "EdDSA"})
+_LEEWAY_NOTE: Final = f"({LEEWAY_SECONDS} s of clock skew allowed)"
+
+
+@attrs.define(eq=False)
+class Unauthorized(Exception):
+    """The request is not signed in: answer 401 ``unauthorized`` with ``WWW-Authenticate: Bearer``.
+
+    ``message`` names the reason and never contains the token.
+    """
+
+    code: ClassVar[str] = "unauthorized"
+
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class KeysUnavailable(Unauthorized):
+    """The signing keys could not be fetched (a server-side failure; still a 401 by default)."""
+
+
+def _secret_repr(value: str | None) -> str:
+    return "None" if value is None else "'***'"
+
+
+@attrs.frozen(kw_only=True)
+class SignInSettings:
+    """``AUTH_JWT_SECRET`` or ``AUTH_JWKS_URL`` (at most one), optional audience and issuer."""
+
+    jwt_secret: str | None = attrs.field(default=None, repr=_secret_repr)
+    jwks_url: str | None = None
+    audience: str | None = None
+    issuer: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.jwt_secret or self.jwks_url)
+
+
+def settings_from_env(env: Mapping[str, str]) -> SignInSettings:
+    """The sign-in settings of ``env`` (unset and blank variables are None).
+
+    Raises:
+        ValueError: both ``AUTH_JWT_SECRET`` and ``AUTH_JWKS_URL`` are set, the secret is shorter
+            than 32 bytes, the JWKS URL is not http(s), or an audience or issuer is set without
+            either (the message names the variable).
+    """
+
+    def text(name: str) -> str | None:
+        return env.get(name, "").strip() or None
+
+    settings = SignInSettings(
+        jwt_secret=text("AUTH_JWT_SECRET"),
+        jwks_url=text("AUTH_JWKS_URL"),
+        audience=text("AUTH_JWT_AUDIENCE"),
+        issuer=text("AUTH_JWT_ISSUER"),
+    )
+    if settings.jwt_secret and settings.jwks_url:
+        raise ValueError("AUTH_JWT_SECRET and AUTH_JWKS_URL are both set: set one of them")
+    if settings.jwt_secret and len(settings.jwt_secret.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(f"AUTH_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes for HS256")
+    if settings.jwks_url:
+        parts = urlsplit(settings.jwks_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            shown = redact_url(settings.jwks_url)
+            raise ValueError(f"AUTH_JWKS_URL must be an http:// or https:// URL (got {shown!r})")
+    for name, value in (
+        ("AUTH_JWT_AUDIENCE", settings.audience),
+        ("AUTH_JWT_ISSUER", settings.issuer),
+    ):
+        if value and not settings.enabled:
+            raise ValueError(
+                f"{name} is set but sign-in is not (set AUTH_JWT_SECRET or AUTH_JWKS_URL)"
+            )
+    return settings
+
+
+def identity_hash(sub: str) -> str:
+    """A short stable name of ``sub`` for logs (16 hex chars of its SHA-256)."""
+    return hashlib.sha256(sub.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+class SignIn:
+    """Checks ``Authorization`` headers against the configured secret or key set.
+
+    ``clock`` (seconds) paces key set refetches; ``fetch_timeout`` bounds one fetch.
+    """
+
+    def __init__(
+        self,
+        settings: SignInSettings,
+        *,
+        clock: Callable[[], float] = trio.current_time,
+        fetch_timeout: float = 5.0,
+        refetch_cooldown: float = 60.0,
+        retry_after_failure: float = 5.0,
+        max_key_age: float = 3600.0,
+    ) -> None:
+        """Raises: ValueError: sign-in is not enabled in ``settings``."""
+        if not settings.enabled:
+            raise ValueError("sign-in is not configured")
+        self.settings = settings
+        self._keys = (
+            None
+            if settings.jwks_url is None
+            else _KeySet(
+                settings.jwks_url,
+                clock=clock,
+                fetch_timeout=fetch_timeout,
+                refetch_cooldown=refetch_cooldown,
+                retry_after_failure=retry_after_failure,
+                max_key_age=max_key_age,
+            )
+        )
+
+    async def verify(self, authorization: str | None) -> str:
+        """The ``sub`` of the Bearer token in ``authorization`` (the header's value).
+
+        Raises:
+            Unauthorized: the header is missing or not Bearer; the token is too large, malformed,
+                of an algorithm not allowed, names an unknown key, is badly signed, expired, not
+                yet valid, for another audience or issuer, or has no ``exp`` or ``sub``.
+            KeysUnavailable: the key set could not be fetched (a subclass of Unauthorized).
+        """
+        token = _bearer_token(authorization)
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise Unauthorized("the token is malformed") from None
+        alg = header.get("alg")
+        key: jwt.PyJWK | str
+        if self._keys is None:
+            if alg != "HS256":
+                raise Unauthorized(
+                    f"the token's algorithm {_shown(alg)} is not allowed (HS256 only)"
+                )
+            assert self.settings.jwt_secret is not None
+            key = self.settings.jwt_secret
+        else:
+            if alg not in JWKS_ALGORITHMS:
+                raise Unauthorized(
+                    f"the token's algorithm {_shown(alg)} is not allowed (RS256, ES256 or EdDSA)"
+                )
+            kid = header.get("kid")
+            if not isinstance(kid, str) or not kid:
+                raise Unauthorized("the token names no signing key (kid)")
+            key = await self._keys.key(kid)
+            if key.algorithm_name != alg:
+                raise Unauthorized(f"the token's algorithm {_shown(alg)} does not match its key's")
+        return self._decode(token, key, str(alg))
+
+    def _decode(self, token: str, key: jwt.PyJWK | str, alg: str) -> str:
+        settings = self.settings
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=settings.audience,
+                issuer=settings.issuer,
+                leeway=LEEWAY_SECONDS,
+                options={
+                    "require": ["exp", "sub"],
+                    "verify_aud": settings.audience is not None,
+                    "enforce_minimum_key_length": True,
+                },
+            )
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(_reason(exc)) from None
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub:
+            raise Unauthorized("the token's subject (sub) is not a non-empty string")
+        return sub
+
+
+def _bearer_token(authorization: str | None) -> str:
+    if authorization is None or not authorization.strip():
+        raise Unauthorized("sign-in required: send Authorization: Bearer <JWT>")
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        raise Unauthorized("the Authorization header is not a Bearer token")
+    token = token.strip()
+    if not token:
+        raise Unauthorized("the Bearer token is empty")
+    if len(token) > MAX_TOKEN_BYTES:
+        raise Unauthorized(f"the token is too large (over {MAX_TOKEN_BYTES} bytes)")
+    return token
+
+
+def _shown(alg: object) -> str:
+    return repr(alg[:16]) if isinstance(alg, str) else "(none given)"
+
+
+def _reason(exc: jwt.PyJWTError) -> str:
+    """What was wrong with a token, in words (no part of the token)."""
+    if isinstance(exc, jwt.ExpiredSignatureError):
+        return f"the token has expired {_LEEWAY_NOTE}"
+    if isinstance(exc, jwt.ImmatureSignatureError):
+        return f"the token is not valid yet (nbf or iat in the future, {LEEWAY_SECONDS} s allowed)"
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return "the token's signature is invalid"
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        names = {
+            "exp": "expiry (exp)",
+            "sub": "subject (sub)",
+            "aud": "audience (aud)",
+            "iss": "issuer (iss)",
+        }
+        return f"the token has no {names.get(exc.claim, exc.claim)}"
+    if isinstance(exc, jwt.InvalidAudienceError):
+        return "the token is for another audience (aud)"
+    if isinstance(exc, jwt.InvalidIssuerError):
+        return "the token is from another issuer (iss)"
+    if isinstance(exc, InvalidSubjectError):
+        return "the token's subject (sub) is not a non-empty string"
+    if isinstance(exc, jwt.InvalidAlgorithmError):
+        return "the token's algorithm is not allowed"
+    if isinstance(exc, jwt.InvalidKeyError):
+        return "the token's signing key is not usable (too short)"
+    return "the token is malformed"
+
+
+class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
+    def redirect_request(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> urllib.request.Request | None:
+        if urlsplit(newurl).scheme not in ("http", "https"):
+            raise ValueError("the key set redirected to a URL that is not http(s)")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER: Final = urllib.request.build_opener(_HttpRedirectsOnly)
+
+
+def fetch_keys(url: str, timeout: float) -> dict[str, jwt.PyJWK]:
+    """Blocking: GET the key set at ``url``; its usable signing keys by ``kid``.
+
+    Keys of another algorithm than RS256/ES256/EdDSA, for another use than ``sig`` or without a
+    ``kid`` are left out.
+
+    Raises:
+        OSError: the request failed (refused, timed out, a non-2xx status).
+        ValueError: the answer is over 256 KiB, not a JSON key set, or has no usable key.
+        http.client.HTTPException, jwt.PyJWTError: other failures of the answer.
+    """
+    deadline = time.monotonic() + timeout
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    chunks: list[bytes] = []
+    size = 0
+    with _OPENER.open(request, timeout=timeout) as response:
+        while chunk := response.read1(65536):
+            size += len(chunk)
+            if size > MAX_JWKS_BYTES:
+                raise ValueError(f"the key set is over {MAX_JWKS_BYTES} bytes")
+            if time.monotonic() > deadline:
+                raise TimeoutError("the key set took too long to arrive")
+            chunks.append(chunk)
+    document = orjson.loads(b"".join(chunks))
+    raw = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(raw, list):
+        raise ValueError("the answer is not a JSON Web Key Set")
+    keys: dict[str, jwt.PyJWK] = {}
+    for entry in raw:
+        if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
+            continue
+        kid = entry.get("kid")
+        try:
+            key = jwt.PyJWK(entry)
+        except jwt.PyJWTError:
+            continue
+        if isinstance(kid, str) and kid and key.algorithm_name in JWKS_ALGORITHMS:
+            keys[kid] = key
+    if not keys:
+        raise ValueError("the key set has no usable signing key")
+    return keys
+
+
+class _KeySet:
+    """The cached key set of ``url``, fetched in a thread, one fetch at a time."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Callable[[], float],
+        fetch_timeout: float,
+        refetch_cooldown: float,
+        retry_after_failure: float,
+        max_key_age: float,
+    ) -> None:
+        self._url = url
+        self._clock = clock
+        self._fetch_timeout = fetch_timeout
+        self._refetch_cooldown = refetch_cooldown
+        self._retry_after_failure = retry_after_failure
+        self._max_key_age = max_key_age
+        self._keys: dict[str, jwt.PyJWK] | None = None
+        self._fetched_at = -math.inf
+        self._next_fetch_at = -math.inf
+        self._lock = trio.Lock()
+        # Held by a fetch's thread until it ends, even when the fetch was abandoned.
+        self._limiter = trio.CapacityLimiter(1)
+
+    def _usable(self, kid: str) -> bool:
+        fresh = self._clock() - self._fetched_at < self._max_key_age
+        return fresh and self._keys is not None and kid in self._keys
+
+    async def key(self, kid: str) -> jwt.PyJWK:
+        """The key named ``kid``, refetching the set when it lacks it (within the cooldown).
+
+        Raises:
+            KeysUnavailable: no key set could be fetched.
+            Unauthorized: the key set has no key ``kid``.
+        """
+        if not self._usable(kid):
+            async with self._lock:
+                if not self._usable(kid) and self._clock() >= self._next_fetch_at:
+                    await self._refetch()
+        if self._keys is None:
+            raise KeysUnavailable("the signing keys could not be fetched")
+        key = self._keys.get(kid)
+        if key is None:
+            raise Unauthorized("the token's signing key (kid) is unknown")
+        return key
+
+    async def _refetch(self) -> None:
+        shown = redact_url(self._url)
+        fetch = partial(fetch_keys, self._url, self._fetch_timeout)
+        keys: dict[str, jwt.PyJWK] | None = None
+        with trio.move_on_after(self._fetch_timeout):
+            try:
+                keys = await trio.to_thread.run_sync(
+                    fetch, abandon_on_cancel=True, limiter=self._limiter
+                )
+            except Exception as exc:  # any failure means: no keys from this fetch
+                log.warning("sign-in: the signing keys at %s could not be fetched: %r", shown, exc)
+                self._next_fetch_at = self._clock() + self._retry_after_failure
+                return
+        if keys is None:
+            log.warning("sign-in: fetching the signing keys at %s timed out", shown)
+            self._next_fetch_at = self._clock() + self._retry_after_failure
+            return
+        self._keys = keys
+        self._fetched_at = self._clock()
+        self._next_fetch_at = self._fetched_at + self._refetch_cooldown
+        log.info("sign-in: %d signing keys fetched from %s", len(keys), shown)
