@@ -46,6 +46,8 @@ _PROXY_VARS = frozenset(
         "SESSION_MAX_SECONDS",
         "TOKEN_TTL_SECONDS",
         "MAX_SESSIONS",
+        "AUTH_RATE_LIMIT",
+        "MAX_SESSIONS_PER_CLIENT",
         "SETUP_TIMEOUT_SECONDS",
         "MAX_MESSAGE_BYTES",
         "BROWSER_QUEUE_BYTES",
@@ -209,6 +211,9 @@ def proxy_env(port: int, upstream_port: int) -> dict[str, str]:
         UPSTREAM_URL=f"ws://127.0.0.1:{upstream_port}",
         GOOGLE_API_KEY="bench",
         MAX_SESSIONS="2000",
+        # Every simulated browser comes from 127.0.0.1: per-client limits would cap the sweep.
+        AUTH_RATE_LIMIT="0",
+        MAX_SESSIONS_PER_CLIENT="0",
         LOG_LEVEL="WARNING",
         SESSION_TIME_LIMIT="600",
         SESSION_MAX_SECONDS="600",

@@ -7,6 +7,7 @@ Names of the earlier FastAPI/Axum servers keep working (``GOOGLE_API_KEY``, ``PR
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -18,6 +19,7 @@ import attrs
 #: The Live model used when ``MODEL`` is not set (Gemini's GA Live model as of 2026-09).
 DEFAULT_MODEL = "gemini-3.8-live"
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Backend = Literal["developer", "vertex"]
 Mode = Literal["advanced", "simple", "emulator"]
 T = TypeVar("T")
@@ -50,6 +52,10 @@ class Config:
     allowed_origins: frozenset[str] | None = None
     auth_paths: tuple[str, ...] = ("/api/auth",)
     ws_paths: tuple[str, ...] = ("/ws",)
+    #: Sign-ins per client: a bucket of ``count`` refilled over ``period`` s (None: off).
+    auth_rate_limit: tuple[int, float] | None = (30, 60.0)
+    max_sessions_per_client: int = 20
+    trusted_proxies: tuple[IPNetwork, ...] = ()
     log_level: str = "INFO"
 
     session_time_limit: int = 180
@@ -123,6 +129,9 @@ class Config:
             allowed_origins=env.parse("ALLOWED_ORIGINS", _origins, None),
             auth_paths=env.parse("AUTH_PATHS", _paths, ("/api/auth",)),
             ws_paths=env.parse("WS_PATHS", _paths, ("/ws",)),
+            auth_rate_limit=env.parse("AUTH_RATE_LIMIT", _rate, _DEFAULT_AUTH_RATE),
+            max_sessions_per_client=env.parse("MAX_SESSIONS_PER_CLIENT", _int_in(0), 20),
+            trusted_proxies=env.parse("TRUSTED_PROXIES", _networks, ()),
             port=env.parse("PORT", _int_in(0, 65535), 8000),
             log_level=env.parse("LOG_LEVEL", _log_level, "INFO"),
             session_time_limit=env.parse("SESSION_TIME_LIMIT", _int_in(1), 180),
@@ -203,6 +212,27 @@ class _Env:
             return parser(raw)
         except ValueError as exc:
             raise ConfigError(f"{name}={raw!r} is invalid: {exc}") from None
+
+
+def _networks(raw: str) -> tuple[IPNetwork, ...]:
+    """``"10.0.0.0/8, 127.0.0.1"`` -> networks (a bare address is a /32 or /128)."""
+    return tuple(ipaddress.ip_network(w, strict=False) for w in raw.replace(",", " ").split())
+
+
+_DEFAULT_AUTH_RATE: tuple[int, float] | None = (30, 60.0)
+_PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
+
+
+def _rate(raw: str) -> tuple[int, float] | None:
+    """``"30/minute"`` -> (30, 60.0); ``"0"`` -> None (off)."""
+    if raw.strip() == "0":
+        return None
+    count, sep, period = raw.partition("/")
+    if not sep or period.strip() not in _PERIODS or not count.strip().isdigit():
+        raise ValueError("expected N/second, N/minute or N/hour, or 0 for off")
+    if int(count) < 1:
+        raise ValueError("expected at least 1 per period (0 turns it off)")
+    return int(count), _PERIODS[period.strip()]
 
 
 def _origins(raw: str) -> frozenset[str]:

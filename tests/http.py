@@ -27,9 +27,14 @@ async def request(
     path: str,
     body: bytes | None = None,
     headers: dict[str, str] | None = None,
+    *,
+    local_address: str | None = None,
 ) -> HttpResponse:
-    """Send one request (with extra ``headers``, e.g. ``Origin``) and read the whole response."""
-    stream = await trio.open_tcp_stream(host, port)
+    """Send one request (with extra ``headers``, e.g. ``Origin``) and read the whole response.
+
+    ``local_address`` (e.g. ``127.0.0.2``) makes the request come from another client.
+    """
+    stream = await trio.open_tcp_stream(host, port, local_address=local_address)
     async with stream:
         conn = h11.Connection(h11.CLIENT)
         sent = {"Host": f"{host}:{port}", "Connection": "close", **(headers or {})}

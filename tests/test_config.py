@@ -95,6 +95,10 @@ def test_every_setting_is_read() -> None:
         ("ALLOWED_ORIGINS", "app.example.com"),
         ("AUTH_PATHS", "api/auth"),
         ("WS_PATHS", ","),
+        ("AUTH_RATE_LIMIT", "30/fortnight"),
+        ("AUTH_RATE_LIMIT", "-3/minute"),
+        ("TRUSTED_PROXIES", "not-an-address"),
+        ("MAX_SESSIONS_PER_CLIENT", "-1"),
     ],
 )
 def test_invalid_values_name_the_variable(name: str, value: str) -> None:
@@ -120,6 +124,23 @@ def test_origins_and_paths() -> None:
     assert config.auth_paths == ("/api/auth", "/api/v1/gemini-live/auth")
     assert config.ws_paths == ("/ws", "/api/v1/gemini-live/ws")
     assert from_env({"ALLOWED_ORIGINS": "*"}).allowed_origins == frozenset({"*"})
+
+
+def test_client_limits() -> None:
+    default = from_env({})
+    assert (default.auth_rate_limit, default.max_sessions_per_client) == ((30, 60.0), 20)
+    assert default.trusted_proxies == ()
+    config = from_env(
+        {
+            "AUTH_RATE_LIMIT": "5/second",
+            "MAX_SESSIONS_PER_CLIENT": "0",
+            "TRUSTED_PROXIES": "10.0.0.0/8, ::1",
+        }
+    )
+    assert (config.auth_rate_limit, config.max_sessions_per_client) == ((5, 1.0), 0)
+    assert [str(n) for n in config.trusted_proxies] == ["10.0.0.0/8", "::1/128"]
+    assert from_env({"AUTH_RATE_LIMIT": "0"}).auth_rate_limit is None
+    assert from_env({"AUTH_RATE_LIMIT": "100/hour"}).auth_rate_limit == (100, 3600.0)
 
 
 def test_min_above_max_is_refused() -> None:

@@ -22,7 +22,6 @@ from liveproxy.contract.codec import (
     decode_auth_request,
     to_json,
 )
-from liveproxy.contract.errors import AtCapacity
 from liveproxy.contract.models import (
     ApiError,
     AuthResponse,
@@ -35,10 +34,11 @@ from liveproxy.core.services import SessionServices
 from liveproxy.core.stats import Gauges
 from liveproxy.core.upstream import UpstreamTarget, upstream_url
 from liveproxy.redact import SECRETS, redact_url
+from liveproxy.web.clients import client_ip
 from liveproxy.web.origins import Cors, OriginPolicy
 from liveproxy.web.request_body import BoundedBodies
 from liveproxy.web.state import ProxyState
-from liveproxy.web.tokens import Grant, TokenStore
+from liveproxy.web.store import Grant, Limits, MemoryStore, Rate, Refused
 from liveproxy.web.ws_route import SessionRoute
 
 log = logging.getLogger("liveproxy")
@@ -65,7 +65,7 @@ def create_app(
     SECRETS.add(config.api_key)
     app = LiveProxyApp(__name__, static_folder=None)
     state = ProxyState(
-        tokens=TokenStore(config.token_ttl_seconds, trio.current_time),
+        store=MemoryStore(trio.current_time),
         services=SessionServices(config, target, Gauges(), trio.Event()),
     )
     app.proxy = state
@@ -92,12 +92,17 @@ def _error(status: int, code: str, message: str) -> Response:
 def _add_http_routes(app: LiveProxyApp, state: ProxyState) -> None:
     config = state.config
 
+    rate = config.auth_rate_limit
+    limits = Limits(
+        token_ttl=config.token_ttl_seconds,
+        max_sessions=config.max_sessions,
+        per_client=config.max_sessions_per_client,
+        rate=Rate(*rate) if rate else None,
+    )
+
     async def auth() -> Response:
         if state.draining:
             return _error(503, "shutting_down", "the server is shutting down")
-        live = state.gauges.live_sessions + state.tokens.valid_count()
-        if live >= config.max_sessions:
-            return _error(503, AtCapacity.code, f"at capacity ({config.max_sessions} sessions)")
         raw = await request.get_data()
         try:
             body = decode_auth_request(raw.encode() if isinstance(raw, str) else raw)
@@ -108,8 +113,20 @@ def _add_http_routes(app: LiveProxyApp, state: ProxyState) -> None:
             duration = min(
                 max(body.session_duration, config.session_min_seconds), config.session_max_seconds
             )
-        token = state.tokens.mint(Grant(duration, origin=request.headers.get("Origin")))
-        return _json(AuthResponse(session_token=token, session_time_limit=duration))
+        peer = request.scope.get("client")
+        client = client_ip(
+            peer[0] if peer else None,
+            request.headers.getlist("X-Forwarded-For"),
+            config.trusted_proxies,
+        )
+        grant = Grant(duration, origin=request.headers.get("Origin"), client=client)
+        admitted = await state.store.admit(grant, limits)
+        if isinstance(admitted, Refused):
+            response = _error(admitted.status, admitted.code, admitted.message)
+            if admitted.retry_after is not None:
+                response.headers["Retry-After"] = str(admitted.retry_after)
+            return response
+        return _json(AuthResponse(session_token=admitted, session_time_limit=duration))
 
     for path in config.auth_paths:
         app.add_url_rule(path, f"auth {path}", auth, methods=["POST"])

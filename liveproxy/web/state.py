@@ -1,4 +1,4 @@
-"""What the app's routes share: configuration, tokens, gauges, the upstream, shutdown flags."""
+"""What the app's routes share: the state store, the draining flag, what sessions are lent."""
 
 from __future__ import annotations
 
@@ -8,17 +8,17 @@ import trio
 from liveproxy.config import Config
 from liveproxy.core.services import SessionServices
 from liveproxy.core.stats import Gauges
-from liveproxy.web.tokens import TokenStore
+from liveproxy.web.store import MemoryStore
 
 
 @attrs.define(eq=False)
 class ProxyState:
-    """What the routes share: tokens, the draining flag, and what sessions are lent.
+    """What the routes share: the state store, the draining flag, and what sessions are lent.
 
     Configuration, gauges, the upstream and the shutdown event live once, in ``services``.
     """
 
-    tokens: TokenStore
+    store: MemoryStore
     services: SessionServices
     draining: bool = False
 

@@ -28,6 +28,9 @@ from liveproxy.web.state import ProxyState
 
 log = logging.getLogger("liveproxy")
 
+#: How long a session's last store update may take once the session is over.
+STORE_TIMEOUT_SECONDS = 5.0
+
 
 class SessionRoute:
     """ASGI middleware: ``/ws`` WebSockets become sessions; everything else goes to Quart."""
@@ -71,7 +74,7 @@ async def _serve_session(state: ProxyState, socket: BrowserSocket, policy: Origi
         await socket.close(UNAUTHORIZED, "Forbidden origin")
         return
     token = parse_qs(socket.query_string.decode("latin-1")).get("token", [None])[0]
-    grant = state.tokens.consume(token)
+    grant = await state.store.consume(token)
     if grant is None or grant.origin != origin:  # a token is bound to the page that minted it
         await socket.close(UNAUTHORIZED, "Unauthorized")
         return
@@ -91,6 +94,7 @@ async def _serve_session(state: ProxyState, socket: BrowserSocket, policy: Origi
     session = Session(socket, queue, state.services, time_limit=grant.session_time_limit)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(queue.run_writer, socket)
+        await state.store.session_started(grant.client)
         state.gauges.session_started()
         log.info("session %s started (limit %ss)", session_id, grant.session_time_limit)
         outcome: Outcome
@@ -101,6 +105,9 @@ async def _serve_session(state: ProxyState, socket: BrowserSocket, policy: Origi
             outcome = SessionError("the proxy failed unexpectedly")
         finally:
             state.gauges.session_ended()
+            # The client's count must come back even when the session is cancelled.
+            with trio.move_on_after(STORE_TIMEOUT_SECONDS, shield=True):
+                await state.store.session_ended(grant.client)
         _log_end(session_id, session, outcome)
         _finish(queue, session, outcome)
 

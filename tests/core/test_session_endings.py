@@ -8,7 +8,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 
 from liveproxy.emulator import Emulator, EmulatorConfig, Faults
 from liveproxy.emulator import serve as serve_emulator
-from liveproxy.web.tokens import Grant
+from liveproxy.web.store import Grant, Limits
 from tests.conftest import TEXT_SETUP, Proxy, ProxyFactory
 from tests.wsclient import Ended, wait_until
 
@@ -224,8 +224,11 @@ async def test_at_capacity_sockets_get_at_capacity_1013(make_proxy: ProxyFactory
     proxy = await make_proxy(max_sessions=1)
     # POST /api/auth would refuse the second token (tokens count against capacity); a token
     # minted before the first session started is the way a socket can still find the server full.
-    first_token = proxy.state.tokens.mint(Grant(180))
-    second_token = proxy.state.tokens.mint(Grant(180))
+    roomy = Limits(token_ttl=30, max_sessions=10)
+    first_token = await proxy.state.store.admit(Grant(180), roomy)
+    second_token = await proxy.state.store.admit(Grant(180), roomy)
+    assert isinstance(first_token, str)
+    assert isinstance(second_token, str)
     async with proxy.connect(first_token) as first:
         await first.send_json(TEXT_SETUP)
         assert await first.recv_json() == {"setupComplete": {}}

@@ -59,6 +59,9 @@ SERVER_ENV = {
     "SESSION_MAX_SECONDS": "86400",
     # Unused tokens count against MAX_SESSIONS for TOKEN_TTL_SECONDS: keep capacity out of it.
     "MAX_SESSIONS": "100000",
+    # Every example comes from 127.0.0.1: per-client limits are tested elsewhere.
+    "AUTH_RATE_LIMIT": "0",
+    "MAX_SESSIONS_PER_CLIENT": "0",
     "SHUTDOWN_GRACE_SECONDS": "1",
 }
 

@@ -85,10 +85,10 @@ async def test_auth_answers_503_at_capacity_counting_valid_tokens(
 
 
 async def test_an_unexpected_failure_answers_500_in_the_error_shape(proxy: Proxy) -> None:
-    def broken() -> int:
+    async def broken(*args: object) -> str:
         raise RuntimeError("boom")
 
-    proxy.state.tokens.valid_count = broken  # type: ignore[method-assign]  # fault injection
+    proxy.state.store.admit = broken  # type: ignore[method-assign,assignment]  # fault injection
     response = await proxy.http("POST", "/api/auth")
     assert response.status == 500
     assert response.json() == {

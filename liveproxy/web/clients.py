@@ -1,0 +1,52 @@
+"""Who a request comes from, for per-client limits: its IP, seen through trusted proxies only.
+
+The client is the socket's peer; only when that peer is in ``TRUSTED_PROXIES`` is
+``X-Forwarded-For`` read, right to left, and the first address that is not itself a trusted
+proxy taken. From any other peer the header changes nothing (it is the client's to forge).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+from liveproxy.config import IPNetwork
+
+
+def client_ip(
+    peer: str | None, forwarded_for: Iterable[str], trusted: tuple[IPNetwork, ...]
+) -> str:
+    """The client's address: ``peer``, or what trusted proxies say they forwarded for.
+
+    ``forwarded_for`` holds the ``X-Forwarded-For`` header values in order. A malformed entry
+    ends the walk: the last address known to be good (a trusted proxy's) is the client.
+    """
+    if peer is None:
+        return "unknown"
+    if not _trusted(peer, trusted):
+        return peer
+    hops = [h.strip() for value in forwarded_for for h in value.split(",") if h.strip()]
+    client = peer
+    for hop in reversed(hops):
+        if not _is_ip(hop):
+            break
+        client = hop
+        if not _trusted(hop, trusted):
+            break
+    return client
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _trusted(address: str, trusted: tuple[IPNetwork, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
