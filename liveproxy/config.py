@@ -13,8 +13,11 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal, TypeVar
+from urllib.parse import urlsplit
 
 import attrs
+
+from liveproxy.redact import redact_url
 
 #: The Live model used when ``MODEL`` is not set (Gemini's GA Live model as of 2026-09).
 DEFAULT_MODEL = "gemini-3.8-live"
@@ -31,6 +34,62 @@ class ConfigError(ValueError):
 
 def _secret_repr(value: str | None) -> str:
     return "None" if value is None else "'***'"
+
+
+#: HS256 needs a key of at least 256 bits.
+MIN_SECRET_BYTES = 32
+
+
+@attrs.frozen(kw_only=True)
+class SignInSettings:
+    """``AUTH_JWT_SECRET`` or ``AUTH_JWKS_URL`` (at most one), optional audience and issuer."""
+
+    jwt_secret: str | None = attrs.field(default=None, repr=_secret_repr)
+    jwks_url: str | None = None
+    audience: str | None = None
+    issuer: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.jwt_secret or self.jwks_url)
+
+
+def settings_from_env(env: Mapping[str, str]) -> SignInSettings:
+    """The sign-in settings of ``env`` (unset and blank variables are None).
+
+    Raises:
+        ValueError: both ``AUTH_JWT_SECRET`` and ``AUTH_JWKS_URL`` are set, the secret is shorter
+            than 32 bytes, the JWKS URL is not http(s), or an audience or issuer is set without
+            either (the message names the variable).
+    """
+
+    def text(name: str) -> str | None:
+        return env.get(name, "").strip() or None
+
+    settings = SignInSettings(
+        jwt_secret=text("AUTH_JWT_SECRET"),
+        jwks_url=text("AUTH_JWKS_URL"),
+        audience=text("AUTH_JWT_AUDIENCE"),
+        issuer=text("AUTH_JWT_ISSUER"),
+    )
+    if settings.jwt_secret and settings.jwks_url:
+        raise ValueError("AUTH_JWT_SECRET and AUTH_JWKS_URL are both set: set one of them")
+    if settings.jwt_secret and len(settings.jwt_secret.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(f"AUTH_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes for HS256")
+    if settings.jwks_url:
+        parts = urlsplit(settings.jwks_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            shown = redact_url(settings.jwks_url)
+            raise ValueError(f"AUTH_JWKS_URL must be an http:// or https:// URL (got {shown!r})")
+    for name, value in (
+        ("AUTH_JWT_AUDIENCE", settings.audience),
+        ("AUTH_JWT_ISSUER", settings.issuer),
+    ):
+        if value and not settings.enabled:
+            raise ValueError(
+                f"{name} is set but sign-in is not (set AUTH_JWT_SECRET or AUTH_JWKS_URL)"
+            )
+    return settings
 
 
 @attrs.frozen(kw_only=True)
@@ -56,6 +115,7 @@ class Config:
     auth_rate_limit: tuple[int, float] | None = (30, 60.0)
     max_sessions_per_client: int = 20
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    signin: SignInSettings = attrs.field(factory=SignInSettings)
     log_level: str = "INFO"
 
     session_time_limit: int = 180
@@ -116,6 +176,10 @@ class Config:
             values.update(read_env_file(env_file))
         values.update(os.environ if environ is None else environ)
         env = _Env(values)
+        try:
+            signin = settings_from_env(values)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         config = cls(
             api_key=env.text("GOOGLE_API_KEY") or env.text("GEMINI_API_KEY"),
             project_id=env.text("PROJECT_ID") or env.text("GOOGLE_CLOUD_PROJECT"),
@@ -132,6 +196,7 @@ class Config:
             auth_rate_limit=env.parse("AUTH_RATE_LIMIT", _rate, _DEFAULT_AUTH_RATE),
             max_sessions_per_client=env.parse("MAX_SESSIONS_PER_CLIENT", _int_in(0), 20),
             trusted_proxies=env.parse("TRUSTED_PROXIES", _networks, ()),
+            signin=signin,
             port=env.parse("PORT", _int_in(0, 65535), 8000),
             log_level=env.parse("LOG_LEVEL", _log_level, "INFO"),
             session_time_limit=env.parse("SESSION_TIME_LIMIT", _int_in(1), 180),

@@ -37,6 +37,7 @@ from liveproxy.redact import SECRETS, redact_url
 from liveproxy.web.clients import client_ip
 from liveproxy.web.origins import Cors, OriginPolicy
 from liveproxy.web.request_body import BoundedBodies
+from liveproxy.web.signin import KeysUnavailable, SignIn, Unauthorized, identity_hash
 from liveproxy.web.state import ProxyState
 from liveproxy.web.store import Grant, Limits, MemoryStore, Rate, Refused
 from liveproxy.web.ws_route import SessionRoute
@@ -62,7 +63,7 @@ def create_app(
     Gemini Live emulator started in the app's own nursery.
     """
     config = config or Config.from_env()
-    SECRETS.add(config.api_key)
+    SECRETS.add(config.api_key, config.signin.jwt_secret)
     app = LiveProxyApp(__name__, static_folder=None)
     state = ProxyState(
         store=MemoryStore(trio.current_time),
@@ -100,9 +101,21 @@ def _add_http_routes(app: LiveProxyApp, state: ProxyState) -> None:
         rate=Rate(*rate) if rate else None,
     )
 
+    signin = SignIn(config.signin) if config.signin.enabled else None
+
     async def auth() -> Response:
         if state.draining:
             return _error(503, "shutting_down", "the server is shutting down")
+        identity: str | None = None
+        if signin is not None:
+            try:
+                identity = await signin.verify(request.headers.get("Authorization"))
+            except KeysUnavailable as exc:
+                return _error(503, "not_ready", exc.message)
+            except Unauthorized as exc:
+                response = _error(401, exc.code, exc.message)
+                response.headers["WWW-Authenticate"] = "Bearer"
+                return response
         raw = await request.get_data()
         try:
             body = decode_auth_request(raw.encode() if isinstance(raw, str) else raw)
@@ -119,6 +132,8 @@ def _add_http_routes(app: LiveProxyApp, state: ProxyState) -> None:
             request.headers.getlist("X-Forwarded-For"),
             config.trusted_proxies,
         )
+        if identity is not None:  # signed in: the JWT's subject, kept only as a hash
+            client = f"sub:{identity_hash(identity)}"
         grant = Grant(duration, origin=request.headers.get("Origin"), client=client)
         admitted = await state.store.admit(grant, limits)
         if isinstance(admitted, Refused):

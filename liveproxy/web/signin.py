@@ -18,7 +18,7 @@ import logging
 import math
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from functools import partial
 from typing import Any, ClassVar, Final
 from urllib.parse import urlsplit
@@ -29,6 +29,7 @@ import orjson
 import trio
 from jwt.exceptions import InvalidSubjectError
 
+from liveproxy.config import SignInSettings
 from liveproxy.redact import redact_url
 
 log = logging.getLogger("liveproxy.signin")
@@ -40,7 +41,6 @@ MAX_TOKEN_BYTES: Final = 8192
 #: The largest key set read.
 MAX_JWKS_BYTES: Final = 256 * 1024
 #: HS256 needs a key of at least 256 bits (RFC 7518, 3.2).
-MIN_SECRET_BYTES: Final = 32
 JWKS_ALGORITHMS: Final = frozenset({"RS256", "ES256", "EdDSA"})
 _LEEWAY_NOTE: Final = f"({LEEWAY_SECONDS} s of clock skew allowed)"
 
@@ -61,63 +61,7 @@ class Unauthorized(Exception):
 
 
 class KeysUnavailable(Unauthorized):
-    """The signing keys could not be fetched (a server-side failure; still a 401 by default)."""
-
-
-def _secret_repr(value: str | None) -> str:
-    return "None" if value is None else "'***'"
-
-
-@attrs.frozen(kw_only=True)
-class SignInSettings:
-    """``AUTH_JWT_SECRET`` or ``AUTH_JWKS_URL`` (at most one), optional audience and issuer."""
-
-    jwt_secret: str | None = attrs.field(default=None, repr=_secret_repr)
-    jwks_url: str | None = None
-    audience: str | None = None
-    issuer: str | None = None
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.jwt_secret or self.jwks_url)
-
-
-def settings_from_env(env: Mapping[str, str]) -> SignInSettings:
-    """The sign-in settings of ``env`` (unset and blank variables are None).
-
-    Raises:
-        ValueError: both ``AUTH_JWT_SECRET`` and ``AUTH_JWKS_URL`` are set, the secret is shorter
-            than 32 bytes, the JWKS URL is not http(s), or an audience or issuer is set without
-            either (the message names the variable).
-    """
-
-    def text(name: str) -> str | None:
-        return env.get(name, "").strip() or None
-
-    settings = SignInSettings(
-        jwt_secret=text("AUTH_JWT_SECRET"),
-        jwks_url=text("AUTH_JWKS_URL"),
-        audience=text("AUTH_JWT_AUDIENCE"),
-        issuer=text("AUTH_JWT_ISSUER"),
-    )
-    if settings.jwt_secret and settings.jwks_url:
-        raise ValueError("AUTH_JWT_SECRET and AUTH_JWKS_URL are both set: set one of them")
-    if settings.jwt_secret and len(settings.jwt_secret.encode()) < MIN_SECRET_BYTES:
-        raise ValueError(f"AUTH_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes for HS256")
-    if settings.jwks_url:
-        parts = urlsplit(settings.jwks_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            shown = redact_url(settings.jwks_url)
-            raise ValueError(f"AUTH_JWKS_URL must be an http:// or https:// URL (got {shown!r})")
-    for name, value in (
-        ("AUTH_JWT_AUDIENCE", settings.audience),
-        ("AUTH_JWT_ISSUER", settings.issuer),
-    ):
-        if value and not settings.enabled:
-            raise ValueError(
-                f"{name} is set but sign-in is not (set AUTH_JWT_SECRET or AUTH_JWKS_URL)"
-            )
-    return settings
+    """The signing keys could not be fetched: a server-side failure (the auth route: 503)."""
 
 
 def identity_hash(sub: str) -> str:

@@ -24,14 +24,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from liveproxy.web.signin import (
-    KeysUnavailable,
-    SignIn,
-    SignInSettings,
-    Unauthorized,
-    identity_hash,
-    settings_from_env,
-)
+from liveproxy.config import SignInSettings, settings_from_env
+from liveproxy.web.signin import KeysUnavailable, SignIn, Unauthorized, identity_hash
 
 SECRET = secrets.token_urlsafe(32)
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
