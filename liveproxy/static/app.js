@@ -2,7 +2,7 @@
 // The protocol lives in session.js and the audio in audio.js; this file is only UI.
 
 import { AudioIO } from "./audio.js";
-import { LiveSession } from "./session.js";
+import { LiveSession, SERVER } from "./session.js";
 import { answerToolCall, TOOLS } from "./tools.js";
 
 const $ = (id) => document.getElementById(id);
@@ -317,7 +317,7 @@ ui.textForm.addEventListener("submit", (event) => {
 async function showMode() {
   try {
     const [status, health] = await Promise.all(
-      ["api/status", "api/health"].map((path) => fetch(path).then((r) => r.json())),
+      ["api/status", "api/health"].map((path) => fetch(new URL(path, SERVER)).then((r) => r.json())),
     );
     const model = health.model ? ` (${health.model})` : "";
     ui.form.dataset.mode = status.mode;

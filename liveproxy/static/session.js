@@ -58,6 +58,12 @@ export function describeEnding({ code, final, local }) {
 export class SessionError extends Error {}
 
 /**
+ * Where the proxy is: this page's own server, or the one named by `?server=<url>` (a page served
+ * from another origin, e.g. an app's dev server; that origin must be in ALLOWED_ORIGINS).
+ */
+export const SERVER = new URL(new URLSearchParams(location.search).get("server") ?? ".", document.baseURI);
+
+/**
  * One session with the proxy. `handlers` are optional callbacks:
  *   onOpen(), onSetupComplete(), onAudio(ArrayBuffer), onServerContent(obj), onToolCall(obj),
  *   onToolCallCancellation(obj), onUsage(obj), onSessionStatus(obj), onNotice(error),
@@ -74,7 +80,7 @@ export class LiveSession {
   /** Get a token, open the socket and send `setup`. Resolves with the session time limit. */
   async start({ setup, sessionDuration }) {
     const { session_token: token, session_time_limit: limit } = await this.#auth(sessionDuration);
-    const url = new URL("ws", document.baseURI);
+    const url = new URL("ws", SERVER);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     url.searchParams.set("token", token);
 
@@ -94,13 +100,17 @@ export class LiveSession {
     const body = Number.isInteger(sessionDuration) ? { session_duration: sessionDuration } : {};
     let response;
     try {
-      response = await fetch("api/auth", {
+      response = await fetch(new URL("api/auth", SERVER), {
         method: "POST",
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify(body),
       });
     } catch {
-      throw new SessionError("Could not reach the server.");
+      // A refused CORS preflight looks the same to a page as a server that is down.
+      throw new SessionError(
+        `Could not reach the server at ${SERVER.origin}: it is down, or it does not allow ` +
+          `this page's origin (${location.origin}; see ALLOWED_ORIGINS).`,
+      );
     }
     const data = await response.json().catch(() => ({}));
     if (!response.ok) {
