@@ -40,10 +40,14 @@ class OriginPolicy:
         """Whether a page of ``origin`` may use the proxy reached as ``host`` (the Host header)."""
         if self.allowed is not None:
             return "*" in self.allowed or origin in self.allowed
-        parts = urlsplit(origin)
+        try:
+            parts = urlsplit(origin)
+            hostname = parts.hostname
+        except ValueError:  # a malformed IPv6 literal: the header is the client's to forge
+            return False
         if parts.scheme not in ("http", "https") or not parts.netloc:
             return False  # "null" (sandboxed frames, files) and anything odd
-        if parts.hostname is not None and _bracketed(parts.hostname) in _LOOPBACK:
+        if hostname is not None and _bracketed(hostname) in _LOOPBACK:
             return True
         return host is not None and parts.netloc.lower() == host.lower()
 

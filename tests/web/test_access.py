@@ -30,6 +30,9 @@ EVIL = "https://evil.example"
         ("https://localhost.evil.example", None, False),
         ("null", None, False),
         ("file://", None, False),
+        ("http://[::1", None, False),  # malformed: refused, never an exception
+        ("http://[zz]:80", None, False),
+        ("%%%", "%%%", False),
     ],
 )
 def test_the_default_origin_rule(origin: str, host: str | None, allowed: bool) -> None:
@@ -125,6 +128,13 @@ async def open_ws(proxy: Proxy, token: str, origin: str | None, path: str = "/ws
         await client.send_json(TEXT_SETUP)
         with trio.fail_after(10):
             return await client.wait_closed()
+
+
+@pytest.mark.parametrize("origin", ["http://[::1", "http://[zz]:80", "x" * 4000])
+async def test_a_malformed_origin_is_refused_not_a_crash(proxy: Proxy, origin: str) -> None:
+    assert (await http(proxy, "POST", "/api/auth", origin)).status == 403
+    ended = await open_ws(proxy, await token_from(proxy, None), origin)
+    assert (ended.code, ended.reason) == (4003, "Forbidden origin")
 
 
 async def test_a_disallowed_origins_socket_is_closed_4003_forbidden_origin(proxy: Proxy) -> None:
