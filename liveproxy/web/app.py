@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from liveproxy.config import Config
+from liveproxy.config import Config, SignInSettings
 from liveproxy.contract.codec import (
     DecodeError,
     decode_auth_request,
@@ -37,7 +38,6 @@ from liveproxy.redact import SECRETS, redact_url
 from liveproxy.web.clients import client_ip
 from liveproxy.web.origins import Cors, OriginPolicy
 from liveproxy.web.request_body import BoundedBodies
-from liveproxy.web.signin import KeysUnavailable, SignIn, Unauthorized, identity_hash
 from liveproxy.web.state import ProxyState
 from liveproxy.web.store import Grant, Limits, MemoryStore, Rate, Refused
 from liveproxy.web.ws_route import SessionRoute
@@ -101,21 +101,17 @@ def _add_http_routes(app: LiveProxyApp, state: ProxyState) -> None:
         rate=Rate(*rate) if rate else None,
     )
 
-    signin = SignIn(config.signin) if config.signin.enabled else None
+    sign_in = _sign_in(config.signin)
 
     async def auth() -> Response:
         if state.draining:
             return _error(503, "shutting_down", "the server is shutting down")
         identity: str | None = None
-        if signin is not None:
-            try:
-                identity = await signin.verify(request.headers.get("Authorization"))
-            except KeysUnavailable as exc:
-                return _error(503, "not_ready", exc.message)
-            except Unauthorized as exc:
-                response = _error(401, exc.code, exc.message)
-                response.headers["WWW-Authenticate"] = "Bearer"
-                return response
+        if sign_in is not None:
+            checked = await sign_in(request.headers.get("Authorization"))
+            if isinstance(checked, Response):
+                return checked
+            identity = checked
         raw = await request.get_data()
         try:
             body = decode_auth_request(raw.encode() if isinstance(raw, str) else raw)
@@ -132,8 +128,8 @@ def _add_http_routes(app: LiveProxyApp, state: ProxyState) -> None:
             request.headers.getlist("X-Forwarded-For"),
             config.trusted_proxies,
         )
-        if identity is not None:  # signed in: the JWT's subject, kept only as a hash
-            client = f"sub:{identity_hash(identity)}"
+        if identity is not None:  # signed in: the JWT's subject (hashed) is the client
+            client = identity
         grant = Grant(duration, origin=request.headers.get("Origin"), client=client)
         admitted = await state.store.admit(grant, limits)
         if isinstance(admitted, Refused):
@@ -171,6 +167,33 @@ def _add_http_routes(app: LiveProxyApp, state: ProxyState) -> None:
     async def internal_error(exc: Exception) -> Response:
         log.exception("request failed", exc_info=exc)
         return _error(500, "internal_error", "the server failed to answer this request")
+
+
+def _sign_in(settings: SignInSettings) -> Callable[[str | None], Awaitable[str | Response]] | None:
+    """The sign-in check, or None when sign-in is off (PyJWT and cryptography, about 9 MiB of
+    memory, are then never imported).
+
+    The check returns the client's identity (a hash of the JWT's ``sub``), or the refusal: 401
+    ``unauthorized`` with ``WWW-Authenticate: Bearer``, 503 ``not_ready`` without signing keys.
+    """
+    if not settings.enabled:
+        return None
+    from liveproxy.web.signin import KeysUnavailable, SignIn, Unauthorized, identity_hash
+
+    signin = SignIn(settings)
+
+    async def check(authorization: str | None) -> str | Response:
+        try:
+            subject = await signin.verify(authorization)
+        except KeysUnavailable as exc:
+            return _error(503, "not_ready", exc.message)
+        except Unauthorized as exc:
+            response = _error(401, exc.code, exc.message)
+            response.headers["WWW-Authenticate"] = "Bearer"
+            return response
+        return f"sub:{identity_hash(subject)}"
+
+    return check
 
 
 async def _static(name: str) -> Response:
