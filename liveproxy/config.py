@@ -140,6 +140,13 @@ class Config:
     browser_timeout_seconds: float = 30.0
     shutdown_grace_seconds: float = 10.0
 
+    #: Worker processes on this host (``WORKERS``; ``auto`` is resolved to the CPU count).
+    workers: int = 1
+    #: ``memory:``, ``sqlite:///path`` or ``redis://...``; None: memory with one worker, a
+    #: private SQLite file with several (see :mod:`liveproxy.web.supervisor`).
+    state_url: str | None = attrs.field(default=None, repr=lambda u: repr(u and redact_url(u)))
+    session_lease_seconds: float = 30.0
+
     @property
     def backend(self) -> Backend:
         """Vertex AI when a project is set and no API key; the Developer API otherwise."""
@@ -222,6 +229,9 @@ class Config:
             browser_keepalive_seconds=env.parse("BROWSER_KEEPALIVE_SECONDS", _seconds_or_off, 20.0),
             browser_timeout_seconds=env.parse("BROWSER_TIMEOUT_SECONDS", _seconds_or_off, 30.0),
             shutdown_grace_seconds=env.parse("SHUTDOWN_GRACE_SECONDS", _seconds_or_off, 10.0),
+            workers=env.parse("WORKERS", _workers, 1),
+            state_url=env.parse("STATE_URL", _state_url, None),
+            session_lease_seconds=env.parse("SESSION_LEASE_SECONDS", _seconds, 30.0),
         )
         if config.session_min_seconds > config.session_max_seconds:
             raise ConfigError(
@@ -347,6 +357,24 @@ def _seconds_or_off(raw: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise ValueError("expected a number of seconds >= 0 (0 turns it off)")
     return value
+
+
+def _workers(raw: str) -> int:
+    """``"auto"`` -> one per CPU; otherwise an integer from 1 to 64."""
+    if raw.lower() == "auto":
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    return _int_in(1, 64)(raw)
+
+
+STATE_SCHEMES = ("memory:", "sqlite:///", "redis://", "rediss://")
+
+
+def _state_url(raw: str) -> str:
+    if raw == "memory":
+        return "memory:"
+    if not raw.startswith(STATE_SCHEMES) or raw in STATE_SCHEMES[1:]:
+        raise ValueError("expected memory:, sqlite:///path/state.db or redis://host:port/db")
+    return raw
 
 
 def _log_level(raw: str) -> str:

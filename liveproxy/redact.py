@@ -25,6 +25,8 @@ _PATTERNS: Final = (
     ),
     (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1" + MASK),
     (re.compile(r"AIza[0-9A-Za-z_-]{35}"), MASK),
+    # A password in a URL: redis://user:secret@host
+    (re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s/]+@"), r"\1" + MASK + "@"),
 )
 
 

@@ -75,6 +75,13 @@ class AtCapacity(SessionError):
     close_code = closes.TRY_AGAIN_LATER
 
 
+class StateUnavailable(SessionError):
+    """The state store could not be reached to check the session's token."""
+
+    code = "state_unavailable"
+    close_code = closes.TRY_AGAIN_LATER
+
+
 @attrs.define(eq=False)
 class BadMessage(Exception):
     """A browser message that is refused without ending the session (``error`` ``bad_message``)."""

@@ -36,10 +36,12 @@ from liveproxy.core.stats import Gauges
 from liveproxy.core.upstream import UpstreamTarget, upstream_url
 from liveproxy.redact import SECRETS, redact_url
 from liveproxy.web.clients import client_ip
+from liveproxy.web.leases import LeaseKeeper
 from liveproxy.web.origins import Cors, OriginPolicy
 from liveproxy.web.request_body import BoundedBodies
 from liveproxy.web.state import ProxyState
-from liveproxy.web.store import Grant, Limits, MemoryStore, Rate, Refused
+from liveproxy.web.store import Grant, Limits, Rate, Refused, StateStore, StoreUnavailable
+from liveproxy.web.store.memory import MemoryStore
 from liveproxy.web.ws_route import SessionRoute
 
 log = logging.getLogger("liveproxy")
@@ -54,9 +56,13 @@ class LiveProxyApp(QuartTrio):
 
 
 def create_app(
-    config: Config | None = None, *, target: UpstreamTarget | None = None
+    config: Config | None = None,
+    *,
+    target: UpstreamTarget | None = None,
+    store: StateStore | None = None,
 ) -> LiveProxyApp:
-    """Build the app for ``config`` (default: from the environment).
+    """Build the app for ``config`` (default: from the environment) on ``store`` (default: a
+    :class:`MemoryStore`; :func:`~liveproxy.web.store.opening.open_store` opens the others).
 
     Without ``target`` the upstream is resolved when serving starts: the Developer API with the
     key, Vertex AI with Application Default Credentials, or, with no credentials, the built-in
@@ -65,11 +71,28 @@ def create_app(
     config = config or Config.from_env()
     SECRETS.add(config.api_key, config.signin.jwt_secret)
     app = LiveProxyApp(__name__, static_folder=None)
+    store = store or MemoryStore(trio.current_time, config.session_lease_seconds)
     state = ProxyState(
-        store=MemoryStore(trio.current_time),
+        store=store,
         services=SessionServices(config, target, Gauges(), trio.Event()),
+        leases=LeaseKeeper(store, config.session_lease_seconds),
     )
     app.proxy = state
+
+    renewals = trio.CancelScope()
+
+    @app.before_serving
+    async def renew_leases() -> None:
+        async def run() -> None:
+            with renewals:
+                await state.leases.run()
+
+        app.nursery.start_soon(run)
+
+    @app.after_serving
+    async def stop_renewing() -> None:
+        renewals.cancel()
+
     _add_http_routes(app, state)
     bounded = BoundedBodies(
         app.asgi_app, limit=MAX_BODY_BYTES, timeout=config.request_body_timeout_seconds
@@ -131,7 +154,11 @@ def _add_http_routes(app: LiveProxyApp, state: ProxyState) -> None:
         if identity is not None:  # signed in: the JWT's subject (hashed) is the client
             client = identity
         grant = Grant(duration, origin=request.headers.get("Origin"), client=client)
-        admitted = await state.store.admit(grant, limits)
+        try:
+            admitted = await state.store.admit(grant, limits)
+        except StoreUnavailable:
+            log.warning("state store unreachable: no token issued")
+            return _error(503, "state_unavailable", "the state store is unreachable")
         if isinstance(admitted, Refused):
             response = _error(admitted.status, admitted.code, admitted.message)
             if admitted.retry_after is not None:

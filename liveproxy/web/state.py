@@ -1,4 +1,4 @@
-"""What the app's routes share: the state store, the draining flag, what sessions are lent."""
+"""What the app's routes share: the state store and leases, the draining flag, the services."""
 
 from __future__ import annotations
 
@@ -8,18 +8,21 @@ import trio
 from liveproxy.config import Config
 from liveproxy.core.services import SessionServices
 from liveproxy.core.stats import Gauges
-from liveproxy.web.store import MemoryStore
+from liveproxy.web.leases import LeaseKeeper
+from liveproxy.web.store import StateStore
 
 
 @attrs.define(eq=False)
 class ProxyState:
-    """What the routes share: the state store, the draining flag, and what sessions are lent.
+    """What the routes share: the state store, this worker's leases, the draining flag, and what
+    sessions are lent.
 
     Configuration, gauges, the upstream and the shutdown event live once, in ``services``.
     """
 
-    store: MemoryStore
+    store: StateStore
     services: SessionServices
+    leases: LeaseKeeper
     draining: bool = False
 
     @property

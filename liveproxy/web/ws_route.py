@@ -17,7 +17,7 @@ import trio
 
 from liveproxy.contract.codec import encode_error, encode_session_end
 from liveproxy.contract.endings import UNAUTHORIZED, Outcome, outcome_code
-from liveproxy.contract.errors import AtCapacity, SessionError, SlowClient
+from liveproxy.contract.errors import AtCapacity, SessionError, SlowClient, StateUnavailable
 from liveproxy.contract.models import ErrorEvent, SessionEnd
 from liveproxy.core.browser import ASGIMessage, BrowserQueue, BrowserSocket, Receive, Send
 from liveproxy.core.session import Session
@@ -25,6 +25,7 @@ from liveproxy.core.stats import SessionCounters
 from liveproxy.protocol import closes
 from liveproxy.web.origins import OriginPolicy, header
 from liveproxy.web.state import ProxyState
+from liveproxy.web.store import Lease, StoreUnavailable
 
 log = logging.getLogger("liveproxy")
 
@@ -63,9 +64,10 @@ async def serve_session(state: ProxyState, socket: BrowserSocket, policy: Origin
 async def _serve_session(state: ProxyState, socket: BrowserSocket, policy: OriginPolicy) -> None:
     """Authorise the socket and run its session; the route's writer sends its last frames.
 
-    Refusals (origin, token, draining, capacity) close the socket at once; a session's failure
-    that is not a :class:`SessionError` is logged and ends it with ``internal_error``. Cancelled
-    when the browser leaves (Hypercorn cancels the app), which ends the session's tasks too.
+    Refusals (origin, draining, capacity, token, an unreachable store) close the socket at once;
+    a session's failure that is not a :class:`SessionError` is logged and ends it with
+    ``internal_error``. Cancelled when the browser leaves (Hypercorn cancels the app), which
+    ends the session's tasks too.
     """
     if not await socket.accept():
         return
@@ -73,28 +75,33 @@ async def _serve_session(state: ProxyState, socket: BrowserSocket, policy: Origi
     if origin is not None and not policy.allows(origin, header(socket.scope, b"host")):
         await socket.close(UNAUTHORIZED, "Forbidden origin")
         return
-    token = parse_qs(socket.query_string.decode("latin-1")).get("token", [None])[0]
-    grant = await state.store.consume(token)
-    if grant is None or grant.origin != origin:  # a token is bound to the page that minted it
-        await socket.close(UNAUTHORIZED, "Unauthorized")
-        return
-    if state.draining:
+    if state.draining:  # before the token: it stays good for another worker
         await socket.close(closes.GOING_AWAY, "server shutting down")
         return
     config = state.config
     if state.gauges.live_sessions >= config.max_sessions:
-        refusal = AtCapacity(f"at capacity ({config.max_sessions} sessions)")
-        stats = SessionCounters(started_at=trio.current_time()).snapshot()
-        await socket.send(encode_error(ErrorEvent(refusal.code, refusal.message, stats)))
-        await socket.close(refusal.close_code, refusal.code)
+        await _refuse(socket, AtCapacity(f"at capacity ({config.max_sessions} sessions)"))
+        return
+    token = parse_qs(socket.query_string.decode("latin-1")).get("token", [None])[0]
+    session_id = secrets.token_hex(8)
+    try:
+        lease = await state.store.start_session(token, session_id)
+    except StoreUnavailable:
+        log.warning("state store unreachable: a session's token could not be checked")
+        await _refuse(socket, StateUnavailable("the state store is unreachable"))
+        return
+    if lease is None or lease.grant.origin != origin:  # a token is bound to the page that minted it
+        if lease is not None:
+            await _end_lease(state, lease)
+        await socket.close(UNAUTHORIZED, "Unauthorized")
         return
 
-    session_id = secrets.token_hex(4)
+    grant = lease.grant
     queue = BrowserQueue(config.browser_queue_bytes)
     session = Session(socket, queue, state.services, time_limit=grant.session_time_limit)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(queue.run_writer, socket)
-        await state.store.session_started(grant.client)
+        state.leases.held[lease.id] = lease
         state.gauges.session_started()
         log.info("session %s started (limit %ss)", session_id, grant.session_time_limit)
         outcome: Outcome
@@ -105,11 +112,28 @@ async def _serve_session(state: ProxyState, socket: BrowserSocket, policy: Origi
             outcome = SessionError("the proxy failed unexpectedly")
         finally:
             state.gauges.session_ended()
-            # The client's count must come back even when the session is cancelled.
-            with trio.move_on_after(STORE_TIMEOUT_SECONDS, shield=True):
-                await state.store.session_ended(grant.client)
+            del state.leases.held[lease.id]
+            # The place must come back even when the session is cancelled.
+            await _end_lease(state, lease)
         _log_end(session_id, session, outcome)
         _finish(queue, session, outcome)
+
+
+async def _refuse(socket: BrowserSocket, refusal: SessionError) -> None:
+    """Send ``refusal`` as the socket's only event and close it with its code."""
+    stats = SessionCounters(started_at=trio.current_time()).snapshot()
+    await socket.send(encode_error(ErrorEvent(refusal.code, refusal.message, stats)))
+    await socket.close(refusal.close_code, refusal.code)
+
+
+async def _end_lease(state: ProxyState, lease: Lease) -> None:
+    """Give the lease's place back, even from a cancelled session (shielded, bounded); if the
+    store cannot be reached the lease simply expires."""
+    with trio.move_on_after(STORE_TIMEOUT_SECONDS, shield=True):
+        try:
+            await state.store.end_session(lease)
+        except StoreUnavailable:
+            log.warning("state store unreachable: a session's lease is left to expire")
 
 
 def _finish(queue: BrowserQueue, session: Session, outcome: Outcome) -> None:

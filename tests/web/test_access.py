@@ -81,7 +81,7 @@ async def test_a_disallowed_origin_is_403_with_no_cors_headers(proxy: Proxy) -> 
         assert response.status == 403
         assert response.json()["error"]["code"] == "forbidden_origin"
         assert not any(k.startswith("access-control") for k in response.headers)
-    assert proxy.state.store.valid_tokens() == 0
+    assert (await proxy.state.store.usage()).tokens == 0
 
 
 async def test_allowed_answers_carry_the_origin_and_requests_without_one_are_not_subject(

@@ -52,7 +52,7 @@ async def test_without_a_valid_jwt_auth_is_401_with_www_authenticate(
         error = response.json()["error"]
         assert error["code"] == "unauthorized"
         assert reason in error["message"]
-    assert proxy.state.store.valid_tokens() == 0
+    assert (await proxy.state.store.usage()).tokens == 0
 
 
 async def test_a_valid_jwt_gets_a_token_and_its_subject_is_the_client(

@@ -1,0 +1,146 @@
+"""The state store: single-use tokens, per-client buckets and counts, and session leases.
+
+:class:`StateStore` is what every worker and host sharing ``STATE_URL`` agrees on. Each
+operation is one atomic step (one Python call with no ``await`` inside, one SQLite transaction,
+one Redis script), so two workers never spend one token twice nor both take the last place.
+
+Capacity is counted across everything sharing the store: unexpired tokens plus unexpired
+session leases. A live session's lease is renewed by its worker (:meth:`StateStore.renew`);
+a worker or host that dies stops renewing, and its places come back within the lease time.
+
+Tokens are kept as a hash: the store never holds a token a reader could replay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Collection
+from typing import Protocol
+
+import attrs
+
+
+@attrs.frozen
+class Grant:
+    """What a spent token entitles its WebSocket to.
+
+    ``origin`` is the ``Origin`` of the request that minted it (None: no browser's): only a
+    socket from that same origin may spend it. ``client`` is who minted it (for per-client
+    limits).
+    """
+
+    session_time_limit: int
+    origin: str | None = None
+    client: str = ""
+
+
+@attrs.frozen
+class Lease:
+    """A live session's place in the store: ``id`` names it, ``grant`` is what it was opened
+    with (its client is counted against the per-client limit while the lease holds)."""
+
+    id: str
+    grant: Grant
+
+
+@attrs.frozen
+class Rate:
+    """``count`` events per ``period`` seconds, in bursts of up to ``count``."""
+
+    count: int
+    period: float
+
+
+@attrs.frozen
+class Limits:
+    """What :meth:`StateStore.admit` enforces; 0 or None turns a limit off."""
+
+    token_ttl: float
+    max_sessions: int
+    per_client: int = 0
+    rate: Rate | None = None
+
+
+@attrs.frozen
+class Refused:
+    """Why a token was not issued: the HTTP status, the error code, and when to try again."""
+
+    status: int
+    code: str
+    message: str
+    retry_after: int | None = None
+
+
+@attrs.frozen
+class Usage:
+    """What the store holds now: unexpired tokens and unexpired session leases."""
+
+    tokens: int
+    sessions: int
+
+
+class StoreUnavailable(Exception):
+    """The store could not be reached, or did not answer in time. Nothing was changed that a
+    retry could not repeat safely: a token is never spent without its caller knowing."""
+
+
+class StateStore(Protocol):
+    """Tokens, limits and live sessions, shared by everything that uses one store.
+
+    Every method raises :class:`StoreUnavailable` when the store cannot answer.
+    """
+
+    async def admit(self, grant: Grant, limits: Limits) -> str | Refused:
+        """Issue a token for ``grant`` unless a limit refuses it."""
+        ...
+
+    async def start_session(self, token: str | None, lease_id: str) -> Lease | None:
+        """Spend ``token`` and take a lease named ``lease_id`` for its session, in one step.
+
+        Returns None when the token is missing, unknown, expired or already spent.
+        """
+        ...
+
+    async def renew(self, leases: Collection[Lease]) -> None:
+        """Extend these leases by the lease time, re-creating any the store lost."""
+        ...
+
+    async def end_session(self, lease: Lease) -> None:
+        """Give the lease's place back."""
+        ...
+
+    async def usage(self) -> Usage:
+        """Unexpired tokens and leases (also the readiness probe: raises when unreachable)."""
+        ...
+
+
+def token_key(token: str) -> str:
+    """What the store keeps of a token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def retry_seconds(value: float) -> int:
+    """A ``Retry-After`` value: whole seconds, at least 1."""
+    return max(1, math.ceil(value))
+
+
+#: A lease outlives its last renewal by this long; workers renew every third of it.
+DEFAULT_LEASE_SECONDS = 30.0
+
+
+def rate_limited(wait: float) -> Refused:
+    return Refused(429, "rate_limited", "too many sign-ins: try again later", retry_seconds(wait))
+
+
+def at_capacity(limits: Limits) -> Refused:
+    return Refused(503, "at_capacity", f"at capacity ({limits.max_sessions} sessions)")
+
+
+def too_many_sessions(limits: Limits, wait: float) -> Refused:
+    return Refused(
+        429,
+        "too_many_sessions",
+        f"this client already has {limits.per_client} sessions or tokens",
+        retry_seconds(wait),
+    )

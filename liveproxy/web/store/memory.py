@@ -1,0 +1,134 @@
+""":class:`MemoryStore`: the state store of one process (``STATE_URL=memory:``)."""
+
+from __future__ import annotations
+
+import secrets
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Collection
+
+import attrs
+
+from liveproxy.bucket import TokenBucket
+from liveproxy.web.store import (
+    DEFAULT_LEASE_SECONDS,
+    Grant,
+    Lease,
+    Limits,
+    Rate,
+    Refused,
+    Usage,
+    at_capacity,
+    rate_limited,
+    token_key,
+    too_many_sessions,
+)
+
+
+@attrs.frozen
+class _Entry:
+    expires_at: float
+    grant: Grant
+
+
+class MemoryStore:
+    """:class:`~liveproxy.web.store.StateStore` in one process, on ``clock`` time.
+
+    Its methods never await, so under trio each runs whole. Memory is bounded by what the
+    limits allow: expired tokens are pruned as tokens are issued (insertion order is expiry
+    order, the TTL being fixed), expired leases likewise (there are at most ``max_sessions``),
+    and a client's bucket is dropped once it would be full again (it is then no different from
+    a new one).
+    """
+
+    def __init__(
+        self, clock: Callable[[], float], lease_seconds: float = DEFAULT_LEASE_SECONDS
+    ) -> None:
+        self._clock = clock
+        self._lease_seconds = lease_seconds
+        self._tokens: dict[str, _Entry] = {}
+        self._tokens_of: Counter[str] = Counter()
+        self._leases: dict[str, _Entry] = {}
+        self._buckets: OrderedDict[str, tuple[TokenBucket, float]] = OrderedDict()
+
+    async def admit(self, grant: Grant, limits: Limits) -> str | Refused:
+        now = self._clock()
+        self._prune(now)
+        client = grant.client
+        if limits.rate is not None:
+            wait = self._bucket(client, limits.rate, now).take(now)
+            self._buckets[client] = (self._buckets[client][0], now)
+            self._buckets.move_to_end(client)
+            if wait:
+                return rate_limited(wait)
+        if len(self._tokens) + len(self._leases) >= limits.max_sessions:
+            return at_capacity(limits)
+        held = self._tokens_of[client] + sum(
+            1 for lease in self._leases.values() if lease.grant.client == client
+        )
+        if limits.per_client and held >= limits.per_client:
+            return too_many_sessions(limits, self._retry_for(client, now, limits))
+        token = secrets.token_urlsafe(32)
+        self._tokens[token_key(token)] = _Entry(now + limits.token_ttl, grant)
+        self._tokens_of[client] += 1
+        return token
+
+    async def start_session(self, token: str | None, lease_id: str) -> Lease | None:
+        if not token:
+            return None
+        entry = self._tokens.pop(token_key(token), None)
+        if entry is None:
+            return None
+        self._forget_token(entry.grant.client)
+        now = self._clock()
+        if entry.expires_at <= now:
+            return None
+        self._leases[lease_id] = _Entry(now + self._lease_seconds, entry.grant)
+        return Lease(lease_id, entry.grant)
+
+    async def renew(self, leases: Collection[Lease]) -> None:
+        expires_at = self._clock() + self._lease_seconds
+        for lease in leases:
+            self._leases[lease.id] = _Entry(expires_at, lease.grant)
+
+    async def end_session(self, lease: Lease) -> None:
+        self._leases.pop(lease.id, None)
+
+    async def usage(self) -> Usage:
+        self._prune(self._clock())
+        return Usage(tokens=len(self._tokens), sessions=len(self._leases))
+
+    def _bucket(self, client: str, rate: Rate, now: float) -> TokenBucket:
+        found = self._buckets.get(client)
+        if found is None:
+            bucket = TokenBucket(rate.count / rate.period, capacity=rate.count)
+            self._buckets[client] = (bucket, now)
+            return bucket
+        return found[0]
+
+    def _retry_for(self, client: str, now: float, limits: Limits) -> float:
+        """Seconds until the client's oldest token expires (or one token lifetime)."""
+        for entry in self._tokens.values():
+            if entry.grant.client == client:
+                return entry.expires_at - now
+        return limits.token_ttl
+
+    def _forget_token(self, client: str) -> None:
+        self._tokens_of[client] -= 1
+        if self._tokens_of[client] <= 0:
+            del self._tokens_of[client]
+
+    def _prune(self, now: float) -> None:
+        tokens = self._tokens
+        while tokens:
+            oldest = next(iter(tokens))
+            if tokens[oldest].expires_at > now:
+                break
+            self._forget_token(tokens.pop(oldest).grant.client)
+        for lease_id in [i for i, lease in self._leases.items() if lease.expires_at <= now]:
+            del self._leases[lease_id]
+        buckets = self._buckets
+        while buckets:
+            client, (bucket, used_at) = next(iter(buckets.items()))
+            if used_at + bucket.capacity / bucket.rate > now:
+                break
+            del buckets[client]

@@ -1,0 +1,172 @@
+"""What every state store must do, whatever serves it: one suite, run against each store.
+
+A test module subclasses :class:`StoreContract` and implements :meth:`StoreContract.open`.
+Stores run on a :class:`FakeClock` the tests move by hand (it starts at the wall clock, so a
+store that also sets real expiries for garbage collection keeps its keys for the test).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+
+import trio
+
+from liveproxy.web.store import Grant, Lease, Limits, Rate, Refused, StateStore, Usage
+
+ROOMY = Limits(token_ttl=30, max_sessions=1000)
+LEASE_SECONDS = 30.0
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def issue(
+    store: StateStore, limits: Limits = ROOMY, client: str = "a", origin: str | None = None
+) -> str:
+    token = await store.admit(Grant(90, origin=origin, client=client), limits)
+    assert isinstance(token, str), token
+    return token
+
+
+class StoreContract:
+    """The behaviour every :class:`StateStore` shares."""
+
+    def open(
+        self, clock: Callable[[], float], lease_seconds: float
+    ) -> AbstractAsyncContextManager[StateStore]:
+        raise NotImplementedError
+
+    async def test_a_token_is_spent_by_its_first_use(self) -> None:
+        async with self.open(FakeClock(), LEASE_SECONDS) as store:
+            token = await issue(store, origin="https://app.example")
+            lease = await store.start_session(token, "s1")
+            assert lease == Lease("s1", Grant(90, origin="https://app.example", client="a"))
+            assert await store.start_session(token, "s2") is None
+            assert await store.start_session(None, "s3") is None
+            assert await store.start_session("unknown", "s4") is None
+            assert await store.usage() == Usage(tokens=0, sessions=1)
+
+    async def test_tokens_expire_after_the_ttl(self) -> None:
+        clock = FakeClock()
+        async with self.open(clock, LEASE_SECONDS) as store:
+            old = await issue(store)
+            clock.now += 29.9
+            fresh = await issue(store)
+            clock.now += 0.1
+            assert await store.usage() == Usage(tokens=1, sessions=0)
+            assert await store.start_session(old, "s1") is None
+            assert await store.start_session(fresh, "s2") is not None
+
+    async def test_capacity_counts_tokens_and_leases(self) -> None:
+        async with self.open(FakeClock(), LEASE_SECONDS) as store:
+            limits = Limits(token_ttl=30, max_sessions=2)
+            lease = await store.start_session(await issue(store, limits, client="b"), "s1")
+            assert lease is not None
+            await issue(store, limits)
+            refused = await store.admit(Grant(90, client="c"), limits)
+            assert refused == Refused(503, "at_capacity", "at capacity (2 sessions)")
+            await store.end_session(lease)
+            await issue(store, limits)
+
+    async def test_a_lease_not_renewed_gives_its_place_back(self) -> None:
+        clock = FakeClock()
+        async with self.open(clock, 10.0) as store:
+            limits = Limits(token_ttl=30, max_sessions=2)
+            kept = await store.start_session(await issue(store, limits), "kept")
+            lost = await store.start_session(await issue(store, limits), "lost")
+            assert kept is not None
+            assert lost is not None
+            assert isinstance(await store.admit(Grant(90), limits), Refused)
+            for _ in range(3):
+                clock.now += 6
+                await store.renew([kept])
+            assert await store.usage() == Usage(tokens=0, sessions=1)
+            await issue(store, limits)
+            assert isinstance(await store.admit(Grant(90), limits), Refused)
+
+    async def test_renewing_recreates_a_lease_the_store_lost(self) -> None:
+        clock = FakeClock()
+        async with self.open(clock, 10.0) as store:
+            lease = await store.start_session(await issue(store), "s1")
+            assert lease is not None
+            clock.now += 11  # as if the store had been down past the lease time
+            assert await store.usage() == Usage(tokens=0, sessions=0)
+            await store.renew([lease])
+            assert await store.usage() == Usage(tokens=0, sessions=1)
+            await store.end_session(lease)
+            await store.end_session(lease)  # twice is harmless
+            assert await store.usage() == Usage(tokens=0, sessions=0)
+
+    async def test_the_rate_limit_is_a_bucket_per_client(self) -> None:
+        clock = FakeClock()
+        async with self.open(clock, LEASE_SECONDS) as store:
+            limits = Limits(token_ttl=30, max_sessions=1000, rate=Rate(3, 60.0))
+            for _ in range(3):
+                await issue(store, limits)
+            refused = await store.admit(Grant(90, client="a"), limits)
+            assert isinstance(refused, Refused)
+            assert (refused.status, refused.code, refused.retry_after) == (429, "rate_limited", 20)
+            await issue(store, limits, client="other")  # another client is not held back
+            clock.now += 20
+            await issue(store, limits)
+            assert isinstance(await store.admit(Grant(90, client="a"), limits), Refused)
+
+    async def test_the_per_client_cap_counts_tokens_and_leases_with_a_retry_after(self) -> None:
+        clock = FakeClock()
+        async with self.open(clock, LEASE_SECONDS) as store:
+            limits = Limits(token_ttl=30, max_sessions=1000, per_client=2)
+            lease = await store.start_session(await issue(store, limits), "s1")
+            assert lease is not None
+            await issue(store, limits)
+            clock.now += 10
+            refused = await store.admit(Grant(90, client="a"), limits)
+            assert isinstance(refused, Refused)
+            assert (refused.status, refused.code, refused.retry_after) == (
+                429,
+                "too_many_sessions",
+                20,
+            )
+            await issue(store, limits, client="b")
+            clock.now += 20  # the token expired: room again
+            await issue(store, limits)
+            await store.end_session(lease)
+            await issue(store, limits)
+
+    async def test_concurrent_spends_of_one_token_succeed_once(self) -> None:
+        async with self.open(FakeClock(), LEASE_SECONDS) as store:
+            token = await issue(store)
+            won: list[Lease] = []
+
+            async def spend(n: int) -> None:
+                lease = await store.start_session(token, f"s{n}")
+                if lease is not None:
+                    won.append(lease)
+
+            async with trio.open_nursery() as nursery:
+                for n in range(100):
+                    nursery.start_soon(spend, n)
+            assert len(won) == 1
+            assert await store.usage() == Usage(tokens=0, sessions=1)
+
+    async def test_concurrent_admissions_never_exceed_capacity(self) -> None:
+        async with self.open(FakeClock(), LEASE_SECONDS) as store:
+            limits = Limits(token_ttl=30, max_sessions=10)
+            issued: list[str] = []
+
+            async def ask(n: int) -> None:
+                answer = await store.admit(Grant(90, client=f"c{n}"), limits)
+                if isinstance(answer, str):
+                    issued.append(answer)
+
+            async with trio.open_nursery() as nursery:
+                for n in range(50):
+                    nursery.start_soon(ask, n)
+            assert len(issued) == 10
+            assert await store.usage() == Usage(tokens=10, sessions=0)
