@@ -6,7 +6,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import attrs
@@ -25,6 +25,12 @@ class Served:
     def text(self) -> str:
         return "".join(self.log)
 
+    async def wait_for(self, done: Callable[[str], bool]) -> None:
+        """Wait until ``done(text)`` holds; fail after 10 seconds."""
+        with trio.fail_after(10):
+            while not done(self.text):  # noqa: ASYNC110 - another task fills the log
+                await trio.sleep(0.01)
+
 
 @asynccontextmanager
 async def liveproxy_process(**settings: str) -> AsyncIterator[Served]:
@@ -42,7 +48,7 @@ async def liveproxy_process(**settings: str) -> AsyncIterator[Served]:
     try:
         assert process.stderr is not None
         with trio.fail_after(20):
-            port = await _read_port(process.stderr, log)
+            port = await _read_port(process.stderr, log, int(settings.get("WORKERS", "1")))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_drain, process.stderr, log)
             try:
@@ -55,13 +61,17 @@ async def liveproxy_process(**settings: str) -> AsyncIterator[Served]:
             process.kill()
 
 
-async def _read_port(stderr: trio.abc.ReceiveStream, log: list[str]) -> int:
+async def _read_port(stderr: trio.abc.ReceiveStream, log: list[str], workers: int) -> int:
+    """The port, once the server listens (with several workers: once all of them do)."""
+    ready = rb"Running on http://127\.0\.0\.1:(\d+)"
+    if workers > 1:
+        ready += rb" with \d+ workers"
     buffer = b""
     while True:
         chunk = await stderr.receive_some(4096)
         assert chunk, "the server exited before listening:\n" + buffer.decode()
         buffer += chunk
-        match = re.search(rb"Running on http://127\.0\.0\.1:(\d+)", buffer)
+        match = re.search(ready, buffer)
         if match:
             log.append(buffer.decode())
             return int(match.group(1))

@@ -42,10 +42,16 @@ from liveproxy.web.request_body import BoundedBodies
 from liveproxy.web.state import ProxyState
 from liveproxy.web.store import Grant, Limits, Rate, Refused, StateStore, StoreUnavailable
 from liveproxy.web.store.memory import MemoryStore
+from liveproxy.web.worker import SharedEmulator
 from liveproxy.web.ws_route import SessionRoute
 
 log = logging.getLogger("liveproxy")
 
+#: Logged once, by whoever starts the built-in emulator.
+EMULATOR_NOTICE = (
+    "no Google credentials configured: using the built-in Gemini Live emulator at %s "
+    "(set GOOGLE_API_KEY or PROJECT_ID to reach Gemini)"
+)
 STATIC_DIR = Path(__file__).parent.parent / "static"
 #: The largest request body read (``POST /api/auth`` takes a few bytes of JSON).
 MAX_BODY_BYTES = 4096
@@ -60,13 +66,15 @@ def create_app(
     *,
     target: UpstreamTarget | None = None,
     store: StateStore | None = None,
+    emulator: SharedEmulator | None = None,
 ) -> LiveProxyApp:
     """Build the app for ``config`` (default: from the environment) on ``store`` (default: a
     :class:`MemoryStore`; :func:`~liveproxy.web.store.opening.open_store` opens the others).
 
     Without ``target`` the upstream is resolved when serving starts: the Developer API with the
     key, Vertex AI with Application Default Credentials, or, with no credentials, the built-in
-    Gemini Live emulator started in the app's own nursery.
+    Gemini Live emulator: ``emulator`` when given (a supervisor's, shared by its workers),
+    else one started in the app's own nursery.
     """
     config = config or Config.from_env()
     SECRETS.add(config.api_key, config.signin.jwt_secret)
@@ -101,7 +109,7 @@ def create_app(
     cors = Cors(bounded, policy, frozenset(config.auth_paths))
     app.asgi_app = SessionRoute(cors, state, policy)  # type: ignore[method-assign,assignment]
     if target is None:
-        _resolve_upstream_on_start(app, state)
+        _resolve_upstream_on_start(app, state, emulator)
     return app
 
 
@@ -164,6 +172,7 @@ def _add_http_routes(app: LiveProxyApp, state: ProxyState) -> None:
             if admitted.retry_after is not None:
                 response.headers["Retry-After"] = str(admitted.retry_after)
             return response
+        log.debug("token issued")
         return _json(AuthResponse(session_token=admitted, session_time_limit=duration))
 
     for path in config.auth_paths:
@@ -239,26 +248,27 @@ async def _static(name: str) -> Response:
     return Response(data, content_type=content_type, headers={"Cache-Control": "no-cache"})
 
 
-def _resolve_upstream_on_start(app: LiveProxyApp, state: ProxyState) -> None:
+def _resolve_upstream_on_start(
+    app: LiveProxyApp, state: ProxyState, shared: SharedEmulator | None
+) -> None:
     emulator_scope = trio.CancelScope()
 
     @app.before_serving
     async def resolve_upstream() -> None:
         config = state.config
         if config.mode == "emulator":
-            key = secrets.token_urlsafe(16)
+            if shared is None:
+                key = secrets.token_urlsafe(16)
+                url = await app.nursery.start(run_emulator, key, emulator_scope)
+                log.info(EMULATOR_NOTICE, url)
+            else:
+                key, url = shared.key, shared.url
             SECRETS.add(key)
-            url = await app.nursery.start(_run_emulator, key, emulator_scope)
             target = UpstreamTarget(
                 url=upstream_url(attrs.evolve(config, upstream_url=url)),
                 model=config.model,
                 credentials=ApiKey(key),
                 secrets=(key,),
-            )
-            log.info(
-                "no Google credentials configured: using the built-in Gemini Live emulator at %s "
-                "(set GOOGLE_API_KEY or PROJECT_ID to reach Gemini)",
-                url,
             )
         elif config.mode == "simple":
             log.warning("no upstream configured: sessions will fail (set GOOGLE_API_KEY)")
@@ -295,7 +305,7 @@ async def google_target(config: Config, credentials: Credentials | None = None) 
     )
 
 
-async def _run_emulator(
+async def run_emulator(
     key: str,
     scope: trio.CancelScope,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,

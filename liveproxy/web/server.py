@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import signal
 import socket
 import sys
@@ -26,12 +27,16 @@ from liveproxy.config import Config, ConfigError
 from liveproxy.redact import RedactingFormatter
 from liveproxy.web import hypercorn_fixes
 from liveproxy.web.app import LiveProxyApp, create_app
+from liveproxy.web.store.opening import open_store
+from liveproxy.web.worker import WorkerSpec
 
 log = logging.getLogger("liveproxy")
 
 #: After the grace period: time for sessions to send their last message and close, and then
 #: Hypercorn's deadline for connections still open.
 CLOSE_MARGIN_SECONDS = 5.0
+#: How often a worker checks that its supervisor is still there.
+ORPHAN_CHECK_SECONDS = 1.0
 #: Collect the youngest generation every 10 000 allocations instead of 700 (see tune_gc).
 GC_THRESHOLDS = (10_000, 10, 10)
 
@@ -85,13 +90,14 @@ def _set_liveness(sock: socket.socket, keepalive: float, timeout: float) -> None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(timeout * 1000))
 
 
-def hypercorn_config(config: Config) -> hypercorn.config.Config:
-    """Hypercorn settings for ``config`` (trio worker, bind address, limits, grace)."""
+def hypercorn_config(config: Config, fd: int | None = None) -> hypercorn.config.Config:
+    """Hypercorn settings for ``config`` (trio worker, bind address or the listening socket
+    ``fd`` a supervisor passed, limits, grace)."""
     hconfig = _HypercornConfig()
     hconfig.keepalive_seconds = config.browser_keepalive_seconds
     hconfig.timeout_seconds = config.browser_timeout_seconds
     hconfig.ws_compression = config.ws_compression
-    hconfig.bind = [f"{config.host}:{config.port}"]
+    hconfig.bind = [f"fd://{fd}" if fd is not None else f"{config.host}:{config.port}"]
     hconfig.worker_class = "trio"
     hconfig.backlog = 1024
     # By the time Hypercorn stops, sessions are over (see drain): what is left is cut quickly.
@@ -110,15 +116,35 @@ async def serve(
     stop: trio.Event | None = None,
     app: LiveProxyApp | None = None,
     gc_tuning: bool = False,
+    worker: WorkerSpec | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until ``stop`` is set (default: SIGTERM/SIGINT), then shut down gracefully.
 
     Reports the bound URLs through ``task_status`` (port 0 works). ``gc_tuning`` applies
-    :func:`tune_gc` once serving has started (what ``liveproxy serve`` does).
+    :func:`tune_gc` once serving has started (what ``liveproxy serve`` does). Without ``app``
+    the state store of ``STATE_URL`` is opened, and closed on return. As a supervisor's
+    ``worker`` it serves the inherited socket, says when it listens, and drains if the
+    supervisor goes away.
     """
+    if app is not None:
+        await _serve(config, app, stop, gc_tuning, worker, task_status)
+        return
+    async with open_store(config.state_url, config.session_lease_seconds) as store:
+        emulator = worker.emulator if worker else None
+        app = create_app(config, store=store, emulator=emulator)
+        await _serve(config, app, stop, gc_tuning, worker, task_status)
+
+
+async def _serve(
+    config: Config,
+    app: LiveProxyApp,
+    stop: trio.Event | None,
+    gc_tuning: bool,
+    worker: WorkerSpec | None,
+    task_status: trio.TaskStatus[list[str]],
+) -> None:
     hypercorn_fixes.install()
-    app = app or create_app(config)
     state = app.proxy
     watch_signals = stop is None
     stop = trio.Event() if stop is None else stop
@@ -139,8 +165,9 @@ async def serve(
             await state.gauges.wait_no_sessions()
 
     async def run_server(task_status: trio.TaskStatus[list[str]]) -> None:
+        fd = worker.fd if worker else None
         await hypercorn.trio.serve(
-            app, hypercorn_config(config), shutdown_trigger=drain, task_status=task_status
+            app, hypercorn_config(config, fd), shutdown_trigger=drain, task_status=task_status
         )
         nursery.cancel_scope.cancel()
 
@@ -150,6 +177,9 @@ async def serve(
         binds = await nursery.start(run_server)
         if gc_tuning:
             tune_gc()
+        if worker is not None:
+            _say_ready(worker.ready_fd)
+            nursery.start_soon(_stop_when_orphaned, stop)
         task_status.started(binds)
 
 
@@ -157,6 +187,26 @@ async def _set_on_signal(event: trio.Event) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for _ in signals:
             event.set()
+
+
+def _say_ready(fd: int) -> None:
+    """Tell the supervisor this worker listens (a line on its pipe, which is then closed)."""
+    try:
+        os.write(fd, f"{os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
+
+
+async def _stop_when_orphaned(stop: trio.Event) -> None:
+    """Drain once the supervisor that started this worker is gone (killed with no signal to
+    pass on): a worker never serves on alone."""
+    parent = os.getppid()
+    while True:
+        await trio.sleep(ORPHAN_CHECK_SECONDS)
+        if os.getppid() != parent:
+            break
+    log.warning("the supervisor has gone: shutting down")
+    stop.set()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -172,8 +222,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"liveproxy: configuration error: {exc}", file=sys.stderr)
         return 2
+    worker = WorkerSpec.from_env(os.environ)
+    who = f" [worker {worker.id}]" if worker else ""
     handler = logging.StreamHandler()
-    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        RedactingFormatter(f"%(asctime)s %(levelname)s %(name)s{who}: %(message)s")
+    )
     logging.basicConfig(level=config.log_level, handlers=[handler])
-    trio.run(partial(serve, config, gc_tuning=True))
+    if worker is None and config.workers > 1:
+        from liveproxy.web.supervisor import supervise
+
+        return trio.run(supervise, config)
+    if worker is not None:
+        config = attrs.evolve(config, state_url=worker.state_url)
+    trio.run(partial(serve, config, gc_tuning=True, worker=worker))
     return 0

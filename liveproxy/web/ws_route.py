@@ -93,6 +93,7 @@ async def _serve_session(state: ProxyState, socket: BrowserSocket, policy: Origi
     if lease is None or lease.grant.origin != origin:  # a token is bound to the page that minted it
         if lease is not None:
             await _end_lease(state, lease)
+        log.debug("socket refused: unknown, spent or expired token, or another origin's")
         await socket.close(UNAUTHORIZED, "Unauthorized")
         return
 
