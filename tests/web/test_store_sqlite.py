@@ -1,0 +1,239 @@
+"""The SQLite store: the shared contract, plus what only a file shared by processes shows."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+
+from liveproxy.web.store import Grant, Limits, Rate, StoreUnavailable, Usage, token_key
+from liveproxy.web.store.sqlite import BUSY_TIMEOUT, SqliteStore, open_sqlite_store
+from tests.web.store_contract import LEASE_SECONDS, ROOMY, FakeClock, StoreContract, issue
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class TestSqliteStore(StoreContract):
+    tmp_path: Path
+
+    @pytest.fixture(autouse=True)
+    def _stash_tmp_path(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+
+    @asynccontextmanager
+    async def open(
+        self, clock: Callable[[], float], lease_seconds: float
+    ) -> AsyncIterator[SqliteStore]:
+        async with open_sqlite_store(str(self.tmp_path / "state.db"), clock, lease_seconds) as s:
+            yield s
+
+
+def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(path) as db:
+        return db.execute(sql).fetchall()
+
+
+async def test_the_file_keeps_a_hash_not_the_token(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+
+    def on_disk() -> bytes:
+        return b"".join(p.read_bytes() for p in tmp_path.iterdir())
+
+    async with open_sqlite_store(str(path), FakeClock(), LEASE_SECONDS) as store:
+        token = await issue(store)
+        spent = await issue(store)
+        assert await store.start_session(spent, "s1") is not None
+        assert rows(path, "SELECT key FROM tokens") == [(token_key(token),)]
+        assert token.encode() not in on_disk()  # the WAL as well as the main file
+        assert spent.encode() not in on_disk()
+    assert token.encode() not in on_disk()  # checkpointed at close
+
+
+async def test_expired_rows_and_idle_buckets_are_deleted_on_admit(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    clock = FakeClock()
+    limits = Limits(token_ttl=30, max_sessions=10_000, rate=Rate(3, 60.0))
+    async with open_sqlite_store(str(path), clock, 10.0) as store:
+        await store.start_session(await issue(store, limits), "s1")
+        expired = await issue(store, limits)
+        for n in range(50):
+            await issue(store, limits, client=f"10.0.0.{n}")
+        assert rows(path, "SELECT COUNT(*) FROM buckets") == [(51,)]
+        clock.now += 31
+        assert await store.start_session(expired, "s2") is None
+        assert rows(path, "SELECT COUNT(*) FROM tokens") == [(50,)]  # the expired one is gone
+        clock.now += 30
+        await issue(store, limits, client="late")
+        assert rows(path, "SELECT COUNT(*) FROM tokens") == [(1,)]
+        assert rows(path, "SELECT COUNT(*) FROM leases") == [(0,)]
+        assert rows(path, "SELECT client FROM buckets") == [("late",)]
+
+
+async def test_a_locked_database_fails_fast_then_recovers(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    async with open_sqlite_store(str(path), FakeClock(), LEASE_SECONDS) as store:
+        token = await issue(store)
+        locker = sqlite3.connect(path, isolation_level=None)
+        try:
+            locker.execute("BEGIN EXCLUSIVE")
+            started = trio.current_time()
+            with pytest.raises(StoreUnavailable, match="locked") as refused:
+                await store.start_session(token, "s1")
+            assert BUSY_TIMEOUT * 0.5 <= trio.current_time() - started < BUSY_TIMEOUT * 3
+            assert token not in str(refused.value)
+            with pytest.raises(StoreUnavailable):
+                await store.admit(Grant(90), ROOMY)
+            assert await store.usage() == Usage(tokens=1, sessions=0)  # WAL: reads go on
+            started = trio.current_time()
+            async with open_sqlite_store(str(path), FakeClock(), LEASE_SECONDS) as other:
+                assert await other.usage() == Usage(tokens=1, sessions=0)
+            assert trio.current_time() - started < BUSY_TIMEOUT / 2  # opening wrote nothing
+        finally:
+            locker.rollback()
+            locker.close()
+        lease = await store.start_session(token, "s1")  # the failed attempt spent nothing
+        assert lease is not None
+        await store.renew([lease])
+        assert await store.usage() == Usage(tokens=0, sessions=1)
+
+
+async def test_a_directory_is_refused_at_open(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailable, match="is a directory"):
+        async with open_sqlite_store(str(tmp_path), FakeClock(), LEASE_SECONDS):
+            pass
+
+
+async def test_a_missing_directory_is_refused_at_open(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    for path in (tmp_path / "missing" / "state.db", tmp_path / "a-file" / "state.db"):
+        with pytest.raises(StoreUnavailable, match="no directory"):
+            async with open_sqlite_store(str(path), FakeClock(), LEASE_SECONDS):
+                pass
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes anywhere")
+async def test_an_unwritable_directory_is_refused_at_open(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        with pytest.raises(StoreUnavailable, match="cannot open"):
+            async with open_sqlite_store(str(locked / "state.db"), FakeClock(), LEASE_SECONDS):
+                pass
+    finally:
+        locked.chmod(0o700)
+
+
+async def test_a_file_that_is_not_a_database_is_refused_at_open(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    path.write_bytes(b"not a database, " * 512)
+    with pytest.raises(StoreUnavailable, match="cannot open"):
+        async with open_sqlite_store(str(path), FakeClock(), LEASE_SECONDS):
+            pass
+
+
+# Real processes racing on one file: "spend" spends the tokens given, in order; "admit" asks
+# for a token max_sessions / 2 times, for as many clients. Each opens the store once told "go"
+# (so they also race to create the schema of a new file), starts once told "go" again, retries
+# what StoreUnavailable refused (nothing was changed), and prints the indices of what it won.
+WORKER = textwrap.dedent(
+    """
+    import json, sys, time
+    import trio
+    from liveproxy.web.store import Grant, Limits, StoreUnavailable
+    from liveproxy.web.store.sqlite import open_sqlite_store
+
+    async def retrying(call):
+        for _ in range(100):
+            try:
+                return await call()
+            except StoreUnavailable:
+                pass
+        raise RuntimeError("the store stayed unavailable")
+
+    async def main(mode, path, arg):
+        async with open_sqlite_store(path, time.time, 30.0) as store:
+            print("open", flush=True)
+            sys.stdin.readline()
+            won = []
+            if mode == "spend":
+                for i, token in enumerate(json.loads(arg)):
+                    lease_id = f"{sys.argv[4]}-{i}"
+                    if await retrying(lambda: store.start_session(token, lease_id)):
+                        won.append(i)
+            else:
+                limits = Limits(token_ttl=30, max_sessions=int(arg))
+                for i in range(int(arg) // 2):
+                    grant = Grant(90, client=f"{sys.argv[4]}-{i}")
+                    if isinstance(await retrying(lambda: store.admit(grant, limits)), str):
+                        won.append(i)
+            print(json.dumps(won), flush=True)
+
+    print("ready", flush=True)
+    sys.stdin.readline()
+    trio.run(main, *sys.argv[1:4])
+    """
+)
+
+
+def race(mode: str, path: Path, arg: str, workers: int = 4) -> list[list[int]]:
+    """Run ``workers`` processes at once (released together to open, then to race); what each
+    won."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, mode, str(path), arg, f"w{n}"],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(workers)
+    ]
+    try:
+        for step in ("ready\n", "open\n"):
+            for proc in procs:
+                assert proc.stdout is not None
+                assert proc.stdout.readline() == step
+            for proc in procs:
+                assert proc.stdin is not None
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+        results = []
+        for proc in procs:
+            out, _ = proc.communicate(timeout=60)
+            assert proc.returncode == 0
+            results.append(json.loads(out))
+        return results
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+async def test_processes_racing_on_the_same_tokens_spend_each_once(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    async with open_sqlite_store(str(path), FakeClock(), LEASE_SECONDS) as store:
+        tokens = [await issue(store, client=f"c{n}") for n in range(200)]
+    won = await trio.to_thread.run_sync(race, "spend", path, json.dumps(tokens))
+    spent = sorted(i for each in won for i in each)
+    assert spent == list(range(200))  # every token once, none twice
+    assert rows(path, "SELECT COUNT(*) FROM leases") == [(200,)]
+    assert rows(path, "SELECT COUNT(*) FROM tokens") == [(0,)]
+
+
+async def test_processes_admitting_at_once_never_exceed_capacity(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "state.db"  # a new file, its schema made by the racers
+    path.parent.mkdir()
+    # 4 processes x 50 attempts for 100 places: they race for every place, not only the last.
+    won = await trio.to_thread.run_sync(race, "admit", path, "100")
+    assert sum(len(each) for each in won) == 100
+    assert rows(path, "SELECT COUNT(*) FROM tokens") == [(100,)]
