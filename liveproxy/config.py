@@ -238,6 +238,11 @@ class Config:
                 "SESSION_MIN_SECONDS must not exceed SESSION_MAX_SECONDS "
                 f"({config.session_min_seconds} > {config.session_max_seconds})"
             )
+        if config.workers > 1 and config.state_url == "memory:":
+            raise ConfigError(
+                "STATE_URL=memory: is one process's memory: with WORKERS > 1 use sqlite:/// "
+                "(the default) or redis://"
+            )
         if config.upstream_url and not config.upstream_url.startswith(("ws://", "wss://")):
             raise ConfigError(
                 f"UPSTREAM_URL must start with ws:// or wss:// (got {config.upstream_url!r})"

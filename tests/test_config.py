@@ -99,6 +99,12 @@ def test_every_setting_is_read() -> None:
         ("AUTH_RATE_LIMIT", "-3/minute"),
         ("TRUSTED_PROXIES", "not-an-address"),
         ("MAX_SESSIONS_PER_CLIENT", "-1"),
+        ("WORKERS", "0"),
+        ("WORKERS", "many"),
+        ("STATE_URL", "postgres://db/state"),
+        ("STATE_URL", "sqlite:///"),
+        ("STATE_URL", "sqlite://relative.db"),
+        ("SESSION_LEASE_SECONDS", "0"),
     ],
 )
 def test_invalid_values_name_the_variable(name: str, value: str) -> None:
@@ -165,3 +171,18 @@ def test_a_malformed_dotenv_line_is_reported_with_its_number(tmp_path: Path) -> 
     env_file.write_text("PORT=1\nthis is not a setting\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"\.env:2"):
         read_env_file(env_file)
+
+
+def test_workers_and_the_state_store() -> None:
+    assert (from_env({}).workers, from_env({}).state_url) == (1, None)
+    assert from_env({}).session_lease_seconds == 30
+    config = from_env(
+        {"WORKERS": "3", "STATE_URL": "redis://:hunter2@cache:6379/2", "SESSION_LEASE_SECONDS": "5"}
+    )
+    assert (config.workers, config.session_lease_seconds) == (3, 5)
+    assert config.state_url == "redis://:hunter2@cache:6379/2"
+    assert "hunter2" not in repr(config)
+    assert from_env({"WORKERS": "auto"}).workers >= 1
+    assert from_env({"STATE_URL": "sqlite:///var/lib/lp/state.db"}).state_url is not None
+    with pytest.raises(ConfigError, match="WORKERS > 1"):
+        from_env({"WORKERS": "2", "STATE_URL": "memory:"})

@@ -28,7 +28,7 @@ from contextlib import ExitStack
 import attrs
 import trio
 
-from liveproxy.config import Config, ConfigError
+from liveproxy.config import Config
 from liveproxy.web.app import EMULATOR_NOTICE, run_emulator
 from liveproxy.web.worker import SharedEmulator, WorkerSpec
 
@@ -78,8 +78,6 @@ class _Worker:
 
 async def supervise(config: Config) -> int:
     """Run the workers until SIGTERM/SIGINT, then drain them all; returns the exit status."""
-    if config.state_url == "memory:":
-        raise ConfigError("STATE_URL=memory: holds one process: with WORKERS > 1 use sqlite:")
     with ExitStack() as cleanup:
         state_url = config.state_url
         if state_url is None:
