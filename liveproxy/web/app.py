@@ -53,6 +53,8 @@ EMULATOR_NOTICE = (
     "(set GOOGLE_API_KEY or PROJECT_ID to reach Gemini)"
 )
 STATIC_DIR = Path(__file__).parent.parent / "static"
+#: How long a readiness probe waits for the state store.
+READY_TIMEOUT_SECONDS = 2.0
 #: The largest request body read (``POST /api/auth`` takes a few bytes of JSON).
 MAX_BODY_BYTES = 4096
 
@@ -181,6 +183,21 @@ def _add_http_routes(app: LiveProxyApp, state: ProxyState) -> None:
     @app.get("/api/health")
     async def health() -> Response:
         return _json(Health(model=config.model))
+
+    @app.get("/api/ready")
+    async def ready() -> Response:
+        if state.draining:
+            return _error(503, "not_ready", "draining")
+        if state.gauges.live_sessions >= config.max_sessions:
+            return _error(503, "not_ready", "at capacity")
+        try:
+            with trio.fail_after(READY_TIMEOUT_SECONDS):
+                usage = await state.store.usage()
+        except (StoreUnavailable, trio.TooSlowError):
+            return _error(503, "not_ready", "state store unreachable")
+        if usage.tokens + usage.sessions >= config.max_sessions:
+            return _error(503, "not_ready", "at capacity")
+        return _json({"status": "ready"})
 
     @app.get("/api/status")
     async def status() -> Response:

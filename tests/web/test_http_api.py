@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
+from liveproxy.web.store import StoreUnavailable, Usage
 from tests.conftest import Proxy, ProxyFactory
 
 
@@ -95,3 +96,29 @@ async def test_an_unexpected_failure_answers_500_in_the_error_shape(proxy: Proxy
         "error": {"code": "internal_error", "message": "the server failed to answer this request"}
     }
     assert "boom" not in response.body.decode()
+
+
+async def test_ready_is_200_until_draining_or_full(make_proxy: ProxyFactory) -> None:
+    proxy = await make_proxy(max_sessions=2)
+    ready = await proxy.http("GET", "/api/ready")
+    assert (ready.status, ready.json()) == (200, {"status": "ready"})
+    await proxy.token()
+    assert (await proxy.http("GET", "/api/ready")).status == 200
+    await proxy.token()  # unused tokens hold places too: nothing more can be admitted
+    full = await proxy.http("GET", "/api/ready")
+    assert full.status == 503
+    assert full.json() == {"error": {"code": "not_ready", "message": "at capacity"}}
+    proxy.state.draining = True
+    draining = await proxy.http("GET", "/api/ready")
+    assert draining.json()["error"]["message"] == "draining"
+
+
+async def test_ready_is_503_when_the_store_cannot_answer(proxy: Proxy) -> None:
+    async def unreachable() -> Usage:
+        raise StoreUnavailable("connection refused")
+
+    proxy.state.store.usage = unreachable  # type: ignore[method-assign]  # fault injection
+    answer = await proxy.http("GET", "/api/ready")
+    assert answer.status == 503
+    assert answer.json()["error"]["message"] == "state store unreachable"
+    assert (await proxy.http("GET", "/api/health")).status == 200  # still alive
