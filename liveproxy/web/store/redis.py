@@ -1,0 +1,409 @@
+""":class:`RedisStore`: the state store of several hosts (``STATE_URL=redis://host:port/db``).
+
+Every operation is one Lua script (``EVALSHA``; coredis loads it again after ``NOSCRIPT``, as
+after a Redis restart), so it runs whole on the server and two hosts never spend one token nor
+both take the last place. Time is the caller's: each script gets ``now`` from the store's clock
+and decides expiry with it; the keys also carry real TTLs (the logical lifetime plus
+:data:`TTL_MARGIN`) only so that nothing outlives its use when no script comes by to prune it.
+
+Key layout, under a prefix (``liveproxy:`` unless told otherwise), ``{client}`` being the
+grant's client and ``{key}`` a :func:`~liveproxy.web.store.token_key` hash (never a token):
+
+- ``t:{key}``: hash ``grant`` (the grant as JSON), ``client``: an unspent token.
+- ``tokens``: sorted set of every token's ``{key}``, scored by its expiry.
+- ``ct:{client}``: sorted set of the client's token ``{key}``, scored by expiry.
+- ``leases``: sorted set of every lease id, scored by its expiry.
+- ``lc``: hash of lease id to its client (to prune the client's set with the lease).
+- ``cl:{client}``: sorted set of the client's lease ids, scored by expiry.
+- ``b:{client}``: hash ``tokens``, ``updated``: the client's rate-limit bucket.
+
+Scripts prune what has expired (a bounded batch of tokens and of leases per call, with their
+entries in the client's sets), and counting only looks at scores above ``now``, so the keys stay
+about as large as what the limits allow. Scripts build the per-client keys from the
+prefix: meant for one Redis server (or its primary), not a Redis Cluster.
+
+Failures: a refused or lost connection, a timeout (:data:`DEFAULT_TIMEOUT` to connect and for
+each reply, :data:`DEADLINE_FACTOR` times that for a whole call) or an error reply becomes
+:class:`~liveproxy.web.store.StoreUnavailable`. After a timeout the store drops its connections,
+so a server that hung, or a connection that died silently, is replaced at the next call. Calls
+are not retried: a reply lost after the script ran may leave a token issued or spent unknown to
+its caller (its place comes back when it expires), and a retry would hide that.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from contextlib import asynccontextmanager
+from typing import Final
+from urllib.parse import unquote, urlsplit
+
+import coredis
+import orjson
+import trio
+from coredis.commands.script import Script
+from coredis.exceptions import RedisError
+from coredis.retry import NoRetryPolicy
+from coredis.typing import ResponseType
+
+from liveproxy.redact import SECRETS
+from liveproxy.web.store import (
+    DEFAULT_LEASE_SECONDS,
+    Grant,
+    Lease,
+    Limits,
+    Refused,
+    StoreUnavailable,
+    Usage,
+    at_capacity,
+    rate_limited,
+    token_key,
+    too_many_sessions,
+)
+
+#: Seconds to connect to Redis, and to wait for each reply.
+DEFAULT_TIMEOUT: Final = 1.0
+#: A whole call (connecting, a reply, reloading a lost script) gives up after this many timeouts.
+DEADLINE_FACTOR: Final = 2.0
+#: Real TTLs outlive the logical expiry by this many seconds (clock skew between hosts).
+TTL_MARGIN: Final = 60.0
+#: Expired tokens (and leases) a script deletes at most per call (counting never depends on it).
+PRUNE_BATCH: Final = 256
+DEFAULT_PREFIX: Final = "liveproxy:"
+
+# ARGV[1] is the key prefix, ARGV[2] ``now``; every script starts with these helpers.
+_COMMON = f"""
+local P = ARGV[1]
+local now = tonumber(ARGV[2])
+local function num(x) return string.format('%.17g', x) end
+local function keep(key, seconds)
+  local ms = math.ceil((seconds + {TTL_MARGIN}) * 1000)
+  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
+end
+local function live(key) return redis.call('ZCOUNT', key, '(' .. num(now), '+inf') end
+local function prune_leases()
+  local expired = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', num(now),
+    'LIMIT', 0, {PRUNE_BATCH})
+  for _, id in ipairs(expired) do
+    redis.call('ZREM', P .. 'leases', id)
+    local client = redis.call('HGET', P .. 'lc', id)
+    if client then
+      redis.call('HDEL', P .. 'lc', id)
+      redis.call('ZREM', P .. 'cl:' .. client, id)
+    end
+  end
+end
+local function prune()
+  local expired = redis.call('ZRANGEBYSCORE', P .. 'tokens', '-inf', num(now),
+    'LIMIT', 0, {PRUNE_BATCH})
+  for _, key in ipairs(expired) do
+    local client = redis.call('HGET', P .. 't:' .. key, 'client')
+    if client then redis.call('ZREM', P .. 'ct:' .. client, key) end
+    redis.call('DEL', P .. 't:' .. key)
+    redis.call('ZREM', P .. 'tokens', key)
+  end
+  prune_leases()
+end
+local function add_lease(id, client, seconds)
+  local expires = num(now + seconds)
+  redis.call('ZADD', P .. 'leases', expires, id)
+  keep(P .. 'leases', seconds)
+  redis.call('HSET', P .. 'lc', id, client)
+  keep(P .. 'lc', seconds)
+  redis.call('ZADD', P .. 'cl:' .. client, expires, id)
+  keep(P .. 'cl:' .. client, seconds)
+end
+local function drop_lease(id, client)
+  redis.call('ZREM', P .. 'leases', id)
+  redis.call('HDEL', P .. 'lc', id)
+  redis.call('ZREM', P .. 'cl:' .. client, id)
+end
+"""
+
+# ARGV: prefix, now, key, client, grant JSON, token_ttl, max_sessions, per_client,
+# rate count (0: no rate limit), rate period.
+# Returns {'ok'}, {'rate', wait}, {'capacity'} or {'client', wait}.
+_ADMIT = (
+    _COMMON
+    + """
+prune()
+local key, client, ttl = ARGV[3], ARGV[4], tonumber(ARGV[6])
+local count = tonumber(ARGV[9])
+if count > 0 then
+  local period = tonumber(ARGV[10])
+  local rate = count / period
+  local bucket = P .. 'b:' .. client
+  local state = redis.call('HMGET', bucket, 'tokens', 'updated')
+  local tokens, updated = tonumber(state[1]), tonumber(state[2])
+  if tokens == nil then tokens, updated = count, nil end
+  if updated ~= nil and now > updated then
+    tokens = math.min(count, tokens + (now - updated) * rate)
+  end
+  if updated == nil or now > updated then updated = now end
+  local wait = 0
+  if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+  redis.call('HSET', bucket, 'tokens', num(tokens), 'updated', num(updated))
+  keep(bucket, period)
+  if wait > 0 then return {'rate', num(wait)} end
+end
+if live(P .. 'tokens') + live(P .. 'leases') >= tonumber(ARGV[7]) then
+  return {'capacity'}
+end
+local own_tokens, own_leases = P .. 'ct:' .. client, P .. 'cl:' .. client
+local per_client = tonumber(ARGV[8])
+if per_client > 0 then
+  redis.call('ZREMRANGEBYSCORE', own_tokens, '-inf', num(now))
+  redis.call('ZREMRANGEBYSCORE', own_leases, '-inf', num(now))
+  if redis.call('ZCARD', own_tokens) + redis.call('ZCARD', own_leases) >= per_client then
+    local oldest = redis.call('ZRANGE', own_tokens, 0, 0, 'WITHSCORES')
+    local wait = ttl
+    if oldest[2] then wait = tonumber(oldest[2]) - now end
+    return {'client', num(wait)}
+  end
+end
+local expires = num(now + ttl)
+redis.call('HSET', P .. 't:' .. key, 'grant', ARGV[5], 'client', client)
+keep(P .. 't:' .. key, ttl)
+redis.call('ZADD', P .. 'tokens', expires, key)
+keep(P .. 'tokens', ttl)
+redis.call('ZADD', own_tokens, expires, key)
+keep(own_tokens, ttl)
+return {'ok'}
+"""
+)
+
+# ARGV: prefix, now, key, lease id, lease seconds. Returns the grant JSON, or nil.
+_START_SESSION = (
+    _COMMON
+    + """
+local key = ARGV[3]
+local fields = redis.call('HMGET', P .. 't:' .. key, 'grant', 'client')
+local expires = redis.call('ZSCORE', P .. 'tokens', key)
+redis.call('DEL', P .. 't:' .. key)
+redis.call('ZREM', P .. 'tokens', key)
+if not fields[1] then return false end
+local client = fields[2] or ''
+redis.call('ZREM', P .. 'ct:' .. client, key)
+if not expires or tonumber(expires) <= now then return false end
+add_lease(ARGV[4], client, tonumber(ARGV[5]))
+return fields[1]
+"""
+)
+
+# ARGV: prefix, now, lease seconds, then a lease id and its client per lease.
+_RENEW = (
+    _COMMON
+    + """
+prune_leases()
+local seconds = tonumber(ARGV[3])
+for i = 4, #ARGV, 2 do add_lease(ARGV[i], ARGV[i + 1], seconds) end
+return 0
+"""
+)
+
+# ARGV: prefix, now, lease id, client.
+_END_SESSION = (
+    _COMMON
+    + """
+drop_lease(ARGV[3], ARGV[4])
+return 0
+"""
+)
+
+# ARGV: prefix, now. Returns {tokens, leases}, both unexpired.
+_USAGE = (
+    _COMMON
+    + """
+prune()
+return {live(P .. 'tokens'), live(P .. 'leases')}
+"""
+)
+
+
+def _number(value: float) -> str:
+    """``value`` as a script argument, exactly (``repr`` round-trips a float)."""
+    return repr(float(value))
+
+
+def _encode_grant(grant: Grant) -> bytes:
+    return orjson.dumps(
+        {
+            "session_time_limit": grant.session_time_limit,
+            "origin": grant.origin,
+            "client": grant.client,
+        }
+    )
+
+
+def _decode_grant(raw: ResponseType) -> Grant:
+    """The grant :func:`_encode_grant` stored; StoreUnavailable if it is not one."""
+    try:
+        if not isinstance(raw, bytes | str):
+            raise TypeError(type(raw).__name__)
+        fields = orjson.loads(raw)
+        origin = fields.get("origin")
+        return Grant(
+            int(fields["session_time_limit"]),
+            origin=None if origin is None else str(origin),
+            client=str(fields.get("client", "")),
+        )
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise StoreUnavailable("Redis state store: a stored grant is malformed") from None
+
+
+def _reply_list(reply: ResponseType) -> list[ResponseType]:
+    if not isinstance(reply, list):
+        raise StoreUnavailable("Redis state store: unexpected reply")
+    return reply
+
+
+def _reply_float(reply: ResponseType) -> float:
+    if not isinstance(reply, bytes | str | int | float):
+        raise StoreUnavailable("Redis state store: unexpected reply")
+    return float(reply)
+
+
+def _reply_int(reply: ResponseType) -> int:
+    if not isinstance(reply, int):
+        raise StoreUnavailable("Redis state store: unexpected reply")
+    return reply
+
+
+class RedisStore:
+    """:class:`~liveproxy.web.store.StateStore` on a Redis server, on ``clock`` time.
+
+    Made by :func:`open_redis_store`, whose client it uses. Every method raises
+    :class:`~liveproxy.web.store.StoreUnavailable` when Redis cannot be reached, fails or does
+    not answer within the deadline; the next call tries again (a new connection if needed).
+    """
+
+    def __init__(
+        self,
+        client: coredis.Redis[bytes],
+        clock: Callable[[], float],
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        io_timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self._client = client
+        self._clock = clock
+        self._lease_seconds = lease_seconds
+        self._prefix = prefix
+        self._deadline = io_timeout * DEADLINE_FACTOR
+        self._admit = client.register_script(_ADMIT)
+        self._start_session = client.register_script(_START_SESSION)
+        self._renew = client.register_script(_RENEW)
+        self._end_session = client.register_script(_END_SESSION)
+        self._usage = client.register_script(_USAGE)
+
+    async def admit(self, grant: Grant, limits: Limits) -> str | Refused:
+        token = secrets.token_urlsafe(32)
+        rate = limits.rate
+        reply = _reply_list(
+            await self._run(
+                self._admit,
+                token_key(token),
+                grant.client,
+                _encode_grant(grant),
+                _number(limits.token_ttl),
+                str(limits.max_sessions),
+                str(limits.per_client),
+                str(rate.count if rate is not None else 0),
+                _number(rate.period if rate is not None else 1.0),
+            )
+        )
+        match reply:
+            case [b"ok"]:
+                return token
+            case [b"rate", wait]:
+                return rate_limited(_reply_float(wait))
+            case [b"capacity"]:
+                return at_capacity(limits)
+            case [b"client", wait]:
+                return too_many_sessions(limits, _reply_float(wait))
+        raise StoreUnavailable("Redis state store: unexpected reply")
+
+    async def start_session(self, token: str | None, lease_id: str) -> Lease | None:
+        if not token:
+            return None
+        reply = await self._run(
+            self._start_session, token_key(token), lease_id, _number(self._lease_seconds)
+        )
+        if reply is None:
+            return None
+        return Lease(lease_id, _decode_grant(reply))
+
+    async def renew(self, leases: Collection[Lease]) -> None:
+        if not leases:
+            return
+        pairs: list[str] = []
+        for lease in leases:
+            pairs += (lease.id, lease.grant.client)
+        await self._run(self._renew, _number(self._lease_seconds), *pairs)
+
+    async def end_session(self, lease: Lease) -> None:
+        await self._run(self._end_session, lease.id, lease.grant.client)
+
+    async def usage(self) -> Usage:
+        reply = _reply_list(await self._run(self._usage))
+        if len(reply) != 2:
+            raise StoreUnavailable("Redis state store: unexpected reply")
+        return Usage(tokens=_reply_int(reply[0]), sessions=_reply_int(reply[1]))
+
+    async def _run(self, script: Script[bytes], *args: str | bytes) -> ResponseType:
+        """Run ``script`` with the prefix, ``now`` and ``args``.
+
+        Raises :class:`StoreUnavailable` on any Redis or connection error or past the deadline
+        (then every pooled connection is dropped, to be made again by the next call).
+        """
+        arguments: Sequence[str | bytes] = (self._prefix, _number(self._clock()), *args)
+        try:
+            with trio.fail_after(self._deadline):
+                return await script(args=arguments)
+        except (TimeoutError, trio.TooSlowError) as exc:
+            self._client.connection_pool.disconnect()
+            raise StoreUnavailable("Redis state store did not answer in time") from exc
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis state store unreachable: {_describe(exc)}") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    """What went wrong, without anything a caller sent (coredis messages carry no arguments)."""
+    text = SECRETS.redact(str(exc)).partition("\n")[0][:200]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@asynccontextmanager
+async def open_redis_store(
+    url: str,
+    clock: Callable[[], float],
+    lease_seconds: float,
+    *,
+    prefix: str = DEFAULT_PREFIX,
+    io_timeout: float = DEFAULT_TIMEOUT,
+) -> AsyncIterator[RedisStore]:
+    """A :class:`RedisStore` on ``url`` (``redis://[:password@]host:port/db``, or ``rediss://``),
+    its client closed on exit; enter and exit it in the same task (coredis holds a task group).
+
+    Opening does not connect: with Redis down it succeeds, and the store's calls raise
+    :class:`~liveproxy.web.store.StoreUnavailable` until Redis answers. The URL's password is
+    registered with :data:`~liveproxy.redact.SECRETS` (never logged); a malformed URL raises
+    :class:`ValueError` without repeating it.
+    """
+    try:
+        password = urlsplit(url).password
+        client: coredis.Redis[bytes] = coredis.Redis.from_url(
+            url,
+            decode_responses=False,
+            connect_timeout=io_timeout,
+            stream_timeout=io_timeout,
+            pool_timeout=io_timeout,
+            retry_policy=NoRetryPolicy(),
+        )
+    except ValueError:
+        raise ValueError("malformed Redis URL in STATE_URL") from None
+    if password:
+        SECRETS.add(password, unquote(password))
+    async with client:
+        yield RedisStore(client, clock, lease_seconds, prefix=prefix, io_timeout=io_timeout)
