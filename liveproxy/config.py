@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from liveproxy.logs import LogFormat
 from liveproxy.redact import redact_url
 
 #: The Live model used when ``MODEL`` is not set (Gemini's GA Live model as of 2026-09).
@@ -117,6 +118,7 @@ class Config:
     trusted_proxies: tuple[IPNetwork, ...] = ()
     signin: SignInSettings = attrs.field(factory=SignInSettings)
     log_level: str = "INFO"
+    log_format: LogFormat = "text"
 
     session_time_limit: int = 180
     session_min_seconds: int = 60
@@ -206,6 +208,7 @@ class Config:
             signin=signin,
             port=env.parse("PORT", _int_in(0, 65535), 8000),
             log_level=env.parse("LOG_LEVEL", _log_level, "INFO"),
+            log_format=env.parse("LOG_FORMAT", _log_format, "text"),
             session_time_limit=env.parse("SESSION_TIME_LIMIT", _int_in(1), 180),
             session_min_seconds=env.parse("SESSION_MIN_SECONDS", _int_in(1), 60),
             session_max_seconds=env.parse("SESSION_MAX_SECONDS", _int_in(1), 600),
@@ -380,6 +383,15 @@ def _state_url(raw: str) -> str:
     if not raw.startswith(STATE_SCHEMES) or raw in STATE_SCHEMES[1:]:
         raise ValueError("expected memory:, sqlite:///path/state.db or redis://host:port/db")
     return raw
+
+
+def _log_format(raw: str) -> LogFormat:
+    lowered = raw.lower()
+    if lowered == "text":
+        return "text"
+    if lowered == "json":
+        return "json"
+    raise ValueError("expected text or json")
 
 
 def _log_level(raw: str) -> str:

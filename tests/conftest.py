@@ -22,6 +22,8 @@ from liveproxy.web.state import ProxyState
 from tests.http import HttpResponse, request
 from tests.wsclient import BrowserClient, wait_until
 
+pytest_plugins = ["tests.redis_server"]  # the redis_server fixture: a private redis-server
+
 TEXT_SETUP: dict[str, Any] = {"setup": {"generation_config": {"response_modalities": ["TEXT"]}}}
 AUDIO_SETUP: dict[str, Any] = {
     "setup": {

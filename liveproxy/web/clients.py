@@ -7,6 +7,7 @@ proxy taken. From any other peer the header changes nothing (it is the client's 
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from collections.abc import Iterable
 
@@ -50,3 +51,9 @@ def _trusted(address: str, trusted: tuple[IPNetwork, ...]) -> bool:
     except ValueError:
         return False
     return any(ip in network for network in trusted)
+
+
+def client_hash(client: str) -> str:
+    """A short stable name of a client (an address, or ``sub:<hash>``) for logs: never the
+    address itself (12 hex chars of its SHA-256)."""
+    return hashlib.sha256(client.encode()).hexdigest()[:12]

@@ -23,8 +23,8 @@ import hypercorn.config
 import hypercorn.trio
 import trio
 
+from liveproxy import logs
 from liveproxy.config import Config, ConfigError
-from liveproxy.redact import RedactingFormatter
 from liveproxy.web import hypercorn_fixes
 from liveproxy.web.app import LiveProxyApp, create_app
 from liveproxy.web.store.opening import open_store
@@ -223,12 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"liveproxy: configuration error: {exc}", file=sys.stderr)
         return 2
     worker = WorkerSpec.from_env(os.environ)
-    who = f" [worker {worker.id}]" if worker else ""
-    handler = logging.StreamHandler()
-    handler.setFormatter(
-        RedactingFormatter(f"%(asctime)s %(levelname)s %(name)s{who}: %(message)s")
-    )
-    logging.basicConfig(level=config.log_level, handlers=[handler])
+    logs.configure(config.log_level, config.log_format, worker.id if worker else None)
     if worker is None and config.workers > 1:
         from liveproxy.web.supervisor import supervise
 

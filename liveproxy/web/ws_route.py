@@ -22,7 +22,9 @@ from liveproxy.contract.models import ErrorEvent, SessionEnd
 from liveproxy.core.browser import ASGIMessage, BrowserQueue, BrowserSocket, Receive, Send
 from liveproxy.core.session import Session
 from liveproxy.core.stats import SessionCounters
+from liveproxy.logs import SESSION_ID, fields
 from liveproxy.protocol import closes
+from liveproxy.web.clients import client_hash
 from liveproxy.web.origins import OriginPolicy, header
 from liveproxy.web.state import ProxyState
 from liveproxy.web.store import Lease, StoreUnavailable
@@ -84,6 +86,7 @@ async def _serve_session(state: ProxyState, socket: BrowserSocket, policy: Origi
         return
     token = parse_qs(socket.query_string.decode("latin-1")).get("token", [None])[0]
     session_id = secrets.token_hex(8)
+    SESSION_ID.set(session_id)  # every line logged for this session, by any of its tasks
     try:
         lease = await state.store.start_session(token, session_id)
     except StoreUnavailable:
@@ -104,7 +107,16 @@ async def _serve_session(state: ProxyState, socket: BrowserSocket, policy: Origi
         nursery.start_soon(queue.run_writer, socket)
         state.leases.held[lease.id] = lease
         state.gauges.session_started()
-        log.info("session %s started (limit %ss)", session_id, grant.session_time_limit)
+        log.info(
+            "session %s started (limit %ss)",
+            session_id,
+            grant.session_time_limit,
+            extra=fields(
+                "session_started",
+                client=client_hash(grant.client),
+                time_limit=grant.session_time_limit,
+            ),
+        )
         outcome: Outcome
         try:
             outcome = await session.run()
@@ -116,7 +128,7 @@ async def _serve_session(state: ProxyState, socket: BrowserSocket, policy: Origi
             del state.leases.held[lease.id]
             # The place must come back even when the session is cancelled.
             await _end_lease(state, lease)
-        _log_end(session_id, session, outcome)
+        _log_end(session_id, session, outcome, grant.client)
         _finish(queue, session, outcome)
 
 
@@ -150,16 +162,26 @@ def _finish(queue: BrowserQueue, session: Session, outcome: Outcome) -> None:
         queue.finish(None, outcome.close_code)
 
 
-def _log_end(session_id: str, session: Session, outcome: Outcome) -> None:
+def _log_end(session_id: str, session: Session, outcome: Outcome, client: str) -> None:
     counters = session.counters
+    reason = outcome_code(outcome)
     log.info(
         "session %s ended after %.1fs: %s (messages=%d audio_in=%d reconnects=%d)",
         session_id,
         counters.elapsed(),
-        outcome_code(outcome),
+        reason,
         counters.message_count,
         counters.audio_chunks_sent,
         counters.reconnects,
+        extra=fields(
+            "session_ended",
+            reason=reason,
+            client=client_hash(client),
+            seconds=round(counters.elapsed(), 3),
+            messages=counters.message_count,
+            audio_in=counters.audio_chunks_sent,
+            reconnects=counters.reconnects,
+        ),
     )
     if isinstance(outcome, SessionError):
         log.info("session %s error: %s", session_id, outcome.message)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 
 import orjson
+import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
@@ -50,13 +51,17 @@ async def one_session(
             await client.wait_closed()
 
 
-async def test_a_debug_log_of_every_error_ending_has_no_secret(emulator: Emulator) -> None:
+@pytest.mark.parametrize("log_format", ["text", "json"])
+async def test_a_debug_log_of_every_error_ending_has_no_secret(
+    emulator: Emulator, log_format: str
+) -> None:
     tokens: list[str] = []
     text_turn = orjson.dumps({"type": "text", "text": WORDS}).decode()
     async with liveproxy_process(
         GOOGLE_API_KEY=KEY,
         UPSTREAM_URL=f"{emulator.url}{LIVE_PATH}?key={KEY}",
         LOG_LEVEL="DEBUG",
+        LOG_FORMAT=log_format,
         MAX_MESSAGE_BYTES="65536",
         SETUP_TIMEOUT_SECONDS="1",
         RECONNECT_ATTEMPTS="1",
@@ -80,10 +85,27 @@ async def test_a_debug_log_of_every_error_ending_has_no_secret(emulator: Emulato
         with trio.fail_after(20):
             await served.process.wait()
     text = served.text
-    assert "DEBUG" in text  # the libraries' loggers were on
+    assert "DEBUG" in text or '"level":"debug"' in text  # the libraries' loggers were on
     endings = ("upstream_error", "upstream_rejected", "upstream_unavailable", "invalid_setup")
     for ending in (*endings, "message_too_big", "rate_limited"):
         assert ending in text
     for secret in (KEY, PROMPT, WORDS, *tokens):
         assert secret not in text
     assert "key=***" in text
+    if log_format == "json":
+        check_json_lines(text, sessions=7)
+
+
+def check_json_lines(text: str, sessions: int) -> None:
+    """Every line is one JSON object with the fields; each session's lines carry its id."""
+    lines = [orjson.loads(line) for line in text.splitlines() if line]
+    for line in lines:
+        assert {"ts", "level", "logger", "event", "message"} <= line.keys(), line
+    ended = [line for line in lines if line["event"] == "session_ended"]
+    assert len(ended) == sessions
+    for line in ended:
+        assert {"session_id", "reason", "client", "seconds", "messages", "reconnects"} <= set(line)
+        assert line["client"] != "127.0.0.1"
+        same = [other for other in lines if other.get("session_id") == line["session_id"]]
+        assert next(o["event"] for o in same if o["logger"] == "liveproxy") == "session_started"
+        assert len(same) > 2  # the libraries' lines for this session carry its id too

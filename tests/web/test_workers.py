@@ -33,7 +33,9 @@ STARTED = r"session \w+ started"
 
 def lines_of(served: Served, event: str) -> list[int]:
     """The worker of every log line with ``event``, in order."""
-    return [int(n) for n in re.findall(rf"\[worker (\d+)\]: {event}", served.text)]
+    return [
+        int(n) for n in re.findall(rf"\[worker (\d+)\](?: \[session \w+\])?: {event}", served.text)
+    ]
 
 
 async def next_line(served: Served, event: str, seen: int) -> int:
