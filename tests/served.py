@@ -6,7 +6,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import attrs
@@ -80,3 +80,15 @@ async def _read_port(stderr: trio.abc.ReceiveStream, log: list[str], workers: in
 async def _drain(stderr: trio.abc.ReceiveStream, log: list[str]) -> None:
     async for chunk in stderr:
         log.append(chunk.decode())
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float) -> float:
+    """Poll ``check`` until it is true; fail after ``within`` seconds. Returns the time taken.
+
+    For state held by other processes (a store's leases, a log) that offer nothing to wait on.
+    """
+    started = trio.current_time()
+    with trio.fail_after(within):
+        while not await check():  # noqa: ASYNC110 - another process holds the state
+            await trio.sleep(0.05)
+    return trio.current_time() - started
