@@ -13,7 +13,16 @@ from contextlib import AbstractAsyncContextManager
 
 import trio
 
-from liveproxy.web.store import Grant, Lease, Limits, Rate, Refused, StateStore, Usage
+from liveproxy.web.store import (
+    Conversation,
+    Grant,
+    Lease,
+    Limits,
+    Rate,
+    Refused,
+    StateStore,
+    Usage,
+)
 
 ROOMY = Limits(token_ttl=30, max_sessions=1000)
 LEASE_SECONDS = 30.0
@@ -170,3 +179,55 @@ class StoreContract:
                     nursery.start_soon(ask, n)
             assert len(issued) == 10
             assert await store.usage() == Usage(tokens=10, sessions=0)
+
+    async def test_a_resumed_grant_keeps_its_state_through_the_token(self) -> None:
+        async with self.open(FakeClock(), LEASE_SECONDS) as store:
+            state = '{"handle": "h-1", "replay": ["\\u00e9t\u00e9"]}'
+            grant = Grant(42, origin="https://app.example", client="a", resume=state)
+            token = await store.admit(grant, ROOMY)
+            assert isinstance(token, str)
+            lease = await store.start_session(token, "s1")
+            assert lease is not None
+            assert lease.grant == grant
+
+    async def test_a_conversation_is_taken_back_once_by_its_origin_and_client(self) -> None:
+        clock = FakeClock()
+        async with self.open(clock, LEASE_SECONDS) as store:
+            kept = Conversation("https://app.example", "a", '{"turns": 3}')
+            await store.keep_conversation("resume-1", kept, 60)
+            assert await store.take_conversation("resume-1", "https://evil.example", "a") is None
+            assert await store.take_conversation("resume-1", "https://app.example", "b") is None
+            assert await store.take_conversation("resume-1", None, "a") is None
+            taken = await store.take_conversation("resume-1", "https://app.example", "a")
+            assert taken == kept
+            assert await store.take_conversation("resume-1", "https://app.example", "a") is None
+            assert await store.take_conversation("unknown", "https://app.example", "a") is None
+            no_origin = Conversation(None, "a", "{}")
+            await store.keep_conversation("resume-2", no_origin, 60)
+            assert await store.take_conversation("resume-2", None, "a") == no_origin
+
+    async def test_a_conversation_expires_after_the_window(self) -> None:
+        clock = FakeClock()
+        async with self.open(clock, LEASE_SECONDS) as store:
+            kept = Conversation(None, "a", "{}")
+            await store.keep_conversation("old", kept, 60)
+            clock.now += 59.9
+            await store.keep_conversation("fresh", kept, 60)
+            clock.now += 0.1
+            assert await store.take_conversation("old", None, "a") is None
+            assert await store.take_conversation("fresh", None, "a") == kept
+
+    async def test_concurrent_takes_of_one_conversation_succeed_once(self) -> None:
+        async with self.open(FakeClock(), LEASE_SECONDS) as store:
+            await store.keep_conversation("r", Conversation(None, "a", "{}"), 60)
+            won: list[Conversation] = []
+
+            async def take() -> None:
+                taken = await store.take_conversation("r", None, "a")
+                if taken is not None:
+                    won.append(taken)
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(50):
+                    nursery.start_soon(take)
+            assert len(won) == 1

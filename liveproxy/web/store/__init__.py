@@ -33,6 +33,22 @@ class Grant:
     session_time_limit: int
     origin: str | None = None
     client: str = ""
+    #: A resumed conversation's state (see :class:`Conversation`), None for a new session.
+    resume: str | None = None
+
+
+@attrs.frozen
+class Conversation:
+    """A conversation whose socket ended, kept for the resume window under a resume token.
+
+    Only a request from ``origin`` by ``client`` may take it back. ``state`` is opaque to the
+    store (JSON text written by the session: the upstream handle, the setup, remaining time,
+    stats, messages to replay); the store bounds nothing but its lifetime.
+    """
+
+    origin: str | None
+    client: str
+    state: str
 
 
 @attrs.frozen
@@ -112,6 +128,22 @@ class StateStore(Protocol):
 
     async def usage(self) -> Usage:
         """Unexpired tokens and leases (also the readiness probe: raises when unreachable)."""
+        ...
+
+    async def keep_conversation(
+        self, token: str, conversation: Conversation, window: float
+    ) -> None:
+        """Keep ``conversation`` for ``window`` seconds under ``token`` (its hash)."""
+        ...
+
+    async def take_conversation(
+        self, token: str, origin: str | None, client: str
+    ) -> Conversation | None:
+        """Take back the conversation kept under ``token`` if it is unexpired and was kept for
+        this ``origin`` and ``client``, in one step: a token resumes one conversation once.
+
+        Returns None otherwise (and a conversation kept for someone else stays kept).
+        """
         ...
 
 

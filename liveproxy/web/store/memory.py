@@ -11,6 +11,7 @@ import attrs
 from liveproxy.bucket import TokenBucket
 from liveproxy.web.store import (
     DEFAULT_LEASE_SECONDS,
+    Conversation,
     Grant,
     Lease,
     Limits,
@@ -49,6 +50,7 @@ class MemoryStore:
         self._tokens_of: Counter[str] = Counter()
         self._leases: dict[str, _Entry] = {}
         self._buckets: OrderedDict[str, tuple[TokenBucket, float]] = OrderedDict()
+        self._conversations: dict[str, tuple[float, Conversation]] = {}
 
     async def admit(self, grant: Grant, limits: Limits) -> str | Refused:
         now = self._clock()
@@ -96,6 +98,38 @@ class MemoryStore:
     async def usage(self) -> Usage:
         self._prune(self._clock())
         return Usage(tokens=len(self._tokens), sessions=len(self._leases))
+
+    async def keep_conversation(
+        self, token: str, conversation: Conversation, window: float
+    ) -> None:
+        now = self._clock()
+        self._prune_conversations(now)
+        self._conversations[token_key(token)] = (now + window, conversation)
+
+    async def take_conversation(
+        self, token: str, origin: str | None, client: str
+    ) -> Conversation | None:
+        key = token_key(token)
+        found = self._conversations.get(key)
+        if found is None:
+            return None
+        expires_at, conversation = found
+        if expires_at <= self._clock():
+            del self._conversations[key]
+            return None
+        if (conversation.origin, conversation.client) != (origin, client):
+            return None
+        del self._conversations[key]
+        return conversation
+
+    def _prune_conversations(self, now: float) -> None:
+        """Drop expired conversations (kept in expiry order when the window does not change)."""
+        kept = self._conversations
+        while kept:
+            oldest = next(iter(kept))
+            if kept[oldest][0] > now:
+                break
+            del kept[oldest]
 
     def _bucket(self, client: str, rate: Rate, now: float) -> TokenBucket:
         found = self._buckets.get(client)
