@@ -11,6 +11,11 @@ Phases: ramp (sessions open at ``--ramp-rate`` per second; each open is timed), 
 measurement ``window``, then optionally ``churn_burst`` (sessions opened and closed as fast as
 ``--burst-workers`` closed loops can while the others stream) and ``churn_paced`` (at a fixed
 rate, open-loop). Round trips are attributed to the phase in which their echo arrives.
+
+Every WebSocket upgrade offers permessage-deflate as Chrome does (``--no-deflate-offer``: no
+offer); the results count the upgrades whose answer accepted it. With ``--hold-after-window``
+the sessions keep streaming after ``MARK window_end`` until a line arrives on stdin (at most
+:data:`HOLD_LIMIT` seconds), so the parent can look at the live connections first.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import heapq
 import math
+import os
 import sys
 import time
 from collections import Counter
@@ -45,6 +51,7 @@ from bench.wire import (
     stamp,
 )
 from bench.wsclient import (
+    CHROME_DEFLATE_OFFER,
     Closed,
     Connection,
     HandshakeFailed,
@@ -63,6 +70,8 @@ CLOSE_TIMEOUT = 3.0
 PACER_IDLE = 0.01
 #: Churned opens allowed in flight at once before the paced churn skips a slot.
 CHURN_IN_FLIGHT = 1000
+#: ``--hold-after-window``: the longest wait for the parent's go-ahead (seconds).
+HOLD_LIMIT = 30.0
 
 
 class OpenError(Exception):
@@ -88,6 +97,8 @@ class Options:
     burst_workers: int = 0
     session_duration: int = 600
     client: Client = "lean"
+    deflate_offer: bool = True
+    hold_after_window: bool = False
 
 
 @dataclass
@@ -193,6 +204,8 @@ class Generator:
         self.misrouted = 0
         self.bad_size = 0
         self.closing = False
+        #: Successful upgrades by the server's ``Sec-WebSocket-Extensions`` answer ("" = none).
+        self.extension_answers: Counter[str] = Counter()
 
     # -- phases ---------------------------------------------------------------------------
 
@@ -231,13 +244,17 @@ class Generator:
                 setup = LIVE_SETUP
             authorised = now_ns()
             ws: Connection
+            offer = opt.deflate_offer
             if opt.client == "lean":
-                ws = await connect(opt.host, opt.port, path, headers)
+                ws = await connect(opt.host, opt.port, path, headers, offer_deflate=offer)
             else:
-                ws = await TrioWebSocket.connect(self.conns, opt.host, opt.port, path, headers)
+                ws = await TrioWebSocket.connect(
+                    self.conns, opt.host, opt.port, path, headers, offer_deflate=offer
+                )
         except (OSError, HttpError, HandshakeFailed) as exc:
             raise OpenError(f"{type(exc).__name__}: {exc}"[:200]) from None
         upgraded = now_ns()
+        self.extension_answers[ws.extensions or ""] += 1
         try:
             await ws.send(setup)
             first = await ws.receive()
@@ -471,6 +488,19 @@ class Generator:
             for ws in self.live.values():
                 nursery.start_soon(self.close, ws)
 
+    def deflate_report(self) -> dict[str, Any]:
+        """Was permessage-deflate offered, and how many upgrades accepted it (and how)."""
+        answers = self.extension_answers
+        declined = answers.get("", 0)
+        return {
+            "offered": self.opt.deflate_offer,
+            "offer": CHROME_DEFLATE_OFFER if self.opt.deflate_offer else None,
+            "upgrades": sum(answers.values()),
+            "negotiated": sum(answers.values()) - declined,
+            "declined": declined,
+            "answers": {k: v for k, v in answers.items() if k},
+        }
+
     def report(self) -> dict[str, Any]:
         opt = self.opt
         return {
@@ -486,6 +516,7 @@ class Generator:
             "misrouted": self.misrouted,
             "bad_size": self.bad_size,
             "offered_per_s": round(opt.sessions * 1000 / opt.interval_ms, 1),
+            "deflate": self.deflate_report(),
             "phases": {phase.name: phase.report() for phase in self.phases},
         }
 
@@ -503,6 +534,8 @@ async def run(options: Options) -> dict[str, Any]:
                     window = gen.begin("window")
                     await trio.sleep(options.duration)
                     gen.end(window)
+                    if options.hold_after_window:
+                        await wait_for_go()
                 # Burst (closed loops) first: the open-loop paced phase can swamp a proxy
                 # that cannot keep up, and what it leaves behind would spoil the burst.
                 if options.burst_workers > 0 and options.churn_seconds > 0:
@@ -515,6 +548,18 @@ async def run(options: Options) -> dict[str, Any]:
         # Sessions that did not answer their close in time still hold reader tasks.
         conns.cancel_scope.cancel()
     return gen.report()
+
+
+async def wait_for_go() -> None:
+    """Wait for a line on stdin (the parent's go-ahead), EOF, or :data:`HOLD_LIMIT` seconds."""
+    with trio.move_on_after(HOLD_LIMIT):
+        async with trio.lowlevel.FdStream(os.dup(sys.stdin.fileno())) as stdin:
+            received = b""
+            while b"\n" not in received:
+                chunk = await stdin.receive_some(64)
+                if not chunk:
+                    return
+                received += chunk
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -533,6 +578,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--churn-seconds", type=float, default=0.0)
     parser.add_argument("--burst-workers", type=int, default=0)
     parser.add_argument("--client", choices=["lean", "trio-websocket"], default="lean")
+    parser.add_argument("--no-deflate-offer", action="store_true")
+    parser.add_argument("--hold-after-window", action="store_true")
     parser.add_argument("--json-out", type=Path, required=True)
     return parser
 
@@ -554,6 +601,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         churn_seconds=args.churn_seconds,
         burst_workers=args.burst_workers,
         client=args.client,
+        deflate_offer=not args.no_deflate_offer,
+        hold_after_window=args.hold_after_window,
     )
     base_frame(options.frame_bytes)  # validates the size before anything starts
     result = trio.run(run, options)

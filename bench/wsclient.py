@@ -13,8 +13,11 @@ non-blocking socket itself and uses trio only to wait (``wait_readable`` / ``wai
 
 What it does: the HTTP/1.1 upgrade (``Sec-WebSocket-Accept`` checked), masked client frames with a
 fresh key per frame (the server pays the unmasking a browser makes it pay), unmasked server frames
-of any length, fragmented messages, the close handshake. What it does not: TLS, extensions (none
-is offered), answering pings (counted; neither liveproxy nor the emulator sends them).
+of any length, fragmented messages, the close handshake, and permessage-deflate (RFC 7692): by
+default it offers the extension exactly as Chrome does (:data:`CHROME_DEFLATE_OFFER`), and when
+the server accepts, every data message is compressed and inflated with wsproto's
+:class:`~wsproto.extensions.PerMessageDeflate`, the same code Hypercorn runs on the other side.
+What it does not: TLS, answering pings (counted; neither liveproxy nor the emulator sends them).
 """
 
 from __future__ import annotations
@@ -26,10 +29,14 @@ import os
 import random
 import socket
 import struct
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError, connect_websocket_url
+from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import Request
+from wsproto.extensions import PerMessageDeflate
+from wsproto.frame_protocol import CloseReason, FrameProtocol, Opcode, RsvBits
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _RECEIVE_BYTES = 65536
@@ -41,6 +48,18 @@ _SHORT = struct.Struct("!BB")
 _MEDIUM = struct.Struct("!BBH")
 _LONG = struct.Struct("!BBQ")
 
+#: What Chrome (and every Chromium browser) sends on each WebSocket upgrade.
+CHROME_DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"
+_RSV1 = 0x40
+#: wsproto's extension hooks ask which side they run on; they read nothing else of it.
+_CLIENT_SIDE = FrameProtocol(client=True, extensions=[])
+_NO_RSV = RsvBits(False, False, False)
+_DATA_OPCODES = {
+    OP_CONTINUATION: Opcode.CONTINUATION,
+    OP_TEXT: Opcode.TEXT,
+    OP_BINARY: Opcode.BINARY,
+}
+
 
 class Connection(Protocol):
     """What the load generator needs of a WebSocket."""
@@ -50,6 +69,11 @@ class Connection(Protocol):
     async def receive(self) -> bytes | str: ...
 
     async def aclose(self, code: int = 1000, reason: str = "") -> None: ...
+
+    @property
+    def extensions(self) -> str | None:
+        """The server's ``Sec-WebSocket-Extensions`` answer (None: it accepted none)."""
+        ...
 
 
 class HandshakeFailed(Exception):
@@ -75,10 +99,10 @@ def _mask(payload: bytes, key: bytes) -> bytes:
     return masked.to_bytes(size, "little")
 
 
-def encode_frame(opcode: int, payload: bytes) -> bytes:
-    """One final, masked client frame."""
+def encode_frame(opcode: int, payload: bytes, rsv1: bool = False) -> bytes:
+    """One final, masked client frame (``rsv1``: its payload is deflated, RFC 7692)."""
     size = len(payload)
-    first = 0x80 | opcode
+    first = 0x80 | opcode | (_RSV1 if rsv1 else 0)
     if size < 126:
         head = _SHORT.pack(first, 0x80 | size)
     elif size < 65536:
@@ -91,10 +115,38 @@ def encode_frame(opcode: int, payload: bytes) -> bytes:
     return head + key + _mask(payload, key)
 
 
-def _encode_message(message: bytes | str) -> bytes:
-    if isinstance(message, str):
-        return encode_frame(OP_TEXT, message.encode())
-    return encode_frame(OP_BINARY, message)
+class ChromeDeflate(PerMessageDeflate):
+    """wsproto's permessage-deflate, offering what Chrome offers (:data:`CHROME_DEFLATE_OFFER`):
+    wsproto's own offer names both window sizes, Chrome's only ``client_max_window_bits``."""
+
+    def offer(self) -> str:
+        return CHROME_DEFLATE_OFFER.partition("; ")[2]
+
+
+def chrome_deflate() -> PerMessageDeflate:
+    """A fresh :class:`ChromeDeflate` (one per connection: it holds the zlib contexts)."""
+    return ChromeDeflate()
+
+
+def accept_extensions(answer: str | None, offered: bool) -> PerMessageDeflate | None:
+    """The extension the server's ``Sec-WebSocket-Extensions`` ``answer`` agreed to (None when
+    it accepted none).
+
+    Raises:
+        HandshakeFailed: it names an extension that was not offered, or parameters this client
+            cannot honour (a browser fails the connection then, too).
+    """
+    if not answer:
+        return None
+    name, _, _params = answer.partition(";")
+    if not offered or name.strip().lower() != PerMessageDeflate.name or "," in answer:
+        raise HandshakeFailed(f"unexpected Sec-WebSocket-Extensions: {answer!r}")
+    deflate = chrome_deflate()
+    try:
+        deflate.finalize(answer)
+    except ValueError:
+        raise HandshakeFailed(f"bad permessage-deflate parameters: {answer!r}") from None
+    return deflate
 
 
 class WebSocket:
@@ -105,8 +157,16 @@ class WebSocket:
     buffered rest.
     """
 
-    def __init__(self, sock: socket.socket, leftover: bytes) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        leftover: bytes,
+        deflate: PerMessageDeflate | None = None,
+        extensions: str | None = None,
+    ) -> None:
         self._sock = sock
+        self._deflate = deflate
+        self._extensions = extensions
         self._buffer = bytearray(leftover)
         self._pending = bytearray()
         self._flushing = False
@@ -121,6 +181,10 @@ class WebSocket:
         self.close_reason = ""
         self.pings = 0
 
+    @property
+    def extensions(self) -> str | None:
+        return self._extensions
+
     # -- sending ------------------------------------------------------------------------------
 
     def send_nowait(self, message: bytes | str) -> bool:
@@ -134,7 +198,20 @@ class WebSocket:
         """
         if self._close_sent or self.close_code is not None:
             raise Closed(self.close_code or 1006, self.close_reason)
-        return self._write(_encode_message(message))
+        return self._write(self._encode(message))
+
+    def _encode(self, message: bytes | str) -> bytes:
+        if isinstance(message, str):
+            opcode, payload = OP_TEXT, message.encode()
+        else:
+            opcode, payload = OP_BINARY, message
+        deflate = self._deflate
+        if deflate is None:
+            return encode_frame(opcode, payload)
+        rsv, data = deflate.frame_outbound(
+            _CLIENT_SIDE, _DATA_OPCODES[opcode], _NO_RSV, payload, True
+        )
+        return encode_frame(opcode, data, rsv.rsv1)
 
     def _write(self, frame: bytes) -> bool:
         """Write ``frame`` or buffer (the rest of) it; True when a flush must now be run."""
@@ -214,7 +291,7 @@ class WebSocket:
         finally:
             self._reading = False
 
-    def _gone(self, code: int, reason: str) -> None:
+    def _gone(self, code: int, reason: str) -> NoReturn:
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
         self._closed.set()
@@ -249,6 +326,11 @@ class WebSocket:
             del buffer[:end]
             opcode = first & 0x0F
             final = first & 0x80
+            rsv = first & 0x70
+            if self._deflate is not None and opcode in _DATA_OPCODES:
+                payload = self._inflate(opcode, rsv, size, payload, bool(final))
+            elif rsv:
+                self._gone(1002, "RSV bits without a negotiated extension")
             if opcode in (OP_BINARY, OP_TEXT):
                 if final:
                     return payload if opcode == OP_BINARY else payload.decode()
@@ -264,6 +346,26 @@ class WebSocket:
                 self._gone(code, payload[2:].decode(errors="replace"))
             elif opcode == OP_PING:
                 self.pings += 1
+
+    def _inflate(self, opcode: int, rsv: int, size: int, payload: bytes, final: bool) -> bytes:
+        """A data frame's payload through permessage-deflate (inflated if its message is
+        compressed; a message's inflated tail comes with its final frame)."""
+        deflate = self._deflate
+        assert deflate is not None
+        if rsv & ~_RSV1:
+            self._gone(1002, "RSV2/RSV3 set")
+        header = deflate.frame_inbound_header(
+            _CLIENT_SIDE, _DATA_OPCODES[opcode], RsvBits(bool(rsv), False, False), size
+        )
+        if isinstance(header, CloseReason):
+            self._gone(int(header), "bad compressed frame")
+        data = deflate.frame_inbound_payload_data(_CLIENT_SIDE, payload)
+        if isinstance(data, CloseReason):
+            self._gone(int(data), "bad deflate data")
+        tail = deflate.frame_inbound_complete(_CLIENT_SIDE, final)
+        if isinstance(tail, CloseReason):
+            self._gone(int(tail), "bad deflate data")
+        return data + tail if tail else data
 
     # -- closing ------------------------------------------------------------------------------
 
@@ -331,13 +433,21 @@ async def _send_all(sock: socket.socket, data: bytes) -> None:
 
 
 async def connect(
-    host: str, port: int, path: str, headers: list[tuple[str, str]] | None = None
+    host: str,
+    port: int,
+    path: str,
+    headers: list[tuple[str, str]] | None = None,
+    *,
+    offer_deflate: bool = True,
 ) -> WebSocket:
-    """Open a TCP connection and upgrade it to a WebSocket at ``path``.
+    """Open a TCP connection and upgrade it to a WebSocket at ``path``; with ``offer_deflate``
+    the upgrade offers permessage-deflate as Chrome does, and the WebSocket speaks it if the
+    server accepts.
 
     Raises:
         OSError: the TCP connection failed.
-        HandshakeFailed: the server answered the upgrade with something other than 101.
+        HandshakeFailed: the server answered the upgrade with something other than 101, or
+            accepted an extension that was not offered.
     """
     sock = await _open_socket(host, port)
     try:
@@ -350,6 +460,8 @@ async def connect(
             f"Sec-WebSocket-Key: {key.decode()}",
             "Sec-WebSocket-Version: 13",
         ]
+        if offer_deflate:
+            lines.append(f"Sec-WebSocket-Extensions: {CHROME_DEFLATE_OFFER}")
         lines += [f"{name}: {value}" for name, value in headers or ()]
         await _send_all(sock, ("\r\n".join(lines) + "\r\n\r\n").encode())
         received = bytearray()
@@ -375,10 +487,12 @@ async def connect(
         expected = base64.b64encode(hashlib.sha1(key + _GUID).digest()).decode()
         if answer.get("sec-websocket-accept") != expected:
             raise HandshakeFailed("bad Sec-WebSocket-Accept")
+        extensions = answer.get("sec-websocket-extensions")
+        deflate = accept_extensions(extensions, offer_deflate)
     except BaseException:
         sock.close()
         raise
-    return WebSocket(sock, leftover)
+    return WebSocket(sock, leftover, deflate, extensions)
 
 
 class TrioWebSocket:
@@ -388,8 +502,14 @@ class TrioWebSocket:
     MESSAGE_QUEUE = 8
     MAX_MESSAGE_BYTES = 16 * 2**20
 
-    def __init__(self, ws: Any) -> None:
+    def __init__(self, ws: Any, deflate: PerMessageDeflate | None = None) -> None:
         self._ws = ws
+        self._deflate = deflate
+
+    @property
+    def extensions(self) -> str | None:
+        deflate = self._deflate
+        return repr(deflate) if deflate is not None and deflate.enabled() else None
 
     @classmethod
     async def connect(
@@ -399,20 +519,39 @@ class TrioWebSocket:
         port: int,
         path: str,
         headers: list[tuple[str, str]] | None = None,
+        *,
+        offer_deflate: bool = True,
     ) -> TrioWebSocket:
-        """Connect with trio-websocket (its reader task runs in ``nursery``)."""
-        try:
-            ws = await connect_websocket_url(
-                nursery,
-                f"ws://{host}:{port}{path}",
-                extra_headers=[(k.encode(), v.encode()) for k, v in headers or ()],
-                message_queue_size=cls.MESSAGE_QUEUE,
-                max_message_size=cls.MAX_MESSAGE_BYTES,
-                receive_buffer_size=_RECEIVE_BYTES,
+        """Connect with trio-websocket (its reader task runs in ``nursery``); with
+        ``offer_deflate`` the upgrade offers permessage-deflate as Chrome does.
+
+        trio-websocket has no parameter for extensions, so this is its ``connect_websocket``
+        with the one difference: the wsproto ``Request`` it sends carries the extension.
+        """
+        extra = [(k.encode(), v.encode()) for k, v in headers or ()]
+        host_header = f"{host}:{port}"
+        stream = await trio.open_tcp_stream(host, port)
+        ws = WebSocketConnection(
+            stream,
+            WSConnection(ConnectionType.CLIENT),
+            host=host_header,
+            path=path,
+            client_extra_headers=extra,
+            message_queue_size=cls.MESSAGE_QUEUE,
+            max_message_size=cls.MAX_MESSAGE_BYTES,
+            receive_buffer_size=_RECEIVE_BYTES,
+        )
+        deflate = chrome_deflate() if offer_deflate else None
+        if deflate is not None:
+            ws._initial_request = Request(
+                host=host_header, target=path, extensions=[deflate], extra_headers=extra
             )
+        try:
+            nursery.start_soon(ws._reader_task)
+            await ws._open_handshake.wait()
         except HandshakeError as exc:
             raise HandshakeFailed(str(exc)) from None
-        return cls(ws)
+        return cls(ws, deflate)
 
     async def send(self, message: bytes | str) -> None:
         try:
