@@ -2,6 +2,10 @@
 
 Each child runs in its own session (Ctrl-C reaches only ``run.py``, which then stops them in
 order) and, on Linux, gets SIGTERM from the kernel if ``run.py`` dies without cleaning up.
+
+With ``WORKERS`` > 1 the proxy is a supervisor and its worker processes (which it restarts when
+one dies): the proxy's CPU time and RSS are those of the whole process tree, looked up at each
+reading, and :func:`sessions_per_worker` counts each worker's connections from the generator.
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import psutil
 
@@ -57,9 +61,28 @@ _PROXY_VARS = frozenset(
         "UPSTREAM_PING_INTERVAL_SECONDS",
         "UPSTREAM_PONG_TIMEOUT_SECONDS",
         "BROWSER_IDLE_SECONDS",
+        "BROWSER_KEEPALIVE_SECONDS",
+        "BROWSER_TIMEOUT_SECONDS",
+        "BROWSER_MESSAGE_RATE",
+        "REQUEST_BODY_TIMEOUT_SECONDS",
         "SHUTDOWN_GRACE_SECONDS",
+        "ALLOWED_ORIGINS",
+        "AUTH_PATHS",
+        "WS_PATHS",
+        "TRUSTED_PROXIES",
+        "WS_COMPRESSION",
+        "WORKERS",
+        "STATE_URL",
+        "SESSION_LEASE_SECONDS",
+        "LOG_FORMAT",
+        "AUTH_JWKS_URL",
+        "AUTH_JWT_AUDIENCE",
+        "AUTH_JWT_ISSUER",
+        "AUTH_JWT_SECRET",
     }
 )
+#: What a supervisor tells its workers; a shell that has them would make ``serve`` a worker.
+_WORKER_PREFIX = "LIVEPROXY_WORKER_"
 
 
 #: Machine CPU time that counts as busy (guest time is inside user; steal is not ours).
@@ -89,11 +112,17 @@ def free_port() -> int:
 
 @dataclass
 class Child:
-    """One running child process and where its output goes."""
+    """One running child process and where its output goes.
+
+    With ``tree`` its CPU time and RSS include all its descendants (the proxy's workers).
+    """
 
     name: str
     popen: subprocess.Popen[bytes]
     log: Path
+    tree: bool = False
+    #: Every descendant seen so far (to stop any the child leaves behind).
+    seen: dict[int, psutil.Process] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.ps = psutil.Process(self.popen.pid)
@@ -105,19 +134,48 @@ class Child:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
+    def descendants(self) -> list[psutil.Process]:
+        """Its live descendants, looked up now (workers can have been restarted)."""
+        try:
+            found: list[psutil.Process] = self.ps.children(recursive=True)
+        except psutil.Error:
+            return []
+        for process in found:
+            self.seen.setdefault(process.pid, process)
+        return found
+
     def cpu_seconds(self) -> float:
-        """User + system CPU time so far (0 once the process is gone)."""
+        """User + system CPU time so far (0 once the process is gone). With ``tree``: plus
+        that of its live descendants and of the children it has reaped (a restarted worker's
+        time moves from the first to the second when its parent reaps it)."""
+        total = 0.0
+        if self.tree:
+            for process in self.descendants():
+                try:
+                    times = process.cpu_times()
+                except psutil.Error:
+                    continue
+                total += times.user + times.system
         try:
             times = self.ps.cpu_times()
         except psutil.Error:
-            return 0.0
-        return float(times.user + times.system)
+            return total
+        total += times.user + times.system
+        if self.tree:
+            total += times.children_user + times.children_system
+        return float(total)
 
     def rss(self) -> int:
-        try:
-            return int(self.ps.memory_info().rss)
-        except psutil.Error:
-            return 0
+        """Resident memory; with ``tree``, summed over the process and its descendants (pages
+        they share are counted in each)."""
+        processes = [self.ps, *self.descendants()] if self.tree else [self.ps]
+        total = 0
+        for process in processes:
+            try:
+                total += int(process.memory_info().rss)
+            except psutil.Error:
+                continue
+        return total
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -127,7 +185,10 @@ class Child:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self, timeout: float = 5.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout`` seconds; always reaps the process."""
+        """SIGTERM, then SIGKILL after ``timeout`` seconds; always reaps the process. A
+        descendant still running after that (a worker its supervisor could not stop) is
+        killed too, by its pid (psutil checks it is still the same process)."""
+        self.descendants()
         if self.alive():
             try:
                 self.popen.send_signal(signal.SIGTERM)
@@ -135,8 +196,25 @@ class Child:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait()
-        if self.popen.stdout is not None:
-            self.popen.stdout.close()
+        for process in self.seen.values():
+            try:
+                if process.is_running():
+                    process.kill()
+            except psutil.Error:
+                pass
+        for stream in (self.popen.stdin, self.popen.stdout):
+            if stream is not None:
+                stream.close()
+
+    def tell(self, line: str) -> None:
+        """Write ``line`` to the child's piped stdin (ignored once the child is gone)."""
+        stream = self.popen.stdin
+        if stream is not None:
+            try:
+                stream.write(line.encode() + b"\n")
+                stream.flush()
+            except OSError:
+                pass
 
 
 def spawn(
@@ -147,6 +225,8 @@ def spawn(
     env: Mapping[str, str] | None = None,
     cwd: Path = REPO,
     stdout_pipe: bool = False,
+    stdin_pipe: bool = False,
+    tree: bool = False,
 ) -> Child:
     """Start ``argv`` as a child in its own session; stderr (and stdout unless piped) to a log."""
     log = log_dir / f"{name}.log"
@@ -155,14 +235,14 @@ def spawn(
             list(argv),
             cwd=cwd,
             env=dict(env) if env is not None else None,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
             stdout=subprocess.PIPE if stdout_pipe else sink,
             bufsize=0,
             stderr=sink,
             start_new_session=True,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
-    return Child(name, popen, log)
+    return Child(name, popen, log, tree=tree)
 
 
 def read_line(child: Child, timeout: float) -> str | None:
@@ -202,10 +282,18 @@ def start_emulator(log_dir: Path) -> tuple[Child, int]:
     return child, int(match.group(1))
 
 
-def proxy_env(port: int, upstream_port: int) -> dict[str, str]:
+def proxy_env(
+    port: int, upstream_port: int, workers: int = 1, ws_compression: bool = False
+) -> dict[str, str]:
     """The environment for ``liveproxy serve`` in the bench (see bench/README.md)."""
-    env = {k: v for k, v in os.environ.items() if k not in _PROXY_VARS}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in _PROXY_VARS and not k.startswith(_WORKER_PREFIX)
+    }
     env.update(
+        WORKERS=str(workers),
+        WS_COMPRESSION="true" if ws_compression else "false",
         PORT=str(port),
         HOST="127.0.0.1",
         UPSTREAM_URL=f"ws://127.0.0.1:{upstream_port}",
@@ -222,38 +310,109 @@ def proxy_env(port: int, upstream_port: int) -> dict[str, str]:
     return env
 
 
-def start_proxy(log_dir: Path, upstream_port: int, attempts: int = 3) -> tuple[Child, int]:
-    """``liveproxy serve`` (Hypercorn's trio worker) on a free port: ``(child, port)``.
+def start_proxy(
+    log_dir: Path,
+    upstream_port: int,
+    *,
+    workers: int = 1,
+    ws_compression: bool = False,
+    attempts: int = 3,
+) -> tuple[Child, int]:
+    """``liveproxy serve`` (Hypercorn's trio worker; a supervisor and ``workers`` worker
+    processes when ``workers`` > 1) on a free port: ``(child, port)``.
 
-    It runs in ``log_dir`` so no ``.env`` file of the checkout changes its settings.
+    It runs in ``log_dir`` so no ``.env`` file of the checkout changes its settings; its log
+    is ``proxy-w<workers>.log`` there.
 
     Raises:
-        ChildFailed: it did not answer ``GET /api/health`` within 30 seconds.
+        ChildFailed: it (every worker) did not answer ``GET /api/health`` within 30 seconds.
     """
     failure = ""
     for _ in range(attempts):
         port = free_port()
         argv = [sys.executable, "-m", "liveproxy", "serve"]
-        child = spawn("proxy", argv, log_dir, env=proxy_env(port, upstream_port), cwd=log_dir)
-        if _wait_healthy(child, port, 30.0):
+        env = proxy_env(port, upstream_port, workers, ws_compression)
+        child = spawn(f"proxy-w{workers}", argv, log_dir, env=env, cwd=log_dir, tree=True)
+        if _wait_healthy(child, port, workers, 30.0):
             return child, port
         failure = child.log_tail()
         child.stop()
-    raise ChildFailed(f"liveproxy did not start:\n{failure}")
+    raise ChildFailed(f"liveproxy (WORKERS={workers}) did not start:\n{failure}")
 
 
-def _wait_healthy(child: Child, port: int, timeout: float) -> bool:
+#: Health checks per worker once all have started: each is a fresh connection, which
+#: SO_REUSEPORT hashes to one worker's socket, so 8 per worker reach every worker (one that
+#: got none is a chance of 2 ** -15 with two workers).
+_PROBES_PER_WORKER = 8
+
+
+def _wait_healthy(child: Child, port: int, workers: int, timeout: float) -> bool:
+    """Wait until the proxy answers ``GET /api/health`` and, with workers, until it has
+    ``workers`` worker processes and health checks on fresh connections all get answered (a
+    connection hashed to a worker still starting waits in its socket's queue, so an answer
+    means that worker listens). The bench keeps ``LOG_LEVEL=WARNING``, so the supervisor's
+    ``Running on ... with N workers`` line cannot be waited for."""
     deadline = time.monotonic() + timeout
     url = f"http://127.0.0.1:{port}/api/health"
-    while time.monotonic() < deadline and child.alive():
+
+    def healthy() -> bool:
         try:
-            with urllib.request.urlopen(url, timeout=2) as answer:
-                if answer.status == 200:
-                    return True
+            with urllib.request.urlopen(url, timeout=max(0.1, deadline - time.monotonic())) as r:
+                return bool(r.status == 200)
         except OSError:
-            pass
+            return False
+
+    while time.monotonic() < deadline and child.alive():
+        if healthy() and (workers == 1 or len(worker_processes(child)) == workers):
+            break
         time.sleep(0.1)
-    return False
+    else:
+        return False
+    if workers == 1:
+        return True
+    return all(healthy() for _ in range(_PROBES_PER_WORKER * workers))
+
+
+def worker_processes(proxy: Child) -> list[tuple[int, psutil.Process]]:
+    """``(worker id, process)`` of each live worker of the proxy, by id (``LIVEPROXY_WORKER_ID``
+    in its environment); the proxy itself as worker 1 when it has no workers (``WORKERS=1``)."""
+    workers: list[tuple[int, psutil.Process]] = []
+    for process in proxy.descendants():
+        try:
+            worker_id = process.environ().get(f"{_WORKER_PREFIX}ID")
+        except psutil.Error:
+            continue
+        if worker_id is not None and worker_id.isdigit():
+            workers.append((int(worker_id), process))
+    if not workers:
+        return [(1, proxy.ps)]
+    return sorted(workers, key=lambda pair: pair[0])
+
+
+def _established(process: psutil.Process) -> list[Any]:
+    try:
+        return [
+            c
+            for c in process.net_connections(kind="tcp")
+            if c.status == psutil.CONN_ESTABLISHED and c.raddr
+        ]
+    except psutil.Error:
+        return []
+
+
+def sessions_per_worker(proxy: Child, port: int, peer: Child) -> list[dict[str, int]]:
+    """For each worker (by id): its pid and its ESTABLISHED TCP connections on the proxy's
+    ``port`` whose remote end is one of ``peer``'s (the load generator's) sockets."""
+    peer_ends = {(c.laddr.ip, c.laddr.port) for c in _established(peer.ps) if c.raddr.port == port}
+    counts = []
+    for worker_id, process in worker_processes(proxy):
+        sessions = sum(
+            1
+            for c in _established(process)
+            if c.laddr.port == port and (c.raddr.ip, c.raddr.port) in peer_ends
+        )
+        counts.append({"worker": worker_id, "pid": process.pid, "sessions": sessions})
+    return counts
 
 
 @dataclass(frozen=True)
@@ -268,7 +427,8 @@ class Snapshot:
 
 
 class Watcher:
-    """Takes :class:`Snapshot` s of the bench's processes (``run.py`` itself included)."""
+    """Takes :class:`Snapshot` s of the bench's processes (``run.py`` itself included); the
+    proxy's CPU and RSS are its whole process tree's (see :class:`Child`)."""
 
     def __init__(self, proxy: Child, emulator: Child) -> None:
         self.proxy = proxy

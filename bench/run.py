@@ -2,8 +2,9 @@
 
 Starts three processes (the Gemini Live emulator in fast echo mode, ``liveproxy serve`` and, for
 each step, the load generator), sweeps the number of concurrent sessions via the proxy and
-directly against the emulator, then measures session churn. Prints a Markdown table and writes
-``run-<time>.{md,json,png}`` and ``latest.{md,json,png}`` under ``--out-dir``.
+directly against the emulator, then measures session churn; with ``--workers 1,2`` the proxy is
+restarted with ``WORKERS=w`` and swept again for each worker count. Prints a Markdown report
+and writes ``run-<time>.{md,json,png}`` and ``latest.{md,json,png}`` under ``--out-dir``.
 See ``bench/README.md`` for how to read the numbers.
 """
 
@@ -37,6 +38,7 @@ from bench.procs import (
     Watcher,
     cpu_percent,
     read_line,
+    sessions_per_worker,
     spawn,
     start_emulator,
     start_proxy,
@@ -51,15 +53,23 @@ SETTLED_PCT = 5.0
 SETTLE_TICK = 0.25
 
 
-def parse_sessions(text: str) -> list[int]:
+def parse_counts(text: str, what: str = "session counts") -> list[int]:
     """``"1,50,100"`` -> ``[1, 50, 100]`` (positive, ascending, no repeats)."""
     try:
         values = sorted({int(part) for part in text.split(",") if part.strip()})
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
     if not values or values[0] < 1:
-        raise argparse.ArgumentTypeError("session counts must be positive integers")
+        raise argparse.ArgumentTypeError(f"{what} must be positive integers")
     return values
+
+
+def parse_sessions(text: str) -> list[int]:
+    return parse_counts(text, "session counts")
+
+
+def parse_workers(text: str) -> list[int]:
+    return parse_counts(text, "worker counts")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     add("--sessions", type=parse_sessions, default=DEFAULT_SESSIONS, help="the sweep of N")
+    add(
+        "--workers",
+        type=parse_workers,
+        default="1",
+        help="worker counts: the sweep runs once per count, the proxy restarted with WORKERS=w",
+    )
     add("--duration", type=float, default=8.0, help="measurement window per step, seconds")
     add("--warmup", type=float, default=2.0, help="streaming before each window, seconds")
     add("--frame-bytes", type=int, default=3200, help="PCM bytes per frame (3200 = 100 ms)")
@@ -87,6 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
         default="lean",
         help="the generator's WebSocket client (trio-websocket: a costlier cross-check)",
     )
+    add(
+        "--no-deflate-offer",
+        action="store_true",
+        help="do not offer permessage-deflate (by default every upgrade offers it as Chrome does)",
+    )
+    add(
+        "--ws-compression",
+        action="store_true",
+        help="run the proxy with WS_COMPRESSION=true, so it accepts the deflate offer",
+    )
     add("--out-dir", type=Path, default=REPO / "bench" / "results", help="where results go")
     return parser
 
@@ -99,17 +125,38 @@ class Bench:
         self.work = work
         self.children: list[Child] = []
         self.idle_rss = 0
+        self.workers = 0
+        self.proxy: Child
+        self.emulator: Child
+        self.watcher: Watcher
+        self.proxy_port = self.emulator_port = 0
+        #: Sessions per worker at the end of the last proxy step's window.
+        self.per_worker: list[dict[str, int]] = []
 
     def __enter__(self) -> Bench:
         emulator, self.emulator_port = start_emulator(self.work)
         self.children.append(emulator)
-        proxy, self.proxy_port = start_proxy(self.work, self.emulator_port)
+        self.emulator = emulator
+        self.use_workers(self.args.workers[0])
+        return self
+
+    def use_workers(self, workers: int) -> None:
+        """(Re)start the proxy with ``WORKERS=workers`` (stopping the one running, if any)."""
+        if self.workers:
+            self.proxy.stop()
+            self.children.remove(self.proxy)
+        proxy, self.proxy_port = start_proxy(
+            self.work,
+            self.emulator_port,
+            workers=workers,
+            ws_compression=self.args.ws_compression,
+        )
         self.children.append(proxy)
         self.proxy = proxy
-        self.watcher = Watcher(proxy, emulator)
+        self.workers = workers
+        self.watcher = Watcher(proxy, self.emulator)
         time.sleep(0.5)
         self.idle_rss = proxy.rss()
-        return self
 
     def __exit__(
         self,
@@ -121,9 +168,17 @@ class Bench:
             child.stop()
 
     def loadgen(
-        self, target: str, sessions: int, extra: Sequence[str], budget: float
+        self,
+        target: str,
+        sessions: int,
+        extra: Sequence[str],
+        budget: float,
+        *,
+        hold: bool = False,
     ) -> tuple[dict[str, Any], dict[str, Snapshot]]:
-        """Run the load generator once; return its results and a snapshot per ``MARK``.
+        """Run the load generator once; return its results and a snapshot per ``MARK``. With
+        ``hold`` the sessions stay open after the window until :attr:`per_worker` has been
+        counted.
 
         Raises:
             ChildFailed: it failed, or took longer than ``budget`` seconds.
@@ -138,16 +193,24 @@ class Bench:
         argv += ["--sessions", str(sessions), "--frame-bytes", str(args.frame_bytes)]
         argv += ["--interval-ms", str(args.interval_ms), "--ramp-rate", str(args.ramp_rate)]
         argv += ["--warmup", str(args.warmup), "--client", args.client, "--json-out", str(out)]
+        if args.no_deflate_offer:
+            argv.append("--no-deflate-offer")
+        if hold:
+            argv.append("--hold-after-window")
         argv += list(extra)
         settled = self.settle()
-        child = spawn("loadgen", argv, self.work, stdout_pipe=True)
+        child = spawn("loadgen", argv, self.work, stdout_pipe=True, stdin_pipe=hold)
         self.watcher.extra["loadgen"] = child.cpu_seconds
         marks: dict[str, Snapshot] = {}
         deadline = time.monotonic() + budget
+        self.per_worker = []
         try:
             while (line := read_line(child, deadline - time.monotonic())) is not None:
                 if line.startswith("MARK "):
                     marks[line[5:]] = self.watcher.snapshot()
+                    if hold and line == "MARK window_end":
+                        self.per_worker = sessions_per_worker(self.proxy, self.proxy_port, child)
+                        child.tell("go")
             child.popen.wait(max(1.0, deadline - time.monotonic()))
         except (TimeoutError, subprocess.TimeoutExpired):
             raise ChildFailed(f"the load generator took over {budget:.0f}s") from None
@@ -184,7 +247,9 @@ class Bench:
         """One sweep step: ``sessions`` streaming via ``target``, measured over the window."""
         args = self.args
         extra = ["--duration", str(args.duration)]
-        result, marks = self.loadgen(target, sessions, extra, self._budget(sessions, args.duration))
+        result, marks = self.loadgen(
+            target, sessions, extra, self._budget(sessions, args.duration), hold=target == "proxy"
+        )
         start, end = marks["window_start"], marks["window_end"]
         window = result["phases"]["window"]
         cpu = cpu_percent(start, end)
@@ -201,6 +266,7 @@ class Bench:
         step: dict[str, Any] = {
             "target": target,
             "sessions": sessions,
+            "workers": self.workers if target == "proxy" else None,
             "opened": result["opened"],
             "offered_per_s": offered,
             "sent_per_s": window["sent_per_s"],
@@ -222,8 +288,10 @@ class Bench:
             "misrouted": result["misrouted"],
             "bad_size": result["bad_size"],
             "settled_before_s": result["settled_before_s"],
+            "deflate": result["deflate"],
         }
         if target == "proxy":
+            step["sessions_per_worker"] = self.per_worker
             proxy_cost, emulator_cost = (
                 step["proxy_cpu_ms_per_frame"],
                 step["emulator_cpu_ms_per_frame"],
@@ -250,11 +318,13 @@ class Bench:
         )
         churn: dict[str, Any] = {
             "target": target,
+            "workers": self.workers if target == "proxy" else None,
             "streams": streams,
             "opened_streams": result["opened"],
             "stream_errors": result["stream_errors"],
             "open_errors": result["open_errors"],
             "settled_before_s": result["settled_before_s"],
+            "deflate": result["deflate"],
         }
         for name, key in (("churn_burst", "burst"), ("churn_paced", "paced")):
             phase = result["phases"].get(name)
@@ -323,46 +393,67 @@ def _progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """The whole run: the sweep, then churn; returns the results document."""
-    started = datetime.now(UTC)
-    meta = _meta(args, started)  # before the proxy starts: the code it runs
+def sweep(bench: Bench, direct: dict[int, dict[str, Any]], first: bool) -> dict[str, Any]:
+    """The session sweep and churn with the proxy ``bench`` runs now. Direct steps are measured
+    once per N (``direct`` keeps them) and reused by later sweeps; direct churn only in the
+    ``first`` sweep."""
+    args = bench.args
     clock = time.monotonic()
+    _progress(
+        f"liveproxy WORKERS={bench.workers} :{bench.proxy_port}, emulator :{bench.emulator_port} "
+        f"(idle RSS {bench.idle_rss / 2**20:.1f} MiB)"
+    )
     steps: list[dict[str, Any]] = []
     stop_reason = None
-    churn: dict[str, Any] = {}
-    with Bench(args, work) as bench:
-        _progress(
-            f"emulator :{bench.emulator_port}, liveproxy :{bench.proxy_port} "
-            f"(idle RSS {bench.idle_rss / 2**20:.1f} MiB)"
-        )
-        for sessions in args.sessions:
-            entry: dict[str, Any] = {"sessions": sessions, "proxy": bench.step("proxy", sessions)}
-            _progress(report.progress_line(entry["proxy"]))
-            if not args.no_direct:
-                entry["direct"] = bench.step("direct", sessions)
+    for sessions in args.sessions:
+        entry: dict[str, Any] = {"sessions": sessions, "proxy": bench.step("proxy", sessions)}
+        _progress(report.progress_line(entry["proxy"]))
+        if not args.no_direct:
+            if sessions in direct:
+                entry["direct"] = direct[sessions]
+                entry["direct_reused"] = True
+            else:
+                entry["direct"] = direct[sessions] = bench.step("direct", sessions)
                 _progress(report.progress_line(entry["direct"]))
-            steps.append(entry)
-            if entry["proxy"]["saturated"]:
-                stop_reason = f"the proxy saturated at N={sessions}"
-                break
-        if not args.no_churn:
-            churn["proxy"] = bench.churn("proxy")
-            _progress(report.churn_line(churn["proxy"]))
-            if not args.no_direct:
-                churn["direct"] = bench.churn("direct")
-                _progress(report.churn_line(churn["direct"]))
-        idle_rss = bench.idle_rss
-    document: dict[str, Any] = {
-        "meta": meta,
+        steps.append(entry)
+        if entry["proxy"]["saturated"]:
+            stop_reason = f"the proxy saturated at N={sessions}"
+            break
+    churn: dict[str, Any] = {}
+    if not args.no_churn:
+        churn["proxy"] = bench.churn("proxy")
+        _progress(report.churn_line(churn["proxy"]))
+        if not args.no_direct and first:
+            churn["direct"] = bench.churn("direct")
+            _progress(report.churn_line(churn["direct"]))
+    return {
+        "workers": bench.workers,
         "wall_seconds": round(time.monotonic() - clock, 1),
-        "idle_rss_bytes": idle_rss,
+        "idle_rss_bytes": bench.idle_rss,
         "steps": steps,
         "stop_reason": stop_reason,
         "churn": churn,
     }
-    document["summary"] = report.summary(document)
-    document["checks"] = report.checks(document)
+
+
+def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """The whole run: per worker count, the sweep, then churn; returns the results document."""
+    started = datetime.now(UTC)
+    meta = _meta(args, started)  # before the proxy starts: the code it runs
+    clock = time.monotonic()
+    sweeps: list[dict[str, Any]] = []
+    direct: dict[int, dict[str, Any]] = {}
+    with Bench(args, work) as bench:
+        for index, workers in enumerate(args.workers):
+            if index:
+                bench.use_workers(workers)
+            sweeps.append(sweep(bench, direct, first=not index))
+    document: dict[str, Any] = {
+        "meta": meta,
+        "wall_seconds": round(time.monotonic() - clock, 1),
+        "sweeps": sweeps,
+    }
+    report.finish(document)
     return document
 
 
@@ -374,6 +465,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if isinstance(args.sessions, str):
         args.sessions = parse_sessions(args.sessions)
+    if isinstance(args.workers, str):
+        args.workers = parse_workers(args.workers)
     signal.signal(signal.SIGTERM, _terminate)
     work = Path(tempfile.mkdtemp(prefix="liveproxy-bench-"))
     try:
