@@ -116,6 +116,13 @@ def encode_session_end(event: SessionEnd) -> str:
     return orjson.dumps({"sessionEnd": CONVERTER.unstructure(event)}).decode()
 
 
+def encode_session_resumable(token: str, expires_in: float) -> str:
+    """``{"sessionResumable": {"token": ..., "expiresIn": <whole seconds>}}``."""
+    return orjson.dumps(
+        {"sessionResumable": {"token": token, "expiresIn": round(expires_in)}}
+    ).decode()
+
+
 def encode_error(event: ErrorEvent) -> str:
     """``{"error": {"code", "message", "stats": {...snake_case...}}}``."""
     return orjson.dumps({"error": CONVERTER.unstructure(event)}).decode()

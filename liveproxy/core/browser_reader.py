@@ -51,9 +51,17 @@ class BrowserReader:
         #: The session's setup, once the first frame (or the setup timeout) has decided it.
         self.setup: dict[str, Any] | None = None
         self.setup_ready = trio.Event()
+        self._preset = False
         self.audio_in = AudioAligner()
         rate = config.browser_message_rate
         self.rate = TokenBucket(rate, capacity=rate) if rate else None
+
+    def preset(self, setup: dict[str, Any]) -> None:
+        """A resumed conversation's setup: used as is, and a setup the browser sends first (as
+        it always does) is dropped."""
+        self.setup = setup
+        self._preset = True
+        self.setup_ready.set()
 
     async def run(self) -> Outcome:
         """Read the browser until it leaves; returns ``browser_closed``.
@@ -101,8 +109,12 @@ class BrowserReader:
             if isinstance(data, dict) and "setup" in data:
                 if len(data) != 1:
                     raise InvalidSetup("the setup message must have no other top-level key")
-                setup = browser_setup(data["setup"], self.config)
                 leftover = None
+                if self._preset:
+                    return None
+                setup = browser_setup(data["setup"], self.config)
+        if self._preset:
+            return leftover
         self.setup = setup if setup is not None else default_setup(self.config)
         self.setup_ready.set()
         return leftover

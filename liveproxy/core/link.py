@@ -77,6 +77,18 @@ class UpstreamLink:
         """A resumable handle arrived: it covers everything sent so far."""
         self._since_handle.clear()
 
+    def preload(self, messages: tuple[str, ...]) -> None:
+        """Queue turn-level ``messages`` (a resumed conversation's replay) ahead of anything new;
+        call it before the first :meth:`send`."""
+        for message in messages:
+            self._pending.append((message, True))
+            self._pending_bytes += len(message)
+
+    def replayable(self) -> list[str]:
+        """The turn-level messages the latest handle does not cover, in order: those sent since
+        it, then those still waiting to be sent."""
+        return [*self._since_handle, *(m for m, replayable in self._pending if replayable)]
+
     def replay_after_drop(self) -> int:
         """Queue again, ahead of the rest, the turn-level messages the handle does not cover.
 
