@@ -148,6 +148,8 @@ class Config:
     #: private SQLite file with several (see :mod:`liveproxy.web.supervisor`).
     state_url: str | None = attrs.field(default=None, repr=lambda u: repr(u and redact_url(u)))
     session_lease_seconds: float = 30.0
+    #: ``host:port`` (``[::1]:port`` for IPv6) of the Prometheus listener; None: no metrics.
+    metrics_bind: str | None = None
 
     @property
     def backend(self) -> Backend:
@@ -235,6 +237,7 @@ class Config:
             workers=env.parse("WORKERS", _workers, 1),
             state_url=env.parse("STATE_URL", _state_url, None),
             session_lease_seconds=env.parse("SESSION_LEASE_SECONDS", _seconds, 30.0),
+            metrics_bind=env.parse("METRICS_BIND", _bind, None),
         )
         if config.session_min_seconds > config.session_max_seconds:
             raise ConfigError(
@@ -372,6 +375,33 @@ def _workers(raw: str) -> int:
     if raw.lower() == "auto":
         return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
     return _int_in(1, 64)(raw)
+
+
+def split_bind(bind: str) -> tuple[str, int]:
+    """``"127.0.0.1:9464"`` -> ("127.0.0.1", 9464); ``"[::1]:9464"`` -> ("::1", 9464).
+
+    Raises:
+        ValueError: not ``host:port`` (an IPv6 address must be in brackets; port 0 to 65535).
+    """
+    if bind.startswith("["):
+        host, sep, port = bind[1:].partition("]:")
+        if not sep:
+            raise ValueError("expected [ipv6]:port")
+        ipaddress.IPv6Address(host)
+    else:
+        host, sep, port = bind.rpartition(":")
+        if not sep or not host or ":" in host:
+            raise ValueError("expected host:port, or [ipv6]:port")
+        if not all(c.isascii() and (c.isalnum() or c in ".-_") for c in host):
+            raise ValueError(f"{host!r} is not a host name or address")
+    if not port.isdigit() or int(port) > 65535:
+        raise ValueError("expected a port from 0 to 65535")
+    return host, int(port)
+
+
+def _bind(raw: str) -> str:
+    split_bind(raw)
+    return raw
 
 
 STATE_SCHEMES = ("memory:", "sqlite:///", "redis://", "rediss://")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from liveproxy.config import DEFAULT_MODEL, Config, ConfigError, read_env_file
+from liveproxy.config import DEFAULT_MODEL, Config, ConfigError, read_env_file, split_bind
 
 
 def from_env(env: dict[str, str], env_file: Path | None = None) -> Config:
@@ -105,6 +105,14 @@ def test_every_setting_is_read() -> None:
         ("STATE_URL", "sqlite:///"),
         ("STATE_URL", "sqlite://relative.db"),
         ("SESSION_LEASE_SECONDS", "0"),
+        ("METRICS_BIND", "9464"),
+        ("METRICS_BIND", "127.0.0.1:"),
+        ("METRICS_BIND", "127.0.0.1:65536"),
+        ("METRICS_BIND", ":9464"),
+        ("METRICS_BIND", "::1:9464"),
+        ("METRICS_BIND", "[::1]9464"),
+        ("METRICS_BIND", "[not-v6]:9464"),
+        ("METRICS_BIND", "http://127.0.0.1:9464"),
     ],
 )
 def test_invalid_values_name_the_variable(name: str, value: str) -> None:
@@ -186,3 +194,11 @@ def test_workers_and_the_state_store() -> None:
     assert from_env({"STATE_URL": "sqlite:///var/lib/lp/state.db"}).state_url is not None
     with pytest.raises(ConfigError, match="WORKERS > 1"):
         from_env({"WORKERS": "2", "STATE_URL": "memory:"})
+
+
+def test_the_metrics_listener() -> None:
+    assert from_env({}).metrics_bind is None
+    assert from_env({"METRICS_BIND": "127.0.0.1:9464"}).metrics_bind == "127.0.0.1:9464"
+    assert split_bind("127.0.0.1:9464") == ("127.0.0.1", 9464)
+    assert split_bind("[::1]:0") == ("::1", 0)
+    assert split_bind("metrics.internal:9464") == ("metrics.internal", 9464)
