@@ -34,9 +34,21 @@ class BrowserGone(Exception):
 
 
 class BrowserSocket:
-    """One accepted browser WebSocket, over ASGI ``receive``/``send``."""
+    """One accepted browser WebSocket, over ASGI ``receive``/``send``.
 
-    __slots__ = ("_closed", "_receive", "_send", "max_message_bytes", "scope")
+    ``frames_in`` counts the messages received (one over the size limit too), ``frames_out``
+    those sent while the browser was there (for the metrics, read once the socket is done).
+    """
+
+    __slots__ = (
+        "_closed",
+        "_receive",
+        "_send",
+        "frames_in",
+        "frames_out",
+        "max_message_bytes",
+        "scope",
+    )
 
     def __init__(
         self, scope: ASGIMessage, receive: Receive, send: Send, *, max_message_bytes: int
@@ -46,6 +58,8 @@ class BrowserSocket:
         self._receive = receive
         self._send = send
         self._closed = False
+        self.frames_in = 0
+        self.frames_out = 0
 
     @property
     def query_string(self) -> bytes:
@@ -70,6 +84,7 @@ class BrowserSocket:
         """
         message = await self._receive()
         if message["type"] == "websocket.receive":
+            self.frames_in += 1
             if message.get(MESSAGE_TOO_BIG):
                 raise MessageTooBig(f"a message exceeds the {self.max_message_bytes}-byte limit")
             data = message.get("bytes")
@@ -82,6 +97,8 @@ class BrowserSocket:
 
     async def send(self, frame: Frame) -> None:
         """Send one frame (binary for bytes, text for str); a no-op once the socket is gone."""
+        if not self._closed:
+            self.frames_out += 1
         if isinstance(frame, bytes):
             await self._send({"type": "websocket.send", "bytes": frame})
         else:

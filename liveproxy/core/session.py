@@ -222,6 +222,7 @@ class Session:
                         if isinstance(setup_complete, bytes)
                         else setup_complete
                     )
+                    self.counters.setup_completed()
                 return await self._relay(connection)
         finally:
             self.race.discard(connecting)

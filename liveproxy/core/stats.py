@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -25,6 +26,14 @@ class SessionCounters:
     prompt_token_count: int = 0
     response_token_count: int = 0
     reconnects: int = 0
+    #: Called once, by :meth:`setup_completed` (the server's metrics).
+    on_setup: Callable[[], None] | None = attrs.field(default=None, repr=False)
+
+    def setup_completed(self) -> None:
+        """The socket's ``setupComplete`` is on its way to the browser."""
+        hook, self.on_setup = self.on_setup, None
+        if hook is not None:
+            hook()
 
     def note_usage(self, usage: dict[str, Any]) -> None:
         """Take the token counts of a ``usageMetadata`` (Developer API or Vertex names)."""
