@@ -37,6 +37,7 @@ from liveproxy.core.upstream import UpstreamTarget, upstream_url
 from liveproxy.redact import SECRETS, redact_url
 from liveproxy.web.clients import client_ip
 from liveproxy.web.leases import LeaseKeeper
+from liveproxy.web.metrics import NO_METRICS, Metrics, TokenResults
 from liveproxy.web.origins import Cors, OriginPolicy
 from liveproxy.web.request_body import BoundedBodies
 from liveproxy.web.state import ProxyState
@@ -61,6 +62,7 @@ MAX_BODY_BYTES = 4096
 
 class LiveProxyApp(QuartTrio):
     proxy: ProxyState
+    metrics: Metrics
 
 
 def create_app(
@@ -69,6 +71,7 @@ def create_app(
     target: UpstreamTarget | None = None,
     store: StateStore | None = None,
     emulator: SharedEmulator | None = None,
+    metrics: Metrics = NO_METRICS,
 ) -> LiveProxyApp:
     """Build the app for ``config`` (default: from the environment) on ``store`` (default: a
     :class:`MemoryStore`; :func:`~liveproxy.web.store.opening.open_store` opens the others).
@@ -76,7 +79,8 @@ def create_app(
     Without ``target`` the upstream is resolved when serving starts: the Developer API with the
     key, Vertex AI with Application Default Credentials, or, with no credentials, the built-in
     Gemini Live emulator: ``emulator`` when given (a supervisor's, shared by its workers),
-    else one started in the app's own nursery.
+    else one started in the app's own nursery. ``metrics`` counts sessions, sockets and the
+    auth route's answers (see :mod:`liveproxy.web.metrics`).
     """
     config = config or Config.from_env()
     SECRETS.add(config.api_key, config.signin.jwt_secret)
@@ -88,6 +92,7 @@ def create_app(
         leases=LeaseKeeper(store, config.session_lease_seconds),
     )
     app.proxy = state
+    app.metrics = metrics
 
     renewals = trio.CancelScope()
 
@@ -108,8 +113,10 @@ def create_app(
         app.asgi_app, limit=MAX_BODY_BYTES, timeout=config.request_body_timeout_seconds
     )
     policy = OriginPolicy(config.allowed_origins)
-    cors = Cors(bounded, policy, frozenset(config.auth_paths))
-    app.asgi_app = SessionRoute(cors, state, policy)  # type: ignore[method-assign,assignment]
+    http: Any = Cors(bounded, policy, frozenset(config.auth_paths))
+    if metrics is not NO_METRICS:
+        http = TokenResults(http, frozenset(config.auth_paths), metrics.token_result)
+    app.asgi_app = SessionRoute(http, state, policy, metrics)  # type: ignore[method-assign,assignment]
     if target is None:
         _resolve_upstream_on_start(app, state, emulator)
     return app

@@ -27,6 +27,7 @@ from liveproxy import logs
 from liveproxy.config import Config, ConfigError
 from liveproxy.web import hypercorn_fixes
 from liveproxy.web.app import LiveProxyApp, create_app
+from liveproxy.web.metrics import process_metrics, serve_metrics
 from liveproxy.web.store.opening import open_store
 from liveproxy.web.worker import WorkerSpec
 
@@ -123,17 +124,19 @@ async def serve(
 
     Reports the bound URLs through ``task_status`` (port 0 works). ``gc_tuning`` applies
     :func:`tune_gc` once serving has started (what ``liveproxy serve`` does). Without ``app``
-    the state store of ``STATE_URL`` is opened, and closed on return. As a supervisor's
-    ``worker`` it serves the inherited socket, says when it listens, and drains if the
-    supervisor goes away.
+    the state store of ``STATE_URL`` is opened, and closed on return, and with ``METRICS_BIND``
+    the app counts its metrics. As a supervisor's ``worker`` it serves the inherited socket,
+    says when it listens, and drains if the supervisor goes away; otherwise it serves
+    ``METRICS_BIND`` itself.
     """
     if app is not None:
         await _serve(config, app, stop, gc_tuning, worker, task_status)
         return
     async with open_store(config.state_url, config.session_lease_seconds) as store:
         emulator = worker.emulator if worker else None
-        app = create_app(config, store=store, emulator=emulator)
-        await _serve(config, app, stop, gc_tuning, worker, task_status)
+        with process_metrics(config.metrics_bind, worker=worker is not None) as metrics:
+            app = create_app(config, store=store, emulator=emulator, metrics=metrics)
+            await _serve(config, app, stop, gc_tuning, worker, task_status)
 
 
 async def _serve(
@@ -175,6 +178,9 @@ async def _serve(
         if watch_signals:
             nursery.start_soon(_set_on_signal, stop)
         binds = await nursery.start(run_server)
+        directory = app.metrics.directory
+        if worker is None and config.metrics_bind is not None and directory is not None:
+            await nursery.start(serve_metrics, config.metrics_bind, directory)
         if gc_tuning:
             tune_gc()
         if worker is not None:

@@ -9,7 +9,9 @@ socket wait in that socket's queue for the restarted worker instead of being res
 It also owns what the workers share: the built-in emulator in emulator mode (one, not one per
 worker), and the default state store, a private SQLite file in a runtime directory removed at
 exit. A worker that exits while the server runs is logged and restarted, after a back-off that
-doubles (up to :data:`MAX_BACKOFF_SECONDS`) while restarts keep failing. SIGTERM or SIGINT is
+doubles (up to :data:`MAX_BACKOFF_SECONDS`) while restarts keep failing. With ``METRICS_BIND``
+it serves the workers' metrics, added up (see :mod:`liveproxy.web.metrics`): the workers count
+into a directory it gives them, and a worker that exits is marked dead there. SIGTERM or SIGINT is
 passed to every worker; each drains as the endings table says, and the supervisor returns 0
 once all have exited (1 if one had to be killed after the drain's deadline).
 """
@@ -30,6 +32,7 @@ import trio
 
 from liveproxy.config import Config
 from liveproxy.web.app import EMULATOR_NOTICE, run_emulator
+from liveproxy.web.metrics import metrics_directory, process_gone, serve_metrics
 from liveproxy.web.worker import SharedEmulator, WorkerSpec
 
 log = logging.getLogger("liveproxy.supervisor")
@@ -74,6 +77,8 @@ class _Worker:
     id: int
     sock: socket.socket
     process: trio.Process | None = None
+    #: Where the worker counts its metrics (None: no ``METRICS_BIND``).
+    metrics_dir: str | None = None
 
 
 async def supervise(config: Config) -> int:
@@ -87,17 +92,24 @@ async def supervise(config: Config) -> int:
         sockets = listening_sockets(config)
         for sock in sockets:
             cleanup.callback(sock.close)
-        return await _supervise(config, state_url, sockets)
+        metrics_dir = None
+        if config.metrics_bind is not None:  # set for the workers before they start
+            metrics_dir = cleanup.enter_context(metrics_directory())
+        return await _supervise(config, state_url, sockets, metrics_dir)
 
 
-async def _supervise(config: Config, state_url: str, sockets: list[socket.socket]) -> int:
-    workers = [_Worker(n, sock) for n, sock in enumerate(sockets, start=1)]
+async def _supervise(
+    config: Config, state_url: str, sockets: list[socket.socket], metrics_dir: str | None
+) -> int:
+    workers = [_Worker(n, sock, metrics_dir=metrics_dir) for n, sock in enumerate(sockets, start=1)]
     stopping = trio.Event()
     killed = False
     async with trio.open_nursery() as nursery:
         emulator = None
         if config.mode == "emulator":
             emulator = await _start_emulator(nursery)
+        if config.metrics_bind is not None and metrics_dir is not None:
+            await nursery.start(serve_metrics, config.metrics_bind, metrics_dir)
         nursery.start_soon(_pass_on_signals, workers, stopping)
         async with trio.open_nursery() as running:
             ready = []
@@ -177,6 +189,8 @@ async def _run_once(
         nursery.start_soon(_wait_ready, read_end, ready, worker.id)
         code = await process.wait()
         nursery.cancel_scope.cancel()
+    if worker.metrics_dir is not None:  # its sessions are no longer live
+        process_gone(worker.metrics_dir, process.pid)
     if code < 0:
         return f"killed by {signal.Signals(-code).name}"
     return f"exit status {code}"

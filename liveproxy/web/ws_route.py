@@ -25,6 +25,7 @@ from liveproxy.core.stats import SessionCounters
 from liveproxy.logs import SESSION_ID, fields
 from liveproxy.protocol import closes
 from liveproxy.web.clients import client_hash
+from liveproxy.web.metrics import NO_METRICS, Metrics
 from liveproxy.web.origins import OriginPolicy, header
 from liveproxy.web.state import ProxyState
 from liveproxy.web.store import Lease, StoreUnavailable
@@ -38,10 +39,13 @@ STORE_TIMEOUT_SECONDS = 5.0
 class SessionRoute:
     """ASGI middleware: ``/ws`` WebSockets become sessions; everything else goes to Quart."""
 
-    def __init__(self, app: Any, state: ProxyState, policy: OriginPolicy) -> None:
+    def __init__(
+        self, app: Any, state: ProxyState, policy: OriginPolicy, metrics: Metrics = NO_METRICS
+    ) -> None:
         self._app = app
         self._state = state
         self._policy = policy
+        self._metrics = metrics
         self._paths = frozenset(state.config.ws_paths)
 
     async def __call__(self, scope: ASGIMessage, receive: Receive, send: Send) -> None:
@@ -49,21 +53,26 @@ class SessionRoute:
             socket = BrowserSocket(
                 scope, receive, send, max_message_bytes=self._state.config.max_message_bytes
             )
-            await serve_session(self._state, socket, self._policy)
+            await serve_session(self._state, socket, self._policy, self._metrics)
         else:
             await self._app(scope, receive, send)
 
 
-async def serve_session(state: ProxyState, socket: BrowserSocket, policy: OriginPolicy) -> None:
+async def serve_session(
+    state: ProxyState, socket: BrowserSocket, policy: OriginPolicy, metrics: Metrics = NO_METRICS
+) -> None:
     """Accept, authorise and run one browser session; the socket is closed on return."""
     state.gauges.browser_opened(1)
     try:
-        await _serve_session(state, socket, policy)
+        await _serve_session(state, socket, policy, metrics)
     finally:
         state.gauges.browser_opened(-1)
+        metrics.socket_frames(socket.frames_in, socket.frames_out)
 
 
-async def _serve_session(state: ProxyState, socket: BrowserSocket, policy: OriginPolicy) -> None:
+async def _serve_session(
+    state: ProxyState, socket: BrowserSocket, policy: OriginPolicy, metrics: Metrics
+) -> None:
     """Authorise the socket and run its session; the route's writer sends its last frames.
 
     Refusals (origin, draining, capacity, token, an unreachable store) close the socket at once;
@@ -73,15 +82,19 @@ async def _serve_session(state: ProxyState, socket: BrowserSocket, policy: Origi
     """
     if not await socket.accept():
         return
+    opened_at = trio.current_time()
     origin = header(socket.scope, b"origin")
     if origin is not None and not policy.allows(origin, header(socket.scope, b"host")):
+        metrics.socket_refused("forbidden_origin")
         await socket.close(UNAUTHORIZED, "Forbidden origin")
         return
     if state.draining:  # before the token: it stays good for another worker
+        metrics.socket_refused("shutting_down")
         await socket.close(closes.GOING_AWAY, "server shutting down")
         return
     config = state.config
     if state.gauges.live_sessions >= config.max_sessions:
+        metrics.socket_refused(AtCapacity.code)
         await _refuse(socket, AtCapacity(f"at capacity ({config.max_sessions} sessions)"))
         return
     token = parse_qs(socket.query_string.decode("latin-1")).get("token", [None])[0]
@@ -91,22 +104,28 @@ async def _serve_session(state: ProxyState, socket: BrowserSocket, policy: Origi
         lease = await state.store.start_session(token, session_id)
     except StoreUnavailable:
         log.warning("state store unreachable: a session's token could not be checked")
+        metrics.socket_refused(StateUnavailable.code)
         await _refuse(socket, StateUnavailable("the state store is unreachable"))
         return
     if lease is None or lease.grant.origin != origin:  # a token is bound to the page that minted it
         if lease is not None:
             await _end_lease(state, lease)
         log.debug("socket refused: unknown, spent or expired token, or another origin's")
+        metrics.socket_refused("unauthorized")
         await socket.close(UNAUTHORIZED, "Unauthorized")
         return
 
     grant = lease.grant
     queue = BrowserQueue(config.browser_queue_bytes)
     session = Session(socket, queue, state.services, time_limit=grant.session_time_limit)
+    counters = session.counters
+    counters.on_setup = lambda: metrics.setup_completed(trio.current_time() - opened_at)
+    reconnects = counters.reconnects  # a conversation resumed on this socket brings its own
     async with trio.open_nursery() as nursery:
         nursery.start_soon(queue.run_writer, socket)
         state.leases.held[lease.id] = lease
         state.gauges.session_started()
+        metrics.session_started()
         log.info(
             "session %s started (limit %ss)",
             session_id,
@@ -125,10 +144,12 @@ async def _serve_session(state: ProxyState, socket: BrowserSocket, policy: Origi
             outcome = SessionError("the proxy failed unexpectedly")
         finally:
             state.gauges.session_ended()
+            metrics.session_closed()
             del state.leases.held[lease.id]
             # The place must come back even when the session is cancelled.
             await _end_lease(state, lease)
         _log_end(session_id, session, outcome, grant.client)
+        metrics.session_ended(outcome, counters.reconnects - reconnects)
         _finish(queue, session, outcome)
 
 

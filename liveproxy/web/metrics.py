@@ -1,0 +1,409 @@
+"""Prometheus metrics on ``METRICS_BIND``, aggregated over all the workers of a host.
+
+Always prometheus_client's multiprocess mode, so one process and many count the same way: each
+process that counts writes its values to files in one directory (``PROMETHEUS_MULTIPROC_DIR``)
+and whoever serves ``METRICS_BIND`` (the supervisor with ``WORKERS`` > 1, else the server
+itself) adds them up at each scrape. The directory is the operator's ``PROMETHEUS_MULTIPROC_DIR``
+(emptied of old files at start), or a private one removed at exit. A worker that exits is
+marked dead: its share of ``liveproxy_sessions_live`` (``livesum``) goes, its totals stay.
+
+prometheus_client picks its storage when it is imported, so it is imported only here, in
+functions, once the directory is set in this process's environment. Without ``METRICS_BIND``
+it is never imported and :data:`NO_METRICS` does nothing.
+
+What is counted, and when (never per frame: each count is a write to a memory-mapped file):
+
+- ``liveproxy_sessions_live``: sessions running (a token spent, not yet ended).
+- ``liveproxy_sessions_total{reason}``: sessions that ended, by ``sessionEnd`` reason or error
+  code, when the outcome is known (one per ``session_ended`` log line: a session whose route
+  is cancelled, or whose worker is killed, has no outcome and is not in it). Sockets refused
+  before a session starts are not sessions: they are ``liveproxy_sockets_refused_total{reason}``
+  (``forbidden_origin``, ``shutting_down``, ``at_capacity``, ``state_unavailable``,
+  ``unauthorized``).
+- ``liveproxy_session_setup_seconds``: from the socket's open (accepted) to its
+  ``setupComplete`` queued for the browser, observed then; it includes the token check and the
+  browser's time to send its setup. Sessions that never get one are not observed.
+- ``liveproxy_upstream_reconnects_total``, ``liveproxy_slow_clients_total``: added when the
+  session ends.
+- ``liveproxy_tokens_total{result}``: every answer to ``POST`` on an auth path: ``issued``, or
+  the error code the client got (``rate_limited``, ``forbidden_origin``,
+  ``payload_too_large``...), read from the response by :class:`TokenResults`. Requests that
+  Hypercorn itself refuses (malformed HTTP) never reach it and are not counted.
+- ``liveproxy_frames_total{direction}``: WebSocket messages received from (``browser_in``) and
+  sent to (``browser_out``) browsers on the session paths, refused sockets' too; each socket's
+  counts are added when it closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import logging
+import os
+import re
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Final
+
+import h11
+import orjson
+import trio
+
+from liveproxy.config import split_bind
+from liveproxy.contract.endings import Outcome, outcome_code
+from liveproxy.contract.errors import SlowClient
+from liveproxy.core.browser import ASGIMessage, Receive, Send
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+log = logging.getLogger("liveproxy.metrics")
+
+#: The environment variable prometheus_client reads (and worker processes inherit).
+DIRECTORY_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+#: Seconds from a session's start to ``setupComplete``.
+SETUP_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+#: The listener's bounds: connections served at once (others are closed at once), the size of a
+#: request's head, and how long one connection may take.
+MAX_CONNECTIONS: Final = 8
+MAX_HEAD_BYTES: Final = 8192
+CONNECTION_TIMEOUT_SECONDS: Final = 10.0
+#: The most of an auth error response read for its code.
+MAX_SNIFFED_BYTES: Final = 4096
+_CODE: Final = re.compile(r"[a-z0-9_]{1,64}")
+
+
+class Metrics:
+    """What the proxy counts; this base class counts nothing (``METRICS_BIND`` unset)."""
+
+    #: Where this process's values are written (None: nowhere).
+    directory: str | None = None
+
+    def session_started(self) -> None:
+        """A session started (a token was spent)."""
+
+    def session_closed(self) -> None:
+        """A session is over (it is no longer live); called even when it is cancelled."""
+
+    def session_ended(self, outcome: Outcome, reconnects: int) -> None:
+        """A session ended with ``outcome``, after ``reconnects`` upstream resumes."""
+
+    def setup_completed(self, seconds: float) -> None:
+        """A session got its ``setupComplete``, ``seconds`` after it started."""
+
+    def socket_refused(self, reason: str) -> None:
+        """A browser socket was closed before a session started."""
+
+    def token_result(self, result: str) -> None:
+        """The auth route answered: ``issued`` or an error code."""
+
+    def socket_frames(self, browser_in: int, browser_out: int) -> None:
+        """A browser socket closed after these many messages in each direction."""
+
+
+#: The metrics of a process without ``METRICS_BIND``.
+NO_METRICS: Final = Metrics()
+
+
+class PrometheusMetrics(Metrics):
+    """Counts into prometheus_client's files in ``directory`` (this process's share).
+
+    Raises:
+        RuntimeError: prometheus_client was imported before ``directory`` was set as
+            ``PROMETHEUS_MULTIPROC_DIR`` (its values would stay in this process).
+    """
+
+    def __init__(self, directory: str) -> None:
+        os.environ[DIRECTORY_ENV] = directory
+        from prometheus_client import Counter, Gauge, Histogram, values
+
+        if not getattr(values.ValueClass, "_multiprocess", False):
+            raise RuntimeError("prometheus_client was imported before its directory was set")
+        self.directory = directory
+        self._live = Gauge(
+            "liveproxy_sessions_live",
+            "Sessions running now.",
+            multiprocess_mode="livesum",
+            registry=None,
+        )
+        self._sessions = Counter(
+            "liveproxy_sessions",
+            "Sessions ended, by sessionEnd reason or error code.",
+            ["reason"],
+            registry=None,
+        )
+        self._setup = Histogram(
+            "liveproxy_session_setup_seconds",
+            "Seconds from a session's start to its setupComplete.",
+            buckets=SETUP_BUCKETS,
+            registry=None,
+        )
+        self._reconnects = Counter(
+            "liveproxy_upstream_reconnects", "Upstream connections resumed.", registry=None
+        )
+        self._slow = Counter(
+            "liveproxy_slow_clients",
+            "Sessions ended because the browser read too slowly.",
+            registry=None,
+        )
+        self._refused = Counter(
+            "liveproxy_sockets_refused",
+            "Browser sockets closed before a session started, by reason.",
+            ["reason"],
+            registry=None,
+        )
+        self._tokens = Counter(
+            "liveproxy_tokens",
+            "Answers of the auth route: issued, or the error code.",
+            ["result"],
+            registry=None,
+        )
+        frames = Counter(
+            "liveproxy_frames",
+            "WebSocket messages from and to browsers.",
+            ["direction"],
+            registry=None,
+        )
+        self._frames_in = frames.labels("browser_in")
+        self._frames_out = frames.labels("browser_out")
+        self._tokens.labels("issued")  # shown as 0 before the first one
+
+    def session_started(self) -> None:
+        self._live.inc()
+
+    def session_closed(self) -> None:
+        self._live.dec()
+
+    def session_ended(self, outcome: Outcome, reconnects: int) -> None:
+        self._sessions.labels(outcome_code(outcome)).inc()
+        if reconnects:
+            self._reconnects.inc(reconnects)
+        if isinstance(outcome, SlowClient):
+            self._slow.inc()
+
+    def setup_completed(self, seconds: float) -> None:
+        self._setup.observe(seconds)
+
+    def socket_refused(self, reason: str) -> None:
+        self._refused.labels(reason).inc()
+
+    def token_result(self, result: str) -> None:
+        self._tokens.labels(result).inc()
+
+    def socket_frames(self, browser_in: int, browser_out: int) -> None:
+        if browser_in:
+            self._frames_in.inc(browser_in)
+        if browser_out:
+            self._frames_out.inc(browser_out)
+
+
+# -- the directory ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def metrics_directory() -> Iterator[str]:
+    """This host's metrics directory, set as ``PROMETHEUS_MULTIPROC_DIR`` for this process and
+    the workers it starts.
+
+    The operator's ``PROMETHEUS_MULTIPROC_DIR`` if set (created if missing, its old ``*.db``
+    files removed first, as prometheus_client asks), else a private directory removed on exit.
+    """
+    configured = os.environ.get(DIRECTORY_ENV, "").strip()
+    if configured:
+        os.makedirs(configured, exist_ok=True)
+        for old in glob.glob(os.path.join(configured, "*.db")):
+            os.remove(old)
+        os.environ[DIRECTORY_ENV] = configured
+        yield configured
+        return
+    directory = tempfile.mkdtemp(prefix="liveproxy-metrics-", dir=os.environ.get("XDG_RUNTIME_DIR"))
+    os.environ[DIRECTORY_ENV] = directory
+    try:
+        yield directory
+    finally:
+        os.environ.pop(DIRECTORY_ENV, None)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def process_metrics(metrics_bind: str | None, *, worker: bool) -> Iterator[Metrics]:
+    """What this ``liveproxy serve`` process counts into: nothing without ``METRICS_BIND``; a
+    worker, into its supervisor's directory; a server on its own, into one of its own."""
+    if metrics_bind is None:
+        yield NO_METRICS
+        return
+    if worker:
+        directory = os.environ.get(DIRECTORY_ENV)
+        if not directory:
+            raise RuntimeError(f"a worker with METRICS_BIND needs {DIRECTORY_ENV} set")
+        yield PrometheusMetrics(directory)
+        return
+    with metrics_directory() as directory:
+        yield PrometheusMetrics(directory)
+
+
+def process_gone(directory: str, pid: int) -> None:
+    """Forget the live gauges of process ``pid``, which has exited (its totals stay)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+
+
+# -- the auth route's answers ----------------------------------------------------------------
+
+
+class TokenResults:
+    """ASGI middleware: counts every answer to ``POST`` on ``paths`` (outside the middleware
+    that can refuse one: origins, bodies), as ``issued`` or the ``error.code`` it carries."""
+
+    def __init__(self, app: Any, paths: frozenset[str], count: Callable[[str], None]) -> None:
+        self._app = app
+        self._paths = paths
+        self._count = count
+
+    async def __call__(self, scope: ASGIMessage, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope.get("method") != "POST"
+            or scope.get("path") not in self._paths
+        ):
+            await self._app(scope, receive, send)
+            return
+        status = 0
+        body = b""
+        counted = False
+
+        async def send_counted(message: ASGIMessage) -> None:
+            nonlocal status, body, counted
+            if message["type"] == "http.response.start":
+                status = int(message.get("status", 0))
+            elif message["type"] == "http.response.body" and not counted:
+                body = (body + bytes(message.get("body", b"")))[:MAX_SNIFFED_BYTES]
+                more = message.get("more_body", False)
+                if status == 200 or not more or len(body) >= MAX_SNIFFED_BYTES:
+                    counted = True
+                    self._count("issued" if status == 200 else error_code(status, body))
+            await send(message)
+
+        await self._app(scope, receive, send_counted)
+
+
+def error_code(status: int, body: bytes) -> str:
+    """The ``error.code`` of an error response, or ``http_<status>`` (always a short name)."""
+    try:
+        decoded = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        decoded = None
+    error = decoded.get("error") if isinstance(decoded, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    if isinstance(code, str) and _CODE.fullmatch(code):
+        return code
+    return f"http_{status}"
+
+
+# -- the listener ----------------------------------------------------------------------------
+
+
+def scraper(directory: str) -> Callable[[], bytes]:
+    """The text format of every process's values in ``directory``, added up."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry: CollectorRegistry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+
+    def scrape() -> bytes:
+        return generate_latest(registry)
+
+    return scrape
+
+
+async def serve_metrics(
+    bind: str,
+    directory: str,
+    *,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``GET /metrics`` on ``bind`` (``host:port``, port 0 picks one) until cancelled.
+
+    Logs and reports the URL. Other paths are 404, other methods 405; a request that is not
+    HTTP, too large or too slow only closes its connection; at most :data:`MAX_CONNECTIONS` are
+    served at once (more are closed at once).
+    """
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    host, port = split_bind(bind)
+    found = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    family, kind, _, _, address = found[0]
+    sock = trio.socket.socket(family, kind)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        await sock.bind(address)
+        sock.listen(64)
+    except OSError:
+        sock.close()
+        raise
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    url = f"http://{shown}:{bound_port}/metrics"
+    log.info("metrics on %s", url)
+    scrape = scraper(directory)
+    slots = trio.CapacityLimiter(MAX_CONNECTIONS)
+
+    async def handle(stream: trio.SocketStream) -> None:
+        try:
+            slots.acquire_nowait()
+        except trio.WouldBlock:
+            await trio.aclose_forcefully(stream)
+            return
+        try:
+            with trio.move_on_after(CONNECTION_TIMEOUT_SECONDS):
+                await _answer(stream, scrape, CONTENT_TYPE_LATEST)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        except Exception as exc:  # the listener outlives any one request, by design
+            log.error("a metrics request failed: %s", type(exc).__name__)
+        finally:
+            slots.release()
+            await trio.aclose_forcefully(stream)
+
+    async with trio.SocketListener(sock) as listener:
+        task_status.started(url)
+        await trio.serve_listeners(handle, [listener])
+
+
+async def _answer(
+    stream: trio.SocketStream, scrape: Callable[[], bytes], content_type: str
+) -> None:
+    """Read one request and answer it; the connection is closed after."""
+    connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+    while True:
+        try:
+            event = connection.next_event()
+        except h11.RemoteProtocolError:
+            await stream.send_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            return
+        if event is h11.NEED_DATA:
+            connection.receive_data(await stream.receive_some(4096))
+        elif isinstance(event, h11.Request):
+            break
+        else:  # the client left
+            return
+    path = event.target.partition(b"?")[0]
+    headers: list[tuple[str, str]] = [("connection", "close")]
+    if path != b"/metrics":
+        status, body = 404, b"not found\n"
+    elif event.method not in (b"GET", b"HEAD"):
+        status, body = 405, b"method not allowed\n"
+        headers.append(("allow", "GET, HEAD"))
+    else:
+        status, body = 200, await trio.to_thread.run_sync(scrape)
+    content = content_type if status == 200 else "text/plain; charset=utf-8"
+    headers += [("content-type", content), ("content-length", str(len(body)))]
+    data = connection.send(h11.Response(status_code=status, headers=headers)) or b""
+    if event.method != b"HEAD":
+        data += connection.send(h11.Data(data=body)) or b""
+    data += connection.send(h11.EndOfMessage()) or b""
+    await stream.send_all(data)
