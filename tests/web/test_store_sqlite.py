@@ -14,8 +14,22 @@ from pathlib import Path
 import pytest
 import trio
 
-from liveproxy.web.store import Grant, Limits, Rate, StoreUnavailable, Usage, token_key
-from liveproxy.web.store.sqlite import BUSY_TIMEOUT, SqliteStore, open_sqlite_store
+from liveproxy.web.store import (
+    Conversation,
+    Grant,
+    Lease,
+    Limits,
+    Rate,
+    StoreUnavailable,
+    Usage,
+    token_key,
+)
+from liveproxy.web.store.sqlite import (
+    BUSY_TIMEOUT,
+    SCHEMA_VERSION,
+    SqliteStore,
+    open_sqlite_store,
+)
 from tests.web.store_contract import LEASE_SECONDS, ROOMY, FakeClock, StoreContract, issue
 
 REPO = Path(__file__).resolve().parents[2]
@@ -91,6 +105,10 @@ async def test_a_locked_database_fails_fast_then_recovers(tmp_path: Path) -> Non
             assert token not in str(refused.value)
             with pytest.raises(StoreUnavailable):
                 await store.admit(Grant(90), ROOMY)
+            with pytest.raises(StoreUnavailable, match="locked"):
+                await store.keep_conversation("r", Conversation(None, "a", "{}"), 60)
+            with pytest.raises(StoreUnavailable, match="locked"):
+                await store.take_conversation("r", None, "a")
             assert await store.usage() == Usage(tokens=1, sessions=0)  # WAL: reads go on
             started = trio.current_time()
             async with open_sqlite_store(str(path), FakeClock(), LEASE_SECONDS) as other:
@@ -127,8 +145,10 @@ async def test_a_file_that_is_not_a_database_is_refused_at_open(tmp_path: Path) 
             pass
 
 
-# Real processes racing on one file: "spend" spends the tokens given, in order; "admit" asks
-# for a token max_sessions / 2 times, for as many clients. Each opens the store once told "go"
+# Real processes racing on one file: "spend" spends the tokens given, in order; "take" takes
+# the conversations kept under the resume tokens given, in order (the i-th kept for client
+# "c{i}"); "admit" asks for a token max_sessions / 2 times, for as many clients. Each opens the
+# store once told "go"
 # (so they also race to create the schema of a new file), starts once told "go" again, retries
 # what StoreUnavailable refused (nothing was changed), and prints the indices of what it won.
 WORKER = textwrap.dedent(
@@ -155,6 +175,10 @@ WORKER = textwrap.dedent(
                 for i, token in enumerate(json.loads(arg)):
                     lease_id = f"{sys.argv[4]}-{i}"
                     if await retrying(lambda: store.start_session(token, lease_id)):
+                        won.append(i)
+            elif mode == "take":
+                for i, token in enumerate(json.loads(arg)):
+                    if await retrying(lambda: store.take_conversation(token, None, f"c{i}")):
                         won.append(i)
             else:
                 limits = Limits(token_ttl=30, max_sessions=int(arg))
@@ -224,3 +248,168 @@ async def test_processes_admitting_at_once_never_exceed_capacity(tmp_path: Path)
     won = await trio.to_thread.run_sync(race, "admit", path, "100")
     assert sum(len(each) for each in won) == 100
     assert rows(path, "SELECT COUNT(*) FROM tokens") == [(100,)]
+
+
+async def test_processes_racing_to_take_the_same_conversations_take_each_once(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    resume_tokens = [f"resume-{n}" for n in range(100)]
+    async with open_sqlite_store(str(path), FakeClock(), LEASE_SECONDS) as store:
+        for n, token in enumerate(resume_tokens):
+            await store.keep_conversation(token, Conversation(None, f"c{n}", f'{{"n": {n}}}'), 60)
+    won = await trio.to_thread.run_sync(race, "take", path, json.dumps(resume_tokens))
+    taken = sorted(i for each in won for i in each)
+    assert taken == list(range(100))  # every conversation once, none twice
+    assert sum(1 for each in won if each) >= 2  # they did race: more than one process won some
+    assert rows(path, "SELECT COUNT(*) FROM conversations") == [(0,)]
+
+
+def on_disk(directory: Path) -> bytes:
+    """Every file of the database: the main file, its WAL and shared memory."""
+    return b"".join(p.read_bytes() for p in directory.iterdir())
+
+
+async def test_a_conversation_is_kept_under_the_hash_of_its_resume_token(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    resume_token = "the-resume-token-kN3q8"
+    taken_token = "the-taken-resume-token-Zr7"
+    async with open_sqlite_store(str(path), FakeClock(), LEASE_SECONDS) as store:
+        kept = Conversation("https://app.example", "a", '{"handle": "h-7"}')
+        await store.keep_conversation(resume_token, kept, 60)
+        await store.keep_conversation(taken_token, kept, 60)
+        assert await store.take_conversation(taken_token, "https://app.example", "a") == kept
+        assert rows(path, "SELECT key, origin, client, state FROM conversations") == [
+            (token_key(resume_token), "https://app.example", "a", '{"handle": "h-7"}')
+        ]
+        for token in (resume_token, taken_token):
+            assert token.encode() not in on_disk(tmp_path)
+    assert resume_token.encode() not in on_disk(tmp_path)  # checkpointed at close
+    assert b"h-7" in on_disk(tmp_path)  # (the search does look in the file)
+
+
+async def test_a_large_state_round_trips_exactly(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    # About 1 MiB of JSON text with escapes, backslashes, non-BMP characters and a NUL.
+    state = json.dumps({"replay": ['\\é"\u2028😀\x00 ' * 64] * 1024}, ensure_ascii=False)
+    assert len(state.encode()) > 1 << 20
+    async with open_sqlite_store(str(path), FakeClock(), LEASE_SECONDS) as store:
+        grant = Grant(60, origin="https://app.example", client="a", resume=state)
+        token = await store.admit(grant, ROOMY)
+        assert isinstance(token, str)
+        lease = await store.start_session(token, "s1")
+        assert lease == Lease("s1", grant)
+        await store.keep_conversation("r", Conversation(None, "a", state), 60)
+        taken = await store.take_conversation("r", None, "a")
+        assert taken is not None
+        assert taken.state == state
+
+
+async def test_expired_conversations_are_deleted_as_one_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    clock = FakeClock()
+    async with open_sqlite_store(str(path), clock, LEASE_SECONDS) as store:
+        for n in range(50):
+            await store.keep_conversation(f"r{n}", Conversation(None, "a", "{}"), 60)
+        await store.keep_conversation("long", Conversation(None, "a", "{}"), 600)
+        assert await store.take_conversation("r0", None, "someone else") is None
+        assert rows(path, "SELECT COUNT(*) FROM conversations") == [(51,)]  # not taken: kept
+        clock.now += 60
+        await store.keep_conversation("late", Conversation(None, "a", "{}"), 60)
+        assert rows(path, "SELECT key FROM conversations ORDER BY expires_at") == [
+            (token_key("late"),),
+            (token_key("long"),),
+        ]
+
+
+# The schema of version 1, as the release before conversations made it.
+SCHEMA_V1 = """
+    CREATE TABLE tokens (
+        key TEXT PRIMARY KEY, client TEXT NOT NULL, origin TEXT,
+        session_time_limit INTEGER NOT NULL, expires_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX tokens_by_expiry ON tokens (expires_at);
+    CREATE INDEX tokens_by_client ON tokens (client, expires_at);
+    CREATE TABLE leases (
+        id TEXT PRIMARY KEY, client TEXT NOT NULL, origin TEXT,
+        session_time_limit INTEGER NOT NULL, expires_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX leases_by_expiry ON leases (expires_at);
+    CREATE INDEX leases_by_client ON leases (client);
+    CREATE TABLE buckets (
+        client TEXT PRIMARY KEY, tokens REAL NOT NULL, updated_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX buckets_by_update ON buckets (updated_at);
+    PRAGMA user_version = 1;
+"""
+
+
+def make_v1_file(path: Path, now: float) -> None:
+    """A version 1 file in WAL mode holding a token ("old-token"), a lease and a bucket."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(SCHEMA_V1)
+        db.execute(
+            "INSERT INTO tokens VALUES (?, 'a', 'https://app.example', 90, ?)",
+            (token_key("old-token"), now + 30),
+        )
+        db.execute("INSERT INTO leases VALUES ('old-lease', 'b', NULL, 90, ?)", (now + 30,))
+        db.execute("INSERT INTO buckets VALUES ('a', 2.0, ?)", (now,))
+    finally:
+        db.close()
+
+
+def user_version(path: Path) -> int:
+    (version,) = rows(path, "PRAGMA user_version")[0]
+    assert isinstance(version, int)
+    return version
+
+
+async def test_a_version_1_file_is_migrated_in_place_keeping_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    clock = FakeClock()
+    make_v1_file(path, clock.now)
+    async with open_sqlite_store(str(path), clock, LEASE_SECONDS) as store:
+        assert user_version(path) == SCHEMA_VERSION == 2
+        assert await store.usage() == Usage(tokens=1, sessions=1)  # nothing was lost
+        lease = await store.start_session("old-token", "s1")  # minted by the old release
+        assert lease == Lease("s1", Grant(90, origin="https://app.example", client="a"))
+        resumed = Grant(90, client="a", resume='{"turns": 1}')
+        token = await store.admit(resumed, ROOMY)
+        assert isinstance(token, str)
+        assert (await store.start_session(token, "s2")) == Lease("s2", resumed)
+        await store.keep_conversation("r", Conversation(None, "a", "{}"), 60)
+        assert rows(path, "SELECT client, tokens FROM buckets") == [("a", 2.0)]
+    # The old release, restarted on the file, sets its version back (its tables unchanged);
+    # the new one opens it again all the same.
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 1")
+    async with open_sqlite_store(str(path), clock, LEASE_SECONDS) as store:
+        assert user_version(path) == SCHEMA_VERSION
+        assert await store.take_conversation("r", None, "a") == Conversation(None, "a", "{}")
+        assert await store.usage() == Usage(tokens=0, sessions=3)
+
+
+async def test_processes_migrating_a_version_1_file_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    make_v1_file(path, FakeClock().now)
+    # Four processes open it together (each finding version 1), then fill its 100 places.
+    won = await trio.to_thread.run_sync(race, "admit", path, "100")
+    assert sum(len(each) for each in won) == 98  # the old token and lease hold two places
+    assert user_version(path) == SCHEMA_VERSION
+    assert rows(path, "SELECT COUNT(*) FROM tokens WHERE resume IS NULL") == [(99,)]
+
+
+async def test_a_file_of_a_newer_version_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    async with open_sqlite_store(str(path), FakeClock(), LEASE_SECONDS) as store:
+        await issue(store)
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    before = path.read_bytes()
+    with pytest.raises(StoreUnavailable, match="newer"):
+        async with open_sqlite_store(str(path), FakeClock(), LEASE_SECONDS):
+            pass
+    assert path.read_bytes() == before
+    assert user_version(path) == SCHEMA_VERSION + 1

@@ -20,8 +20,15 @@ It is for one host only: SQLite's locking is not to be trusted on network file s
   transaction back and becomes :class:`~liveproxy.web.store.StoreUnavailable`: nothing was
   changed, so a token is never spent without its caller knowing.
 
-Tokens are kept as :func:`~liveproxy.web.store.token_key` hashes. The file stays small: each
-:meth:`SqliteStore.admit` deletes expired tokens, expired leases and idle buckets first.
+Tokens and resume tokens are kept as :func:`~liveproxy.web.store.token_key` hashes. The file
+stays small: each :meth:`SqliteStore.admit` deletes expired tokens, expired leases and idle
+buckets first, each :meth:`SqliteStore.keep_conversation` expired conversations.
+
+- **Schema versions** (``PRAGMA user_version``): a file of an older version is migrated in
+  place, under the write lock, keeping its tokens, leases and buckets (workers of the old and
+  the new release may share the file for the length of a restart). Each step is idempotent, as
+  an old release reopening the file sets its own version back. A file of a newer version is
+  refused: its tables are not ours to guess at.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import trio
 
 from liveproxy.bucket import TokenBucket
 from liveproxy.web.store import (
+    Conversation,
     Grant,
     Lease,
     Limits,
@@ -57,9 +65,11 @@ BUSY_TIMEOUT = 1.0
 OPEN_ATTEMPTS = 5
 
 #: ``PRAGMA user_version`` once the schema is made: opening a made file writes nothing.
-SCHEMA_VERSION = 1
+#: 1: tokens, leases, buckets. 2: ``tokens.resume``, and ``conversations``.
+SCHEMA_VERSION = 2
 
 _SCHEMA = (
+    # Its ``resume`` column is added after (:data:`_ADDED_COLUMNS`), as to a version 1 file.
     """CREATE TABLE IF NOT EXISTS tokens (
         key TEXT PRIMARY KEY,
         client TEXT NOT NULL,
@@ -84,7 +94,19 @@ _SCHEMA = (
         updated_at REAL NOT NULL
     ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS buckets_by_update ON buckets (updated_at)",
+    # A rowid table: a conversation's state may be a MiB, too large a row for WITHOUT ROWID.
+    """CREATE TABLE IF NOT EXISTS conversations (
+        key TEXT NOT NULL UNIQUE,
+        origin TEXT,
+        client TEXT NOT NULL,
+        state TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS conversations_by_expiry ON conversations (expires_at)",
 )
+
+#: Columns added to a version 1 table (``ALTER TABLE ... ADD COLUMN``, if not there yet).
+_ADDED_COLUMNS = (("tokens", "resume", "TEXT"),)
 
 _UPSERT_LEASE = """
     INSERT INTO leases (id, client, origin, session_time_limit, expires_at)
@@ -133,6 +155,19 @@ class SqliteStore:
 
     async def end_session(self, lease: Lease) -> None:
         await self._run(self._statement, "DELETE FROM leases WHERE id = ?", (lease.id,))
+
+    async def keep_conversation(
+        self, token: str, conversation: Conversation, window: float
+    ) -> None:
+        now = self._clock()
+        await self._run(self._keep_conversation, token_key(token), conversation, now, now + window)
+
+    async def take_conversation(
+        self, token: str, origin: str | None, client: str
+    ) -> Conversation | None:
+        return await self._run(
+            self._take_conversation, token_key(token), origin, client, self._clock()
+        )
 
     async def usage(self) -> Usage:
         now = self._clock()
@@ -225,9 +260,16 @@ class SqliteStore:
                     wait = limits.token_ttl if oldest is None else oldest - now
                     return too_many_sessions(limits, wait)
             db.execute(
-                "INSERT INTO tokens (key, client, origin, session_time_limit, expires_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (key, client, grant.origin, grant.session_time_limit, now + limits.token_ttl),
+                "INSERT INTO tokens (key, client, origin, session_time_limit, expires_at, resume)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    key,
+                    client,
+                    grant.origin,
+                    grant.session_time_limit,
+                    now + limits.token_ttl,
+                    grant.resume,
+                ),
             )
             return None
 
@@ -237,15 +279,15 @@ class SqliteStore:
         def body(db: sqlite3.Connection) -> Lease | None:
             found = db.execute(
                 "DELETE FROM tokens WHERE key = ?"
-                " RETURNING client, origin, session_time_limit, expires_at",
+                " RETURNING client, origin, session_time_limit, expires_at, resume",
                 (key,),
             ).fetchall()
             if not found:
                 return None
-            client, origin, session_time_limit, expires_at = found[0]
+            client, origin, session_time_limit, expires_at, resume = found[0]
             if expires_at <= now:
                 return None  # deleted all the same: it can never be spent
-            grant = Grant(session_time_limit, origin=origin, client=client)
+            grant = Grant(session_time_limit, origin=origin, client=client, resume=resume)
             db.execute(
                 _UPSERT_LEASE,
                 (lease_id, client, origin, session_time_limit, now + self._lease_seconds),
@@ -266,6 +308,46 @@ class SqliteStore:
             for lease in leases
         ]
         self._transaction(lambda db: db.executemany(_UPSERT_LEASE, rows))
+
+    def _keep_conversation(
+        self, key: str, conversation: Conversation, now: float, expires_at: float
+    ) -> None:
+        def body(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM conversations WHERE expires_at <= ?", (now,))
+            db.execute(
+                "INSERT INTO conversations (key, origin, client, state, expires_at)"
+                " VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET"
+                " origin = excluded.origin, client = excluded.client,"
+                " state = excluded.state, expires_at = excluded.expires_at",
+                (key, conversation.origin, conversation.client, conversation.state, expires_at),
+            )
+
+        self._transaction(body)
+
+    def _take_conversation(
+        self, key: str, origin: str | None, client: str, now: float
+    ) -> Conversation | None:
+        """The conversation, deleted, if it is unexpired and kept for ``origin`` and ``client``;
+        an expired one is deleted, one kept for someone else is left as it is."""
+
+        def body(db: sqlite3.Connection) -> Conversation | None:
+            found = db.execute(
+                "SELECT origin, client, state, expires_at FROM conversations WHERE key = ?",
+                (key,),
+            ).fetchone()
+            if found is None:
+                return None
+            kept_origin, kept_client, state, expires_at = found
+            if expires_at <= now:
+                db.execute("DELETE FROM conversations WHERE key = ?", (key,))
+                return None
+            if (kept_origin, kept_client) != (origin, client):
+                return None
+            db.execute("DELETE FROM conversations WHERE key = ?", (key,))
+            return Conversation(kept_origin, kept_client, state)
+
+        return self._transaction(body)
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -294,23 +376,51 @@ def _connect(path: str) -> sqlite3.Connection:
 
 
 def _set_up(db: sqlite3.Connection, path: str) -> sqlite3.Connection:
-    """WAL, then the schema if the file has none yet: made under the write lock, as every
-    worker may make it at once (``CREATE ... IF NOT EXISTS``, then ``user_version`` set)."""
+    """WAL, then the schema if the file has none yet or an older one: made or migrated under the
+    write lock, as every worker may do it at once (``CREATE ... IF NOT EXISTS``, columns added
+    if missing, then ``user_version`` set), the version read again once the lock is held."""
     try:
         (mode,) = db.execute("PRAGMA journal_mode=WAL").fetchone()
         if mode != "wal":
             raise StoreUnavailable(f"sqlite state store: {path!r} cannot use WAL (got {mode!r})")
         db.execute("PRAGMA synchronous=NORMAL")
-        if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+        if _version(db, path) != SCHEMA_VERSION:
             db.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA:
-                db.execute(statement)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            db.execute("COMMIT")
+            try:
+                if _version(db, path) != SCHEMA_VERSION:
+                    _make_schema(db)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
     except BaseException:
         db.close()
         raise
     return db
+
+
+def _version(db: sqlite3.Connection, path: str) -> int:
+    """The file's schema version (0: none yet); StoreUnavailable if it is newer than ours."""
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    if version > SCHEMA_VERSION:
+        raise StoreUnavailable(
+            f"sqlite state store: {path!r} has schema version {version}, newer than this"
+            f" release's {SCHEMA_VERSION} (stop the newer release, or delete the file)"
+        )
+    assert isinstance(version, int)
+    return version
+
+
+def _make_schema(db: sqlite3.Connection) -> None:
+    """Make the current schema, or bring an older one up to it, keeping every row."""
+    for statement in _SCHEMA:
+        db.execute(statement)
+    for table, column, kind in _ADDED_COLUMNS:
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 @asynccontextmanager
@@ -321,8 +431,8 @@ async def open_sqlite_store(
     created if new; its connection is closed on exit.
 
     Raises :class:`~liveproxy.web.store.StoreUnavailable` if the file cannot be opened or
-    set up (a directory, an unwritable place, not a database, a new file's schema kept locked
-    :data:`OPEN_ATTEMPTS` times :data:`BUSY_TIMEOUT`...).
+    set up (a directory, an unwritable place, not a database, a schema newer than ours, a new
+    or older file's schema kept locked :data:`OPEN_ATTEMPTS` times :data:`BUSY_TIMEOUT`...).
     """
     db = await trio.to_thread.run_sync(_connect, path)
     store = SqliteStore(db, clock, lease_seconds)
