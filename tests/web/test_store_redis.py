@@ -3,6 +3,7 @@ shows (hashed keys, several hosts, outages and restarts, real TTLs, pruning)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -13,6 +14,7 @@ import pytest
 import trio
 
 from liveproxy.web.store import (
+    Conversation,
     Grant,
     Lease,
     Limits,
@@ -127,6 +129,8 @@ async def every_call_fails_in_time(store: RedisStore) -> None:
         lambda: store.renew([lease]),
         lambda: store.end_session(lease),
         store.usage,
+        lambda: store.keep_conversation("a-token", Conversation(None, "a", "{}"), 60),
+        lambda: store.take_conversation("a-token", None, "a"),
     ]
     for call in calls:
         started = time.monotonic()
@@ -290,3 +294,111 @@ async def test_expired_tokens_and_leases_are_pruned_from_redis(
             assert keys == sorted(
                 f"{PREFIX}{name}".encode() for name in ["tokens", "ct:late", f"t:{token_key(late)}"]
             )
+
+
+async def test_two_stores_on_one_redis_share_conversations_taken_once(
+    redis_server: RedisServer,
+) -> None:
+    clock = FakeClock()
+    async with (
+        open_redis_store(redis_server.url, clock, LEASE_SECONDS) as host_a,
+        open_redis_store(redis_server.url, clock, LEASE_SECONDS) as host_b,
+    ):
+        resumed = Grant(42, origin="https://app.example", client="a", resume='{"turns": 2}')
+        token = await host_a.admit(resumed, ROOMY)
+        assert isinstance(token, str)
+        assert await host_b.start_session(token, "s1") == Lease("s1", resumed)
+
+        kept = Conversation("https://app.example", "a", '{"handle": "h-1"}')
+        await host_a.keep_conversation("resume-1", kept, 60)
+        assert await host_b.take_conversation("resume-1", "https://evil.example", "a") is None
+        assert await host_b.take_conversation("resume-1", "https://app.example", "") is None
+        assert await host_b.take_conversation("resume-1", None, "a") is None
+        won: list[tuple[str, Conversation]] = []
+
+        async def take(name: str, store: RedisStore) -> None:
+            taken = await store.take_conversation("resume-1", "https://app.example", "a")
+            if taken is not None:
+                won.append((name, taken))
+
+        async with trio.open_nursery() as nursery:
+            for n in range(50):
+                nursery.start_soon(take, *(("a", host_a) if n % 2 else ("b", host_b)))
+        assert [taken for _, taken in won] == [kept]
+        assert await host_a.take_conversation("resume-1", "https://app.example", "a") is None
+
+        # Many conversations, each raced for by both hosts: every one is taken once.
+        for n in range(40):
+            await host_b.keep_conversation(f"r{n}", Conversation(None, f"c{n}", str(n)), 60)
+        taken_by: dict[int, list[str]] = {n: [] for n in range(40)}
+
+        async def take_all(name: str, store: RedisStore) -> None:
+            for n in range(40):
+                if await store.take_conversation(f"r{n}", None, f"c{n}") is not None:
+                    taken_by[n].append(name)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(take_all, "a", host_a)
+                nursery.start_soon(take_all, "b", host_b)
+        assert all(len(names) == 1 for names in taken_by.values()), taken_by
+        async with raw_client(redis_server) as client:
+            assert [key async for key in client.scan_iter(match=f"{PREFIX}c:*".encode())] == []
+
+
+async def test_a_kept_conversation_has_a_real_ttl(redis_server: RedisServer) -> None:
+    clock = FakeClock()
+    key = f"{PREFIX}c:{token_key('resume-1')}"
+    async with (
+        open_redis_store(redis_server.url, clock, LEASE_SECONDS) as store,
+        raw_client(redis_server) as client,
+    ):
+        await store.keep_conversation("resume-1", Conversation(None, "a", "{}"), 60)
+        assert 60_000 < await client.pttl(key) <= (60 + TTL_MARGIN) * 1000
+        await store.keep_conversation("resume-1", Conversation(None, "a", "{}"), 5)
+        assert 5_000 < await client.pttl(key) <= (5 + TTL_MARGIN) * 1000  # shortened too
+        assert await store.take_conversation("resume-1", None, "a") is not None
+        assert await client.exists([key]) == 0
+        # Past its window a conversation is gone, and deleted by the take that finds it so,
+        # whoever asks; one merely kept for someone else stays.
+        await store.keep_conversation("resume-1", Conversation(None, "a", "{}"), 60)
+        await store.keep_conversation("resume-2", Conversation(None, "a", "{}"), 600)
+        clock.now += 60
+        assert await store.take_conversation("resume-1", "https://evil.example", "b") is None
+        assert await client.exists([key]) == 0
+        assert await store.take_conversation("resume-2", None, "b") is None
+        assert await client.exists([f"{PREFIX}c:{token_key('resume-2')}"]) == 1
+
+
+async def test_the_resume_token_never_appears_in_redis(redis_server: RedisServer) -> None:
+    resume_token = "the-resume-token-kN3q8"
+    taken_token = "the-taken-resume-token-Zr7"
+    async with open_redis_store(redis_server.url, FakeClock(), LEASE_SECONDS) as store:
+        kept = Conversation("https://app.example", "a", '{"handle": "h-7"}')
+        await store.keep_conversation(resume_token, kept, 60)
+        await store.keep_conversation(taken_token, kept, 60)
+        assert await store.take_conversation(taken_token, "https://app.example", "a") == kept
+        await store.admit(Grant(90, client="a", resume='{"handle": "h-8"}'), ROOMY)
+        async with raw_client(redis_server) as client:
+            everything = repr(await dump(client)).encode()
+    assert f"{PREFIX}c:{token_key(resume_token)}".encode() in everything
+    assert b"h-7" in everything  # (the search does look at the conversation)
+    assert b"h-8" in everything
+    for token in (resume_token, taken_token):
+        assert token.encode() not in everything
+    assert token_key(taken_token).encode() not in everything
+
+
+async def test_a_large_state_round_trips_exactly(redis_server: RedisServer) -> None:
+    # About 1 MiB of JSON text with escapes, backslashes, non-BMP characters and a NUL.
+    state = json.dumps({"replay": ['\\é"\u2028😀\x00 ' * 64] * 1024}, ensure_ascii=False)
+    assert len(state.encode()) > 1 << 20
+    async with open_redis_store(redis_server.url, FakeClock(), LEASE_SECONDS) as store:
+        grant = Grant(60, origin="https://app.example", client="a", resume=state)
+        token = await store.admit(grant, ROOMY)
+        assert isinstance(token, str)
+        assert await store.start_session(token, "s1") == Lease("s1", grant)
+        await store.keep_conversation("r", Conversation(None, "a", state), 60)
+        taken = await store.take_conversation("r", None, "a")
+        assert taken is not None
+        assert taken.state == state

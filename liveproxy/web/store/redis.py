@@ -16,6 +16,9 @@ grant's client and ``{key}`` a :func:`~liveproxy.web.store.token_key` hash (neve
 - ``lc``: hash of lease id to its client (to prune the client's set with the lease).
 - ``cl:{client}``: sorted set of the client's lease ids, scored by expiry.
 - ``b:{client}``: hash ``tokens``, ``updated``: the client's rate-limit bucket.
+- ``c:{key}``: hash ``who`` (JSON ``[origin, client]``), ``state``, ``expires``: a conversation
+  kept under a resume token's hash. It is in no index: its real TTL (the window plus
+  :data:`TTL_MARGIN`) is what prunes it, and a take past ``expires`` deletes it.
 
 Scripts prune what has expired (a bounded batch of tokens and of leases per call, with their
 entries in the client's sets), and counting only looks at scores above ``now``, so the keys stay
@@ -49,6 +52,7 @@ from coredis.typing import ResponseType
 from liveproxy.redact import SECRETS
 from liveproxy.web.store import (
     DEFAULT_LEASE_SECONDS,
+    Conversation,
     Grant,
     Lease,
     Limits,
@@ -75,6 +79,7 @@ DEFAULT_PREFIX: Final = "liveproxy:"
 _COMMON = f"""
 local P = ARGV[1]
 local now = tonumber(ARGV[2])
+local TTL_MARGIN = {TTL_MARGIN}
 local function num(x) return string.format('%.17g', x) end
 local function keep(key, seconds)
   local ms = math.ceil((seconds + {TTL_MARGIN}) * 1000)
@@ -220,6 +225,37 @@ return {live(P .. 'tokens'), live(P .. 'leases')}
 )
 
 
+# ARGV: prefix, now, key, who (JSON [origin, client]), state, window.
+_KEEP_CONVERSATION = (
+    _COMMON
+    + """
+local key, window = P .. 'c:' .. ARGV[3], tonumber(ARGV[6])
+redis.call('DEL', key)
+redis.call('HSET', key, 'who', ARGV[4], 'state', ARGV[5], 'expires', num(now + window))
+redis.call('PEXPIRE', key, math.max(1, math.ceil((window + TTL_MARGIN) * 1000)))
+return 0
+"""
+)
+
+# ARGV: prefix, now, key, who. Returns the state (the conversation deleted), or nil: none kept,
+# expired (then deleted), or kept for another origin or client (then left kept).
+_TAKE_CONVERSATION = (
+    _COMMON
+    + """
+local key = P .. 'c:' .. ARGV[3]
+local fields = redis.call('HMGET', key, 'who', 'state', 'expires')
+if not fields[1] or not fields[2] or not fields[3] then return false end
+if tonumber(fields[3]) <= now then
+  redis.call('DEL', key)
+  return false
+end
+if fields[1] ~= ARGV[4] then return false end
+redis.call('DEL', key)
+return fields[2]
+"""
+)
+
+
 def _number(value: float) -> str:
     """``value`` as a script argument, exactly (``repr`` round-trips a float)."""
     return repr(float(value))
@@ -231,6 +267,7 @@ def _encode_grant(grant: Grant) -> bytes:
             "session_time_limit": grant.session_time_limit,
             "origin": grant.origin,
             "client": grant.client,
+            "resume": grant.resume,
         }
     )
 
@@ -242,13 +279,22 @@ def _decode_grant(raw: ResponseType) -> Grant:
             raise TypeError(type(raw).__name__)
         fields = orjson.loads(raw)
         origin = fields.get("origin")
+        resume = fields.get("resume")
+        if not (resume is None or isinstance(resume, str)):
+            raise TypeError(type(resume).__name__)
         return Grant(
             int(fields["session_time_limit"]),
             origin=None if origin is None else str(origin),
             client=str(fields.get("client", "")),
+            resume=resume,
         )
     except (ValueError, TypeError, KeyError, AttributeError):
         raise StoreUnavailable("Redis state store: a stored grant is malformed") from None
+
+
+def _who(origin: str | None, client: str) -> bytes:
+    """Whom a conversation is kept for, as the script compares it (origin None is JSON null)."""
+    return orjson.dumps([origin, client])
 
 
 def _reply_list(reply: ResponseType) -> list[ResponseType]:
@@ -296,6 +342,8 @@ class RedisStore:
         self._renew = client.register_script(_RENEW)
         self._end_session = client.register_script(_END_SESSION)
         self._usage = client.register_script(_USAGE)
+        self._keep_conversation = client.register_script(_KEEP_CONVERSATION)
+        self._take_conversation = client.register_script(_TAKE_CONVERSATION)
 
     async def admit(self, grant: Grant, limits: Limits) -> str | Refused:
         token = secrets.token_urlsafe(32)
@@ -350,6 +398,31 @@ class RedisStore:
         if len(reply) != 2:
             raise StoreUnavailable("Redis state store: unexpected reply")
         return Usage(tokens=_reply_int(reply[0]), sessions=_reply_int(reply[1]))
+
+    async def keep_conversation(
+        self, token: str, conversation: Conversation, window: float
+    ) -> None:
+        await self._run(
+            self._keep_conversation,
+            token_key(token),
+            _who(conversation.origin, conversation.client),
+            conversation.state,
+            _number(window),
+        )
+
+    async def take_conversation(
+        self, token: str, origin: str | None, client: str
+    ) -> Conversation | None:
+        reply = await self._run(self._take_conversation, token_key(token), _who(origin, client))
+        if reply is None:
+            return None
+        if not isinstance(reply, bytes):
+            raise StoreUnavailable("Redis state store: unexpected reply")
+        try:
+            state = reply.decode()
+        except UnicodeDecodeError:
+            raise StoreUnavailable("Redis state store: a kept conversation is malformed") from None
+        return Conversation(origin, client, state)
 
     async def _run(self, script: Script[bytes], *args: str | bytes) -> ResponseType:
         """Run ``script`` with the prefix, ``now`` and ``args``.
