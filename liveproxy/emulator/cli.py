@@ -39,7 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME",
-        help="serve only this model (repeatable; default: any models/... name)",
+        help="serve this model too, besides Google's Live models (repeatable)",
+    )
+    behave.add_argument(
+        "--any-model",
+        action="store_true",
+        help="serve every well-formed model name, not only Google's Live models",
     )
     behave.add_argument("--speed", choices=["realtime", "fast"], default="realtime")
     behave.add_argument("--mode", choices=["conversation", "echo"], default="conversation")
@@ -93,7 +98,8 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         host=args.host,
         port=args.port,
         api_keys=args.api_key,
-        models=args.model,
+        extra_models=args.model,
+        any_model=args.any_model,
         speed=args.speed,
         mode=args.mode,
         lifetime_seconds=args.lifetime,

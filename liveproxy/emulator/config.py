@@ -68,18 +68,30 @@ def _names(values: str | Iterable[str]) -> tuple[str, ...]:
     return (values,) if isinstance(values, str) else tuple(values)
 
 
+def _optional_names(values: str | Iterable[str] | None) -> tuple[str, ...] | None:
+    return None if values is None else _names(values)
+
+
 @attrs.frozen
 class EmulatorConfig:
     """How the emulator listens and behaves.
 
     ``api_keys`` empty accepts any credential (a request with none still gets Google's 1008
-    unregistered-caller close); ``models`` empty accepts any well-formed model name.
+    unregistered-caller close).
+
+    Models: with ``models`` None (the default) the emulator serves Google's Live models for the
+    connection's backend (:data:`liveproxy.emulator.models.GOOGLE_LIVE_MODELS`); a tuple serves
+    exactly those names instead. ``extra_models`` (the command line's ``--model``) are served in
+    addition, and ``any_model`` serves every well-formed name. An entry without a ``/`` matches
+    ``models/<entry>`` and ``…/models/<entry>``. Anything else closes 1008 with Google's reason.
     """
 
     host: str = "127.0.0.1"
     port: int = 0
     api_keys: tuple[str, ...] = attrs.field(default=(), converter=_names)
-    models: tuple[str, ...] = attrs.field(default=(), converter=_names)
+    models: tuple[str, ...] | None = attrs.field(default=None, converter=_optional_names)
+    extra_models: tuple[str, ...] = attrs.field(default=(), converter=_names)
+    any_model: bool = False
     speed: Speed = attrs.field(
         default="realtime", validator=attrs.validators.in_(("realtime", "fast"))
     )

@@ -22,6 +22,7 @@ from liveproxy.emulator.conversation import Conversation, run_conversation
 from liveproxy.emulator.decode import ClientMessage, decode_client
 from liveproxy.emulator.endings import Close, Drop, Ending, PeerGone
 from liveproxy.emulator.lifetime import Lifetime
+from liveproxy.emulator.models import ModelCatalog
 from liveproxy.emulator.options import SessionOptions, read_setup
 from liveproxy.emulator.record import ConnectionRecord
 from liveproxy.emulator.routes import Route
@@ -54,6 +55,7 @@ class Shared:
 
     config: EmulatorConfig
     store: HandleStore
+    models: ModelCatalog
 
 
 def _first(group: BaseExceptionGroup[Ending]) -> Ending:
@@ -75,6 +77,7 @@ class Connection:
         self._route = route
         self._config = shared.config
         self._store = shared.store
+        self._models = shared.models
         self._faults: Faults = record.faults
         self._echo = shared.config.mode == "echo"
         self._ready = trio.Event()
@@ -141,7 +144,10 @@ class Connection:
         self._record.setup = first.body
         self._record.model = first.body.get("model")
         options = read_setup(
-            first.body, api_version=self._route.api_version, models=self._config.models
+            first.body,
+            api=self._route.api,
+            api_version=self._route.api_version,
+            models=self._models,
         )
         state = self._session_state(options)
         if self._faults.setup_complete_delay:

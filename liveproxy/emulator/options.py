@@ -11,13 +11,10 @@ from typing import Any, Literal
 import attrs
 
 from liveproxy.emulator.endings import Close
+from liveproxy.emulator.models import ModelCatalog, not_found_reason
+from liveproxy.emulator.record import Api
 from liveproxy.emulator.vad import VadSettings
-from liveproxy.protocol.closes import (
-    INVALID_ARGUMENT,
-    INVALID_PAYLOAD,
-    POLICY,
-    model_not_found,
-)
+from liveproxy.protocol.closes import INVALID_ARGUMENT, INVALID_PAYLOAD, POLICY
 from liveproxy.protocol.gemini_messages import LIVE_UNSUPPORTED_GENERATION_FIELDS
 
 Modality = Literal["AUDIO", "TEXT"]
@@ -35,8 +32,6 @@ SILENCE_MS = 500
 SILENCE_MS_LOW_SENSITIVITY = 1000
 PADDING_MS = 100
 START_MS = 40
-
-_MODEL_PREFIXES = ("models/", "tunedModels/", "publishers/", "projects/")
 
 
 @attrs.frozen
@@ -65,17 +60,6 @@ def _name(value: Any, numbers: dict[int, str]) -> str:
 
 def _int(value: Any, default: int) -> int:
     return default if value is None else int(float(value))
-
-
-def model_accepted(model: str, models: tuple[str, ...]) -> bool:
-    """Whether ``model`` is served: in ``models`` (an entry without ``/`` also matches any
-    ``.../models/<entry>``), or, with ``models`` empty, any well-formed resource name."""
-    if not models:
-        return model.startswith(_MODEL_PREFIXES) and not model.endswith("/")
-    return any(
-        model == entry or ("/" not in entry and model.endswith(f"models/{entry}"))
-        for entry in models
-    )
 
 
 def _modality(generation: dict[str, Any]) -> Modality:
@@ -125,20 +109,21 @@ def _text_of(content: dict[str, Any] | None) -> str:
 
 
 def read_setup(
-    setup: dict[str, Any], *, api_version: str, models: tuple[str, ...]
+    setup: dict[str, Any], *, api: Api, api_version: str, models: ModelCatalog
 ) -> SessionOptions:
-    """The options of a schema-valid ``setup`` body.
+    """The options of a schema-valid ``setup`` body on ``api`` (``api_version``).
 
     Raises:
         Close: 1007 "Request contains an invalid argument." for a missing model, a generation
             field the Live API does not support or more than one (or an unsupported) response
-            modality; 1008 "... is not found ..." for a model the emulator does not serve.
+            modality; 1008 with Google's "not found" reason for a model ``models`` does not
+            serve on ``api``.
     """
     model = setup.get("model", "")
     if not model:
         raise Close(INVALID_PAYLOAD, INVALID_ARGUMENT)
-    if not model_accepted(model, models):
-        raise Close(POLICY, model_not_found(model, api_version))
+    if not models.serves(model, api):
+        raise Close(POLICY, not_found_reason(model, api, api_version))
     generation = setup.get("generationConfig", {})
     if LIVE_UNSUPPORTED_GENERATION_FIELDS & generation.keys():
         raise Close(INVALID_PAYLOAD, INVALID_ARGUMENT)

@@ -20,6 +20,7 @@ from liveproxy.emulator.config import EmulatorConfig, Faults
 from liveproxy.emulator.connection import Connection, Shared
 from liveproxy.emulator.gate import GatedStream
 from liveproxy.emulator.handshake import read_request, reject
+from liveproxy.emulator.models import ModelCatalog
 from liveproxy.emulator.record import ConnectionRecord
 from liveproxy.emulator.store import HandleStore
 from liveproxy.emulator.transport import Transport
@@ -135,7 +136,8 @@ async def serve(
         assert isinstance(transport, trio.SocketListener)
         port = transport.socket.getsockname()[1]
     emulator = Emulator(config, port)
-    shared = Shared(config, emulator.store)
+    models = ModelCatalog(config.models, config.extra_models, any_model=config.any_model)
+    shared = Shared(config, emulator.store, models)
     async with trio.open_nursery() as nursery:
         await nursery.start(
             trio.serve_listeners, partial(_serve_stream, emulator, shared), listeners

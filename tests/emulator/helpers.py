@@ -18,7 +18,10 @@ from liveproxy.emulator import Emulator, EmulatorConfig, serve
 DEV_PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
 VERTEX_PATH = "/ws/google.cloud.aiplatform.v1beta1.LlmBidiService/BidiGenerateContent"
 KEYED_PATH = DEV_PATH + "?key=test-key"
-MODEL = "models/gemini-live-test"
+#: Google's GA Live model (the proxy's default): served by the emulator's default list.
+MODEL = "models/gemini-3.8-live"
+#: A Vertex model from Google's list, spelt as the SDK sends it with a project and location.
+VERTEX_MODEL = "projects/p/locations/l/publishers/google/models/gemini-live-2.5-flash"
 #: Guard against hung tests: no single wait in these tests is legitimately longer (trio time).
 RECEIVE_TIMEOUT = 30.0
 

@@ -20,7 +20,8 @@ def test_every_flag_reaches_the_config() -> None:
     args = build_parser().parse_args(
         [
             "--host", "0.0.0.0", "--port", "0", "--api-key", "a", "--api-key", "b",
-            "--model", "models/m", "--tls-cert", "c.pem", "--tls-key", "k.pem",
+            "--model", "models/m", "--model", "n", "--any-model",
+            "--tls-cert", "c.pem", "--tls-key", "k.pem",
             "--speed", "fast", "--mode", "echo", "--lifetime", "30", "--go-away-lead", "5",
             "--handle-ttl", "60", "--text-frames", "--record",
             "--reject-status", "429", "--hang-upgrade", "--setup-delay", "1.5",
@@ -33,7 +34,8 @@ def test_every_flag_reaches_the_config() -> None:
         host="0.0.0.0",
         port=0,
         api_keys=("a", "b"),
-        models=("models/m",),
+        extra_models=("models/m", "n"),
+        any_model=True,
         tls_cert="c.pem",
         tls_key="k.pem",
         speed="fast",

@@ -17,6 +17,7 @@ from .helpers import (
     DEV_PATH,
     KEYED_PATH,
     MODEL,
+    VERTEX_MODEL,
     VERTEX_PATH,
     close_reason,
     connect,
@@ -56,7 +57,7 @@ async def test_routes_are_served_and_recorded(
 ) -> None:
     emulator = await start(nursery)
     async with connect(emulator, path + "?key=k&alt=json") as ws:
-        await open_session(ws)
+        await open_session(ws, model=VERTEX_MODEL if api == "vertex" else MODEL)
     (record,) = emulator.connections
     assert (record.api, record.api_version, record.method) == (api, version, method)
     assert record.path == path
@@ -112,7 +113,7 @@ async def test_each_credential_form_is_accepted_when_configured(
 ) -> None:
     emulator = await start(nursery, api_keys=["secret"])
     async with connect(emulator, path, headers={**headers, "X-Custom": "1"}) as ws:
-        await open_session(ws)
+        await open_session(ws, model=VERTEX_MODEL if path == VERTEX_PATH else MODEL)
     (record,) = emulator.connections
     assert (record.credential, record.credential_kind) == (credential, kind)
     assert record.headers["x-custom"] == "1"

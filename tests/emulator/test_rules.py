@@ -10,7 +10,9 @@ import trio
 from liveproxy.emulator import EmulatorConfig, Faults, messages
 from liveproxy.emulator.auth import BEARER_INVALID, TOKEN_INVALID, find_credential, refusal
 from liveproxy.emulator.endings import Close
-from liveproxy.emulator.options import model_accepted, read_setup
+from liveproxy.emulator.models import GOOGLE_LIVE_MODELS, ModelCatalog, vertex_not_found
+from liveproxy.emulator.options import read_setup
+from liveproxy.emulator.record import Api
 from liveproxy.emulator.replies import fragments, parse_call, tool_result
 from liveproxy.emulator.routes import Route, match_route, split_target
 from liveproxy.emulator.store import HandleStore, SessionState
@@ -105,32 +107,66 @@ def test_refusal(found: Any, route: Route, keys: tuple[str, ...], expected: Clos
         assert (got.code, got.reason) == (expected.code, expected.reason)
 
 
+VERTEX_PREFIX = "projects/p/locations/l/publishers/google/models/"
+
+
 @pytest.mark.parametrize(
-    ("model", "models", "accepted"),
+    ("model", "api", "accepted"),
     [
-        ("models/gemini-x", (), True),
-        ("tunedModels/mine", (), True),
-        ("projects/p/locations/l/publishers/google/models/gemini-x", (), True),
-        ("publishers/google/models/gemini-x", (), True),
-        ("gemini-x", (), False),
-        ("models/", (), False),
-        ("models/gemini-x", ("models/gemini-x",), True),
-        ("models/gemini-y", ("models/gemini-x",), False),
-        ("projects/p/locations/l/publishers/google/models/gemini-x", ("gemini-x",), True),
-        ("models/gemini-x", ("gemini-x",), True),
-        ("models/other-gemini-x", ("gemini-x",), False),
+        *[("models/" + m, "developer", True) for m in GOOGLE_LIVE_MODELS["developer"]],
+        *[(VERTEX_PREFIX + m, "vertex", True) for m in GOOGLE_LIVE_MODELS["vertex"]],
+        ("publishers/google/models/gemini-live-2.5-flash", "vertex", True),  # express mode
+        # A typo, or a name only the other backend serves, or in the other backend's spelling.
+        ("models/gemini-3.8-lvie", "developer", False),
+        ("models/gemini-live-2.5-flash", "developer", False),
+        (VERTEX_PREFIX + "gemini-live-2.5-flash-preview", "vertex", False),
+        ("models/gemini-live-2.5-flash", "vertex", False),
+        (VERTEX_PREFIX + "gemini-3.8-live", "developer", False),
+        ("gemini-3.8-live", "developer", False),
+        ("tunedModels/mine", "developer", False),
+        ("projects/p/locations/l/publishers/other/models/gemini-live-2.5-flash", "vertex", False),
     ],
 )
-def test_model_accepted(model: str, models: tuple[str, ...], accepted: bool) -> None:
-    assert model_accepted(model, models) is accepted
+def test_googles_list_by_default(model: str, api: Api, accepted: bool) -> None:
+    assert ModelCatalog().serves(model, api) is accepted
+
+
+@pytest.mark.parametrize(
+    ("model", "catalog", "accepted"),
+    [
+        ("models/gemini-x", ModelCatalog(any_model=True), True),
+        ("tunedModels/mine", ModelCatalog(any_model=True), True),
+        (VERTEX_PREFIX + "gemini-x", ModelCatalog(any_model=True), True),
+        ("publishers/google/models/gemini-x", ModelCatalog(any_model=True), True),
+        ("gemini-x", ModelCatalog(any_model=True), False),
+        ("models/", ModelCatalog(any_model=True), False),
+        # Extra names come on top of Google's list.
+        ("models/gemini-x", ModelCatalog(extra=("models/gemini-x",)), True),
+        ("models/gemini-3.8-live", ModelCatalog(extra=("models/gemini-x",)), True),
+        ("models/gemini-y", ModelCatalog(extra=("models/gemini-x",)), False),
+        (VERTEX_PREFIX + "gemini-x", ModelCatalog(extra=("gemini-x",)), True),
+        ("models/gemini-x", ModelCatalog(extra=("gemini-x",)), True),
+        ("models/other-gemini-x", ModelCatalog(extra=("gemini-x",)), False),
+        # A listed tuple replaces Google's list.
+        ("models/gemini-x", ModelCatalog(listed=("gemini-x",)), True),
+        ("models/gemini-3.8-live", ModelCatalog(listed=("gemini-x",)), False),
+        ("models/gemini-3.8-live", ModelCatalog(listed=()), False),
+        ("models/gemini-y", ModelCatalog(listed=("gemini-x",), extra=("gemini-y",)), True),
+    ],
+)
+def test_configured_models(model: str, catalog: ModelCatalog, accepted: bool) -> None:
+    assert catalog.serves(model, "developer") is accepted
 
 
 def setup_of(**fields: Any) -> dict[str, Any]:
-    return {"model": "models/m", **fields}
+    return {"model": "models/gemini-3.8-live", **fields}
+
+
+ANY = ModelCatalog(any_model=True)
 
 
 def test_read_setup_defaults() -> None:
-    options = read_setup(setup_of(), api_version="v1beta", models=())
+    options = read_setup(setup_of(), api="developer", api_version="v1beta", models=ANY)
     assert options.modality == "AUDIO"
     assert not options.input_transcription
     assert not options.output_transcription
@@ -158,8 +194,9 @@ def test_read_setup_options() -> None:
             sessionResumption={"handle": "h"},
             systemInstruction={"parts": [{"text": "Be brief."}]},
         ),
+        api="developer",
         api_version="v1beta",
-        models=(),
+        models=ANY,
     )
     assert options.modality == "TEXT"
     assert options.input_transcription
@@ -179,8 +216,9 @@ def test_read_setup_enum_numbers_and_disabled_vad() -> None:
             realtimeInputConfig={"automaticActivityDetection": {"disabled": True}},
             sessionResumption={},
         ),
+        api="developer",
         api_version="v1",
-        models=(),
+        models=ANY,
     )
     assert options.modality == "TEXT"
     assert options.vad is None
@@ -192,8 +230,9 @@ def test_read_setup_enum_numbers_and_disabled_vad() -> None:
                 "automaticActivityDetection": {"endOfSpeechSensitivity": "END_SENSITIVITY_LOW"}
             }
         ),
+        api="developer",
         api_version="v1",
-        models=(),
+        models=ANY,
     )
     assert low_end.vad is not None
     assert low_end.vad.silence_ms == 1000
@@ -220,8 +259,17 @@ def test_read_setup_enum_numbers_and_disabled_vad() -> None:
 )
 def test_read_setup_refusals(setup: dict[str, Any], code: int, reason: str) -> None:
     with pytest.raises(Close) as caught:
-        read_setup(setup, api_version="v1alpha", models=("models/m",))
+        read_setup(setup, api="developer", api_version="v1alpha", models=ModelCatalog())
     assert (caught.value.code, caught.value.reason) == (code, reason)
+
+
+def test_vertex_refuses_a_model_with_its_own_reason() -> None:
+    model = VERTEX_PREFIX + "gemini-3.8-live"
+    with pytest.raises(Close) as caught:
+        read_setup({"model": model}, api="vertex", api_version="v1", models=ModelCatalog())
+    assert caught.value.code == 1008
+    assert caught.value.reason == vertex_not_found(model)
+    assert caught.value.reason.startswith(f"Publisher Model `{model}` ")
 
 
 @pytest.mark.parametrize(
@@ -297,6 +345,9 @@ def test_config_values_are_checked() -> None:
     config = EmulatorConfig(api_keys="one-key", models=["models/a", "models/b"])
     assert config.api_keys == ("one-key",)
     assert config.models == ("models/a", "models/b")
+    assert EmulatorConfig(extra_models="models/c").extra_models == ("models/c",)
+    default = EmulatorConfig()
+    assert (default.models, default.extra_models, default.any_model) == (None, (), False)
     for bad in (
         {"tls_cert": "cert.pem"},
         {"speed": "slow"},

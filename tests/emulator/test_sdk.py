@@ -24,7 +24,7 @@ from liveproxy.protocol.closes import API_KEY_INVALID, DEADLINE_EXPIRED
 from .helpers import silence16, start, tone16
 
 KEY = "test-key"
-MODEL = "gemini-live-test"
+MODEL = "gemini-3.8-live"  # in Google's list, which the emulator serves by default
 SCENARIO_TIMEOUT = 20.0
 TEXT = types.LiveConnectConfig(response_modalities=[types.Modality.TEXT])
 
@@ -198,7 +198,7 @@ async def test_session_resumption(
 async def test_close_codes_surface_as_api_errors(
     nursery: trio.Nursery, certificate: tuple[trustme.CA, Path, Path]
 ) -> None:
-    emulator, context = await start_tls(nursery, certificate, models=[MODEL])
+    emulator, context = await start_tls(nursery, certificate)
 
     async def connect_with(key: str, model: str) -> errors.APIError:
         with pytest.raises(errors.APIError) as raised:

@@ -10,6 +10,7 @@ import pytest
 import trio
 
 from liveproxy.emulator.decode import INVALID_JSON
+from liveproxy.emulator.models import GOOGLE_LIVE_MODELS, vertex_not_found
 from liveproxy.protocol.closes import (
     INVALID_ARGUMENT,
     MEDIA_CHUNKS_DEPRECATED,
@@ -19,6 +20,7 @@ from liveproxy.protocol.closes import (
 
 from .helpers import (
     MODEL,
+    VERTEX_MODEL,
     VERTEX_PATH,
     audio_message,
     close_reason,
@@ -112,22 +114,72 @@ async def test_invalid_input_closes_1007_with_googles_reason(
     assert await refused(nursery, *frames) == (1007, reason)
 
 
-async def test_model_outside_the_list_closes_1008_truncated_to_123_bytes(
+async def test_a_model_outside_googles_list_closes_1008_truncated_to_123_bytes(
     nursery: trio.Nursery,
 ) -> None:
-    model = "models/gemini-live-2.5-flash-preview"
-    code, reason = await refused(nursery, {"setup": {"model": model}}, models=["models/gemini-x"])
+    # A typo, as long as the spec's example (whose reason ends at exactly 123 bytes).
+    model = "models/gemini-live-2.5-flash-previwe"
+    code, reason = await refused(nursery, {"setup": {"model": model}})
     assert code == 1008
     assert reason == truncate_reason(model_not_found(model, "v1beta"))
     assert len(reason.encode()) == 123
     assert reason.endswith("bidiGenerateContent. Call")
 
 
-async def test_model_in_the_list_is_served(nursery: trio.Nursery) -> None:
+async def test_vertex_serves_its_own_list_and_refuses_the_rest_like_vertex(
+    nursery: trio.Nursery,
+) -> None:
+    emulator = await start(nursery)
+    vertex = {"Authorization": "Bearer t"}
+    async with connect(emulator, VERTEX_PATH, headers=vertex) as ws:
+        await open_session(ws, model=VERTEX_MODEL)
+    async with connect(emulator, VERTEX_PATH, headers=vertex) as ws:
+        await open_session(ws, model="publishers/google/models/gemini-live-2.5-flash-native-audio")
+    developer_only = "projects/p/locations/l/publishers/google/models/gemini-live-2.5-flash-preview"
+    async with connect(emulator, VERTEX_PATH, headers=vertex) as ws:
+        await send(ws, {"setup": {"model": developer_only}})
+        reason = await close_reason(ws)
+    assert reason.code == 1008
+    assert reason.reason == truncate_reason(vertex_not_found(developer_only))
+    assert reason.reason.startswith(f"Publisher Model `{developer_only}`")
+
+
+async def test_every_model_of_googles_developer_list_is_served(nursery: trio.Nursery) -> None:
+    emulator = await start(nursery)
+    for name in GOOGLE_LIVE_MODELS["developer"]:
+        async with connect(emulator) as ws:
+            await open_session(ws, model=f"models/{name}")
+    assert [record.model for record in emulator.connections] == [
+        f"models/{name}" for name in GOOGLE_LIVE_MODELS["developer"]
+    ]
+
+
+async def test_extra_models_are_served_besides_googles(nursery: trio.Nursery) -> None:
+    emulator = await start(nursery, extra_models=["gemini-x"])
+    for model in ("models/gemini-x", MODEL):
+        async with connect(emulator) as ws:
+            await open_session(ws, model=model)
+    assert await refused(nursery, {"setup": {"model": "models/gemini-y"}}) == (
+        1008,
+        truncate_reason(model_not_found("models/gemini-y", "v1beta")),
+    )
+
+
+async def test_a_listed_tuple_replaces_googles_list(nursery: trio.Nursery) -> None:
     emulator = await start(nursery, models=["gemini-x"])
     async with connect(emulator) as ws:
         await open_session(ws, model="models/gemini-x")
-    assert emulator.connections[0].model == "models/gemini-x"
+    code, _ = await refused(nursery, {"setup": {"model": MODEL}}, models=["gemini-x"])
+    assert code == 1008
+
+
+async def test_any_model_serves_every_well_formed_name(nursery: trio.Nursery) -> None:
+    emulator = await start(nursery, any_model=True)
+    for model in ("models/gemini-live-test", "tunedModels/mine", "projects/p/x/models/y"):
+        async with connect(emulator) as ws:
+            await open_session(ws, model=model)
+    code, _ = await refused(nursery, {"setup": {"model": "gemini-x"}}, any_model=True)
+    assert code == 1008
 
 
 async def test_setup_is_recorded_normalised_and_answered_in_a_binary_frame(
@@ -171,7 +223,7 @@ async def test_text_frames_when_configured(nursery: trio.Nursery) -> None:
 async def test_vertex_setup_complete_carries_the_session_id(nursery: trio.Nursery) -> None:
     emulator = await start(nursery, speed="fast")
     async with connect(emulator, VERTEX_PATH, headers={"Authorization": "Bearer t"}) as ws:
-        body = await open_session(ws, model="projects/p/locations/l/publishers/google/models/m")
+        body = await open_session(ws, model=VERTEX_MODEL)
         await send(ws, {"realtimeInput": {"text": "hi"}})
         usage = (await until_turn_complete(ws))[-1]["usageMetadata"]
     assert body == {"sessionId": emulator.connections[0].session_id}

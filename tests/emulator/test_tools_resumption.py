@@ -10,6 +10,7 @@ import trio.testing
 from liveproxy.protocol.closes import ENTITY_NOT_FOUND, SESSION_NOT_FOUND
 
 from .helpers import (
+    MODEL,
     close_reason,
     connect,
     kinds,
@@ -144,7 +145,7 @@ async def test_unknown_or_expired_handle_closes_1008(
 ) -> None:
     emulator = await start(nursery, speed="fast", handle_ttl_seconds=60)
     async with connect(emulator) as ws:
-        await send(ws, {"setup": {"model": "models/m", "sessionResumption": {"handle": "nope"}}})
+        await send(ws, {"setup": {"model": MODEL, "sessionResumption": {"handle": "nope"}}})
         reason = await close_reason(ws)
     assert (reason.code, reason.reason) == (1008, SESSION_NOT_FOUND)
     async with connect(emulator) as ws:
@@ -154,6 +155,6 @@ async def test_unknown_or_expired_handle_closes_1008(
         handle = (await receive(ws))["sessionResumptionUpdate"]["newHandle"]
     await trio.sleep(61)
     async with connect(emulator) as ws:
-        await send(ws, {"setup": {"model": "models/m", "sessionResumption": {"handle": handle}}})
+        await send(ws, {"setup": {"model": MODEL, "sessionResumption": {"handle": handle}}})
         reason = await close_reason(ws)
     assert (reason.code, reason.reason) == (1008, SESSION_NOT_FOUND)
