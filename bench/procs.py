@@ -27,6 +27,8 @@ from typing import IO, Any
 
 import psutil
 
+from bench.wire import LIVE_MODEL
+
 REPO = Path(__file__).resolve().parent.parent
 _PR_SET_PDEATHSIG = 1
 #: Variables liveproxy reads that a developer's shell might set; the bench sets its own.
@@ -263,13 +265,14 @@ def read_line(child: Child, timeout: float) -> str | None:
 
 
 def start_emulator(log_dir: Path) -> tuple[Child, int]:
-    """The Gemini Live emulator in fast echo mode on a free port: ``(child, port)``.
+    """The Gemini Live emulator in fast echo mode on a free port, serving the direct mode's
+    model (:data:`~bench.wire.LIVE_MODEL`) too: ``(child, port)``.
 
     Raises:
         ChildFailed: it did not report its address within 20 seconds.
     """
     argv = [sys.executable, "-m", "liveproxy", "emulator", "--host", "127.0.0.1", "--port", "0"]
-    argv += ["--mode", "echo", "--speed", "fast"]
+    argv += ["--mode", "echo", "--speed", "fast", "--model", LIVE_MODEL]
     child = spawn("emulator", argv, log_dir, stdout_pipe=True)
     try:
         line = read_line(child, 20.0)

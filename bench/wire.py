@@ -29,9 +29,12 @@ INPUT_MIME = "audio/pcm;rate=16000"
 BROWSER_SETUP = orjson.dumps(
     {"setup": {"generation_config": {"response_modalities": ["AUDIO"]}}}
 ).decode()
+#: The model the direct mode asks the emulator for (``run.py`` starts it with ``--model`` this:
+#: by default the emulator serves only Google's Live model names).
+LIVE_MODEL = "models/bench"
 #: The first frame a Live API client sends upstream (the direct mode).
 LIVE_SETUP = orjson.dumps(
-    {"setup": {"model": "models/bench", "generationConfig": {"responseModalities": ["AUDIO"]}}}
+    {"setup": {"model": LIVE_MODEL, "generationConfig": {"responseModalities": ["AUDIO"]}}}
 ).decode()
 
 _AUDIO_HEAD = '{"realtimeInput":{"audio":{"mimeType":"' + INPUT_MIME + '","data":"'
