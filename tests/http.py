@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import attrs
@@ -29,12 +30,17 @@ async def request(
     headers: dict[str, str] | None = None,
     *,
     local_address: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> HttpResponse:
     """Send one request (with extra ``headers``, e.g. ``Origin``) and read the whole response.
 
-    ``local_address`` (e.g. ``127.0.0.2``) makes the request come from another client.
+    ``local_address`` (e.g. ``127.0.0.2``) makes the request come from another client;
+    ``ssl_context`` makes it an HTTPS request (the certificate is checked against ``host``).
     """
-    stream = await trio.open_tcp_stream(host, port, local_address=local_address)
+    tcp = await trio.open_tcp_stream(host, port, local_address=local_address)
+    stream: trio.abc.Stream = tcp
+    if ssl_context is not None:
+        stream = trio.SSLStream(tcp, ssl_context, server_hostname=host, https_compatible=True)
     async with stream:
         conn = h11.Connection(h11.CLIENT)
         sent = {"Host": f"{host}:{port}", "Connection": "close", **(headers or {})}
@@ -51,7 +57,7 @@ async def request(
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(65536))
+                conn.receive_data(bytes(await stream.receive_some(65536)))
             elif isinstance(event, h11.Response):
                 status = event.status_code
                 response_headers = {k.decode(): v.decode() for k, v in event.headers}
