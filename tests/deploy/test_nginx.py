@@ -1,0 +1,494 @@
+"""deploy/nginx.conf running for real: nginx, over TLS, in front of two ``liveproxy serve``
+instances sharing one redis-server, both talking to one in-test emulator.
+
+What runs is the file itself (:mod:`tests.deploy.nginx` rewrites only its ports, files and
+upstream servers), and the instances run with deploy/liveproxy.env's settings (bar the port,
+the Redis URL, the upstream and one worker each, so that an instance's log says which
+sessions it holds: ``session <id> started``). Browsers come from other loopback addresses
+(127.0.0.2, ...) where a test needs several of them. Shown:
+
+- a whole session through nginx (wss): sign-in, audio both ways, a tool call answered; the
+  browser's permessage-deflate offer never reaches an instance, though they would accept it;
+  the token never reaches nginx's log;
+- an upstream goAway resumed behind nginx: the browser's socket stays open;
+- SIGTERM to one instance while both hold sessions: its /api/ready says 503 draining, new
+  sessions through nginx all land on the other (sign-ins passed on by nginx, sockets that land
+  on the draining one closed 1001 and reopened by the browser), its own sessions end
+  ``shutdown``/1001 after the grace, and nginx goes on without it;
+- the edge: http to https, X-Forwarded-For naming each browser, a full fleet answered 503
+  ``at_capacity`` without nginx taking every instance out, limit_req's 429 beyond its burst.
+
+:func:`check_metrics` is where assertions on the instances' metrics go.
+"""
+
+from __future__ import annotations
+
+import signal
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import orjson
+import pytest
+import trio
+import trustme
+from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection, open_websocket_url
+
+from liveproxy.emulator import Emulator, Faults
+from tests import pcm
+from tests.conftest import AUDIO_SETUP, TEXT_SETUP
+from tests.deploy import env_file
+from tests.deploy.nginx import UPSTREAMS, AccessLine, Nginx, running_nginx
+from tests.http import HttpResponse, request
+from tests.rawws import open_raw, read_head, upgrade
+from tests.redis_server import RedisServer
+from tests.served import Served, eventually, liveproxy_process
+from tests.wsclient import BrowserClient, Frame, has_key, texts
+
+#: The app's origin in deploy/liveproxy.env (ALLOWED_ORIGINS): the page the browsers are on.
+ORIGIN = "https://app.example.com"
+GATEWAY_AUTH, GATEWAY_WS = "/api/v1/gemini-live/auth", "/api/v1/gemini-live/ws"
+#: Long enough to probe a draining instance and open sessions elsewhere meanwhile.
+GRACE = 3.0
+DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"
+TOOLS = {
+    "function_declarations": [
+        {
+            "name": "get_weather",
+            "description": "Weather for a place",
+            "parameters": {"type": "object", "properties": {"location": {"type": "string"}}},
+        }
+    ]
+}
+
+
+@attrs.frozen
+class Tls:
+    """A certificate for 127.0.0.1 from a test CA, and a client context trusting that CA."""
+
+    cert: Path
+    key: Path
+    client: ssl.SSLContext
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> Tls:
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    issued.private_key_pem.write_to_path(str(key))
+    for index, pem in enumerate(issued.cert_chain_pems):
+        pem.write_to_path(str(cert), append=index > 0)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return Tls(cert, key, client)
+
+
+@attrs.define
+class Fleet:
+    """nginx and the two instances behind it (``a`` is upstream 8001, ``b`` 8002)."""
+
+    a: Served
+    b: Served
+    nginx: Nginx
+    tls: ssl.SSLContext
+
+    async def auth(
+        self,
+        path: str = "/api/auth",
+        *,
+        local_address: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> HttpResponse:
+        """``POST`` a sign-in to nginx, as a page of :data:`ORIGIN` would."""
+        return await request(
+            "127.0.0.1",
+            self.nginx.https_port,
+            "POST",
+            path,
+            b"",
+            {"Origin": ORIGIN, **(headers or {})},
+            local_address=local_address,
+            ssl_context=self.tls,
+        )
+
+    async def token(self, path: str = "/api/auth") -> str:
+        response = await self.auth(path)
+        assert response.status == 200, response.body
+        token: str = response.json()["session_token"]
+        return token
+
+    def ws(
+        self, token: str, path: str = "/ws", *, extensions: str | None = None
+    ) -> AbstractAsyncContextManager[WebSocketConnection]:
+        """A ``wss://`` socket through nginx, from a page of :data:`ORIGIN`."""
+        headers = [(b"Origin", ORIGIN.encode())]
+        if extensions is not None:
+            headers.append((b"Sec-WebSocket-Extensions", extensions.encode()))
+        return open_websocket_url(
+            f"wss://127.0.0.1:{self.nginx.https_port}{path}?token={token}",
+            ssl_context=self.tls,
+            extra_headers=headers,
+            max_message_size=2**24,
+            # Room for a session's last messages, so that the close behind them is seen
+            # (``ws.closed``) before anyone reads them.
+            message_queue_size=64,
+        )
+
+    async def session(
+        self,
+        stack: AsyncExitStack,
+        setup: dict[str, Any] = TEXT_SETUP,
+        *,
+        auth: str = "/api/auth",
+        ws: str = "/ws",
+    ) -> BrowserClient:
+        """A session past ``setupComplete``, held open until ``stack`` closes."""
+        token = await self.token(auth)
+        client = BrowserClient(await stack.enter_async_context(self.ws(token, ws)))
+        await client.send_json(setup)
+        assert "setupComplete" in await client.recv_json()
+        return client
+
+    def upstream(self, served: Served) -> str:
+        """How nginx's log names an instance."""
+        return f"127.0.0.1:{served.port}"
+
+
+def started(served: Served) -> int:
+    """How many sessions ``served`` has started (its log's ``session <id> started`` lines)."""
+    return sum("started (limit" in line for line in served.text.splitlines())
+
+
+@asynccontextmanager
+async def fleet(
+    tmp_path: Path, redis: RedisServer, emulator: Emulator, tls: Tls, **settings: str
+) -> AsyncIterator[Fleet]:
+    env = env_file() | {
+        "PORT": "0",
+        "WORKERS": "1",
+        "STATE_URL": redis.url,
+        "GOOGLE_API_KEY": "test-key",
+        "UPSTREAM_URL": emulator.url,
+        "SHUTDOWN_GRACE_SECONDS": str(GRACE),
+        # Deflate on at the instances: nginx must keep it off by itself.
+        "WS_COMPRESSION": "true",
+        **settings,
+    }
+    async with liveproxy_process(**env) as a, liveproxy_process(**env) as b:
+        upstreams = dict(zip(UPSTREAMS, (a.port, b.port), strict=True))
+        async with running_nginx(
+            tmp_path / "nginx", upstreams=upstreams, cert=tls.cert, key=tls.key
+        ) as nginx:
+            yield Fleet(a, b, nginx, tls.client)
+
+
+async def turn(client: BrowserClient, text: str = "are you there?") -> list[Frame]:
+    await client.send_json({"type": "text", "text": text})
+    with trio.fail_after(5):
+        return await client.recv_until(has_key("serverContent", "turnComplete"))
+
+
+def statuses(frames: list[Frame]) -> list[str]:
+    return [
+        orjson.loads(f)["sessionStatus"]["state"]
+        for f in frames
+        if isinstance(f, str) and "sessionStatus" in f
+    ]
+
+
+async def accepted_extensions(port: int) -> bytes:
+    """What an instance itself answers to a permessage-deflate offer (plain, no token)."""
+    stream = await open_raw(port)
+    async with stream:
+        await upgrade(
+            stream, "/ws", extra=f"Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n".encode()
+        )
+        with trio.fail_after(5):
+            head = await read_head(stream)
+    assert head.startswith(b"HTTP/1.1 101")
+    lines = head.lower().split(b"\r\n")
+    return b"".join(line for line in lines if line.startswith(b"sec-websocket-extensions"))
+
+
+async def check_metrics(fleet: Fleet, scenario: str, **facts: int) -> None:
+    """METRICS GO HERE: assertions on the instances' Prometheus metrics after a scenario.
+
+    Called at the end of every test with what the test established (``facts``: sessions,
+    reconnects, refusals...). Empty for now: ``METRICS_BIND`` is being built in parallel, and
+    nothing here may depend on it yet. To fill in: start the fleet with ``METRICS_BIND`` (a
+    port per instance), scrape each instance's metrics, and compare with ``facts`` (for
+    example ``liveproxy_sessions_total{reason="shutdown"}`` on the drained instance).
+    """
+    del fleet, scenario, facts
+
+
+async def test_a_whole_session_through_nginx(
+    tmp_path: Path, redis_server: RedisServer, emulator: Emulator, tls: Tls
+) -> None:
+    async with fleet(tmp_path, redis_server, emulator, tls) as f, AsyncExitStack() as stack:
+        assert b"permessage-deflate" in await accepted_extensions(f.a.port)  # left to itself
+        token = await f.token()
+        ws = await stack.enter_async_context(f.ws(token, extensions=DEFLATE_OFFER))
+        assert "sec-websocket-extensions" not in {k.decode() for k, _ in ws.handshake_headers}
+        client = BrowserClient(ws)
+        await client.send_json({"setup": AUDIO_SETUP["setup"] | {"tools": TOOLS}})
+        assert "setupComplete" in await client.recv_json()
+
+        sent = pcm.frames(pcm.speech(1.0) + pcm.silence(1.0))
+        for frame in sent:
+            await ws.send_message(frame)
+        with trio.fail_after(5):
+            frames = await client.recv_until(has_key("serverContent", "turnComplete"))
+        audio = [f for f in frames if isinstance(f, bytes)]
+        assert audio
+        assert all(len(a) % 2 == 0 for a in audio)
+        # The answer is the utterance at 24 kHz: 1.5 bytes out per byte of speech in.
+        assert sum(map(len, audio)) == pytest.approx(1.5 * 32000, rel=0.25)
+
+        await client.send_json({"type": "text", "text": 'call get_weather {"location":"Tokyo"}'})
+        with trio.fail_after(5):
+            called = await client.recv_until(has_key("toolCall"))
+        (function_call,) = orjson.loads(called[-1])["toolCall"]["functionCalls"]
+        assert (function_call["name"], function_call["args"]) == (
+            "get_weather",
+            {"location": "Tokyo"},
+        )
+        response = {"id": function_call["id"], "name": "get_weather", "response": {"tempC": 21}}
+        await client.send_json({"tool_response": {"function_responses": [response]}})
+        with trio.fail_after(5):
+            answer = await client.recv_until(has_key("serverContent", "turnComplete"))
+        heard = "".join(
+            e["serverContent"].get("outputTranscription", {}).get("text", "")
+            for e in map(orjson.loads, (f for f in answer if isinstance(f, str)))
+            if "serverContent" in e
+        )
+        assert heard == 'get_weather returned {"tempC":21}'  # spoken: audio and its transcript
+        assert any(isinstance(f, bytes) for f in answer)
+        await ws.aclose()
+
+        lines = await logged(f.nginx, lambda line: line.status == 101)
+        assert [(line.method, line.uri, line.upstream_statuses) for line in lines][-1] == (
+            "GET",
+            "/ws",
+            ["101"],
+        )
+        assert token not in f.nginx.access_log  # $uri, not $request: no query string
+
+    (record,) = emulator.connections
+    upstream_audio = [b for kind, b in record.received if kind == "realtimeInput" and "audio" in b]
+    assert len(upstream_audio) == len(sent)  # every frame reached the model
+    await check_metrics(f, "whole session", sessions=1, audio_frames=len(sent))
+
+
+async def logged(
+    nginx: Nginx, wanted: Callable[[AccessLine], bool], count: int = 1
+) -> list[AccessLine]:
+    """The access log once ``count`` of its lines are ``wanted``.
+
+    nginx writes a line after the answer has gone out (a socket's when it closes), so a client
+    may read the log before the line of what it was just answered is there.
+    """
+
+    async def there() -> bool:
+        return sum(map(wanted, nginx.access_lines())) >= count
+
+    await eventually(there, 5)
+    return nginx.access_lines()
+
+
+async def test_an_upstream_go_away_is_resumed_behind_nginx(
+    tmp_path: Path, redis_server: RedisServer, emulator: Emulator, tls: Tls
+) -> None:
+    async with fleet(tmp_path, redis_server, emulator, tls) as f, AsyncExitStack() as stack:
+        emulator.queue_faults(Faults(go_away_after=1))
+        client = await f.session(stack, auth=GATEWAY_AUTH, ws=GATEWAY_WS)
+        await client.send_json({"type": "text", "text": "first"})
+        with trio.fail_after(5):
+            frames = await client.recv_until(has_key("sessionStatus", "state"))
+            frames += await client.recv_until(has_key("sessionStatus", "state"))
+        assert statuses(frames) == ["reconnecting", "resumed"]
+        assert texts(frames)  # the first turn was answered before the switch
+        second = await turn(client, "second")
+        assert texts(second)
+        assert client.ws.closed is None  # the browser's socket never closed
+
+    first, resumed = emulator.connections
+    assert first.ended_by == "client"  # the instance closed the old connection itself
+    assert resumed.resumed_handle is not None
+    assert resumed.session_id == first.session_id
+    await check_metrics(f, "go away", sessions=1, reconnects=1)
+
+
+async def test_sigterm_drains_one_instance_while_nginx_sends_new_sessions_to_the_other(
+    tmp_path: Path, redis_server: RedisServer, emulator: Emulator, tls: Tls
+) -> None:
+    async with fleet(tmp_path, redis_server, emulator, tls) as f, AsyncExitStack() as stack:
+        a, b = f.a, f.b
+        # nginx's round robin alternates: of 4 sessions, each instance holds some.
+        held = [await f.session(stack) for _ in range(4)]
+        await eventually(_async(lambda: started(a) + started(b) == 4), 5)
+        on_a, on_b = started(a), started(b)
+        assert on_a >= 1, on_b
+        assert on_b >= 1, on_a
+
+        a.process.send_signal(signal.SIGTERM)
+        signalled = trio.current_time()
+        await a.wait_for(lambda text: "shutting down" in text)
+        ready = await request("127.0.0.1", a.port, "GET", "/api/ready")
+        assert (ready.status, ready.json()["error"]) == (
+            503,
+            {"code": "not_ready", "message": "draining"},
+        )
+        assert (await request("127.0.0.1", b.port, "GET", "/api/ready")).status == 200
+
+        # New sessions meanwhile: every sign-in succeeds at once (nginx passes a's 503 on to
+        # b). A socket that nginx sends to a is accepted and closed 1001 before a reads the
+        # token: the browser reconnects with the same token and nginx's next pick is b.
+        retried = 0
+        fresh = []
+        for _ in range(4):
+            response = await f.auth()
+            assert response.status == 200, response.body
+            token = response.json()["session_token"]
+            for _attempt in range(3):
+                client = BrowserClient(await stack.enter_async_context(f.ws(token)))
+                closed = await set_up(client)
+                if closed is None:
+                    fresh.append(client)
+                    break
+                assert (closed.code, closed.reason) == (1001, "server shutting down")
+                retried += 1
+        assert len(fresh) == 4
+
+        assert a.process.returncode is None  # all of it while a was draining
+        await check_metrics(f, "draining", live_on_a=on_a, live_on_b=on_b + 4)
+        await eventually(_async(lambda: started(b) == on_b + 4), 5)
+        assert started(a) == on_a
+
+        await logged(f.nginx, lambda line: line.method == "POST", 8)
+        lines = await logged(
+            f.nginx, lambda line: line.upstreams == [f.upstream(a)] and line.status == 101, retried
+        )
+        sign_ins = [line for line in lines if line.method == "POST"]
+        assert [line.status for line in sign_ins] == [200] * 8
+        passed_on = [
+            line
+            for line in sign_ins
+            if line.upstreams == [f.upstream(a), f.upstream(b)]
+            and line.upstream_statuses == ["503", "200"]
+        ]
+        assert passed_on  # a's 503 shutting_down, retried on b by nginx
+        # What nginx does with a socket landing on a: the 101 and a's close go to the browser
+        # as they are, never retried (the line is a's alone). Its round robin alternates, so
+        # at least every other new socket landed on a.
+        assert retried >= 2
+        to_a = [line for line in lines if line.uri == "/ws" and line.upstreams == [f.upstream(a)]]
+        assert len(to_a) == retried
+
+        with trio.fail_after(GRACE + 8):
+            assert await a.process.wait() == 0
+        assert trio.current_time() - signalled >= GRACE - 0.1  # a's sessions held the drain
+        assert "Traceback" not in a.text
+
+        await eventually(_async(lambda: sum(c.ws.closed is not None for c in held) == on_a), 5)
+        ended = [client for client in held if client.ws.closed is not None]
+        for client in ended:
+            ending = await client.wait_closed()
+            assert ending.code == 1001
+            assert ending.last_event["sessionEnd"]["reason"] == "shutdown"
+        for client in [c for c in held if c.ws.closed is None] + fresh:
+            await turn(client)  # b's sessions go on
+
+        # a is gone: nginx finds its port closed and goes to b.
+        await turn(await f.session(stack))
+        await check_metrics(f, "drained", live_on_b=on_b + 5, shutdown_on_a=on_a)
+
+
+async def set_up(client: BrowserClient) -> CloseReason | None:
+    """Send the setup: None once ``setupComplete`` is back, or how the socket closed instead."""
+    try:
+        await client.send_json(TEXT_SETUP)
+        first = await client.recv_json()
+    except ConnectionClosed as closed:
+        reason: CloseReason | None = closed.reason
+        assert reason is not None
+        return reason
+    assert "setupComplete" in first
+    return None
+
+
+def _async(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def run() -> bool:
+        return check()
+
+    return run
+
+
+async def test_the_edge_redirects_names_each_browser_and_limits_sign_ins(
+    tmp_path: Path, redis_server: RedisServer, emulator: Emulator, tls: Tls
+) -> None:
+    limits = {"MAX_SESSIONS": "3", "MAX_SESSIONS_PER_CLIENT": "2", "AUTH_RATE_LIMIT": "0"}
+    async with (
+        fleet(tmp_path, redis_server, emulator, tls, **limits) as f,
+        AsyncExitStack() as stack,
+    ):
+        plain = await request("127.0.0.1", f.nginx.http_port, "GET", "/api/health")
+        assert (plain.status, plain.headers["location"]) == (301, "https://127.0.0.1/api/health")
+
+        # Each browser is its own client (X-Forwarded-For), and cannot pose as another.
+        posing = {"X-Forwarded-For": "127.0.0.9"}
+        for _ in range(2):
+            assert (await f.auth(local_address="127.0.0.2", headers=posing)).status == 200
+        refused = await f.auth(local_address="127.0.0.2")
+        assert (refused.status, refused.json()["error"]["code"]) == (429, "too_many_sessions")
+        third = await f.auth(local_address="127.0.0.3")
+        assert third.status == 200
+
+        # The fleet is full (3 places): both instances answer 503 at_capacity, nginx passes
+        # the last answer on, and marks neither down: the page and the sockets still work.
+        for _ in range(2):
+            full = await f.auth(local_address="127.0.0.4")
+            assert (full.status, full.json()["error"]["code"]) == (503, "at_capacity")
+        for _ in range(2):
+            health = await request(
+                "127.0.0.1", f.nginx.https_port, "GET", "/api/health", ssl_context=f.tls
+            )
+            assert health.status == 200
+        ws = await stack.enter_async_context(f.ws(third.json()["session_token"]))
+        client = BrowserClient(ws)  # held open: the fleet stays full
+        await client.send_json(TEXT_SETUP)
+        assert "setupComplete" in await client.recv_json()
+
+        # limit_req: 30 a minute, bursts of 30 at once (so 31 in a row), then 429 with a JSON
+        # body. One more gets through every 2 s the loop takes (well under 2 s, usually).
+        began = trio.current_time()
+        answers = [await f.auth(local_address="127.0.0.5") for _ in range(36)]
+        took = trio.current_time() - began
+        codes = [a.status for a in answers]
+        assert codes[:32] == [503] * 31 + [429] or took >= 2, codes
+        assert codes[:31] == [503] * 31, codes
+        assert 31 <= codes.count(503) <= 31 + took / 2, (codes, took)
+        limited = answers[codes.index(429)]
+        assert limited.json()["error"]["code"] == "rate_limited"
+        assert limited.headers["retry-after"] == "2"
+        assert (await f.auth(local_address="127.0.0.6")).status == 503  # others are not limited
+
+        lines = await logged(f.nginx, lambda line: line.method == "POST", 3 + 1 + 2 + 36 + 1)
+        both = sorted([f.upstream(f.a), f.upstream(f.b)])
+        at_capacity = [line for line in lines if line.status == 503]
+        assert len(at_capacity) == 2 + codes.count(503) + 1
+        for line in at_capacity:  # each asked both instances, and neither was taken out
+            assert (sorted(line.upstreams), line.upstream_statuses) == (both, ["503", "503"])
+        # Of the 429s, the first is an instance's (too_many_sessions), the rest nginx's own.
+        nginx_own = [line.upstreams == ["-"] for line in lines if line.status == 429]
+        assert nginx_own == [False] + [True] * codes.count(429)
+        await check_metrics(
+            f,
+            "edge",
+            refused_at_capacity=2 + codes.count(503) + 1,
+            rate_limited_at_edge=codes.count(429),
+        )
