@@ -148,6 +148,8 @@ class Config:
     #: private SQLite file with several (see :mod:`liveproxy.web.supervisor`).
     state_url: str | None = attrs.field(default=None, repr=lambda u: repr(u and redact_url(u)))
     session_lease_seconds: float = 30.0
+    #: How long a conversation whose socket ended stays resumable (0: not resumable).
+    resume_window_seconds: float = 60.0
     #: ``host:port`` (``[::1]:port`` for IPv6) of the Prometheus listener; None: no metrics.
     metrics_bind: str | None = None
 
@@ -237,6 +239,7 @@ class Config:
             workers=env.parse("WORKERS", _workers, 1),
             state_url=env.parse("STATE_URL", _state_url, None),
             session_lease_seconds=env.parse("SESSION_LEASE_SECONDS", _seconds, 30.0),
+            resume_window_seconds=env.parse("RESUME_WINDOW_SECONDS", _seconds_or_off, 60.0),
             metrics_bind=env.parse("METRICS_BIND", _bind, None),
         )
         if config.session_min_seconds > config.session_max_seconds:

@@ -75,11 +75,16 @@ def to_json(obj: Any) -> bytes:
     return orjson.dumps(CONVERTER.unstructure(obj))
 
 
+#: Resume tokens are 43 characters; anything much longer is not one.
+MAX_RESUME_TOKEN_CHARS = 256
+
+
 def decode_auth_request(body: bytes) -> AuthRequest:
     """Parse the optional ``POST /api/auth`` body (none, empty, or a JSON object).
 
     Raises:
-        DecodeError: not JSON, not an object, or ``session_duration`` not an integer.
+        DecodeError: not JSON, not an object, ``session_duration`` not an integer, or
+            ``resume`` not a short string.
     """
     if not body.strip():
         return AuthRequest()
@@ -90,12 +95,18 @@ def decode_auth_request(body: bytes) -> AuthRequest:
     if not isinstance(data, dict):
         raise DecodeError("the body must be a JSON object")
     data = {to_snake(k): v for k, v in data.items()}
+    resume = data.get("resume")
+    if resume is not None and (
+        not isinstance(resume, str) or not 0 < len(resume) <= MAX_RESUME_TOKEN_CHARS
+    ):
+        raise DecodeError("resume must be the token of a sessionResumable message")
     if data.get("session_duration") is None:
-        return AuthRequest()
+        return AuthRequest(resume=resume)
     try:
-        return structure({"session_duration": data["session_duration"]}, AuthRequest)
+        request = structure({"session_duration": data["session_duration"]}, AuthRequest)
     except DecodeError:
         raise DecodeError("session_duration must be an integer number of seconds") from None
+    return AuthRequest(request.session_duration, resume)
 
 
 def decode_browser_input(data: dict[str, Any]) -> BrowserInput:

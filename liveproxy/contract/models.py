@@ -16,6 +16,8 @@ import attrs
 @attrs.frozen
 class AuthRequest:
     session_duration: int | None = None
+    #: A ``sessionResumable`` token: continue that conversation instead of starting one.
+    resume: str | None = None
 
 
 @attrs.frozen

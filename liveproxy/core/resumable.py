@@ -3,7 +3,8 @@
 Captured when a socket ends for a reason that leaves the conversation resumable (the browser
 left or the server shut down) and kept in the state store, never in the browser: the upstream
 resumption handle, the setup, the time left, the running stats, and the turn-level messages
-sent since that handle (the handle's state does not include them, so they are sent again).
+sent since that handle (the handle's state does not include them, so they are sent again; with
+no handle yet, every turn so far).
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ class Resumable:
 
     #: Stable across the conversation's sockets (its first socket's session id), for logs.
     conversation_id: str
-    handle: str
+    #: Gemini's latest resumption handle; None before the first one (the new socket then opens
+    #: a new Gemini session with the same setup and replays every turn).
+    handle: str | None
     #: The browser's setup as the session validated it (the upstream setup is built from it).
     setup: dict[str, Any]
     remaining_seconds: float

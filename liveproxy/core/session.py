@@ -29,6 +29,7 @@ import attrs
 import trio
 from trio_websocket import CloseReason, ConnectionClosed
 
+from liveproxy.contract.codec import encode_session_resumable
 from liveproxy.contract.endings import SHUTDOWN, TIME_LIMIT, Outcome
 from liveproxy.contract.errors import (
     UpstreamFailed,
@@ -49,6 +50,7 @@ from liveproxy.core.keepalive import keep_alive
 from liveproxy.core.link import UpstreamLink
 from liveproxy.core.ports import BrowserPort
 from liveproxy.core.race import Race
+from liveproxy.core.resumable import MIN_REMAINING_SECONDS, Resumable, resumable_ending
 from liveproxy.core.services import SessionServices
 from liveproxy.core.stats import SessionCounters
 from liveproxy.core.upstream import (
@@ -93,18 +95,41 @@ class Session:
         services: SessionServices,
         *,
         time_limit: float,
+        resumed: Resumable | None = None,
+        resume_token: str | None = None,
     ) -> None:
+        """``resumed``: the conversation this socket continues (its handle, setup, stats and
+        replay; ``time_limit`` is then what it has left). ``resume_token``: announced to the
+        browser after ``setupComplete`` (None: conversations are not resumable)."""
         self.socket = socket
         self.out = out
         self.services = services
         self.config = services.config
         self.time_limit = time_limit
-        self.counters = SessionCounters(started_at=trio.current_time())
+        self.resumed = resumed
+        self.resume_token = resume_token
+        self._started_at = now = trio.current_time()
+        self.counters = SessionCounters(started_at=now)
         self.race = Race()
         self.link = UpstreamLink(self.config.upstream_buffer_bytes)
         self.reader = BrowserReader(socket, self.link, out, self.counters, self.config)
         self.course = Course(self.config.reconnect_attempts)
         self.audio_out = AudioAligner()
+        self._resumable_announced = False
+        if resumed is not None:
+            self.counters = SessionCounters(
+                started_at=now - resumed.elapsed_seconds,
+                message_count=resumed.message_count,
+                audio_chunks_sent=resumed.audio_chunks_sent,
+                total_token_count=resumed.total_token_count,
+                prompt_token_count=resumed.prompt_token_count,
+                response_token_count=resumed.response_token_count,
+                reconnects=resumed.reconnects,
+            )
+            self.reader = BrowserReader(socket, self.link, out, self.counters, self.config)
+            self.reader.preset(resumed.setup)
+            self.course.handle = resumed.handle
+            self.link.preload(resumed.replay)
 
     async def run(self) -> Outcome:
         """Run until the first outcome; every task and upstream connection is gone on return."""
@@ -154,7 +179,9 @@ class Session:
                 "no upstream is configured (set GOOGLE_API_KEY, PROJECT_ID or UPSTREAM_URL)"
             )
         model = model_path(self.config, setup["model"])
-        end = await self._connect_and_relay(target, model, resumed=False)
+        end = await self._connect_and_relay(
+            target, model, resumed=self.course.handle is not None, first=True
+        )
         while True:
             if end is None:
                 return None
@@ -179,15 +206,18 @@ class Session:
             if self.race.decided:
                 return None
             try:
-                return await self._connect_and_relay(target, model, resumed=True)
+                return await self._connect_and_relay(target, model, resumed=True, first=False)
             except (UpstreamRejected, UpstreamUnavailable) as exc:
                 self.course.attempt_failed(exc)
         raise self.course.gave_up()
 
     async def _connect_and_relay(
-        self, target: UpstreamTarget, model: str, *, resumed: bool
+        self, target: UpstreamTarget, model: str, *, resumed: bool, first: bool
     ) -> _ConnectionEnd | None:
         """Open one connection (resuming the handle if ``resumed``) and relay until it ends.
+
+        The ``first`` connection of this socket answers the browser's setup (``setupComplete``,
+        also when it continues a resumed conversation); a later one says ``resumed``.
 
         The attempt's scope is registered with the race, so an outcome abandons it. Returns how the
         connection ended (None: the session is over); the connection is closed on return.
@@ -211,11 +241,7 @@ class Session:
             ) as connection:
                 self.race.discard(connecting)
                 self.course.connected()
-                if resumed:
-                    self.counters.reconnects += 1
-                    self.services.gauges.reconnects += 1
-                    self.out.put(STATUS_RESUMED)
-                else:
+                if first:
                     setup_complete = connection.setup_complete
                     self.out.put(
                         setup_complete.decode()
@@ -223,6 +249,11 @@ class Session:
                         else setup_complete
                     )
                     self.counters.setup_completed()
+                    self._announce_resumable()
+                else:
+                    self.counters.reconnects += 1
+                    self.services.gauges.reconnects += 1
+                    self.out.put(STATUS_RESUMED)
                 return await self._relay(connection)
         finally:
             self.race.discard(connecting)
@@ -316,6 +347,42 @@ class Session:
                     raise UpstreamFailed(str(exc)) from None
             if course.on_event(event, trio.current_time()):
                 return _Switch()
+
+    def _announce_resumable(self) -> None:
+        """Send the browser its resume token, after ``setupComplete`` (once per socket)."""
+        if self.resume_token is None or self._resumable_announced:
+            return
+        self._resumable_announced = True
+        window = self.config.resume_window_seconds
+        self.out.put(encode_session_resumable(self.resume_token, window))
+
+    def resumable(self, outcome: Outcome | None, conversation_id: str) -> Resumable | None:
+        """What a new socket needs to continue this conversation, or None when it cannot:
+        a fatal ending (``outcome`` None means the socket was cancelled, the browser gone), no
+        ``setupComplete`` yet, resumption off, or too little time left."""
+        setup = self.reader.setup
+        if self.resume_token is None or not self._resumable_announced or setup is None:
+            return None
+        if not resumable_ending(outcome):
+            return None
+        remaining = self.time_limit - (trio.current_time() - self._started_at)
+        if remaining < MIN_REMAINING_SECONDS:
+            return None
+        counters = self.counters
+        return Resumable(
+            conversation_id=conversation_id,
+            handle=self.course.handle,
+            setup=setup,
+            remaining_seconds=round(remaining, 3),
+            elapsed_seconds=counters.elapsed(),
+            message_count=counters.message_count,
+            audio_chunks_sent=counters.audio_chunks_sent,
+            total_token_count=counters.total_token_count,
+            prompt_token_count=counters.prompt_token_count,
+            response_token_count=counters.response_token_count,
+            reconnects=counters.reconnects,
+            replay=tuple(self.link.replayable()),
+        )
 
     def _redact(self, text: str) -> str:
         target = self.services.target

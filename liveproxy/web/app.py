@@ -31,6 +31,7 @@ from liveproxy.contract.models import (
     Status,
 )
 from liveproxy.core.credentials import ApiKey, Credentials, GoogleAuth, NoCredentials
+from liveproxy.core.resumable import Resumable
 from liveproxy.core.services import SessionServices
 from liveproxy.core.stats import Gauges
 from liveproxy.core.upstream import UpstreamTarget, upstream_url
@@ -41,10 +42,18 @@ from liveproxy.web.metrics import NO_METRICS, Metrics, TokenResults
 from liveproxy.web.origins import Cors, OriginPolicy
 from liveproxy.web.request_body import BoundedBodies
 from liveproxy.web.state import ProxyState
-from liveproxy.web.store import Grant, Limits, Rate, Refused, StateStore, StoreUnavailable
+from liveproxy.web.store import (
+    Conversation,
+    Grant,
+    Limits,
+    Rate,
+    Refused,
+    StateStore,
+    StoreUnavailable,
+)
 from liveproxy.web.store.memory import MemoryStore
 from liveproxy.web.worker import SharedEmulator
-from liveproxy.web.ws_route import SessionRoute
+from liveproxy.web.ws_route import SessionRoute, resume_client
 
 log = logging.getLogger("liveproxy")
 
@@ -170,13 +179,34 @@ def _add_http_routes(app: LiveProxyApp, state: ProxyState) -> None:
         )
         if identity is not None:  # signed in: the JWT's subject (hashed) is the client
             client = identity
-        grant = Grant(duration, origin=request.headers.get("Origin"), client=client)
+        origin = request.headers.get("Origin")
+        grant = Grant(duration, origin=origin, client=client)
+        resumed: Conversation | None = None
+        if body.resume is not None:
+            try:
+                resumed = await state.store.take_conversation(
+                    body.resume, origin, resume_client(client)
+                )
+            except StoreUnavailable:
+                log.warning("state store unreachable: no conversation resumed")
+                return _error(503, "state_unavailable", "the state store is unreachable")
+            remaining = _time_left(resumed)
+            if resumed is None or remaining is None:
+                return _error(
+                    404,
+                    "resume_not_found",
+                    "no conversation to resume for this token (unknown, used or expired)",
+                )
+            duration = remaining
+            grant = Grant(duration, origin=origin, client=client, resume=resumed.state)
         try:
             admitted = await state.store.admit(grant, limits)
         except StoreUnavailable:
             log.warning("state store unreachable: no token issued")
             return _error(503, "state_unavailable", "the state store is unreachable")
         if isinstance(admitted, Refused):
+            if resumed is not None and body.resume is not None:  # it stays resumable
+                await _keep_again(state, body.resume, resumed)
             response = _error(admitted.status, admitted.code, admitted.message)
             if admitted.retry_after is not None:
                 response.headers["Retry-After"] = str(admitted.retry_after)
@@ -227,6 +257,25 @@ def _add_http_routes(app: LiveProxyApp, state: ProxyState) -> None:
     async def internal_error(exc: Exception) -> Response:
         log.exception("request failed", exc_info=exc)
         return _error(500, "internal_error", "the server failed to answer this request")
+
+
+def _time_left(conversation: Conversation | None) -> int | None:
+    """The time limit a taken conversation's new socket gets (None: not a readable state)."""
+    if conversation is None:
+        return None
+    try:
+        return Resumable.from_json(conversation.state).time_limit
+    except ValueError:
+        log.warning("a kept conversation's state is unreadable: it cannot be resumed")
+        return None
+
+
+async def _keep_again(state: ProxyState, token: str, conversation: Conversation) -> None:
+    """Put back a conversation taken for a resume that was then refused (capacity, rate)."""
+    try:
+        await state.store.keep_conversation(token, conversation, state.config.resume_window_seconds)
+    except StoreUnavailable:
+        log.warning("state store unreachable: a refused resume's conversation is lost")
 
 
 def _sign_in(settings: SignInSettings) -> Callable[[str | None], Awaitable[str | Response]] | None:

@@ -20,6 +20,7 @@ from liveproxy.contract.endings import UNAUTHORIZED, Outcome, outcome_code
 from liveproxy.contract.errors import AtCapacity, SessionError, SlowClient, StateUnavailable
 from liveproxy.contract.models import ErrorEvent, SessionEnd
 from liveproxy.core.browser import ASGIMessage, BrowserQueue, BrowserSocket, Receive, Send
+from liveproxy.core.resumable import Resumable
 from liveproxy.core.session import Session
 from liveproxy.core.stats import SessionCounters
 from liveproxy.logs import SESSION_ID, fields
@@ -28,7 +29,7 @@ from liveproxy.web.clients import client_hash
 from liveproxy.web.metrics import NO_METRICS, Metrics
 from liveproxy.web.origins import OriginPolicy, header
 from liveproxy.web.state import ProxyState
-from liveproxy.web.store import Lease, StoreUnavailable
+from liveproxy.web.store import Conversation, Grant, Lease, StoreUnavailable
 
 log = logging.getLogger("liveproxy")
 
@@ -116,8 +117,19 @@ async def _serve_session(
         return
 
     grant = lease.grant
+    resumed = _resumed(grant)
+    conversation_id = resumed.conversation_id if resumed else session_id
+    time_limit = resumed.remaining_seconds if resumed else grant.session_time_limit
+    resume_token = secrets.token_urlsafe(32) if config.resume_window_seconds else None
     queue = BrowserQueue(config.browser_queue_bytes)
-    session = Session(socket, queue, state.services, time_limit=grant.session_time_limit)
+    session = Session(
+        socket,
+        queue,
+        state.services,
+        time_limit=time_limit,
+        resumed=resumed,
+        resume_token=resume_token,
+    )
     counters = session.counters
     counters.on_setup = lambda: metrics.setup_completed(trio.current_time() - opened_at)
     reconnects = counters.reconnects  # a conversation resumed on this socket brings its own
@@ -127,16 +139,19 @@ async def _serve_session(
         state.gauges.session_started()
         metrics.session_started()
         log.info(
-            "session %s started (limit %ss)",
+            "session %s started (limit %ss)%s",
             session_id,
-            grant.session_time_limit,
+            round(time_limit),
+            f", continuing conversation {conversation_id}" if resumed else "",
             extra=fields(
                 "session_started",
                 client=client_hash(grant.client),
-                time_limit=grant.session_time_limit,
+                time_limit=round(time_limit),
+                conversation_id=conversation_id,
+                resumed=resumed is not None,
             ),
         )
-        outcome: Outcome
+        outcome: Outcome | None = None
         try:
             outcome = await session.run()
         except Exception:
@@ -146,11 +161,59 @@ async def _serve_session(
             state.gauges.session_ended()
             metrics.session_closed()
             del state.leases.held[lease.id]
-            # The place must come back even when the session is cancelled.
-            await _end_lease(state, lease)
+            # Even when the session is cancelled (the browser gone): the place comes back, and
+            # the conversation is kept for a new socket.
+            with trio.move_on_after(STORE_TIMEOUT_SECONDS, shield=True):
+                await _end_lease(state, lease)
+                if resume_token is not None:
+                    await _keep_conversation(
+                        state, session.resumable(outcome, conversation_id), resume_token, grant
+                    )
+        assert outcome is not None
         _log_end(session_id, session, outcome, grant.client)
         metrics.session_ended(outcome, counters.reconnects - reconnects)
         _finish(queue, session, outcome)
+
+
+def _resumed(grant: Grant) -> Resumable | None:
+    """The conversation a resume token's grant continues (None: a new one, or a stored state
+    that cannot be read, which then starts anew rather than fail)."""
+    if grant.resume is None:
+        return None
+    try:
+        return Resumable.from_json(grant.resume)
+    except ValueError:
+        log.warning("a resumed conversation's stored state is unreadable: starting anew")
+        return None
+
+
+async def _keep_conversation(
+    state: ProxyState, resumable: Resumable | None, token: str, grant: Grant
+) -> None:
+    """Keep the conversation for a new socket, for ``RESUME_WINDOW_SECONDS``, under ``token``
+    (only the same origin, and the same signed-in client, may take it back)."""
+    if resumable is None:
+        return
+    encoded = resumable.to_json()
+    if encoded is None:
+        log.info("conversation %s not kept: its state is too large", resumable.conversation_id)
+        return
+    conversation = Conversation(grant.origin, resume_client(grant.client), encoded)
+    try:
+        await state.store.keep_conversation(token, conversation, state.config.resume_window_seconds)
+    except StoreUnavailable:
+        log.warning("state store unreachable: a conversation could not be kept for resuming")
+        return
+    log.info(
+        "conversation %s resumable for %gs",
+        resumable.conversation_id,
+        state.config.resume_window_seconds,
+        extra=fields(
+            "conversation_kept",
+            conversation_id=resumable.conversation_id,
+            remaining_seconds=resumable.remaining_seconds,
+        ),
+    )
 
 
 async def _refuse(socket: BrowserSocket, refusal: SessionError) -> None:
@@ -168,6 +231,13 @@ async def _end_lease(state: ProxyState, lease: Lease) -> None:
             await state.store.end_session(lease)
         except StoreUnavailable:
             log.warning("state store unreachable: a session's lease is left to expire")
+
+
+def resume_client(client: str) -> str:
+    """Who may resume a conversation besides its origin: a signed-in client (``sub:...``) must
+    be the same; an address is not checked (a phone moving from Wi-Fi to mobile data changes
+    it, and that is when a conversation most needs resuming)."""
+    return client if client.startswith("sub:") else ""
 
 
 def _finish(queue: BrowserQueue, session: Session, outcome: Outcome) -> None:

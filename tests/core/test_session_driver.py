@@ -23,6 +23,7 @@ from liveproxy.contract.errors import SessionError, SlowClient, UpstreamFailed, 
 from liveproxy.core.browser import BrowserGone, BrowserQueue
 from liveproxy.core.credentials import ApiKey
 from liveproxy.core.ports import Frame
+from liveproxy.core.resumable import Resumable
 from liveproxy.core.services import SessionServices
 from liveproxy.core.session import Session
 from liveproxy.core.stats import Gauges
@@ -134,13 +135,19 @@ class Run:
     to_session: trio.MemorySendChannel[Frame]
     gemini: FakeGemini
     services: SessionServices
+    session: Session
     outcome: Outcome | None = None
     done: trio.Event = attrs.Factory(trio.Event)
 
 
 @asynccontextmanager
 async def running(
-    *, time_limit: float = 600, stuck: bool = False, **settings: object
+    *,
+    time_limit: float = 600,
+    stuck: bool = False,
+    resumed: Resumable | None = None,
+    resume_token: str | None = None,
+    **settings: object,
 ) -> AsyncIterator[Run]:
     """A session between a fake browser and fake Gemini; its outcome is set when it ends."""
     config = Config(api_key="k", upstream_ping_interval_seconds=0, **settings)  # type: ignore[arg-type]
@@ -154,9 +161,16 @@ async def running(
     )
     to_session, incoming = trio.open_memory_channel[Frame](16)
     browser = FakeBrowser(incoming, stuck=stuck)
-    run = Run(browser, to_session, gemini, services)
     queue = BrowserQueue(config.browser_queue_bytes)
-    session = Session(browser, queue, services, time_limit=time_limit)
+    session = Session(
+        browser,
+        queue,
+        services,
+        time_limit=time_limit,
+        resumed=resumed,
+        resume_token=resume_token,
+    )
+    run = Run(browser, to_session, gemini, services, session)
 
     async def drive() -> None:
         async with trio.open_nursery() as writers:
