@@ -74,6 +74,19 @@ class BrowserSocket:
         await self._send({"type": "websocket.accept"})
         return True
 
+    async def reject(self, status: int, body: bytes) -> None:
+        """Answer the handshake with an HTTP ``status`` and a JSON ``body`` instead of accepting
+        it (a proxy in front, such as nginx, can then try another instance)."""
+        message = await self._receive()
+        if message["type"] != "websocket.connect":
+            return
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await self._send(
+            {"type": "websocket.http.response.start", "status": status, "headers": headers}
+        )
+        await self._send({"type": "websocket.http.response.body", "body": body})
+        self._closed = True
+
     async def receive(self) -> Frame:
         """The next frame from the browser (an empty binary frame is ``b""``).
 

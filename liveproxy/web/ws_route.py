@@ -24,7 +24,6 @@ from liveproxy.core.resumable import Resumable
 from liveproxy.core.session import Session
 from liveproxy.core.stats import SessionCounters
 from liveproxy.logs import SESSION_ID, fields
-from liveproxy.protocol import closes
 from liveproxy.web.clients import client_hash
 from liveproxy.web.metrics import NO_METRICS, Metrics
 from liveproxy.web.origins import OriginPolicy, header
@@ -33,6 +32,8 @@ from liveproxy.web.store import Conversation, Grant, Lease, StoreUnavailable
 
 log = logging.getLogger("liveproxy")
 
+#: The answer to an upgrade while the server drains (the token is not spent).
+SHUTTING_DOWN = b'{"error": {"code": "shutting_down", "message": "the server is shutting down"}}'
 #: How long a session's last store update may take once the session is over.
 STORE_TIMEOUT_SECONDS = 5.0
 
@@ -76,11 +77,16 @@ async def _serve_session(
 ) -> None:
     """Authorise the socket and run its session; the route's writer sends its last frames.
 
-    Refusals (origin, draining, capacity, token, an unreachable store) close the socket at once;
+    While draining the upgrade is refused with HTTP 503 ``shutting_down``. Refusals after it
+    (origin, capacity, token, an unreachable store) close the socket at once;
     a session's failure that is not a :class:`SessionError` is logged and ends it with
     ``internal_error``. Cancelled when the browser leaves (Hypercorn cancels the app), which
     ends the session's tasks too.
     """
+    if state.draining:  # refused before the upgrade: a proxy in front can try another instance
+        metrics.socket_refused("shutting_down")
+        await socket.reject(503, SHUTTING_DOWN)
+        return
     if not await socket.accept():
         return
     opened_at = trio.current_time()
@@ -88,10 +94,6 @@ async def _serve_session(
     if origin is not None and not policy.allows(origin, header(socket.scope, b"host")):
         metrics.socket_refused("forbidden_origin")
         await socket.close(UNAUTHORIZED, "Forbidden origin")
-        return
-    if state.draining:  # before the token: it stays good for another worker
-        metrics.socket_refused("shutting_down")
-        await socket.close(closes.GOING_AWAY, "server shutting down")
         return
     config = state.config
     if state.gauges.live_sessions >= config.max_sessions:

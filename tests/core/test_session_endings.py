@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 import trio
+import trio_websocket
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from liveproxy.emulator import Emulator, EmulatorConfig, Faults
@@ -57,11 +59,22 @@ async def test_shutdown_ends_live_sessions_with_1001_after_the_grace(
     make_proxy: ProxyFactory, autojump_clock: trio.testing.MockClock
 ) -> None:
     proxy = await make_proxy(shutdown_grace_seconds=5)
+    spare = await proxy.token()
     async with proxy.session() as client:
         proxy.stop.set()
         start = trio.current_time()
         refused = await proxy.http("POST", "/api/auth")
+        # A new socket is refused before the upgrade (a proxy in front can try another
+        # instance), and its token is not spent.
+        with pytest.raises(trio_websocket.ConnectionRejected) as rejected:
+            async with open_websocket_url(proxy.ws_url(spare)):
+                pass
         ended = await client.wait_closed()
+    assert (rejected.value.status_code, orjson.loads(rejected.value.body or b"")) == (
+        503,
+        {"error": {"code": "shutting_down", "message": "the server is shutting down"}},
+    )
+    assert await proxy.state.store.start_session(spare, "after") is not None
     assert refused.status == 503
     assert refused.json()["error"]["code"] == "shutting_down"
     assert trio.current_time() - start == pytest.approx(5, abs=0.5)
