@@ -4,7 +4,16 @@ Start it with ``await nursery.start(serve, EmulatorConfig(...))`` or ``liveproxy
 """
 
 from liveproxy.emulator.config import EmulatorConfig, Faults
-from liveproxy.emulator.record import ConnectionRecord
+from liveproxy.emulator.record import ConnectionRecord, IssuedHandle
 from liveproxy.emulator.server import Emulator, serve
+from liveproxy.emulator.store import SessionState
 
-__all__ = ["ConnectionRecord", "Emulator", "EmulatorConfig", "Faults", "serve"]
+__all__ = [
+    "ConnectionRecord",
+    "Emulator",
+    "EmulatorConfig",
+    "Faults",
+    "IssuedHandle",
+    "SessionState",
+    "serve",
+]

@@ -24,10 +24,11 @@ from liveproxy.emulator.endings import Close, Drop, Ending, PeerGone
 from liveproxy.emulator.lifetime import Lifetime
 from liveproxy.emulator.models import ModelCatalog
 from liveproxy.emulator.options import SessionOptions, read_setup
+from liveproxy.emulator.pending import Pending
 from liveproxy.emulator.record import ConnectionRecord
 from liveproxy.emulator.routes import Route
 from liveproxy.emulator.speaker import Speaker
-from liveproxy.emulator.store import HandleStore, SessionState, new_session_id
+from liveproxy.emulator.store import Checkpoint, HandleStore, SessionState, new_session_id
 from liveproxy.emulator.transport import Transport
 from liveproxy.protocol.closes import (
     ABNORMAL,
@@ -149,7 +150,8 @@ class Connection:
             api_version=self._route.api_version,
             models=self._models,
         )
-        state = self._session_state(options)
+        checkpoint = self._resume(options)
+        state = checkpoint.state
         if self._faults.setup_complete_delay:
             await trio.sleep(self._faults.setup_complete_delay)
         if not self._faults.withhold_setup_complete:
@@ -163,34 +165,53 @@ class Connection:
             await self._read(_ignore)
         if self._echo:
             await self._read(self._echo_audio)
-        await self._converse(options, state)
+        await self._converse(options, checkpoint)
 
-    def _session_state(self, options: SessionOptions) -> SessionState:
+    def _resume(self, options: SessionOptions) -> Checkpoint:
+        """The conversation this connection continues: the one its handle stands for, or a
+        new one.
+
+        Raises:
+            Close: 1008 "BidiGenerateContent session not found" for an unknown or expired
+                handle.
+        """
+        record = self._record
         if options.handle is None:
-            state = SessionState(new_session_id())
+            checkpoint = Checkpoint(SessionState(new_session_id()), Pending(), 0)
         else:
             resumed = self._store.resume(options.handle)
             if resumed is None:
                 raise Close(POLICY, SESSION_NOT_FOUND)
-            state = resumed
-            self._record.resumed_handle = options.handle
-        self._record.session_id = state.session_id
-        return state
+            checkpoint = resumed
+            record.resumed_handle = options.handle
+            record.resumed_after = resumed.last_consumed
+        record.session_id = checkpoint.state.session_id
+        record.conversation = checkpoint.state
+        record.transparent = options.transparent
+        return checkpoint
 
-    async def _converse(self, options: SessionOptions, state: SessionState) -> NoReturn:
+    async def _converse(self, options: SessionOptions, checkpoint: Checkpoint) -> NoReturn:
+        conversation = Conversation(options, checkpoint.state, checkpoint.pending)
         speaker = Speaker(
             self._transport,
             options,
-            state,
+            checkpoint.state,
             self._store,
             realtime=self._config.speed == "realtime",
             vertex=self._route.api == "vertex",
+            checkpoint=conversation.checkpoint,
+            record=self._record,
         )
         send, receive = trio.open_memory_channel[ClientMessage](INPUT_QUEUE)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(run_conversation, Conversation(options, state), speaker, receive)
+            nursery.start_soon(
+                run_conversation, conversation, speaker, receive, self._note_consumed
+            )
             with send:
                 await self._read(send.send)
+
+    def _note_consumed(self, index: int) -> None:
+        self._record.consumed = index
 
     async def _read(self, dispatch: Dispatch) -> NoReturn:
         """Receive, validate, record and dispatch client messages, applying the faults."""

@@ -7,6 +7,7 @@ barge-in. :func:`run_conversation` drives it with a :class:`~liveproxy.emulator.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -17,8 +18,9 @@ from liveproxy.emulator.audio import INPUT_RATE, OUTPUT_RATE, pcm_rate, resample
 from liveproxy.emulator.decode import ClientMessage
 from liveproxy.emulator.endings import Close
 from liveproxy.emulator.options import SessionOptions
+from liveproxy.emulator.pending import Pending
 from liveproxy.emulator.speaker import Call, Speaker, Turn
-from liveproxy.emulator.store import SessionState
+from liveproxy.emulator.store import Checkpoint, SessionState
 from liveproxy.emulator.vad import EnergyVad, SpeechEnded, SpeechStarted, VadEvent
 from liveproxy.protocol.closes import ENTITY_NOT_FOUND, INVALID_ARGUMENT, INVALID_PAYLOAD, POLICY
 
@@ -34,18 +36,28 @@ class Conversation:
       function call for ``call NAME {args}``.
     * New activity interrupts the unfinished turns (unless ``NO_INTERRUPTION``; a
       ``clientContent`` turn always interrupts).
+
+    Every message :meth:`handle` takes is *consumed*: :attr:`consumed` counts them (the n-th
+    message after ``setup`` has index n), and :meth:`checkpoint` captures the conversation with
+    all of them, unfinished input included. A conversation resumed from a checkpoint (``pending``)
+    continues from exactly there.
     """
 
-    def __init__(self, options: SessionOptions, state: SessionState) -> None:
+    def __init__(
+        self, options: SessionOptions, state: SessionState, pending: Pending | None = None
+    ) -> None:
         self._options = options
         self._state = state
-        self._vad = EnergyVad(options.vad) if options.vad is not None else None
-        self._capture: bytearray | None = None
+        self._pending = _carried_over(pending or Pending(), options)
         self._open: list[Turn] = []
         self._calls: dict[str, Turn] = {}
-        self._cancelled: set[str] = set()
-        self._pending_text: list[str] = []
-        state.add("TEXT", messages.text_tokens(options.system_text))
+        self._consumed = 0
+        state.set_system(messages.text_tokens(options.system_text))
+
+    @property
+    def consumed(self) -> int:
+        """The index of the last message handled (0: none since setup)."""
+        return self._consumed
 
     def handle(self, message: ClientMessage) -> list[Turn]:
         """Take one client message (after setup); return the new turns, in order.
@@ -64,35 +76,51 @@ class Conversation:
         else:
             turns = []
         self._open = [turn for turn in self._open if not turn.done] + turns
+        self._consumed += 1
         return turns
+
+    def checkpoint(self, finishing: Turn) -> Checkpoint | None:
+        """The conversation as a resumption handle keeps it, as ``finishing`` (the turn being
+        played) ends; None while the model still owes another turn (the session is then not
+        resumable, as on Google while it generates or a function call is pending)."""
+        owed = [
+            turn
+            for turn in self._open
+            if turn is not finishing and not turn.done and not turn.interrupted.is_set()
+        ]
+        if owed:
+            return None
+        return Checkpoint(self._state.snapshot(), self._pending.copy(), self._consumed)
 
     def _interrupt(self) -> None:
         for turn in self._open:
             turn.interrupt()
             if turn.call is not None and self._calls.pop(turn.call.id, None) is not None:
-                self._cancelled.add(turn.call.id)
+                self._pending.cancelled.add(turn.call.id)
         self._open = []
 
     def _realtime(self, body: dict[str, Any], audio: bytes | None) -> list[Turn]:
         turns: list[Turn] = []
-        manual = self._vad is None
+        pending = self._pending
+        manual = pending.vad is None
         if ("activityStart" in body or "activityEnd" in body) and not manual:
             raise Close(INVALID_PAYLOAD, INVALID_ARGUMENT)
         if "activityStart" in body:
             self._interrupt_on_activity()
-            self._capture = bytearray()
+            pending.capture = bytearray()
         if audio is not None:
+            self._state.hear_audio(audio)
             turns += self._audio(audio, body["audio"].get("mimeType"))
         if "video" in body:
             self._state.add("IMAGE", messages.IMAGE_TOKENS)
         if "text" in body:
             self._interrupt_on_activity()
             turns.append(self._user_text(body["text"]))
-        if body.get("audioStreamEnd") and self._vad is not None:
-            turns += self._vad_events(self._vad.flush())
-        if "activityEnd" in body and self._capture is not None:
-            turns.append(self._speech(bytes(self._capture)))
-            self._capture = None
+        if body.get("audioStreamEnd") and pending.vad is not None:
+            turns += self._vad_events(pending.vad.flush())
+        if "activityEnd" in body and pending.capture is not None:
+            turns.append(self._speech(bytes(pending.capture)))
+            pending.capture = None
         return turns
 
     def _interrupt_on_activity(self) -> None:
@@ -104,11 +132,12 @@ class Conversation:
         if rate is None:
             return []
         pcm = audio if rate == INPUT_RATE else resample(audio, rate, INPUT_RATE)
-        if self._vad is None:
-            if self._capture is not None:
-                self._capture += pcm
+        pending = self._pending
+        if pending.vad is None:
+            if pending.capture is not None:
+                pending.capture += pcm
             return []
-        return self._vad_events(self._vad.feed(pcm))
+        return self._vad_events(pending.vad.feed(pcm))
 
     def _vad_events(self, events: list[VadEvent]) -> list[Turn]:
         turns: list[Turn] = []
@@ -123,6 +152,7 @@ class Conversation:
         duration = seconds(len(pcm), INPUT_RATE)
         self._state.add("AUDIO", messages.audio_tokens(duration))
         transcript = replies.speech_transcript(duration)
+        self._state.heard.append(transcript)
         audio = None
         if self._options.modality == "AUDIO":
             audio = resample(pcm, INPUT_RATE, OUTPUT_RATE)
@@ -130,6 +160,7 @@ class Conversation:
 
     def _user_text(self, text: str) -> Turn:
         self._state.add("TEXT", messages.text_tokens(text))
+        self._state.heard.append(text)
         call = replies.parse_call(text, self._options.functions)
         if call is None:
             return Turn(reply=replies.reply_to_text(text))
@@ -145,7 +176,7 @@ class Conversation:
             for part in content.get("parts", []):
                 if "text" in part:
                     if user:
-                        self._pending_text.append(part["text"])
+                        self._pending.text.append(part["text"])
                     else:
                         self._state.add("TEXT", messages.text_tokens(part["text"]))
                 else:
@@ -153,14 +184,14 @@ class Conversation:
         if not body.get("turnComplete"):
             return []
         self._interrupt()
-        text = " ".join(self._pending_text)
-        self._pending_text = []
+        text = " ".join(self._pending.text)
+        self._pending.text = []
         return [self._user_text(text)]
 
     def _tool_response(self, body: dict[str, Any]) -> None:
         for response in body.get("functionResponses", []):
             call_id = response.get("id") or self._pending_call_named(response.get("name", ""))
-            if call_id in self._cancelled:
+            if call_id in self._pending.cancelled:
                 continue
             turn = self._calls.pop(call_id, None)
             if turn is None or turn.call is None:
@@ -178,12 +209,27 @@ class Conversation:
         return ""
 
 
+def _carried_over(pending: Pending, options: SessionOptions) -> Pending:
+    """``pending`` input from a resumed checkpoint, kept where the new setup still hears it the
+    same way: the VAD's state only with the same VAD settings, a manual capture only with
+    manual activity detection. A new conversation gets a fresh VAD."""
+    vad = pending.vad
+    if options.vad is None:
+        vad = None
+    elif vad is None or vad.settings != options.vad:
+        vad = EnergyVad(options.vad)
+    capture = pending.capture if options.vad is None else None
+    return Pending(vad=vad, capture=capture, text=pending.text, cancelled=pending.cancelled)
+
+
 async def run_conversation(
     conversation: Conversation,
     speaker: Speaker,
     inputs: trio.MemoryReceiveChannel[ClientMessage],
+    consumed: Callable[[int], None] = lambda _index: None,
 ) -> None:
-    """Feed ``inputs`` through ``conversation`` into ``speaker`` until ``inputs`` ends.
+    """Feed ``inputs`` through ``conversation`` into ``speaker`` until ``inputs`` ends, telling
+    ``consumed`` the index of each message handled.
 
     Closes ``inputs``. Raises whatever :meth:`Conversation.handle` or the speaker raise.
     """
@@ -192,5 +238,7 @@ async def run_conversation(
         nursery.start_soon(speaker.run, receive_turns)
         with send_turns, inputs:
             async for message in inputs:
-                for turn in conversation.handle(message):
+                turns = conversation.handle(message)
+                consumed(conversation.consumed)
+                for turn in turns:
                     await send_turns.send(turn)

@@ -118,5 +118,15 @@ def go_away(seconds_left: float) -> Message:
     return {"goAway": {"timeLeft": duration(seconds_left)}}
 
 
-def resumption_update(handle: str) -> Message:
-    return {"sessionResumptionUpdate": {"newHandle": handle, "resumable": True}}
+def resumption_update(handle: str, last_consumed: int | None = None) -> Message:
+    """A resumable ``handle``; with ``last_consumed`` (transparent mode) the index of the last
+    client message it includes, an int64 (a string; 0 is left out, as proto3 JSON does)."""
+    update: Message = {"newHandle": handle, "resumable": True}
+    if last_consumed:
+        update["lastConsumedClientMessageIndex"] = str(last_consumed)
+    return {"sessionResumptionUpdate": update}
+
+
+def not_resumable() -> Message:
+    """``resumable: false`` with no handle; both are defaults, so the body is empty."""
+    return {"sessionResumptionUpdate": {}}

@@ -49,6 +49,9 @@ class SessionOptions:
     functions: frozenset[str] = frozenset()
     resumption: bool = False
     handle: str | None = None
+    #: ``sessionResumption.transparent`` on Vertex: updates carry
+    #: ``lastConsumedClientMessageIndex``. The Developer API accepts the field and ignores it.
+    transparent: bool = False
     system_text: str = ""
 
 
@@ -140,5 +143,6 @@ def read_setup(
         functions=_functions(setup.get("tools", [])),
         resumption=resumption is not None,
         handle=(resumption or {}).get("handle") or None,
+        transparent=api == "vertex" and bool((resumption or {}).get("transparent")),
         system_text=_text_of(setup.get("systemInstruction")),
     )

@@ -9,9 +9,20 @@ import trio
 
 from liveproxy.emulator.config import Faults
 from liveproxy.emulator.endings import EndedBy
+from liveproxy.emulator.store import SessionState
 
 CredentialKind = Literal["api_key", "bearer", "token", "access_token"]
 Api = Literal["developer", "vertex"]
+
+
+@attrs.frozen
+class IssuedHandle:
+    """A resumption handle a connection sent: it stands for the conversation after the client
+    message ``last_consumed`` of that connection, with ``turns`` model turns done."""
+
+    handle: str
+    last_consumed: int
+    turns: int
 
 
 @attrs.define(eq=False)
@@ -21,6 +32,15 @@ class ConnectionRecord:
     ``received`` holds ``(kind, camelCase body)`` of every client message after ``setup``, and
     ``sent`` every server message, unless ``EmulatorConfig.record_messages`` is off; in echo
     mode the audio messages and their echoes are only counted. The counters are always exact.
+
+    Client messages are numbered per connection: ``setup`` is 0, the n-th message after it is n
+    (``received[n - 1]``). ``consumed`` is the number of the last one the conversation has
+    processed; ``issued`` lists the resumption handles sent, each with the number of the last
+    message it includes (what ``lastConsumedClientMessageIndex`` says, when ``transparent``).
+    A connection that resumed a handle has it in ``resumed_handle``, and in ``resumed_after``
+    that handle's ``last_consumed`` (numbered on the connection that issued it).
+    ``conversation`` is the conversation itself, live (None until the setup is accepted): the
+    turns, tokens and input it has heard, across every connection it has been on.
     """
 
     faults: Faults = attrs.field(factory=Faults)
@@ -36,6 +56,11 @@ class ConnectionRecord:
     model: str | None = None
     session_id: str = ""
     resumed_handle: str | None = None
+    resumed_after: int | None = None
+    transparent: bool = False
+    conversation: SessionState | None = None
+    consumed: int = 0
+    issued: list[IssuedHandle] = attrs.Factory(list)
     received: list[tuple[str, dict[str, Any]]] = attrs.Factory(list)
     received_count: int = 0
     sent: list[dict[str, Any]] = attrs.Factory(list)

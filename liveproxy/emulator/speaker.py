@@ -3,13 +3,15 @@
 A :class:`Turn` is queued by the conversation; the speaker sends its input transcription, its
 tool call (waiting for the response), its parts with output transcription, then
 ``generationComplete``, ``turnComplete`` with ``usageMetadata`` and, when resumption is on,
-``sessionResumptionUpdate``. A turn interrupted on the way ends with ``interrupted`` (and
-``toolCallCancellation`` if its call was pending), then ``turnComplete``.
+``sessionResumptionUpdate``: a new handle (with ``lastConsumedClientMessageIndex`` in
+transparent mode), or ``resumable: false`` while another turn is owed. A turn interrupted on
+the way ends with ``interrupted`` (and ``toolCallCancellation`` if its call was pending), then
+``turnComplete``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -18,7 +20,8 @@ import trio
 from liveproxy.emulator import messages, replies
 from liveproxy.emulator.audio import OUTPUT_RATE, pcm_parts, tone_parts
 from liveproxy.emulator.options import SessionOptions
-from liveproxy.emulator.store import HandleStore, SessionState
+from liveproxy.emulator.record import ConnectionRecord, IssuedHandle
+from liveproxy.emulator.store import Checkpoint, HandleStore, SessionState
 from liveproxy.emulator.transport import Transport
 
 #: Length of each audio part the model sends.
@@ -83,6 +86,10 @@ class Speaker:
     store: HandleStore
     realtime: bool
     vertex: bool
+    #: The conversation as a handle would keep it as the given turn ends (None: not resumable).
+    checkpoint: Callable[[Turn], Checkpoint | None] = lambda _turn: None
+    #: Where the handles sent are noted.
+    record: ConnectionRecord | None = None
 
     async def run(self, turns: trio.MemoryReceiveChannel[Turn]) -> None:
         """Play every turn from ``turns`` until the channel ends; closes ``turns``.
@@ -115,7 +122,7 @@ class Speaker:
             await _first_of(turn.answered, turn.interrupted)
             if turn.interrupted.is_set():
                 await send(messages.tool_call_cancellation([call.id]))
-                await self._finish(prompt, {}, interrupted=True)
+                await self._finish(turn, prompt, {}, interrupted=True)
                 return
             reply = turn.result
         if self.options.modality == "TEXT":
@@ -126,7 +133,7 @@ class Speaker:
         else:
             total, parts = tone_parts(replies.tone_seconds(reply), AUDIO_PART_BYTES)
             response = await self._stream_audio(turn, reply, total, parts)
-        await self._finish(prompt, response, interrupted=turn.interrupted.is_set())
+        await self._finish(turn, prompt, response, interrupted=turn.interrupted.is_set())
 
     async def _stream_audio(
         self, turn: Turn, reply: str, total: int, parts: Iterable[bytes]
@@ -171,7 +178,7 @@ class Speaker:
         return {"TEXT": messages.text_tokens("".join(sent))}
 
     async def _finish(
-        self, prompt: dict[str, int], response: dict[str, int], *, interrupted: bool
+        self, turn: Turn, prompt: dict[str, int], response: dict[str, int], *, interrupted: bool
     ) -> None:
         send = self.transport.send
         if interrupted:
@@ -181,4 +188,18 @@ class Speaker:
         self.state.turns += 1
         await send(messages.turn_complete(messages.usage(prompt, response, vertex=self.vertex)))
         if self.options.resumption:
-            await send(messages.resumption_update(self.store.issue(self.state)))
+            await send(self._resumption_update(turn))
+
+    def _resumption_update(self, turn: Turn) -> messages.Message:
+        """A handle for the conversation as it stands (all the input consumed so far), or
+        ``resumable: false`` while the model still owes a turn."""
+        checkpoint = self.checkpoint(turn)
+        if checkpoint is None:
+            return messages.not_resumable()
+        handle = self.store.issue(checkpoint)
+        if self.record is not None:
+            self.record.issued.append(
+                IssuedHandle(handle, checkpoint.last_consumed, checkpoint.state.turns)
+            )
+        index = checkpoint.last_consumed if self.options.transparent else None
+        return messages.resumption_update(handle, index)

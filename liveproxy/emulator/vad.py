@@ -8,6 +8,7 @@ the onset to the end of the last loud frame (the closing silence is not part of 
 
 from __future__ import annotations
 
+import copy
 import math
 import operator
 from collections import deque
@@ -62,6 +63,7 @@ class EnergyVad:
     """Feed it audio, get :data:`VadEvent` values back."""
 
     def __init__(self, settings: VadSettings) -> None:
+        self.settings = settings
         self._threshold = settings.threshold
         self._start = _frames(settings.start_ms)
         self._silence = _frames(settings.silence_ms)
@@ -76,6 +78,13 @@ class EnergyVad:
     def speaking(self) -> bool:
         """Whether an utterance is in progress."""
         return self._utterance is not None
+
+    def copy(self) -> EnergyVad:
+        """An independent detector in the same state (a resumption handle keeps one)."""
+        twin = copy.copy(self)
+        twin._recent = deque(self._recent, maxlen=self._recent.maxlen)
+        twin._utterance = None if self._utterance is None else bytearray(self._utterance)
+        return twin
 
     def feed(self, pcm: bytes) -> list[VadEvent]:
         """Process more audio; return the events it caused, in order."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pytest
@@ -12,10 +13,11 @@ from liveproxy.emulator.auth import BEARER_INVALID, TOKEN_INVALID, find_credenti
 from liveproxy.emulator.endings import Close
 from liveproxy.emulator.models import GOOGLE_LIVE_MODELS, ModelCatalog, vertex_not_found
 from liveproxy.emulator.options import read_setup
+from liveproxy.emulator.pending import Pending
 from liveproxy.emulator.record import Api
 from liveproxy.emulator.replies import fragments, parse_call, tool_result
 from liveproxy.emulator.routes import Route, match_route, split_target
-from liveproxy.emulator.store import HandleStore, SessionState
+from liveproxy.emulator.store import Checkpoint, HandleStore, SessionState
 from liveproxy.emulator.vad import VadSettings
 from liveproxy.protocol.closes import (
     API_KEY_INVALID,
@@ -324,20 +326,32 @@ def test_usage_shapes_per_api() -> None:
 async def test_handles_expire_after_their_ttl(autojump_clock: trio.testing.MockClock) -> None:
     store = HandleStore(ttl=100.0)
     state = SessionState("s1", turns=2, context={"TEXT": 5})
-    first = store.issue(state)
+    state.hear_audio(b"\x01\x02")
+    pending = Pending(text=["half a"])
+    first = store.issue(Checkpoint(state, pending, 3))
     state.context["TEXT"] = 99
+    state.hear_audio(b"\x03")
+    pending.text.append("turn")
     resumed = store.resume(first)
-    assert resumed == SessionState("s1", turns=2, context={"TEXT": 5})
     assert resumed is not None
-    resumed.turns = 7
-    assert store.resume(first) == SessionState("s1", turns=2, context={"TEXT": 5})
+    assert resumed.state == SessionState("s1", turns=2, context={"TEXT": 5}, audio_bytes=2)
+    assert resumed.state.audio_sha256 == hashlib.sha256(b"\x01\x02").hexdigest()
+    assert (resumed.pending.text, resumed.last_consumed) == (["half a"], 3)
+    resumed.state.turns = 7
+    resumed.state.hear_audio(b"\x04")
+    resumed.pending.text.clear()
+    again = store.resume(first)
+    assert again is not None
+    assert again.state == SessionState("s1", turns=2, context={"TEXT": 5}, audio_bytes=2)
+    assert again.state.audio_sha256 == hashlib.sha256(b"\x01\x02").hexdigest()
+    assert again.pending.text == ["half a"]
     await trio.sleep(60)
-    second = store.issue(state)
+    second = store.issue(Checkpoint(state, pending, 0))
     await trio.sleep(50)
     assert store.resume(first) is None
     assert store.resume(second) is not None
     assert store.resume("unknown") is None
-    store.issue(state)
+    store.issue(Checkpoint(state, pending, 0))
     assert len(store) == 2  # the expired first handle was purged
 
 
