@@ -178,6 +178,21 @@ function sessionHandlers() {
       else if (state === "resumed") showNotice("Reconnected to the model; the conversation goes on.");
     },
     onNotice: (error) => showNotice(`The server did not accept a message: ${error.message}`),
+    // The socket ended but the conversation survives it: the microphone (not asked for again)
+    // and the player keep running, the mic's frames dropped until the new socket is live.
+    onReconnecting(ending) {
+      setLive(false);
+      finishTurn();
+      setStatus("reconnecting", "Reconnecting…");
+      showNotice(ending.text);
+    },
+    onReconnected({ resumed, timeLimit }) {
+      startTimer(timeLimit);
+      setLive(true);
+      setStatus("live", "Live: speak, or type a message.");
+      showNotice("");
+      addNote(resumed ? "reconnected — conversation kept" : "new session — the conversation could not be kept");
+    },
     onEnd(ending) {
       setLive(false);
       setMuted(false);
@@ -223,6 +238,15 @@ function addEntry(speaker, text = "") {
   li.append(who, body);
   ui.transcript.append(li);
   return li;
+}
+
+/** A line about the session itself (not said by anyone), between the turns. */
+function addNote(text) {
+  const li = document.createElement("li");
+  li.className = "note";
+  li.textContent = text;
+  ui.transcript.append(li);
+  li.scrollIntoView({ block: "nearest" });
 }
 
 /** turnComplete: the open entries are final; the next fragments start new ones. */

@@ -6,6 +6,9 @@
 //      {"type": "text", "text": ...} turns and {"tool_response": {...}} answers.
 //   4. the proxy sends binary PCM16 24 kHz mono audio and camelCase JSON events; the last one is
 //      {"sessionEnd": ...} or {"error": ...}, then the socket closes with a meaningful code.
+//   5. after setupComplete comes {"sessionResumable": {token, expiresIn}}: when the socket drops
+//      or the server restarts, POST api/auth {"resume": token} within expiresIn seconds gives a
+//      socket that continues the same conversation. LiveSession does that by itself.
 
 /** Plain words for the proxy's sessionEnd reasons. */
 const END_REASONS = {
@@ -36,6 +39,13 @@ const CLOSE_CODES = {
   4003: "The session token was refused (expired or already used).",
 };
 
+/** Close codes the conversation survives: the server went away or restarts, the network dropped. */
+const RESUMABLE_CLOSES = new Set([1001, 1006, 1012, 1013]);
+/** Seconds before each reconnection attempt; after the last one the session ends. */
+const RETRY_DELAYS = [0.5, 1, 2, 4, 4];
+/** api/auth answers worth another attempt: none at all (a restarting server), or "busy for now". */
+const RETRY_STATUSES = new Set([0, 502, 503, 504]);
+
 /** Turn a session's ending into one sentence, always with the close code when there is one. */
 export function describeEnding({ code, final, local }) {
   let words;
@@ -54,8 +64,15 @@ export function describeEnding({ code, final, local }) {
   return code ? `${words} (close code ${code})` : words;
 }
 
-/** An error the page can show as it is. */
-export class SessionError extends Error {}
+/** An error the page can show as it is; `status` is the HTTP status (0: no answer), `code` the
+ * proxy's error code. */
+export class SessionError extends Error {
+  constructor(message, { status = 0, code } = {}) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
 
 /**
  * Where the proxy is: this page's own server, or the one named by `?server=<url>` (a page served
@@ -64,22 +81,37 @@ export class SessionError extends Error {}
 export const SERVER = new URL(new URLSearchParams(location.search).get("server") ?? ".", document.baseURI);
 
 /**
- * One session with the proxy. `handlers` are optional callbacks:
+ * One session with the proxy, across sockets: after a close the conversation survives (see
+ * RESUMABLE_CLOSES) it reconnects with its latest resume token, backing off (RETRY_DELAYS), and
+ * starts a new session with the same setup if the server no longer has the conversation.
+ * `handlers` are optional callbacks:
  *   onOpen(), onSetupComplete(), onAudio(ArrayBuffer), onServerContent(obj), onToolCall(obj),
  *   onToolCallCancellation(obj), onUsage(obj), onSessionStatus(obj), onNotice(error),
+ *   onReconnecting(ending), onReconnected({resumed, timeLimit}),
  *   onEnd({code, reason, final, local, text})
  */
 export class LiveSession {
+  #wake = null; // cuts short the wait before the next reconnection attempt (close())
+
   constructor(handlers = {}) {
     this.handlers = handlers;
     this.ws = null;
     this.final = null; // the sessionEnd / error message, when one came
     this.closedByUs = false;
+    this.resume = null; // the latest sessionResumable: {token, expiresIn}
+    this.retry = null; // while reconnecting: {body, deadline, attempt, granted, error}
   }
 
   /** Get a token, open the socket and send `setup`. Resolves with the session time limit. */
   async start({ setup, sessionDuration }) {
-    const { session_token: token, session_time_limit: limit } = await this.#auth(sessionDuration);
+    this.setup = setup;
+    this.newSession = Number.isInteger(sessionDuration) ? { session_duration: sessionDuration } : {};
+    const { session_token: token, session_time_limit: limit } = await this.#auth(this.newSession);
+    this.#open(token);
+    return limit;
+  }
+
+  #open(token) {
     const url = new URL("ws", SERVER);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     url.searchParams.set("token", token);
@@ -87,17 +119,16 @@ export class LiveSession {
     const ws = new WebSocket(url);
     ws.binaryType = "arraybuffer"; // audio frames arrive as ArrayBuffer, not Blob
     this.ws = ws;
+    this.final = null;
     ws.addEventListener("open", () => {
-      ws.send(JSON.stringify({ setup }));
+      ws.send(JSON.stringify({ setup: this.setup })); // a resumed session ignores it
       this.handlers.onOpen?.();
     });
     ws.addEventListener("message", (event) => this.#receive(event.data));
     ws.addEventListener("close", (event) => this.#closed(event));
-    return limit;
   }
 
-  async #auth(sessionDuration) {
-    const body = Number.isInteger(sessionDuration) ? { session_duration: sessionDuration } : {};
+  async #auth(body) {
     let response;
     try {
       response = await fetch(new URL("api/auth", SERVER), {
@@ -115,7 +146,10 @@ export class LiveSession {
     const data = await response.json().catch(() => ({}));
     if (!response.ok) {
       const message = data?.error?.message ?? response.statusText;
-      throw new SessionError(`The server refused a new session: ${message} (HTTP ${response.status}).`);
+      throw new SessionError(`The server refused a new session: ${message} (HTTP ${response.status}).`, {
+        status: response.status,
+        code: data?.error?.code,
+      });
     }
     return data;
   }
@@ -132,7 +166,13 @@ export class LiveSession {
       return; // not JSON: nothing the contract defines
     }
     const h = this.handlers;
-    if (message.setupComplete) h.onSetupComplete?.();
+    if (message.setupComplete) {
+      const retry = this.retry;
+      this.retry = null;
+      if (!retry) h.onSetupComplete?.();
+      else h.onReconnected?.({ resumed: "resume" in retry.body, timeLimit: retry.granted.session_time_limit });
+    }
+    if (message.sessionResumable) this.resume = message.sessionResumable;
     if (message.serverContent) h.onServerContent?.(message.serverContent);
     if (message.toolCall) h.onToolCall?.(message.toolCall);
     if (message.toolCallCancellation) h.onToolCallCancellation?.(message.toolCallCancellation);
@@ -147,15 +187,72 @@ export class LiveSession {
   }
 
   #closed(event) {
+    this.ws = null;
     const ending = {
       code: event.code,
       reason: event.reason,
       final: this.final,
       local: this.closedByUs && !this.final,
     };
-    ending.text = describeEnding(ending);
-    this.ws = null;
-    this.handlers.onEnd?.(ending);
+    const survivable =
+      !ending.local &&
+      RESUMABLE_CLOSES.has(ending.code) &&
+      (!this.final || this.final.sessionEnd?.reason === "shutdown") &&
+      (this.retry || this.resume);
+    if (survivable) this.#reconnect(ending);
+    else this.#end(ending);
+  }
+
+  /** Continue the conversation on a new socket; that socket's close comes back to #closed. */
+  async #reconnect(ending) {
+    if (!this.retry) {
+      const { token, expiresIn } = this.resume;
+      this.resume = null; // single use
+      this.retry = { body: { resume: token }, deadline: Date.now() + expiresIn * 1000, attempt: 0 };
+      this.handlers.onReconnecting?.({ ...ending, text: describeEnding(ending) });
+    }
+    const retry = this.retry;
+    for (;;) {
+      const delay = RETRY_DELAYS[retry.attempt++];
+      if (delay === undefined || Date.now() + delay * 1000 > retry.deadline) {
+        this.#giveUp(ending, retry.error?.message ?? "no time left.");
+        return;
+      }
+      await new Promise((resolve) => {
+        this.#wake = resolve;
+        setTimeout(resolve, delay * 1000);
+      });
+      if (this.retry !== retry) return; // closed meanwhile (close())
+      try {
+        // Kept from an attempt whose socket failed: a draining server's refused upgrade leaves
+        // the token unspent.
+        retry.granted ??= await this.#auth(retry.body);
+      } catch (error) {
+        retry.error = error;
+      }
+      if (this.retry !== retry) return;
+      if (retry.granted) {
+        this.#open(retry.granted.session_token);
+        return;
+      }
+      if (retry.error.code === "resume_not_found") {
+        // The server no longer has the conversation: a new session, same settings, new budget.
+        Object.assign(retry, { body: this.newSession, deadline: Infinity, attempt: 0 });
+      } else if (!RETRY_STATUSES.has(retry.error.status)) {
+        this.#giveUp(ending, retry.error.message); // another attempt would get the same answer
+        return;
+      }
+    }
+  }
+
+  #giveUp(ending, why) {
+    this.#end(ending, `${describeEnding(ending)} Reconnecting failed: ${why}`);
+  }
+
+  #end(ending, text = describeEnding(ending)) {
+    this.retry = null;
+    this.resume = null;
+    this.handlers.onEnd?.({ ...ending, text });
   }
 
   get isOpen() {
@@ -186,10 +283,14 @@ export class LiveSession {
     if (this.isOpen) this.ws.send(JSON.stringify(message));
   }
 
-  /** End the session from this side (close 1000). */
+  /** End the session from this side (close 1000), also while it is reconnecting. */
   close() {
-    if (!this.ws) return;
     this.closedByUs = true;
-    this.ws.close(1000, "client disconnected");
+    if (this.ws) {
+      this.ws.close(1000, "client disconnected");
+    } else if (this.retry) {
+      this.#wake?.();
+      this.#end({ local: true });
+    }
   }
 }
