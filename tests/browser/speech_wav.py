@@ -80,3 +80,14 @@ def write_speech_wav(path: Path) -> SpeechWav:
         wav.setframerate(RATE)
         wav.writeframes(pcm.tobytes())
     return SpeechWav(path, tuple(lengths), len(samples) / RATE)
+
+
+def write_silent_wav(path: Path, seconds: float = 1.0) -> Path:
+    """A fake microphone that hears nothing (the same format, all zeros): the model then answers
+    typed turns only, so a test can count the conversation's turns."""
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(RATE)
+        wav.writeframes(bytes(2 * int(seconds * RATE)))
+    return path
