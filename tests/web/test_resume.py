@@ -19,7 +19,7 @@ from tests.fuzz.wire import TEXT, encode_frame
 from tests.http import HttpResponse, request
 from tests.rawws import open_raw, read_head, upgrade
 from tests.served import eventually
-from tests.wsclient import BrowserClient, has_key
+from tests.wsclient import BrowserClient, has_key, wait_until
 
 ORIGIN = "http://127.0.0.1:5173"
 HEADERS = [(b"Origin", ORIGIN.encode())]
@@ -166,10 +166,24 @@ async def test_a_connection_cut_without_a_close_frame_is_resumable(
         while b"sessionResumable" not in seen:
             seen += await stream.receive_some(65536)
     resume = orjson.loads(seen[seen.index(b'{"sessionResumable"') :].split(b"}}")[0] + b"}}")
+    turn = orjson.dumps({"type": "text", "text": "before the cut"})
+    await stream.send_all(encode_frame(TEXT, turn))
+    await emulator.wait_for_connections(1)
+    await wait_until(lambda: bool(emulator.connections[0].issued))  # Gemini sent a handle
+    with trio.fail_after(5):
+        while b"turnComplete" not in seen:
+            seen += await stream.receive_some(65536)
     await stream.aclose()  # a TCP FIN and no close frame: the browser's network is gone (1006)
 
+    tokens: list[str] = []
+
     async def resumed() -> bool:
-        return (await auth(proxy, {"resume": resume["sessionResumable"]["token"]})).status == 200
+        answer = await auth(proxy, {"resume": resume["sessionResumable"]["token"]})
+        tokens.extend([answer.json()["session_token"]] if answer.status == 200 else [])
+        return bool(tokens)
 
     await eventually(resumed, 5)
-    assert emulator.connections[0].session_id
+    async with open_websocket_url(ws_url(proxy, tokens[0]), extra_headers=HEADERS) as ws:
+        client, _ = await start(proxy, tokens[0], ws)
+        await talk(client, "back again")
+    assert emulator.connections[-1].session_id == emulator.connections[0].session_id
