@@ -22,6 +22,8 @@ from liveproxy.redact import redact_url
 
 #: The Live model used when ``MODEL`` is not set (Gemini's GA Live model as of 2026-09).
 DEFAULT_MODEL = "gemini-3.8-live"
+#: The same on Vertex AI, which does not list gemini-3.8-live among its Live models.
+DEFAULT_VERTEX_MODEL = "gemini-live-2.5-flash-native-audio"
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Backend = Literal["developer", "vertex"]
@@ -197,7 +199,7 @@ class Config:
             api_key=env.text("GOOGLE_API_KEY") or env.text("GEMINI_API_KEY"),
             project_id=env.text("PROJECT_ID") or env.text("GOOGLE_CLOUD_PROJECT"),
             location=env.text("LOCATION") or "us-central1",
-            model=env.text("MODEL") or DEFAULT_MODEL,
+            model=env.text("MODEL") or _default_model(env),
             allowed_models=frozenset(env.words("ALLOWED_MODELS")),
             api_version=env.text("API_VERSION"),
             upstream_url=env.text("UPSTREAM_URL"),
@@ -257,6 +259,14 @@ class Config:
                 f"UPSTREAM_URL must start with ws:// or wss:// (got {config.upstream_url!r})"
             )
         return config
+
+
+def _default_model(env: _Env) -> str:
+    """The default Live model of the backend the environment selects."""
+    vertex = not (env.text("GOOGLE_API_KEY") or env.text("GEMINI_API_KEY")) and (
+        env.text("PROJECT_ID") or env.text("GOOGLE_CLOUD_PROJECT")
+    )
+    return DEFAULT_VERTEX_MODEL if vertex else DEFAULT_MODEL
 
 
 def read_env_file(path: Path) -> dict[str, str]:

@@ -72,10 +72,12 @@ class Proxy:
     async def session(
         self, setup: dict[str, Any] | None = None, *, duration: int | None = None
     ) -> AsyncIterator[BrowserClient]:
-        """A browser session past ``setupComplete``."""
+        """A browser session past ``setupComplete`` (and the ``sessionResumable`` after it)."""
         async with self.connect(await self.token(duration)) as client:
             await client.send_json(TEXT_SETUP if setup is None else setup)
             assert "setupComplete" in await client.recv_json()
+            if self.state.config.resume_window_seconds:
+                assert "sessionResumable" in await client.recv_json()
             yield client
 
 

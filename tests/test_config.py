@@ -38,6 +38,10 @@ def test_a_project_without_a_key_selects_vertex() -> None:
     config = from_env({"PROJECT_ID": "p1", "LOCATION": "europe-west4"})
     assert (config.backend, config.mode, config.location) == ("vertex", "advanced", "europe-west4")
     assert from_env({"PROJECT_ID": "p1", "GOOGLE_API_KEY": "k"}).backend == "developer"
+    # Each backend's own default model: Vertex does not serve gemini-3.8-live.
+    assert config.model == "gemini-live-2.5-flash-native-audio"
+    assert from_env({"PROJECT_ID": "p1", "GOOGLE_API_KEY": "k"}).model == "gemini-3.8-live"
+    assert from_env({"PROJECT_ID": "p1", "MODEL": "gemini-x"}).model == "gemini-x"
 
 
 def test_without_the_emulator_nothing_configured_is_simple_mode() -> None:

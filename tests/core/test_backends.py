@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from google.auth import credentials as google_credentials
 
-from liveproxy.config import Config
+from liveproxy.config import DEFAULT_VERTEX_MODEL, Config
 from liveproxy.core.credentials import GoogleAuth
 from liveproxy.emulator import Emulator
 from liveproxy.web.app import google_target
@@ -37,7 +37,12 @@ async def test_vertex_uses_its_url_model_path_and_a_bearer_refreshed_off_the_loo
     make_proxy: ProxyFactory, emulator: Emulator
 ) -> None:
     stand_in = StandInCredentials()
-    settings = {"api_key": None, "project_id": "proj-1", "location": "europe-west4"}
+    settings = {
+        "api_key": None,
+        "project_id": "proj-1",
+        "location": "europe-west4",
+        "model": DEFAULT_VERTEX_MODEL,
+    }
     config = Config(upstream_url=emulator.url, **settings)  # type: ignore[arg-type]
     target = await google_target(config, GoogleAuth(stand_in))
     proxy = await make_proxy(target=target, **settings)
@@ -52,7 +57,7 @@ async def test_vertex_uses_its_url_model_path_and_a_bearer_refreshed_off_the_loo
     assert first.path == "/ws/google.cloud.aiplatform.v1.LlmBidiService/BidiGenerateContent"
     assert first.api == "vertex"
     assert first.model == (
-        "projects/proj-1/locations/europe-west4/publishers/google/models/gemini-3.8-live"
+        f"projects/proj-1/locations/europe-west4/publishers/google/models/{DEFAULT_VERTEX_MODEL}"
     )
     assert (first.credential_kind, first.credential) == ("bearer", "ya29.stand-in-1")
     assert second.credential == "ya29.stand-in-1"  # still valid: not refreshed again

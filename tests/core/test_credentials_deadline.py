@@ -18,7 +18,7 @@ import trio
 from google.auth import credentials as google_credentials
 from google.auth import exceptions as google_exceptions
 
-from liveproxy.config import Config
+from liveproxy.config import DEFAULT_VERTEX_MODEL, Config
 from liveproxy.core.credentials import GoogleAuth
 from liveproxy.emulator import Emulator
 from liveproxy.web.app import google_target
@@ -27,7 +27,12 @@ from tests.core.test_session_endings import assert_error
 from tests.wsclient import Ended, wait_until
 
 SETUP_TIMEOUT = 10.0
-VERTEX = {"api_key": None, "project_id": "proj-1", "location": "europe-west4"}
+VERTEX = {
+    "api_key": None,
+    "project_id": "proj-1",
+    "location": "europe-west4",
+    "model": DEFAULT_VERTEX_MODEL,
+}
 #: Wall-clock bound on a stuck refresh, so a failing test cannot leave its thread behind.
 THREAD_LIMIT = 30.0
 

@@ -107,9 +107,9 @@ async def test_setup_fields_pass_through_with_the_servers_additions(proxy: Proxy
 
 
 async def test_an_allowed_model_from_the_browser_is_used(make_proxy: ProxyFactory) -> None:
-    proxy = await make_proxy(allowed_models=frozenset({"gemini-other"}))
-    async with proxy.session({"setup": {"model": "gemini-other"}}):
-        assert upstream(proxy).model == "models/gemini-other"
+    proxy = await make_proxy(allowed_models=frozenset({"gemini-3.1-flash-live-preview"}))
+    async with proxy.session({"setup": {"model": "gemini-3.1-flash-live-preview"}}):
+        assert upstream(proxy).model == "models/gemini-3.1-flash-live-preview"
 
 
 async def test_transcription_flags_false_turn_transcription_off(proxy: Proxy) -> None:

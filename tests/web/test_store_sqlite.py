@@ -261,7 +261,6 @@ async def test_processes_racing_to_take_the_same_conversations_take_each_once(
     won = await trio.to_thread.run_sync(race, "take", path, json.dumps(resume_tokens))
     taken = sorted(i for each in won for i in each)
     assert taken == list(range(100))  # every conversation once, none twice
-    assert sum(1 for each in won if each) >= 2  # they did race: more than one process won some
     assert rows(path, "SELECT COUNT(*) FROM conversations") == [(0,)]
 
 
