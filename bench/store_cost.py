@@ -1,0 +1,101 @@
+"""What one session costs each state store: admit + start_session + end_session, timed.
+
+``python bench/store_cost.py`` starts a private redis-server when one is installed, runs N
+sign-in-to-session cycles one after another and 20 at a time on each store, and prints the
+mean wall time per cycle and cycles per second.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+
+import trio
+
+from liveproxy.web.store import Grant, Limits, Rate, StateStore
+from liveproxy.web.store.memory import MemoryStore
+from liveproxy.web.store.redis import open_redis_store
+from liveproxy.web.store.sqlite import open_sqlite_store
+
+CYCLES = 2000
+CONCURRENCY = 20
+LIMITS = Limits(token_ttl=30, max_sessions=100_000, per_client=50, rate=Rate(10**9, 1.0))
+
+
+async def cycle(store: StateStore, n: int) -> None:
+    token = await store.admit(Grant(180, origin="https://app", client=f"c{n % 50}"), LIMITS)
+    assert isinstance(token, str)
+    lease = await store.start_session(token, f"s{n}")
+    assert lease is not None
+    await store.end_session(lease)
+
+
+async def measure(store: StateStore) -> tuple[float, float]:
+    """(ms per cycle one at a time, cycles per second 20 at a time)."""
+    start = time.perf_counter()
+    for n in range(CYCLES):
+        await cycle(store, n)
+    serial = (time.perf_counter() - start) / CYCLES * 1000
+    start = time.perf_counter()
+    limiter = trio.CapacityLimiter(CONCURRENCY)
+
+    async def one(n: int) -> None:
+        async with limiter:
+            await cycle(store, n)
+
+    async with trio.open_nursery() as nursery:
+        for n in range(CYCLES):
+            nursery.start_soon(one, CYCLES + n)
+    return serial, CYCLES / (time.perf_counter() - start)
+
+
+@asynccontextmanager
+async def memory() -> AsyncIterator[StateStore]:
+    yield MemoryStore(time.time)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def main() -> None:
+    directory = Path(tempfile.mkdtemp(prefix="store-cost-"))
+    stores: list[tuple[str, Callable[[], AbstractAsyncContextManager[StateStore]]]] = [
+        ("memory:", memory),
+        ("sqlite:", lambda: open_sqlite_store(str(directory / "state.db"), time.time, 30)),
+    ]
+    redis = None
+    if shutil.which("redis-server"):
+        port = free_port()
+        redis = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+        time.sleep(0.5)
+        url = f"redis://127.0.0.1:{port}/0"
+        stores.append(("redis://", lambda: open_redis_store(url, time.time, 30)))
+    try:
+        print(f"{'store':10} {'ms/cycle (serial)':>18} {'cycles/s (20 at once)':>22}")
+        for name, open_store in stores:
+            async with open_store() as store:
+                serial, parallel = await measure(store)
+            print(f"{name:10} {serial:18.3f} {parallel:22.0f}")
+    finally:
+        if redis is not None:
+            redis.terminate()
+            redis.wait()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(trio.run(main))
