@@ -68,21 +68,13 @@ def free_port() -> int:
         return port
 
 
-async def main() -> None:
+async def run(url: str | None) -> None:
     directory = Path(tempfile.mkdtemp(prefix="store-cost-"))
     stores: list[tuple[str, Callable[[], AbstractAsyncContextManager[StateStore]]]] = [
         ("memory:", memory),
         ("sqlite:", lambda: open_sqlite_store(str(directory / "state.db"), time.time, 30)),
     ]
-    redis = None
-    if shutil.which("redis-server"):
-        port = free_port()
-        redis = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-        )
-        time.sleep(0.5)
-        url = f"redis://127.0.0.1:{port}/0"
+    if url is not None:
         stores.append(("redis://", lambda: open_redis_store(url, time.time, 30)))
     try:
         print(f"{'store':10} {'ms/cycle (serial)':>18} {'cycles/s (20 at once)':>22}")
@@ -91,11 +83,36 @@ async def main() -> None:
                 serial, parallel = await measure(store)
             print(f"{name:10} {serial:18.3f} {parallel:22.0f}")
     finally:
-        if redis is not None:
-            redis.terminate()
-            redis.wait()
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def main() -> int:
+    """Run the measurement, with a private redis-server when one is installed."""
+    if not shutil.which("redis-server"):
+        trio.run(run, None)
+        return 0
+    port = free_port()
+    redis = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while (
+            subprocess.run(
+                ["redis-cli", "-p", str(port), "ping"], capture_output=True, check=False
+            ).stdout.strip()
+            != b"PONG"
+        ):
+            if time.monotonic() > deadline:
+                raise SystemExit("redis-server did not start")
+            time.sleep(0.05)
+        trio.run(run, f"redis://127.0.0.1:{port}/0")
+    finally:
+        redis.terminate()
+        redis.wait()
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(trio.run(main))
+    sys.exit(main())
