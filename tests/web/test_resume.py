@@ -112,8 +112,9 @@ async def test_a_resume_token_is_single_use_and_bound_to_its_origin(
     used = await auth(proxy, {"resume": resume})
     assert (used.status, used.json()["error"]["code"]) == (404, "resume_not_found")
     assert (await auth(proxy, {"resume": "x" * 43})).status == 404
-    bad = await auth(proxy, {"resume": 42})
-    assert (bad.status, bad.json()["error"]["code"]) == (400, "bad_request")
+    for bad_token in (42, "", "x" * 257, ["a"]):
+        bad = await auth(proxy, {"resume": bad_token})
+        assert (bad.status, bad.json()["error"]["code"]) == (400, "bad_request"), bad_token
 
 
 async def test_the_resume_window_closes(
