@@ -18,13 +18,18 @@ sessions it holds: ``session <id> started``). Browsers come from other loopback 
 - the edge: http to https, X-Forwarded-For naming each browser, a full fleet answered 503
   ``at_capacity`` without nginx taking every instance out, limit_req's 429 beyond its burst.
 
-:func:`check_metrics` is where assertions on the instances' metrics go.
+Each scenario then checks every instance's Prometheus metrics (``METRICS_BIND``) exactly
+(:class:`Counts`, :func:`check_metrics`): its sessions live, their endings, setups, reconnects
+and messages, its sign-in answers (from nginx's log, which names every instance a sign-in was
+tried on and what it answered) and its refused sockets. The drained instance is scraped while
+it drains; what it counted until it exited is read from the directory it counted into.
 """
 
 from __future__ import annotations
 
 import signal
 import ssl
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -43,7 +48,8 @@ from tests.conftest import AUDIO_SETUP, TEXT_SETUP
 from tests.deploy import env_file
 from tests.deploy.nginx import UPSTREAMS, AccessLine, Nginx, running_nginx
 from tests.http import HttpResponse, request
-from tests.rawws import open_raw, read_head, upgrade
+from tests.metrics_scrape import Key, Scrape, key, metrics_port, read_directory, scrape, shown
+from tests.rawws import open_raw, read_answer, read_head, upgrade
 from tests.redis_server import RedisServer
 from tests.served import Served, eventually, liveproxy_process
 from tests.wsclient import BrowserClient, Frame, has_key, texts
@@ -87,6 +93,15 @@ def tls(tmp_path: Path) -> Tls:
     return Tls(cert, key, client)
 
 
+@attrs.frozen
+class Metered:
+    """Where an instance's metrics are: its listener, and the directory it counts into (its
+    ``PROMETHEUS_MULTIPROC_DIR``, which stays once the instance has exited)."""
+
+    port: int
+    directory: Path
+
+
 @attrs.define
 class Fleet:
     """nginx and the two instances behind it (``a`` is upstream 8001, ``b`` 8002)."""
@@ -95,6 +110,8 @@ class Fleet:
     b: Served
     nginx: Nginx
     tls: ssl.SSLContext
+    #: Each instance's metrics, by its port.
+    metered: dict[int, Metered]
 
     async def auth(
         self,
@@ -174,16 +191,25 @@ async def fleet(
         "GOOGLE_API_KEY": "test-key",
         "UPSTREAM_URL": emulator.url,
         "SHUTDOWN_GRACE_SECONDS": str(GRACE),
+        "METRICS_BIND": "127.0.0.1:0",
         # Deflate on at the instances: nginx must keep it off by itself.
         "WS_COMPRESSION": "true",
         **settings,
     }
-    async with liveproxy_process(**env) as a, liveproxy_process(**env) as b:
+    directories = tmp_path / "metrics-a", tmp_path / "metrics-b"
+    async with (
+        liveproxy_process(**env, PROMETHEUS_MULTIPROC_DIR=str(directories[0])) as a,
+        liveproxy_process(**env, PROMETHEUS_MULTIPROC_DIR=str(directories[1])) as b,
+    ):
+        metered = {
+            served.port: Metered(await metrics_port(served), directory)
+            for served, directory in zip((a, b), directories, strict=True)
+        }
         upstreams = dict(zip(UPSTREAMS, (a.port, b.port), strict=True))
         async with running_nginx(
             tmp_path / "nginx", upstreams=upstreams, cert=tls.cert, key=tls.key
         ) as nginx:
-            yield Fleet(a, b, nginx, tls.client)
+            yield Fleet(a, b, nginx, tls.client, metered)
 
 
 async def turn(client: BrowserClient, text: str = "are you there?") -> list[Frame]:
@@ -201,7 +227,8 @@ def statuses(frames: list[Frame]) -> list[str]:
 
 
 async def accepted_extensions(port: int) -> bytes:
-    """What an instance itself answers to a permessage-deflate offer (plain, no token)."""
+    """What an instance itself answers to a permessage-deflate offer (plain, no token: the
+    socket is then refused ``unauthorized``, and read until it closes, so that it is counted)."""
     stream = await open_raw(port)
     async with stream:
         await upgrade(
@@ -209,21 +236,128 @@ async def accepted_extensions(port: int) -> bytes:
         )
         with trio.fail_after(5):
             head = await read_head(stream)
+            answer = await read_answer(stream, head)
     assert head.startswith(b"HTTP/1.1 101")
+    assert answer.close_code == 4003
     lines = head.lower().split(b"\r\n")
     return b"".join(line for line in lines if line.startswith(b"sec-websocket-extensions"))
 
 
-async def check_metrics(fleet: Fleet, scenario: str, **facts: int) -> None:
-    """METRICS GO HERE: assertions on the instances' Prometheus metrics after a scenario.
+@attrs.define
+class Counts:
+    """What one instance's metrics must show: exactly these, and 0 for every other sample.
 
-    Called at the end of every test with what the test established (``facts``: sessions,
-    reconnects, refusals...). Empty for now: ``METRICS_BIND`` is being built in parallel, and
-    nothing here may depend on it yet. To fill in: start the fleet with ``METRICS_BIND`` (a
-    port per instance), scrape each instance's metrics, and compare with ``facts`` (for
-    example ``liveproxy_sessions_total{reason="shutdown"}`` on the drained instance).
+    ``frames_out`` is exact when the instance closed each of its sockets itself (the browser
+    reads everything up to the close); when browsers closed them it is the least the instance
+    sent (what they had read: it may have sent more before it saw the close).
     """
-    del fleet, scenario, facts
+
+    live: int = 0
+    endings: dict[str, int] = attrs.Factory(dict)
+    #: Sessions that got their ``setupComplete``.
+    setups: int = 0
+    reconnects: int = 0
+    tokens: dict[str, int] = attrs.Factory(dict)
+    refused: dict[str, int] = attrs.Factory(dict)
+    frames_in: int = 0
+    frames_out: int = 0
+    frames_out_exact: bool = True
+
+    def exact(self) -> dict[Key, float]:
+        """Every sample compared exactly, those that are not 0."""
+        samples = {
+            key("liveproxy_sessions_live"): self.live,
+            key("liveproxy_session_setup_seconds_count"): self.setups,
+            # Every setup within 5 s (the le="5.0" bucket is cumulative, as is +Inf).
+            key("liveproxy_session_setup_seconds_bucket", le="5.0"): self.setups,
+            key("liveproxy_session_setup_seconds_bucket", le="+Inf"): self.setups,
+            key("liveproxy_upstream_reconnects_total"): self.reconnects,
+            key("liveproxy_frames_total", direction="browser_in"): self.frames_in,
+            **{key("liveproxy_sessions_total", reason=r): n for r, n in self.endings.items()},
+            **{key("liveproxy_tokens_total", result=r): n for r, n in self.tokens.items()},
+            **{
+                key("liveproxy_sockets_refused_total", reason=r): n for r, n in self.refused.items()
+            },
+        }
+        if self.frames_out_exact:
+            samples[FRAMES_OUT] = self.frames_out
+        return {k: float(v) for k, v in samples.items() if v}
+
+
+FRAMES_OUT = key("liveproxy_frames_total", direction="browser_out")
+SETUP_SUM = key("liveproxy_session_setup_seconds_sum")
+
+
+def mismatches(found: Scrape, expected: Counts, ignored: frozenset[Key] = frozenset()) -> list[str]:
+    """How ``found`` differs from ``expected`` (nothing: it is as expected)."""
+
+    def compared(sample: Key) -> bool:
+        name, labels = sample
+        if sample in ignored or sample == SETUP_SUM:
+            return False
+        if sample == FRAMES_OUT:
+            return expected.frames_out_exact
+        if name == "liveproxy_session_setup_seconds_bucket":
+            return dict(labels)["le"] in ("5.0", "+Inf")
+        return True
+
+    actual = {k: v for k, v in found.samples.items() if v and compared(k)}
+    wanted = {k: v for k, v in expected.exact().items() if k not in ignored}
+    wrong = [
+        f"{shown(k)} = {actual.get(k, 0.0):g}, not {wanted.get(k, 0.0):g}"
+        for k in sorted(actual.keys() | wanted.keys())
+        if actual.get(k) != wanted.get(k)
+    ]
+    out = found.samples.get(FRAMES_OUT, 0.0)
+    if not expected.frames_out_exact and not out >= expected.frames_out > 0:
+        wrong.append(f"{shown(FRAMES_OUT)} = {out:g}, not at least {expected.frames_out} (> 0)")
+    setup_sum = found.samples.get(SETUP_SUM, 0.0)
+    if not (0 < setup_sum <= 5 * expected.setups if expected.setups else setup_sum == 0):
+        wrong.append(f"{shown(SETUP_SUM)} = {setup_sum:g} for {expected.setups} setups")
+    return wrong
+
+
+async def settled(port: int, expected: Counts, ignored: frozenset[Key] = frozenset()) -> Scrape:
+    """Scrape ``port`` until it shows ``expected`` (an ending is counted just after the socket
+    closes); fail with the differences after 5 s."""
+    wrong: list[str] = []
+    with trio.move_on_after(5):
+        while True:
+            found = await scrape(port)
+            wrong = mismatches(found, expected, ignored)
+            if not wrong:
+                return found
+            await trio.sleep(0.02)
+    raise AssertionError(f"metrics on port {port}:\n" + "\n".join(wrong))
+
+
+async def check_metrics(fleet: Fleet, a: Counts, b: Counts) -> None:
+    """The running instances' metrics are ``a`` and ``b``, exactly."""
+    for served, expected in ((fleet.a, a), (fleet.b, b)):
+        await settled(fleet.metered[served.port].port, expected)
+
+
+def sign_ins(
+    fleet: Fleet, served: Served, refusals: dict[str, str | None] | None = None
+) -> dict[str, int]:
+    """The sign-ins ``served`` answered, by result, from nginx's log: each line names every
+    instance nginx tried and its answer (``200``: ``issued``; other statuses are refusals whose
+    codes are in ``refusals``: None for an instance that was not there to answer)."""
+    codes: dict[str, str | None] = {"200": "issued", **(refusals or {})}
+    results: Counter[str] = Counter()
+    for line in fleet.nginx.access_lines():
+        if line.method != "POST":
+            continue
+        for upstream, status in zip(line.upstreams, line.upstream_statuses, strict=True):
+            if upstream == fleet.upstream(served) and (result := codes[status]) is not None:
+                results[result] += 1
+    return dict(results)
+
+
+def holder(fleet: Fleet) -> tuple[Served, Served]:
+    """The instance that started the test's one session, and the other."""
+    assert sorted((started(fleet.a), started(fleet.b))) == [0, 1]
+    return (fleet.a, fleet.b) if started(fleet.a) else (fleet.b, fleet.a)
 
 
 async def test_a_whole_session_through_nginx(
@@ -237,12 +371,14 @@ async def test_a_whole_session_through_nginx(
         client = BrowserClient(ws)
         await client.send_json({"setup": AUDIO_SETUP["setup"] | {"tools": TOOLS}})
         assert "setupComplete" in await client.recv_json()
+        read = 1  # messages the browser got
 
         sent = pcm.frames(pcm.speech(1.0) + pcm.silence(1.0))
         for frame in sent:
             await ws.send_message(frame)
         with trio.fail_after(5):
             frames = await client.recv_until(has_key("serverContent", "turnComplete"))
+        read += len(frames)
         audio = [f for f in frames if isinstance(f, bytes)]
         assert audio
         assert all(len(a) % 2 == 0 for a in audio)
@@ -252,6 +388,7 @@ async def test_a_whole_session_through_nginx(
         await client.send_json({"type": "text", "text": 'call get_weather {"location":"Tokyo"}'})
         with trio.fail_after(5):
             called = await client.recv_until(has_key("toolCall"))
+        read += len(called)
         (function_call,) = orjson.loads(called[-1])["toolCall"]["functionCalls"]
         assert (function_call["name"], function_call["args"]) == (
             "get_weather",
@@ -261,6 +398,7 @@ async def test_a_whole_session_through_nginx(
         await client.send_json({"tool_response": {"function_responses": [response]}})
         with trio.fail_after(5):
             answer = await client.recv_until(has_key("serverContent", "turnComplete"))
+        read += len(answer)
         heard = "".join(
             e["serverContent"].get("outputTranscription", {}).get("text", "")
             for e in map(orjson.loads, (f for f in answer if isinstance(f, str)))
@@ -277,11 +415,23 @@ async def test_a_whole_session_through_nginx(
             ["101"],
         )
         assert token not in f.nginx.access_log  # $uri, not $request: no query string
+        await logged(f.nginx, lambda line: line.method == "POST")
+
+        # The sign-in on one instance, the session on one (either), the token-less socket on a.
+        counts = {
+            f.a.port: Counts(tokens=sign_ins(f, f.a), refused={"unauthorized": 1}),
+            f.b.port: Counts(tokens=sign_ins(f, f.b)),
+        }
+        assert sum(c.tokens.get("issued", 0) for c in counts.values()) == 1
+        on = counts[holder(f)[0].port]
+        on.endings, on.setups = {"browser_closed": 1}, 1
+        on.frames_in = 1 + len(sent) + 2  # the setup, the audio, the text, the tool response
+        on.frames_out, on.frames_out_exact = read, False
+        await check_metrics(f, counts[f.a.port], counts[f.b.port])
 
     (record,) = emulator.connections
     upstream_audio = [b for kind, b in record.received if kind == "realtimeInput" and "audio" in b]
     assert len(upstream_audio) == len(sent)  # every frame reached the model
-    await check_metrics(f, "whole session", sessions=1, audio_frames=len(sent))
 
 
 async def logged(
@@ -315,12 +465,21 @@ async def test_an_upstream_go_away_is_resumed_behind_nginx(
         second = await turn(client, "second")
         assert texts(second)
         assert client.ws.closed is None  # the browser's socket never closed
+        await client.ws.aclose()
+
+        await logged(f.nginx, lambda line: line.method == "POST")
+        counts = {served.port: Counts(tokens=sign_ins(f, served)) for served in (f.a, f.b)}
+        assert sum(c.tokens.get("issued", 0) for c in counts.values()) == 1
+        on = counts[holder(f)[0].port]
+        on.endings, on.setups, on.reconnects = {"browser_closed": 1}, 1, 1
+        on.frames_in = 3  # the setup and two texts
+        on.frames_out, on.frames_out_exact = 1 + len(frames) + len(second), False
+        await check_metrics(f, counts[f.a.port], counts[f.b.port])
 
     first, resumed = emulator.connections
     assert first.ended_by == "client"  # the instance closed the old connection itself
     assert resumed.resumed_handle is not None
     assert resumed.session_id == first.session_id
-    await check_metrics(f, "go away", sessions=1, reconnects=1)
 
 
 async def test_sigterm_drains_one_instance_while_nginx_sends_new_sessions_to_the_other(
@@ -357,21 +516,34 @@ async def test_sigterm_drains_one_instance_while_nginx_sends_new_sessions_to_the
             fresh.append(client)
         assert len(fresh) == 4
 
+        lines = await logged(f.nginx, lambda line: line.method == "POST", 8)
+        sign_ins_on_a = sign_ins(f, a, {"503": "shutting_down"})
+        # Draining, a holds its sessions and has refused sign-ins (and upgrades: counted below,
+        # once nginx has logged the sockets) while b has the new ones too.
+        refused_upgrades = key("liveproxy_sockets_refused_total", reason="shutting_down")
+        draining = await settled(
+            f.metered[a.port].port,
+            Counts(live=on_a, setups=on_a, tokens=sign_ins_on_a),
+            ignored=frozenset({refused_upgrades}),
+        )
+        await settled(
+            f.metered[b.port].port,
+            Counts(live=on_b + 4, setups=on_b + 4, tokens=sign_ins(f, b)),
+        )
         assert a.process.returncode is None  # all of it while a was draining
-        await check_metrics(f, "draining", live_on_a=on_a, live_on_b=on_b + 4)
         await eventually(_async(lambda: started(b) == on_b + 4), 5)
         assert started(a) == on_a
 
-        lines = await logged(f.nginx, lambda line: line.method == "POST", 8)
-        sign_ins = [line for line in lines if line.method == "POST"]
-        assert [line.status for line in sign_ins] == [200] * 8
+        sign_ins_logged = [line for line in lines if line.method == "POST"]
+        assert [line.status for line in sign_ins_logged] == [200] * 8
         passed_on = [
             line
-            for line in sign_ins
+            for line in sign_ins_logged
             if line.upstreams == [f.upstream(a), f.upstream(b)]
             and line.upstream_statuses == ["503", "200"]
         ]
         assert passed_on  # a's 503 shutting_down, retried on b by nginx
+        assert sign_ins_on_a.get("shutting_down") == len(passed_on)
         # The sockets too: round robin sent some of them to a first, which refused the upgrade
         # with 503; nginx passed each on to b, and no browser saw a refusal (above).
 
@@ -382,16 +554,59 @@ async def test_sigterm_drains_one_instance_while_nginx_sends_new_sessions_to_the
 
         await eventually(_async(lambda: sum(c.ws.closed is not None for c in held) == on_a), 5)
         ended = [client for client in held if client.ws.closed is not None]
+        sent_by_a = len(ended)  # their setupComplete, read, and what came up to the close
         for client in ended:
             ending = await client.wait_closed()
             assert ending.code == 1001
             assert ending.last_event["sessionEnd"]["reason"] == "shutdown"
-        for client in [c for c in held if c.ws.closed is None] + fresh:
-            await turn(client)  # b's sessions go on
+            sent_by_a += len(ending.frames)
+        on_b_now = [c for c in held if c.ws.closed is None] + fresh
+        read_from_b = len(on_b_now)  # their setupComplete
+        for client in on_b_now:
+            read_from_b += len(await turn(client))  # b's sessions go on
 
         # a is gone: nginx finds its port closed and goes to b.
-        await turn(await f.session(stack))
-        await check_metrics(f, "drained", live_on_b=on_b + 5, shutdown_on_a=on_a)
+        last = await f.session(stack)
+        read_from_b += 1 + len(await turn(last))
+        for client in [*on_b_now, last]:
+            await client.ws.aclose()
+
+        # Every socket's line is logged as it closes: how many upgrades a refused.
+        lines = await logged(f.nginx, lambda line: line.status == 101, 4 + 4 + 1)
+        refused_by_a = sum(
+            (upstream, status) == (f.upstream(a), "503")
+            for line in lines
+            if line.method == "GET"
+            for upstream, status in zip(line.upstreams, line.upstream_statuses, strict=True)
+        )
+        assert sign_ins(f, a, {"503": "shutting_down", "502": None}) == sign_ins_on_a
+        a_draining = Counts(
+            live=on_a,
+            setups=on_a,
+            tokens=sign_ins_on_a,
+            refused={"shutting_down": refused_by_a},
+        )
+        assert mismatches(draining, a_draining) == []
+        # What a counted until it exited, from its directory: its sessions ended ``shutdown``.
+        a_drained = attrs.evolve(
+            a_draining,
+            live=0,
+            endings={"shutdown": on_a},
+            frames_in=on_a,  # their setups
+            frames_out=sent_by_a,
+        )
+        assert mismatches(read_directory(f.metered[a.port].directory), a_drained) == []
+        b_sessions = on_b + 4 + 1
+        b_drained = Counts(
+            endings={"browser_closed": b_sessions},
+            setups=b_sessions,
+            tokens=sign_ins(f, b),
+            frames_in=2 * b_sessions,  # a setup and a text each
+            frames_out=read_from_b,
+            frames_out_exact=False,
+        )
+        await settled(f.metered[b.port].port, b_drained)
+        assert sign_ins_on_a.get("issued", 0) + b_drained.tokens["issued"] == 4 + 4 + 1
 
 
 async def set_up(client: BrowserClient) -> CloseReason | None:
@@ -472,9 +687,15 @@ async def test_the_edge_redirects_names_each_browser_and_limits_sign_ins(
         # Of the 429s, the first is an instance's (too_many_sessions), the rest nginx's own.
         nginx_own = [line.upstreams == ["-"] for line in lines if line.status == 429]
         assert nginx_own == [False] + [True] * codes.count(429)
-        await check_metrics(
-            f,
-            "edge",
-            refused_at_capacity=2 + codes.count(503) + 1,
-            rate_limited_at_edge=codes.count(429),
-        )
+        # nginx's own 429s never reach an instance; each at_capacity was both instances'.
+        refusals: dict[str, str | None] = {"429": "too_many_sessions", "503": "at_capacity"}
+        counts = {
+            served.port: Counts(tokens=sign_ins(f, served, refusals)) for served in (f.a, f.b)
+        }
+        for c in counts.values():
+            assert c.tokens["at_capacity"] == 2 + codes.count(503) + 1
+        assert sum(c.tokens.get("issued", 0) for c in counts.values()) == 3
+        assert sum(c.tokens.get("too_many_sessions", 0) for c in counts.values()) == 1
+        on = counts[holder(f)[0].port]
+        on.live, on.setups = 1, 1  # the third's session, still open: no messages counted yet
+        await check_metrics(f, counts[f.a.port], counts[f.b.port])

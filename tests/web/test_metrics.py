@@ -19,61 +19,17 @@ from typing import Any
 import attrs
 import pytest
 import trio
-from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from liveproxy.emulator import Emulator, Faults
 from liveproxy.web.metrics import error_code
 from tests.conftest import TEXT_SETUP
 from tests.http import HttpResponse, request
+from tests.metrics_scrape import metrics_port, scrape, until_scraped
 from tests.served import Served, liveproxy_process
 from tests.wsclient import BrowserClient, Ended, has_key
 
 METRICS = {"METRICS_BIND": "127.0.0.1:0", "MAX_SESSIONS_PER_CLIENT": "0"}
-
-
-@attrs.frozen
-class Scrape:
-    """One scrape: every sample by name and labels."""
-
-    samples: dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-    def value(self, name: str, **labels: str) -> float:
-        """The sample's value; 0 when it is not there."""
-        return self.samples.get((name, frozenset(labels.items())), 0.0)
-
-    def names(self) -> set[str]:
-        return {name for name, _ in self.samples}
-
-
-async def metrics_port(served: Served) -> int:
-    pattern = r"metrics on http://127\.0\.0\.1:(\d+)/metrics"
-    await served.wait_for(lambda text: re.search(pattern, text) is not None)
-    match = re.search(pattern, served.text)
-    assert match is not None
-    return int(match.group(1))
-
-
-async def scrape(port: int) -> Scrape:
-    response = await request("127.0.0.1", port, "GET", "/metrics")
-    assert response.status == 200, response.body
-    assert response.headers["content-type"].startswith("text/plain")
-    samples = {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(response.body.decode())
-        for sample in family.samples
-    }
-    return Scrape(samples)
-
-
-async def until_scraped(port: int, name: str, value: float, **labels: str) -> Scrape:
-    """Scrape until ``name{labels}`` is ``value`` (the processes count as they go)."""
-    with trio.fail_after(10):
-        while True:
-            found = await scrape(port)
-            if found.value(name, **labels) == value:
-                return found
-            await trio.sleep(0.02)
 
 
 async def mint(port: int, duration: int | None = None) -> str:
