@@ -76,8 +76,18 @@ def _with_server_fields(setup: dict[str, Any], model: str, config: Config) -> di
     return setup
 
 
-def upstream_setup_message(setup: dict[str, Any], model: str, handle: str | None) -> str:
-    """The ``{"setup": ...}`` message for one upstream connection (resuming ``handle`` if any)."""
+def upstream_setup_message(
+    setup: dict[str, Any], model: str, handle: str | None, *, transparent: bool = False
+) -> str:
+    """The ``{"setup": ...}`` message for one upstream connection (resuming ``handle`` if any).
+
+    ``transparent`` asks for transparent resumption: every handle then says which client message
+    it includes last (``lastConsumedClientMessageIndex``), so exactly the later ones are sent
+    again. Vertex only: the Developer API's SDKs refuse it.
+    """
     message = dict(setup, model=model)
-    message["sessionResumption"] = {"handle": handle} if handle else {}
+    resumption: dict[str, Any] = {"handle": handle} if handle else {}
+    if transparent:
+        resumption["transparent"] = True
+    message["sessionResumption"] = resumption
     return orjson.dumps({"setup": message}).decode()

@@ -132,6 +132,9 @@ class UpstreamEvent:
     frames: list[bytes | str] = attrs.Factory(list)
     go_away: str | None = None
     resumption_handle: str | None = None
+    #: With ``resumption_handle``: its ``lastConsumedClientMessageIndex`` (0 when absent, as
+    #: proto3 JSON leaves 0 out; None when it is not an int64 >= 0).
+    consumed_index: int | None = None
     usage: dict[str, Any] | None = None
     #: A ``toolCall`` message, decoded: the session frames it with its stats (not in ``frames``).
     tool_call: dict[str, Any] | None = None
@@ -228,6 +231,7 @@ def translate_upstream(raw: bytes | str, aligner: AudioAligner) -> UpstreamEvent
         update = message["sessionResumptionUpdate"]
         if isinstance(update, dict) and update.get("resumable") and update.get("newHandle"):
             event.resumption_handle = str(update["newHandle"])
+            event.consumed_index = _message_index(update.get("lastConsumedClientMessageIndex", 0))
         return event
     _note_usage(event, message)
     if "toolCall" in message:
@@ -235,6 +239,19 @@ def translate_upstream(raw: bytes | str, aligner: AudioAligner) -> UpstreamEvent
     else:
         frames.append(raw.decode() if isinstance(raw, bytes) else raw)
     return event
+
+
+_INT64_MAX: Final = 2**63 - 1
+
+
+def _message_index(value: Any) -> int | None:
+    """An int64 message index (a number or, as proto3 JSON writes int64, a decimal string);
+    None for anything else: negative, over int64, fractional, not a number."""
+    if isinstance(value, str) and 0 < len(value) <= 19 and value.isascii() and value.isdigit():
+        value = int(value)
+    if type(value) is not int or not 0 <= value <= _INT64_MAX:
+        return None
+    return value
 
 
 def _note_content(event: UpstreamEvent, content: Any) -> None:
