@@ -101,8 +101,8 @@ class Course:
     def closed(self, code: int, reason: str) -> Ended | None:
         """The connection closed with ``code``/``reason`` (already redacted).
 
-        Returns ``upstream_closed`` for a normal close, or None to resume (the turn-level
-        messages since the handle must be replayed).
+        Returns ``upstream_closed`` for a normal close, or None to resume (what the handle's
+        state lacks must be replayed: :meth:`UpstreamLink.replay_after_drop`).
 
         Raises:
             UpstreamFailed: no handle is held, or the close rules out resuming.

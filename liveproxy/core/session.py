@@ -111,7 +111,10 @@ class Session:
         self._started_at = now = trio.current_time()
         self.counters = SessionCounters(started_at=now)
         self.race = Race()
-        self.link = UpstreamLink(self.config.upstream_buffer_bytes)
+        # Vertex resumes transparently: the link replays exactly what a new connection lacks.
+        self.link = UpstreamLink(
+            self.config.upstream_buffer_bytes, transparent=self.config.backend == "vertex"
+        )
         self.reader = BrowserReader(socket, self.link, out, self.counters, self.config)
         self.course = Course(self.config.reconnect_attempts)
         self.audio_out = AudioAligner()
@@ -190,6 +193,8 @@ class Session:
                 if ending is not None:
                     return ending
                 self.link.replay_after_drop()
+            else:
+                self.link.replay_after_switch()
             self.out.put(STATUS_RECONNECTING)
             end = await self._resume(target, model)
 
@@ -227,7 +232,9 @@ class Session:
         """
         assert self.reader.setup is not None
         handle = self.course.handle if resumed else None
-        message = upstream_setup_message(self.reader.setup, model, handle)
+        message = upstream_setup_message(
+            self.reader.setup, model, handle, transparent=self.link.transparent
+        )
         connecting = trio.CancelScope(
             deadline=trio.current_time() + self.config.setup_timeout_seconds
         )
@@ -336,7 +343,7 @@ class Session:
             if event.usage is not None:
                 self.counters.note_usage(event.usage)
             if event.resumption_handle is not None:
-                self.link.handle_received()
+                self.link.handle_received(event.consumed_index)
             for frame in event.frames:
                 self.out.put(frame)
             if event.tool_call is not None:

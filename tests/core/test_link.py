@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import cast
 
 import pytest
@@ -124,3 +125,134 @@ async def test_replay_is_bounded(count: int) -> None:
         await link.send(f"m{i}", replayable=True)
     await link.detach()
     assert link.replay_after_drop() == min(count, UpstreamLink.REPLAY_LIMIT)
+
+
+# --- Transparent resumption: numbered messages, kept from the handle's index on.
+
+
+async def transparent_link(keep_bytes: int = 10_000) -> tuple[UpstreamLink, FakeConnection]:
+    link = UpstreamLink(max_buffered_bytes=10_000, transparent=True, keep_bytes=keep_bytes)
+    first = FakeConnection()
+    await link.attach(ws(first))
+    return link, first
+
+
+async def test_messages_are_numbered_per_connection_and_kept_after_the_handles_index() -> None:
+    link, _ = await transparent_link()
+    for message in ("a1", "a2", "a3"):
+        await link.send(message)
+    await link.send("t4", replayable=True)
+    await link.send("a5")
+    assert (link.written, link.kept_bytes) == (5, 10)
+    link.handle_received(2)  # the handle includes messages 1 and 2
+    assert (link.kept_bytes, link.exact()) == (6, True)
+    await link.detach()
+    await link.send("new")
+    assert link.replay_after_drop() == 3
+    assert link.written == 0  # the next connection is numbered from 1 again
+    second = FakeConnection()
+    await link.attach(ws(second))
+    assert second.sent == ["a3", "t4", "a5", "new"]  # audio too, ahead of the new message
+    assert link.written == 4
+    link.handle_received(1)  # numbered on the new connection: "a3" is in, the rest is not
+    await link.detach()
+    assert link.replay_after_drop() == 3
+    third = FakeConnection()
+    await link.attach(ws(third))
+    assert third.sent == ["t4", "a5", "new"]
+
+
+async def test_a_handle_with_index_zero_leaves_everything_to_replay() -> None:
+    link, _ = await transparent_link()
+    await link.send("a1")
+    await link.send("a2")
+    link.handle_received(0)  # proto3 leaves 0 out: translate reports 0
+    await link.detach()
+    assert link.replay_after_drop() == 2
+
+
+@pytest.mark.parametrize("index", [None, 3, 10**18])
+async def test_an_unreadable_or_impossible_index_covers_what_was_written(
+    index: int | None,
+) -> None:
+    link, _ = await transparent_link()
+    await link.send("a1")
+    await link.send("t2", replayable=True)
+    link.handle_received(index)  # None: translate could not read it; > written: clamped
+    await link.send("a3")
+    await link.detach()
+    assert link.replay_after_drop() == 1
+    new = FakeConnection()
+    await link.attach(ws(new))
+    assert new.sent == ["a3"]
+
+
+async def test_a_go_away_switch_replays_what_followed_the_index_only_when_transparent() -> None:
+    link, old = await transparent_link()
+    for message in ("a1", "a2", "a3"):
+        await link.send(message)
+    link.handle_received(1)
+    await link.detach()
+    assert link.replay_after_switch() == 2
+    new = FakeConnection()
+    await link.attach(ws(new))
+    assert (old.sent, new.sent) == (["a1", "a2", "a3"], ["a2", "a3"])
+
+    plain = UpstreamLink(max_buffered_bytes=10_000)
+    await plain.attach(ws(FakeConnection()))
+    await plain.send("t1", replayable=True)
+    plain.handle_received()
+    await plain.send("t2", replayable=True)
+    await plain.detach()
+    assert plain.replay_after_switch() == 0  # as before: nothing is sent again on a switch
+    assert plain.replayable() == ["t2"]
+
+
+async def test_over_the_bound_the_oldest_go_and_a_drop_replays_turn_level_messages_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="liveproxy")
+    link, _ = await transparent_link(keep_bytes=6)
+    await link.send("a1")
+    await link.send("t2", replayable=True)
+    await link.send("a3")
+    assert (link.kept_bytes, link.exact()) == (6, True)
+    await link.send("a4")  # 8 bytes: "a1" goes
+    await link.send("a5")
+    assert (link.kept_bytes, link.exact()) == (6, False)
+    assert [r.getMessage() for r in caplog.records if "exactly" in r.getMessage()] == [
+        "more than 6 bytes sent upstream since the last resumption handle: "
+        "a drop before the next one cannot be replayed exactly"
+    ]
+    await link.send("a6")  # logged once
+    assert len([r for r in caplog.records if "exactly" in r.getMessage()]) == 1
+    await link.detach()
+    assert link.replay_after_drop() == 1  # the fallback: turn-level messages since the handle
+    new = FakeConnection()
+    await link.attach(ws(new))
+    assert new.sent == ["t2"]
+
+
+async def test_a_handle_covering_what_the_bound_shed_makes_the_replay_exact_again() -> None:
+    link, _ = await transparent_link(keep_bytes=6)
+    for i in range(1, 6):
+        await link.send(f"a{i}")
+    assert not link.exact()  # "a1" and "a2" were shed
+    link.handle_received(1)
+    assert not link.exact()  # "a2" is neither in the handle nor kept
+    link.handle_received(2)
+    assert link.exact()
+    await link.detach()
+    assert link.replay_after_drop() == 3
+
+
+async def test_replayable_for_a_new_socket_is_the_turn_level_messages_after_the_index() -> None:
+    link, _ = await transparent_link()
+    await link.send("t1", replayable=True)
+    await link.send("a2")
+    await link.send("t3", replayable=True)
+    await link.send("a4")
+    link.handle_received(2)  # "t3" was written before the handle came, but is not in it
+    await link.detach()
+    await link.send("t5", replayable=True)
+    assert link.replayable() == ["t3", "t5"]  # no audio: the user has left
