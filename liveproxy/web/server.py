@@ -164,8 +164,11 @@ async def _serve(
         with trio.move_on_after(config.shutdown_grace_seconds):
             await state.gauges.wait_no_sessions()
         state.shutdown_now.set()
+        # Not only the sessions: their sockets too, so that every browser has its last message
+        # and close frame (and every upstream its close) before Hypercorn stops serving. A
+        # session ends before its conversation is stored and its last frames are sent.
         with trio.move_on_after(CLOSE_MARGIN_SECONDS):
-            await state.gauges.wait_no_sessions()
+            await state.gauges.wait_idle()
 
     async def run_server(task_status: trio.TaskStatus[list[str]]) -> None:
         fd = worker.fd if worker else None

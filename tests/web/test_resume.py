@@ -188,3 +188,24 @@ async def test_a_connection_cut_without_a_close_frame_is_resumable(
         client, _ = await start(proxy, tokens[0], ws)
         await talk(client, "back again")
     assert emulator.connections[-1].session_id == emulator.connections[0].session_id
+
+
+async def test_shutdown_waits_for_sockets_whose_conversation_is_still_being_stored(
+    make_proxy: ProxyFactory, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A session is over before its conversation is stored and its last frames are sent: the
+    drain must wait for the socket, or the browser loses its sessionEnd and close frame."""
+    proxy = await make_proxy(shutdown_grace_seconds=0)
+    store = proxy.state.store
+    keep = store.keep_conversation
+
+    async def slow_keep(*args: Any) -> None:  # a store two seconds away (fault injection)
+        await trio.sleep(2)
+        await keep(*args)
+
+    store.keep_conversation = slow_keep  # type: ignore[method-assign]
+    async with proxy.session() as client:
+        await talk(client, "hello")
+        proxy.stop.set()
+        ended = await client.wait_closed()
+    assert (ended.code, ended.last_event["sessionEnd"]["reason"]) == (1001, "shutdown")
