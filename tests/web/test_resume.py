@@ -203,7 +203,7 @@ async def test_shutdown_waits_for_sockets_whose_conversation_is_still_being_stor
         await trio.sleep(2)
         await keep(*args)
 
-    store.keep_conversation = slow_keep  # type: ignore[method-assign]
+    store.keep_conversation = slow_keep  # type: ignore[method-assign,assignment]
     async with proxy.session() as client:
         await talk(client, "hello")
         proxy.stop.set()
