@@ -17,6 +17,7 @@ import cattrs
 import orjson
 
 from liveproxy.contract.endings import BROWSER_CLOSED, SHUTDOWN, Outcome
+from liveproxy.core.stats import Totals
 
 #: A conversation whose state would exceed this (a huge setup, many large replayed
 #: messages) is not kept: the store holds many of them for the whole window.
@@ -40,12 +41,8 @@ class Resumable:
     setup: dict[str, Any]
     remaining_seconds: float
     elapsed_seconds: float
-    message_count: int = 0
-    audio_chunks_sent: int = 0
-    total_token_count: int = 0
-    prompt_token_count: int = 0
-    response_token_count: int = 0
-    reconnects: int = 0
+    #: The running stats the next socket's counters go on from.
+    totals: Totals = attrs.field(factory=Totals)
     #: Turn-level upstream messages (JSON text) to send again, in order, before anything new.
     replay: tuple[str, ...] = ()
 

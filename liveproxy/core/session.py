@@ -109,7 +109,11 @@ class Session:
         self.resumed = resumed
         self.resume_token = resume_token
         self._started_at = now = trio.current_time()
-        self.counters = SessionCounters(started_at=now)
+        self.counters = (
+            SessionCounters(started_at=now)
+            if resumed is None
+            else SessionCounters.continuing(resumed.totals, resumed.elapsed_seconds, now)
+        )
         self.race = Race()
         # Vertex resumes transparently: the link replays exactly what a new connection lacks.
         self.link = UpstreamLink(
@@ -120,16 +124,6 @@ class Session:
         self.audio_out = AudioAligner()
         self._resumable_announced = False
         if resumed is not None:
-            self.counters = SessionCounters(
-                started_at=now - resumed.elapsed_seconds,
-                message_count=resumed.message_count,
-                audio_chunks_sent=resumed.audio_chunks_sent,
-                total_token_count=resumed.total_token_count,
-                prompt_token_count=resumed.prompt_token_count,
-                response_token_count=resumed.response_token_count,
-                reconnects=resumed.reconnects,
-            )
-            self.reader = BrowserReader(socket, self.link, out, self.counters, self.config)
             self.reader.preset(resumed.setup)
             self.course.handle = resumed.handle
             self.link.preload(resumed.replay)
@@ -382,12 +376,7 @@ class Session:
             setup=setup,
             remaining_seconds=round(remaining, 3),
             elapsed_seconds=counters.elapsed(),
-            message_count=counters.message_count,
-            audio_chunks_sent=counters.audio_chunks_sent,
-            total_token_count=counters.total_token_count,
-            prompt_token_count=counters.prompt_token_count,
-            response_token_count=counters.response_token_count,
-            reconnects=counters.reconnects,
+            totals=counters.totals(),
             replay=tuple(self.link.replayable()),
         )
 

@@ -11,6 +11,18 @@ import trio
 from liveproxy.contract.models import SessionStats
 
 
+@attrs.frozen
+class Totals:
+    """What a session has counted so far: what a conversation carries to its next socket."""
+
+    message_count: int = 0
+    audio_chunks_sent: int = 0
+    total_token_count: int = 0
+    prompt_token_count: int = 0
+    response_token_count: int = 0
+    reconnects: int = 0
+
+
 @attrs.define
 class SessionCounters:
     """What one session has done; spans its upstream reconnects.
@@ -28,6 +40,21 @@ class SessionCounters:
     reconnects: int = 0
     #: Called once, by :meth:`setup_completed` (the server's metrics).
     on_setup: Callable[[], None] | None = attrs.field(default=None, repr=False)
+
+    @classmethod
+    def continuing(cls, totals: Totals, elapsed: float, now: float) -> SessionCounters:
+        """Counters that go on from ``totals``, as if started ``elapsed`` seconds before ``now``."""
+        return cls(started_at=now - elapsed, **attrs.asdict(totals))
+
+    def totals(self) -> Totals:
+        return Totals(
+            message_count=self.message_count,
+            audio_chunks_sent=self.audio_chunks_sent,
+            total_token_count=self.total_token_count,
+            prompt_token_count=self.prompt_token_count,
+            response_token_count=self.response_token_count,
+            reconnects=self.reconnects,
+        )
 
     def setup_completed(self) -> None:
         """The socket's ``setupComplete`` is on its way to the browser."""

@@ -12,6 +12,7 @@ import trio.testing
 from liveproxy.contract.endings import BROWSER_CLOSED, SHUTDOWN
 from liveproxy.contract.errors import InvalidSetup
 from liveproxy.core.resumable import Resumable, resumable_ending
+from liveproxy.core.stats import Totals
 from tests.core.test_session_driver import HANDLE, SETUP, running
 
 TEXT_SETUP = orjson.loads(SETUP)["setup"]
@@ -37,7 +38,7 @@ async def test_a_session_leaves_its_handle_setup_stats_and_unanswered_turns(
     assert resumable.setup == run.session.reader.setup
     assert 69 < resumable.remaining_seconds <= 70
     assert resumable.time_limit in (69, 70)
-    assert (resumable.message_count, resumable.audio_chunks_sent) == (2, 1)
+    assert (resumable.totals.message_count, resumable.totals.audio_chunks_sent) == (2, 1)
     assert [orjson.loads(m) for m in resumable.replay] == [
         {
             "clientContent": {
@@ -119,9 +120,7 @@ async def test_a_resumed_socket_continues_the_conversation(
         setup=TEXT_SETUP | {"model": "gemini-3.8-live"},
         remaining_seconds=50,
         elapsed_seconds=130,
-        message_count=12,
-        audio_chunks_sent=40,
-        reconnects=1,
+        totals=Totals(message_count=12, audio_chunks_sent=40, reconnects=1),
         replay=(replayed,),
     )
     start = trio.current_time()
