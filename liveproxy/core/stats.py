@@ -47,14 +47,7 @@ class SessionCounters:
         return cls(started_at=now - elapsed, **attrs.asdict(totals))
 
     def totals(self) -> Totals:
-        return Totals(
-            message_count=self.message_count,
-            audio_chunks_sent=self.audio_chunks_sent,
-            total_token_count=self.total_token_count,
-            prompt_token_count=self.prompt_token_count,
-            response_token_count=self.response_token_count,
-            reconnects=self.reconnects,
-        )
+        return Totals(**{f.name: getattr(self, f.name) for f in attrs.fields(Totals)})
 
     def setup_completed(self) -> None:
         """The socket's ``setupComplete`` is on its way to the browser."""
