@@ -53,7 +53,12 @@ def _trusted(address: str, trusted: tuple[IPNetwork, ...]) -> bool:
     return any(ip in network for network in trusted)
 
 
+def short_hash(text: str, chars: int) -> str:
+    """The first ``chars`` hex digits of ``text``'s SHA-256 (any ``str``, lone surrogates too)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:chars]
+
+
 def client_hash(client: str) -> str:
     """A short stable name of a client (an address, or ``sub:<hash>``) for logs: never the
     address itself (12 hex chars of its SHA-256)."""
-    return hashlib.sha256(client.encode()).hexdigest()[:12]
+    return short_hash(client, 12)

@@ -13,7 +13,6 @@ proxy hammer the endpoint) and when it is older than ``max_key_age``.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -31,6 +30,7 @@ from jwt.exceptions import InvalidSubjectError
 
 from liveproxy.config import SignInSettings
 from liveproxy.redact import redact_url
+from liveproxy.web.clients import short_hash
 
 log = logging.getLogger("liveproxy.signin")
 
@@ -66,7 +66,7 @@ class KeysUnavailable(Unauthorized):
 
 def identity_hash(sub: str) -> str:
     """A short stable name of ``sub`` for logs (16 hex chars of its SHA-256)."""
-    return hashlib.sha256(sub.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return short_hash(sub, 16)
 
 
 class SignIn:
