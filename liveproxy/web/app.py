@@ -53,7 +53,7 @@ from liveproxy.web.store import (
 )
 from liveproxy.web.store.memory import MemoryStore
 from liveproxy.web.worker import SharedEmulator
-from liveproxy.web.ws_route import SessionRoute, resume_client
+from liveproxy.web.ws_route import SessionRoute, keep_conversation, resume_client
 
 log = logging.getLogger("liveproxy")
 
@@ -206,7 +206,7 @@ def _add_http_routes(app: LiveProxyApp, state: ProxyState) -> None:
             return _error(503, "state_unavailable", "the state store is unreachable")
         if isinstance(admitted, Refused):
             if resumed is not None and body.resume is not None:  # it stays resumable
-                await _keep_again(state, body.resume, resumed)
+                await keep_conversation(state, body.resume, resumed)
             response = _error(admitted.status, admitted.code, admitted.message)
             if admitted.retry_after is not None:
                 response.headers["Retry-After"] = str(admitted.retry_after)
@@ -268,14 +268,6 @@ def _time_left(conversation: Conversation | None) -> int | None:
     except ValueError:
         log.warning("a kept conversation's state is unreadable: it cannot be resumed")
         return None
-
-
-async def _keep_again(state: ProxyState, token: str, conversation: Conversation) -> None:
-    """Put back a conversation taken for a resume that was then refused (capacity, rate)."""
-    try:
-        await state.store.keep_conversation(token, conversation, state.config.resume_window_seconds)
-    except StoreUnavailable:
-        log.warning("state store unreachable: a refused resume's conversation is lost")
 
 
 def _sign_in(settings: SignInSettings) -> Callable[[str | None], Awaitable[str | Response]] | None:
