@@ -209,3 +209,20 @@ async def test_shutdown_waits_for_sockets_whose_conversation_is_still_being_stor
         proxy.stop.set()
         ended = await client.wait_closed()
     assert (ended.code, ended.last_event["sessionEnd"]["reason"]) == (1001, "shutdown")
+
+
+async def test_a_resume_refused_for_capacity_stays_resumable(
+    make_proxy: ProxyFactory, autojump_clock: trio.testing.MockClock
+) -> None:
+    proxy = await make_proxy(max_sessions=2, token_ttl_seconds=30)
+    token = (await auth(proxy)).json()["session_token"]
+    async with open_websocket_url(ws_url(proxy, token), extra_headers=HEADERS) as ws:
+        client, resume = await start(proxy, token, ws)
+        await talk(client, "hello")
+    await trio.sleep(1)
+    await proxy.token()
+    await proxy.token()  # the two places are taken by unused tokens
+    full = await auth(proxy, {"resume": resume})
+    assert (full.status, full.json()["error"]["code"]) == (503, "at_capacity")
+    await trio.sleep(31)  # the tokens expire; the conversation's window (60 s) has not
+    assert (await auth(proxy, {"resume": resume})).status == 200
