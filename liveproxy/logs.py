@@ -5,6 +5,11 @@ starts), so every line logged on a session's behalf, by us or by a library, carr
 Structured fields go in ``extra=fields(...)``; the JSON formatter puts them at the top level
 (the text formatter has them in its message already). Both formatters redact: the JSON one
 each string value before encoding, so a redaction can never break a line's JSON.
+
+A message can carry what a client sent (a refused field's name, a close reason), so both
+formatters first cap it to :data:`MAX_MESSAGE_CHARS` (redaction then sees only that much), and
+the text formatter escapes its control characters and indents tracebacks: no client can make a
+line long, slow to write, or begin a line of its own.
 """
 
 from __future__ import annotations
@@ -22,6 +27,25 @@ LogFormat = Literal["text", "json"]
 
 #: The session the current task works for (set by the ``/ws`` route).
 SESSION_ID: ContextVar[str | None] = ContextVar("liveproxy_session_id", default=None)
+#: The longest message a log line carries; the rest is cut, and the cut is marked.
+MAX_MESSAGE_CHARS = 4096
+#: C0 and C1 control characters (newlines included) and the Unicode line separators, written
+#: as escapes in text lines.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+_CONTROLS.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+_CONTROLS.update({0x2028: "\\u2028", 0x2029: "\\u2029"})
+
+
+def capped(message: str) -> str:
+    """``message`` cut to :data:`MAX_MESSAGE_CHARS` (the cut marked with its length)."""
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return f"{message[:MAX_MESSAGE_CHARS]}... ({len(message)} chars)"
+
+
+def escaped(text: str) -> str:
+    """``text`` with control characters written as escapes: it stays on one line."""
+    return text.translate(_CONTROLS)
 
 
 def fields(event: str, **values: Any) -> dict[str, Any]:
@@ -50,15 +74,24 @@ class _Context(logging.Filter):
 
 
 class TextFormatter(logging.Formatter):
-    """``ts LEVEL logger [worker N] [session ID]: message``, redacted."""
+    """``ts LEVEL logger [worker N] [session ID]: message``, redacted: one line per record,
+    with a traceback after it indented."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s%(context)s: %(message)s")
 
-    def format(self, record: logging.LogRecord) -> str:
+    def formatMessage(self, record: logging.LogRecord) -> str:
         if not hasattr(record, "context"):
             record.context = ""
-        return SECRETS.redact(super().format(record))
+        record.message = escaped(SECRETS.redact(capped(record.message)))
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        lines = super().formatException(ei).splitlines()
+        return "\n".join("    | " + escaped(SECRETS.redact(capped(line))) for line in lines)
+
+    def formatStack(self, stack_info: str) -> str:
+        return "\n".join("    | " + line for line in stack_info.splitlines())
 
 
 class JsonFormatter(logging.Formatter):
@@ -66,7 +99,7 @@ class JsonFormatter(logging.Formatter):
     ``session_id`` and ``worker`` when known, the call's fields, ``error`` for a traceback."""
 
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
+        message = capped(record.getMessage())
         line: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
@@ -86,7 +119,7 @@ class JsonFormatter(logging.Formatter):
 
 def _redacted(value: Any) -> Any:
     if isinstance(value, str):
-        return SECRETS.redact(value)
+        return SECRETS.redact(capped(value))
     if isinstance(value, dict):
         return {k: _redacted(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

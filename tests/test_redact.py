@@ -28,3 +28,17 @@ def test_short_values_are_not_registered() -> None:
     secrets = Secrets()
     secrets.add("abc")  # would blank out ordinary words
     assert secrets.redact("abc") == "abc"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["k" * 10_000, "a://x:" * 2_000, "bearer    !" * 2_000, "redis://u:" + "p" * 10_000],
+    ids=["one-word", "schemes", "bearers", "endless-password"],
+)
+def test_what_a_client_might_send_is_left_as_it_is(text: str) -> None:
+    assert Secrets().redact(text) == text
+
+
+def test_a_password_after_a_long_word_is_still_found() -> None:
+    text = "x" * 5000 + " redis://user:hunter2@host"
+    assert Secrets().redact(text).endswith(" redis://user:***@host")
