@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from liveproxy.protocol.b64 import decode_b64, encode_b64
+from liveproxy.protocol import casing
 from liveproxy.protocol.casing import to_camel, to_snake
 from liveproxy.protocol.closes import truncate_reason
 from liveproxy.protocol.gemini_messages import SETUP, parse_client_message
@@ -19,6 +20,26 @@ def test_casing_round_trips() -> None:
 
 
 @pytest.mark.parametrize("text", ["_9j_", "/9j/", "_9g", "_9g=", "AAEAAQ"])
+def test_only_short_names_are_cached() -> None:
+    long_name = "made_up_" + "k" * 100_000
+    before = (casing._camel.cache_info().currsize, casing._snake.cache_info().currsize)
+    assert to_camel(long_name) == "madeUp" + "K" + "k" * 99_999
+    assert to_snake(long_name.upper())[:4] == "_m_a"
+    after = (casing._camel.cache_info().currsize, casing._snake.cache_info().currsize)
+    assert after == before  # a client's long names are never held by the caches
+    to_camel("short_name")
+    assert casing._camel.cache_info().currsize >= 1
+
+
+def test_a_refusal_repeats_at_most_64_characters_of_a_clients_name() -> None:
+    with pytest.raises(SchemaError) as refused:
+        parse_client_message({"setup": {"k" * 100_000: 1}})
+    assert refused.value.reason == (
+        f'Invalid JSON payload received. Unknown name "{"k" * 64}..." at \'setup\': '
+        "Cannot find field."
+    )
+
+
 def test_base64_decodes_either_alphabet_padded_or_not(text: str) -> None:
     assert decode_b64(text) == decode_b64(text.replace("_", "/").replace("-", "+").rstrip("="))
 

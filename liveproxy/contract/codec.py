@@ -21,6 +21,7 @@ from liveproxy.contract.models import (
     SessionEnd,
 )
 from liveproxy.protocol.casing import to_snake
+from liveproxy.protocol.schema import shown
 
 T = TypeVar("T")
 
@@ -64,7 +65,7 @@ def structure(data: Any, cls: type[T]) -> T:
         if isinstance(exc, cattrs.BaseValidationError):
             detail = "; ".join(cattrs.transform_error(exc))
         elif isinstance(exc, KeyError):
-            detail = f"unknown value {exc}"
+            detail = f"unknown value {shown(str(exc))}"
         else:
             detail = str(exc)
         raise DecodeError(detail) from None
@@ -119,7 +120,9 @@ def decode_browser_input(data: dict[str, Any]) -> BrowserInput:
     try:
         return structure(snake, BrowserInput)  # type: ignore[arg-type]
     except DecodeError as exc:
-        raise BadMessage(f"invalid {data.get('type')!r} message: {exc}") from None
+        kind = data.get("type")
+        name = repr(shown(kind)) if isinstance(kind, str) else "a"
+        raise BadMessage(f"invalid {name} message: {exc}") from None
 
 
 def encode_session_end(event: SessionEnd) -> str:

@@ -18,7 +18,7 @@ from liveproxy.contract.errors import BadMessage
 from liveproxy.contract.models import ImageInput, StreamControl, TextInput
 from liveproxy.protocol.b64 import decode_b64
 from liveproxy.protocol.gemini_messages import parse_client_message
-from liveproxy.protocol.schema import SchemaError
+from liveproxy.protocol.schema import SchemaError, shown
 
 BROWSER_AUDIO_MIME: Final = "audio/pcm;rate=16000"
 _AUDIO_HEAD: Final = '{"realtimeInput":{"audio":{"mimeType":"' + BROWSER_AUDIO_MIME + '","data":"'
@@ -86,7 +86,8 @@ def browser_text_to_upstream(frame: str) -> str:
     if len(data) == 1:
         kind, body = parse_native(data)
         return orjson.dumps({kind: body}).decode()
-    raise BadMessage(f"unknown message with keys {sorted(data)[:5]}")
+    keys = ", ".join(repr(shown(key)) for key in sorted(data)[:5])
+    raise BadMessage(f"unknown message with keys {keys}")
 
 
 def parse_native(data: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -117,10 +117,22 @@ class SchemaError(Exception):
         return self.reason
 
 
+#: The most of a client's field name (or value) an error reason repeats.
+MAX_SHOWN_CHARS: Final = 64
+
+
+def shown(text: str) -> str:
+    """A client's ``text`` as an error reason repeats it: at most :data:`MAX_SHOWN_CHARS`
+    characters (Google's close reasons are cut at 123 bytes anyway)."""
+    if len(text) <= MAX_SHOWN_CHARS:
+        return text
+    return text[:MAX_SHOWN_CHARS] + "..."
+
+
 def _unknown(key: str, path: str) -> SchemaError:
     where = f" at '{path}'" if path else ""
     return SchemaError(
-        f'Invalid JSON payload received. Unknown name "{key}"{where}: Cannot find field.'
+        f'Invalid JSON payload received. Unknown name "{shown(key)}"{where}: Cannot find field.'
     )
 
 
@@ -151,10 +163,10 @@ def _check_depth(value: Any, depth: int, path: str) -> None:
 
 def _invalid(path: str, type_name: str, value: Any, depth: int) -> SchemaError:
     _check_depth(value, depth, path)  # before orjson.dumps, which raises past 254 levels
-    shown = orjson.dumps(value).decode() if not isinstance(value, str) else f'"{value}"'
-    if len(shown) > 40:
-        shown = shown[:40] + "..."
-    return SchemaError(f"Invalid value at '{path}' ({type_name}), {shown}")
+    text = orjson.dumps(value).decode() if not isinstance(value, str) else f'"{value}"'
+    if len(text) > 40:
+        text = text[:40] + "..."
+    return SchemaError(f"Invalid value at '{path}' ({type_name}), {text}")
 
 
 def _is_integral(value: Any) -> bool:
