@@ -19,7 +19,6 @@ def test_casing_round_trips() -> None:
     assert to_snake("startOfSpeechSensitivity") == "start_of_speech_sensitivity"
 
 
-@pytest.mark.parametrize("text", ["_9j_", "/9j/", "_9g", "_9g=", "AAEAAQ"])
 def test_only_short_names_are_cached() -> None:
     long_name = "made_up_" + "k" * 100_000
     before = (casing._camel.cache_info().currsize, casing._snake.cache_info().currsize)
@@ -40,6 +39,7 @@ def test_a_refusal_repeats_at_most_64_characters_of_a_clients_name() -> None:
     )
 
 
+@pytest.mark.parametrize("text", ["_9j_", "/9j/", "_9g", "_9g=", "AAEAAQ"])
 def test_base64_decodes_either_alphabet_padded_or_not(text: str) -> None:
     assert decode_b64(text) == decode_b64(text.replace("_", "/").replace("-", "+").rstrip("="))
 
