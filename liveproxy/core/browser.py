@@ -17,13 +17,16 @@ from typing import Any, Final, TypeAlias
 
 import trio
 
-from liveproxy.contract.errors import MessageTooBig, SlowClient
+from liveproxy.contract.errors import MessageTooBig, RateLimited, SlowClient
+from liveproxy.core.footprint import footprint
 from liveproxy.core.ports import BrowserPort, Frame
 from liveproxy.protocol.closes import truncate_reason
 
 #: What the app receives instead of a message over the limit (an extra key on a receive event;
 #: see :mod:`liveproxy.web.hypercorn_fixes`).
 MESSAGE_TOO_BIG: Final = "liveproxy.message_too_big"
+#: What the app receives once the client sends frames faster than its rate (the same way).
+RATE_LIMITED: Final = "liveproxy.rate_limited"
 ASGIMessage: TypeAlias = MutableMapping[str, Any]
 Receive: TypeAlias = Callable[[], Awaitable[ASGIMessage]]
 Send: TypeAlias = Callable[[ASGIMessage], Awaitable[None]]
@@ -94,12 +97,16 @@ class BrowserSocket:
             BrowserGone: the browser closed or the connection dropped.
             MessageTooBig: the browser sent a message over the limit (Hypercorn's buffer,
                 bounded by :mod:`liveproxy.web.hypercorn_fixes`, refused it unread).
+            RateLimited: the browser sent frames faster than ``BROWSER_MESSAGE_RATE`` (counted
+                by :mod:`liveproxy.web.hypercorn_fixes`, every frame).
         """
         message = await self._receive()
         if message["type"] == "websocket.receive":
             self.frames_in += 1
             if message.get(MESSAGE_TOO_BIG):
                 raise MessageTooBig(f"a message exceeds the {self.max_message_bytes}-byte limit")
+            if message.get(RATE_LIMITED):
+                raise RateLimited("more frames per second than BROWSER_MESSAGE_RATE allows")
             data = message.get("bytes")
             if data is not None:
                 return bytes(data)
@@ -128,7 +135,7 @@ class BrowserSocket:
 
 
 class BrowserQueue:
-    """Frames waiting for the browser, bounded by their total size in bytes.
+    """Frames waiting for the browser, bounded by the memory they take (their footprint).
 
     One producer side (the session) and one consumer (:meth:`run_writer`). Audio frames can be
     dropped at once on ``interrupted``. :meth:`finish` appends the session's last message and the
@@ -152,7 +159,7 @@ class BrowserQueue:
         Raises:
             SlowClient: the queue would exceed its byte bound (the browser reads too slowly).
         """
-        size = len(frame)
+        size = footprint(frame)
         if self._bytes + size > self._max_bytes and self._frames:
             raise SlowClient(
                 f"the browser is reading too slowly ({self._bytes} bytes waiting, "
@@ -165,7 +172,7 @@ class BrowserQueue:
     def drop_audio(self) -> int:
         """Drop every queued audio (binary) frame; return the bytes dropped."""
         kept: deque[Frame] = deque(f for f in self._frames if not isinstance(f, bytes))
-        dropped = self._bytes - sum(len(f) for f in kept)
+        dropped = self._bytes - sum(footprint(f) for f in kept)
         self._frames = kept
         self._bytes -= dropped
         return dropped
@@ -182,7 +189,7 @@ class BrowserQueue:
             self._bytes = 0
         if last is not None:
             self._frames.append(last)
-            self._bytes += len(last)
+            self._bytes += footprint(last)
         self._close = (code, reason)
         self._wakeup.set()
 
@@ -198,7 +205,7 @@ class BrowserQueue:
             # still ends (nothing can be queued while it runs), and wait() then checkpoints.
             while self._frames:
                 frame = self._frames.popleft()
-                self._bytes -= len(frame)
+                self._bytes -= footprint(frame)
                 await socket.send(frame)
             if self._close is not None:
                 await socket.close(*self._close)

@@ -15,11 +15,10 @@ from typing import Any, Final
 import orjson
 import trio
 
-from liveproxy.bucket import TokenBucket
 from liveproxy.config import Config
 from liveproxy.contract.codec import encode_error
 from liveproxy.contract.endings import BROWSER_CLOSED, Outcome
-from liveproxy.contract.errors import BadMessage, InvalidSetup, RateLimited
+from liveproxy.contract.errors import BadMessage, InvalidSetup
 from liveproxy.contract.models import ErrorEvent
 from liveproxy.contract.session_setup import browser_setup, default_setup
 from liveproxy.contract.translate import AudioAligner, audio_to_upstream, browser_text_to_upstream
@@ -53,8 +52,6 @@ class BrowserReader:
         self.setup_ready = trio.Event()
         self._preset = False
         self.audio_in = AudioAligner()
-        rate = config.browser_message_rate
-        self.rate = TokenBucket(rate, capacity=rate) if rate else None
 
     def preset(self, setup: dict[str, Any]) -> None:
         """A resumed conversation's setup: used as is, and a setup the browser sends first (as
@@ -68,32 +65,19 @@ class BrowserReader:
 
         Raises:
             InvalidSetup: the first frame is a setup that is refused.
-            RateLimited: more than ``BROWSER_MESSAGE_RATE`` messages a second.
-            MessageTooBig: a message over ``MAX_MESSAGE_BYTES``.
+            RateLimited, MessageTooBig: from the socket.
         """
         try:
             first: Frame | None = None
             with trio.move_on_after(self.config.setup_timeout_seconds):
-                first = await self._receive()
+                first = await self.socket.receive()
             leftover = self._start(first)
             if leftover is not None:
                 await self._forward(leftover)
             while True:
-                await self._forward(await self._receive())
+                await self._forward(await self.socket.receive())
         except BrowserGone:
             return BROWSER_CLOSED
-
-    async def _receive(self) -> Frame:
-        """The next browser frame, counted against the message rate.
-
-        Raises:
-            BrowserGone, MessageTooBig: from the socket.
-            RateLimited: the browser sends faster than ``BROWSER_MESSAGE_RATE``.
-        """
-        frame = await self.socket.receive()
-        if self.rate is not None and self.rate.take(trio.current_time()):
-            raise RateLimited(f"more than {self.config.browser_message_rate} messages per second")
-        return frame
 
     def _start(self, first: Frame | None) -> Frame | None:
         """Take the setup from the first frame (or the default); return a frame still to forward."""

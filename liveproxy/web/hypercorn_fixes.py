@@ -32,6 +32,18 @@ has a test that fails without each).
    Hypercorn always accepts a browser's offer (there is no setting), and wsproto inflates
    without a bound (a small frame can inflate to gigabytes before any size check). The offer
    is removed from the request before Hypercorn reads it.
+7. **Every frame counts** (:meth:`GuardedWSStream._handle_events`): data frames, continuation
+   frames (empty ones too) and control frames (pings, unsolicited pongs) each take a token
+   from the connection's bucket of ``ws_frame_rate`` a second (Hypercorn counts nothing; an
+   empty continuation frame adds no bytes to any size limit). Past it the app is told once
+   (:data:`RATE_LIMITED`, so the session can answer ``rate_limited`` and close 1008) and every
+   later frame is dropped unread, pings unanswered.
+8. **HTTP/1.1 only** (:class:`Http11Only`). Hypercorn serves HTTP/2 over cleartext on the plain
+   port, to a prior-knowledge preface or an ``Upgrade: h2c`` request, and its HTTP/2 path
+   leaks a connection whose flow-control window never opens. No browser or nginx needs h2c
+   to reach liveproxy: the preface is answered 505 and the connection closed, and an
+   ``Upgrade: h2c`` is ignored (RFC 9110 7.8 lets a server do so): the request is answered
+   in HTTP/1.1.
 """
 
 from __future__ import annotations
@@ -39,24 +51,30 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, cast
 
+import h11
 import hypercorn.config
+import hypercorn.protocol
 import hypercorn.protocol.h2
 import hypercorn.protocol.h11
 import hypercorn.trio.run
 import hypercorn.trio.tcp_server
 import trio
+from hypercorn.events import Closed
 from hypercorn.protocol.events import Body, Data, Event, Request, StreamClosed
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.ws_stream import FrameTooLargeError, WebsocketBuffer, WSStream
 from hypercorn.trio.task_group import TaskGroup, _handle
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.typing import AppWrapper, ASGIReceiveEvent, ASGISendEvent, Scope
 from wsproto.connection import ConnectionState
-from wsproto.events import CloseConnection, Message, Ping, TextMessage
+from wsproto.events import CloseConnection, Message, Ping, Pong, TextMessage
 
-from liveproxy.core.browser import MESSAGE_TOO_BIG
+from liveproxy.bucket import TokenBucket
+from liveproxy.core.browser import MESSAGE_TOO_BIG, RATE_LIMITED
 
 log = logging.getLogger("liveproxy.connections")
 
@@ -150,21 +168,71 @@ class AppTaskGroup(TaskGroup):
         return put
 
 
+class Http11Only(H11Protocol):
+    """Hypercorn's HTTP/1.1 protocol, which never hands a connection to HTTP/2 (fix 8)."""
+
+    _refused_http2 = False
+
+    async def _check_protocol(self, event: h11.Request) -> None:
+        # Hypercorn's own check switches to HTTP/2 here; an ``Upgrade: h2c`` is ignored.
+        if event.method == b"PRI" and event.target == b"*":
+            self._refused_http2 = True
+
+    async def _create_stream(self, request: h11.Request) -> None:
+        if self._refused_http2:
+            await self._send_error_response(505)
+            await self.send(Closed())
+            return
+        await super()._create_stream(request)
+
+
+#: Characters that take 2 (then 4) bytes each in a ``str``: once one is in a text message,
+#: every character of it does.
+_WIDE: Final = re.compile("[\u0100-\U0010ffff]")
+_ASTRAL: Final = re.compile("[\U00010000-\U0010ffff]")
+
+
+def _char_bytes(text: str) -> int:
+    """The bytes each character of a ``str`` holding ``text`` takes: 1, 2 or 4."""
+    if text.isascii() or not _WIDE.search(text):
+        return 1
+    return 4 if _ASTRAL.search(text) else 2
+
+
 class BoundedMessageBuffer(WebsocketBuffer):
-    """One incoming message, never more than ``max_length`` bytes (text counted in UTF-8).
+    """One incoming message, never more than ``max_length`` bytes: binary by its length, text by
+    the larger of its UTF-8 length and what its characters take in memory (1, 2 or 4 bytes
+    each, the widest deciding: a text with one emoji takes 4 bytes a character).
 
     Raises ``FrameTooLargeError`` before appending a part that would pass the limit, and is
     empty afterwards.
     """
 
+    def __init__(self, max_length: int) -> None:
+        super().__init__(max_length)
+        self._chars = 0
+        self._char_bytes = 1
+
     def extend(self, event: Message[Any]) -> None:
         data = event.data
-        size = len(data.encode("utf-8")) if isinstance(event, TextMessage) else len(data)
-        if self.length + size > self.max_length:
+        if isinstance(event, TextMessage):
+            utf8 = self.length + len(data.encode("utf-8"))
+            chars = self._chars + len(data)
+            width = max(self._char_bytes, _char_bytes(data))
+            size = max(utf8, chars * width)
+        else:
+            size = self.length + len(data)
+        if size > self.max_length:
             self.clear()
             raise FrameTooLargeError()
         super().extend(event)
-        self.length += size - len(data)  # the base class counted characters for text
+        if isinstance(event, TextMessage):
+            self.length, self._chars, self._char_bytes = utf8, chars, width
+
+    def clear(self) -> None:
+        super().clear()
+        self._chars = 0
+        self._char_bytes = 1
 
 
 class GuardedWSStream(WSStream):
@@ -174,6 +242,9 @@ class GuardedWSStream(WSStream):
         super().__init__(*args, **kwargs)
         self.buffer = BoundedMessageBuffer(self.config.websocket_max_message_size)
         self._discarding = False
+        rate = getattr(self.config, "ws_frame_rate", 0)
+        self._frames = TokenBucket(rate, capacity=rate) if rate else None
+        self._over_rate = False
 
     async def handle(self, event: Event) -> None:
         if isinstance(event, Request) and not getattr(self.config, "ws_compression", False):
@@ -189,6 +260,8 @@ class GuardedWSStream(WSStream):
 
     async def _handle_events(self) -> None:
         for event in self.connection.events():
+            if isinstance(event, Message | Ping | Pong) and not await self._within_rate(event):
+                continue
             if isinstance(event, Message):
                 await self._handle_message(event)
             elif isinstance(event, Ping):
@@ -200,6 +273,20 @@ class GuardedWSStream(WSStream):
                     # wsproto refused the client's frames and chose this close code.
                     await self._send_wsproto_event(event)
                 await self.send(StreamClosed(stream_id=self.stream_id))
+
+    async def _within_rate(self, event: Message[Any] | Ping | Pong) -> bool:
+        """Count ``event``'s frame (once, at its end); False when it is over the rate (the
+        app is told the first time) and must be dropped."""
+        if self._over_rate:
+            return False
+        if self._frames is None or (isinstance(event, Message) and not event.frame_finished):
+            return True
+        if not self._frames.take(trio.current_time()):
+            return True
+        self._over_rate = True
+        self.buffer.clear()
+        await self._to_app({"type": "websocket.receive", "bytes": None, RATE_LIMITED: True})
+        return False
 
     async def _handle_message(self, event: Message[Any]) -> None:
         if self._discarding:  # the rest of a message over the limit
@@ -223,6 +310,7 @@ class GuardedWSStream(WSStream):
 def install() -> None:
     """Put the fixed classes where Hypercorn 0.18.0 looks them up (idempotent)."""
     setattr(hypercorn.trio.run, "TCPServer", IsolatedTCPServer)  # noqa: B010
+    setattr(hypercorn.protocol, "H11Protocol", Http11Only)  # noqa: B010
     setattr(hypercorn.trio.tcp_server, "TaskGroup", AppTaskGroup)  # noqa: B010
     setattr(hypercorn.protocol.h11, "WSStream", GuardedWSStream)  # noqa: B010
     setattr(hypercorn.protocol.h2, "WSStream", GuardedWSStream)  # noqa: B010

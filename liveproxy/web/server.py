@@ -27,6 +27,7 @@ from liveproxy import logs
 from liveproxy.config import Config, ConfigError
 from liveproxy.web import hypercorn_fixes
 from liveproxy.web.app import LiveProxyApp, create_app
+from liveproxy.web.loop_watch import LoopWatch
 from liveproxy.web.metrics import process_metrics, serve_metrics
 from liveproxy.web.store.opening import open_store
 from liveproxy.web.worker import WorkerSpec
@@ -72,6 +73,7 @@ class _HypercornConfig(hypercorn.config.Config):
     timeout_seconds: float = 0.0
     #: Read by :class:`~liveproxy.web.hypercorn_fixes.GuardedWSStream`.
     ws_compression: bool = False
+    ws_frame_rate: int = 0
 
     def create_sockets(self) -> hypercorn.config.Sockets:
         sockets = super().create_sockets()
@@ -98,6 +100,7 @@ def hypercorn_config(config: Config, fd: int | None = None) -> hypercorn.config.
     hconfig.keepalive_seconds = config.browser_keepalive_seconds
     hconfig.timeout_seconds = config.browser_timeout_seconds
     hconfig.ws_compression = config.ws_compression
+    hconfig.ws_frame_rate = config.browser_message_rate
     hconfig.bind = [f"fd://{fd}" if fd is not None else f"{config.host}:{config.port}"]
     hconfig.worker_class = "trio"
     hconfig.backlog = 1024
@@ -123,7 +126,8 @@ async def serve(
     """Serve until ``stop`` is set (default: SIGTERM/SIGINT), then shut down gracefully.
 
     Reports the bound URLs through ``task_status`` (port 0 works). ``gc_tuning`` applies
-    :func:`tune_gc` once serving has started (what ``liveproxy serve`` does). Without ``app``
+    :func:`tune_gc` once serving has started and watches the event loop for stalls
+    (:mod:`~liveproxy.web.loop_watch`): what ``liveproxy serve`` does. Without ``app``
     the state store of ``STATE_URL`` is opened, and closed on return, and with ``METRICS_BIND``
     the app counts its metrics. As a supervisor's ``worker`` it serves the inherited socket,
     says when it listens, and drains if the supervisor goes away; otherwise it serves
@@ -186,6 +190,7 @@ async def _serve(
             await nursery.start(serve_metrics, config.metrics_bind, directory)
         if gc_tuning:
             tune_gc()
+            nursery.start_soon(LoopWatch().run)
         if worker is not None:
             _say_ready(worker.ready_fd)
             nursery.start_soon(_stop_when_orphaned, stop)

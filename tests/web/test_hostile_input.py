@@ -11,11 +11,14 @@ import trio
 
 from tests.conftest import TEXT_SETUP, Proxy, ProxyFactory
 from tests.core.test_session_endings import assert_error
-from tests.fuzz.wire import BINARY, TEXT, encode_frame
+from tests.fuzz.wire import BINARY, PING, PONG, TEXT, encode_frame
 from tests.rawws import RawAnswer, open_raw, read_answer, read_head, upgrade
 from tests.wsclient import BrowserClient, has_key
 
 LIMIT = 64 * 1024
+#: HTTP/2's connection preface, then an empty SETTINGS frame (prior knowledge, RFC 9113 3.3).
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+H2_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
 
 async def raw_session(proxy: Proxy, *frames: bytes, extra: bytes = b"") -> RawAnswer:
@@ -178,6 +181,66 @@ async def test_a_flood_of_tiny_frames_is_rate_limited_and_a_neighbour_is_unaffec
         assert error["code"] == "rate_limited"
         await neighbour.send_json({"type": "text", "text": "hello"})
         await neighbour.recv_until(has_key("serverContent", "turnComplete"))
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        encode_frame(0x0, b"", fin=False),  # an empty continuation frame: no bytes at all
+        encode_frame(PING, b""),
+        encode_frame(PONG, b"unsolicited"),
+    ],
+    ids=["empty-continuation", "ping", "unsolicited-pong"],
+)
+async def test_every_frame_counts_against_the_rate(proxy: Proxy, frame: bytes) -> None:
+    async with proxy.session() as neighbour:
+        setup = encode_frame(TEXT, orjson.dumps(TEXT_SETUP))
+        opening = encode_frame(BINARY, b"\x00\x00", fin=False)
+        answer = await raw_session(proxy, setup, opening + frame * 5000)
+        assert answer.close_code == 1008
+        assert orjson.loads(answer.texts[-1])["error"]["code"] == "rate_limited"
+        pongs = [payload for opcode, payload in answer.frames if opcode == PONG]
+        assert len(pongs) < 1000  # of 5000: those past the rate went unanswered
+        await neighbour.send_json({"type": "text", "text": "hello"})
+        await neighbour.recv_until(has_key("serverContent", "turnComplete"))
+
+
+async def test_a_text_message_is_bounded_by_the_memory_it_takes(
+    make_proxy: ProxyFactory,
+) -> None:
+    proxy = await make_proxy(max_message_bytes=LIMIT)
+    setup = encode_frame(TEXT, orjson.dumps(TEXT_SETUP))
+    # 20 K characters, 20 KB of UTF-8: but with one emoji each takes 4 bytes in memory.
+    wide = orjson.dumps({"type": "text", "text": "x" * 20_000 + "\U0001f600"})
+    answer = await raw_session(proxy, setup, encode_frame(TEXT, wide))
+    assert answer.close_code == 1009
+    assert orjson.loads(answer.texts[-1])["error"]["code"] == "message_too_big"
+    async with proxy.session() as client:  # the same length in plain text is fine
+        await client.send_json({"type": "text", "text": "x" * 20_000})
+        await client.recv_until(has_key("serverContent", "turnComplete"))
+
+
+async def test_http2_prior_knowledge_is_refused_505(proxy: Proxy) -> None:
+    stream = await open_raw(proxy.port)
+    async with stream:
+        await stream.send_all(H2_PREFACE + H2_SETTINGS)
+        with trio.fail_after(5):
+            answer = await read_answer(stream)
+    assert answer.head.startswith(b"HTTP/1.1 505"), answer.head
+    assert await answers_a_text_turn(proxy)
+
+
+async def test_an_h2c_upgrade_is_answered_in_http1(proxy: Proxy) -> None:
+    stream = await open_raw(proxy.port)
+    async with stream:
+        await stream.send_all(
+            b"GET /api/health HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+            b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+        )
+        with trio.fail_after(5):
+            head = await read_head(stream)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert b"upgrade" not in head.lower()
 
 
 async def test_real_time_audio_is_far_below_the_message_rate(proxy: Proxy) -> None:
