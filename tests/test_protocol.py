@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from liveproxy.protocol.b64 import decode_b64, encode_b64
 from liveproxy.protocol import casing
+from liveproxy.protocol.b64 import decode_b64, encode_b64
 from liveproxy.protocol.casing import to_camel, to_snake
 from liveproxy.protocol.closes import truncate_reason
 from liveproxy.protocol.gemini_messages import SETUP, parse_client_message
@@ -34,7 +34,7 @@ def test_a_refusal_repeats_at_most_64_characters_of_a_clients_name() -> None:
     with pytest.raises(SchemaError) as refused:
         parse_client_message({"setup": {"k" * 100_000: 1}})
     assert refused.value.reason == (
-        f'Invalid JSON payload received. Unknown name "{"k" * 64}..." at \'setup\': '
+        f"Invalid JSON payload received. Unknown name \"{'k' * 64}...\" at 'setup': "
         "Cannot find field."
     )
 
