@@ -22,7 +22,10 @@ What is sent again on the next connection depends on the resumption mode.
 - **Otherwise** (Developer API): the turn-level messages (text, tool responses, images, stream
   signals) sent since the latest handle are remembered and, after a drop, sent again. Audio is
   not: replaying the tail of an utterance would not restore it. A ``goAway`` switch replays
-  nothing.
+  nothing. At most :attr:`UpstreamLink.REPLAY_LIMIT` messages and :data:`REPLAY_BYTES` are
+  remembered: past either, the oldest are let go (logged once per session).
+
+Every bound is on memory (:func:`~liveproxy.core.footprint.footprint`), not on characters.
 
 What a new *browser* socket replays (:meth:`UpstreamLink.replayable`) is turn-level in both
 modes: the user who spoke the audio has left, and the stored state is bounded.
@@ -37,6 +40,7 @@ from typing import Final
 import trio
 from trio_websocket import ConnectionClosed
 
+from liveproxy.core.footprint import footprint
 from liveproxy.core.ports import UpstreamSocket
 
 log = logging.getLogger("liveproxy")
@@ -44,6 +48,8 @@ log = logging.getLogger("liveproxy")
 #: With transparent resumption, the messages kept for an exact replay are bounded by this many
 #: bytes: about 48 s of 16 kHz audio, enough for an utterance and its answer between two handles.
 KEEP_BYTES: Final = 2 * 1024 * 1024
+#: The turn-level messages remembered for a replay after a drop are bounded by this many bytes.
+REPLAY_BYTES: Final = 2 * 1024 * 1024
 
 _Entry = tuple[str, bool]  # (message, turn-level)
 
@@ -61,7 +67,9 @@ class UpstreamLink:
         self._pending: deque[_Entry] = deque()
         self._pending_bytes = 0
         #: Turn-level messages since the handle, with their number on the current connection.
-        self._turns: deque[tuple[int, str]] = deque(maxlen=self.REPLAY_LIMIT)
+        self._turns: deque[tuple[int, str]] = deque()
+        self._turn_bytes = 0
+        self._turns_shed_logged = False
         self._transparent = transparent
         self._keep_max = keep_bytes
         #: Transparent: every message written since the handle's index, the last one numbered
@@ -109,7 +117,7 @@ class UpstreamLink:
         are remembered after sending until a handle covers them.
         """
         self._pending.append((message, replayable))
-        self._pending_bytes += len(message)
+        self._pending_bytes += footprint(message)
         while True:
             ws = self._ws
             if ws is not None and not self._flushing:
@@ -143,24 +151,24 @@ class UpstreamLink:
         cover everything written so far, as any handle is when not transparent.
         """
         if not self._transparent:
-            self._turns.clear()
+            self._clear_turns()
             return
         written = self._written
         covered = written if consumed is None or consumed > written else consumed
         self._covered = covered
         kept = self._kept
         for _ in range(len(kept) - (written - covered)):
-            self._kept_bytes -= len(kept.popleft()[0])
+            self._kept_bytes -= footprint(kept.popleft()[0])
         turns = self._turns
         while turns and turns[0][0] <= covered:
-            turns.popleft()
+            self._turn_bytes -= footprint(turns.popleft()[1])
 
     def preload(self, messages: tuple[str, ...]) -> None:
         """Queue turn-level ``messages`` (a resumed conversation's replay) ahead of anything new;
         call it before the first :meth:`send`."""
         for message in messages:
             self._pending.append((message, True))
-            self._pending_bytes += len(message)
+            self._pending_bytes += footprint(message)
 
     def replayable(self) -> list[str]:
         """The turn-level messages the latest handle does not cover, in order: those sent since
@@ -190,11 +198,11 @@ class UpstreamLink:
                     len(self._turns),
                 )
             replay = [(message, True) for _, message in self._turns]
-        self._turns.clear()
+        self._clear_turns()
         self._new_connection()
         for entry in reversed(replay):
             self._pending.appendleft(entry)
-            self._pending_bytes += len(entry[0])
+            self._pending_bytes += footprint(entry[0])
         return len(replay)
 
     def replay_after_switch(self) -> int:
@@ -244,7 +252,7 @@ class UpstreamLink:
                         self._ws = None
                     return
                 pending.popleft()
-                size = len(message)
+                size = footprint(message)
                 self._pending_bytes -= size
                 # The hot path (every audio frame): a count and, when transparent, an append.
                 self._written += 1
@@ -254,7 +262,7 @@ class UpstreamLink:
                     if self._kept_bytes > self._keep_max:
                         self._shed()
                 if entry[1]:
-                    self._turns.append((self._written, message))
+                    self._remember_turn(message, size)
         finally:
             self._flushing = False
             self._notify()
@@ -264,7 +272,7 @@ class UpstreamLink:
         covers them)."""
         kept = self._kept
         while self._kept_bytes > self._keep_max and kept:
-            self._kept_bytes -= len(kept.popleft()[0])
+            self._kept_bytes -= footprint(kept.popleft()[0])
         if not self._shed_logged:
             self._shed_logged = True
             log.info(
@@ -272,6 +280,26 @@ class UpstreamLink:
                 "a drop before the next one cannot be replayed exactly",
                 self._keep_max,
             )
+
+    def _remember_turn(self, message: str, size: int) -> None:
+        """Remember a turn-level message just written, letting the oldest go past the bounds."""
+        turns = self._turns
+        turns.append((self._written, message))
+        self._turn_bytes += size
+        while len(turns) > self.REPLAY_LIMIT or self._turn_bytes > REPLAY_BYTES:
+            self._turn_bytes -= footprint(turns.popleft()[1])
+            if not self._turns_shed_logged:
+                self._turns_shed_logged = True
+                log.info(
+                    "more than %d turn-level messages or %d bytes sent since the last "
+                    "resumption handle: the oldest are not sent again after a drop",
+                    self.REPLAY_LIMIT,
+                    REPLAY_BYTES,
+                )
+
+    def _clear_turns(self) -> None:
+        self._turns.clear()
+        self._turn_bytes = 0
 
     async def _wait_until_not_flushing(self) -> None:
         while self._flushing:

@@ -1,4 +1,4 @@
-"""BrowserQueue: the byte-bounded queue toward one browser."""
+"""BrowserQueue: the queue toward one browser, bounded by the memory its frames take."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 
 from liveproxy.contract.errors import SlowClient
 from liveproxy.core.browser import BrowserQueue, BrowserSocket
+from liveproxy.core.footprint import footprint
 
 
 class RecordingSend:
@@ -28,25 +29,36 @@ def socket_and_log() -> tuple[BrowserSocket, RecordingSend]:
 
 
 def test_a_put_past_the_bound_is_a_slow_client() -> None:
-    queue = BrowserQueue(max_bytes=10)
+    held = footprint(b"12345678")
+    queue = BrowserQueue(max_bytes=held + 2)
     queue.put(b"12345678")
-    with pytest.raises(SlowClient, match="8 bytes waiting"):
+    with pytest.raises(SlowClient, match=f"{held} bytes waiting"):
         queue.put(b"123")
-    assert queue.queued_bytes == 8
+    assert queue.queued_bytes == held
 
 
 def test_one_frame_larger_than_the_bound_still_goes_when_nothing_waits() -> None:
     queue = BrowserQueue(max_bytes=10)
     queue.put(b"x" * 50)
-    assert queue.queued_bytes == 50
+    assert queue.queued_bytes == footprint(b"x" * 50)
+
+
+def test_text_is_counted_by_the_memory_it_takes() -> None:
+    text = "x" * 1000 + "\U0001f600"  # one emoji: every character takes 4 bytes
+    assert footprint(text) > 4 * 1000
+    queue = BrowserQueue(max_bytes=3000)
+    queue.put("x" * 1000)
+    queue.drop_audio()
+    with pytest.raises(SlowClient):
+        queue.put(text)
 
 
 def test_drop_audio_keeps_the_json_events() -> None:
     queue = BrowserQueue(max_bytes=1000)
     for frame in (b"aa", "e1", b"bbbb", "e2"):
         queue.put(frame)
-    assert queue.drop_audio() == 6
-    assert queue.queued_bytes == 4
+    assert queue.drop_audio() == footprint(b"aa") + footprint(b"bbbb")
+    assert queue.queued_bytes == footprint("e1") + footprint("e2")
 
 
 async def test_the_writer_sends_in_order_then_the_last_message_and_the_close() -> None:

@@ -10,7 +10,11 @@ import trio
 import trio.testing
 from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection
 
-from liveproxy.core.link import UpstreamLink
+from liveproxy.core.footprint import footprint
+from liveproxy.core.link import REPLAY_BYTES, UpstreamLink
+
+#: What a two-character message takes in memory (every bound counts this, not characters).
+F = footprint("a1")
 
 
 class FakeConnection:
@@ -45,7 +49,7 @@ async def test_messages_sent_before_a_connection_go_out_first_and_in_order() -> 
 
 
 async def test_a_full_buffer_holds_the_producer_until_a_connection_drains_it() -> None:
-    link = UpstreamLink(max_buffered_bytes=10)
+    link = UpstreamLink(max_buffered_bytes=2 * footprint("12345"))
     done: list[str] = []
 
     async def produce(nursery: trio.Nursery) -> None:
@@ -127,6 +131,22 @@ async def test_replay_is_bounded(count: int) -> None:
     assert link.replay_after_drop() == min(count, UpstreamLink.REPLAY_LIMIT)
 
 
+async def test_replay_is_bounded_in_memory_whatever_the_characters() -> None:
+    # Turns of 255 K characters with one emoji take 1 MiB each: only two fit the bound, however
+    # many are sent (a count bound alone let 32 such turns of 2 MB pin 290 MiB).
+    link = UpstreamLink(max_buffered_bytes=10_000_000)
+    await link.attach(ws(FakeConnection()))
+    turns = [f"{n}{'x' * (255 * 1024)}\U0001f600" for n in range(10)]
+    for turn in turns:
+        await link.send(turn, replayable=True)
+    assert 1000 * 1024 < footprint(turns[0]) < 1024 * 1024
+    await link.detach()
+    assert link.replay_after_drop() == REPLAY_BYTES // footprint(turns[0])
+    new = FakeConnection()
+    await link.attach(ws(new))
+    assert new.sent == turns[-2:]  # the newest, in order
+
+
 # --- Transparent resumption: numbered messages, kept from the handle's index on.
 
 
@@ -143,9 +163,9 @@ async def test_messages_are_numbered_per_connection_and_kept_after_the_handles_i
         await link.send(message)
     await link.send("t4", replayable=True)
     await link.send("a5")
-    assert (link.written, link.kept_bytes) == (5, 10)
+    assert (link.written, link.kept_bytes) == (5, 5 * F)
     link.handle_received(2)  # the handle includes messages 1 and 2
-    assert (link.kept_bytes, link.exact()) == (6, True)
+    assert (link.kept_bytes, link.exact()) == (3 * F, True)
     await link.detach()
     await link.send("new")
     assert link.replay_after_drop() == 3
@@ -212,16 +232,16 @@ async def test_over_the_bound_the_oldest_go_and_a_drop_replays_turn_level_messag
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="liveproxy")
-    link, _ = await transparent_link(keep_bytes=6)
+    link, _ = await transparent_link(keep_bytes=3 * F)
     await link.send("a1")
     await link.send("t2", replayable=True)
     await link.send("a3")
-    assert (link.kept_bytes, link.exact()) == (6, True)
-    await link.send("a4")  # 8 bytes: "a1" goes
+    assert (link.kept_bytes, link.exact()) == (3 * F, True)
+    await link.send("a4")  # over the bound: "a1" goes
     await link.send("a5")
-    assert (link.kept_bytes, link.exact()) == (6, False)
+    assert (link.kept_bytes, link.exact()) == (3 * F, False)
     assert [r.getMessage() for r in caplog.records if "exactly" in r.getMessage()] == [
-        "more than 6 bytes sent upstream since the last resumption handle: "
+        f"more than {3 * F} bytes sent upstream since the last resumption handle: "
         "a drop before the next one cannot be replayed exactly"
     ]
     await link.send("a6")  # logged once
@@ -234,7 +254,7 @@ async def test_over_the_bound_the_oldest_go_and_a_drop_replays_turn_level_messag
 
 
 async def test_a_handle_covering_what_the_bound_shed_makes_the_replay_exact_again() -> None:
-    link, _ = await transparent_link(keep_bytes=6)
+    link, _ = await transparent_link(keep_bytes=3 * F)
     for i in range(1, 6):
         await link.send(f"a{i}")
     assert not link.exact()  # "a1" and "a2" were shed
