@@ -26,11 +26,14 @@ from liveproxy.web.store.sqlite import open_sqlite_store
 
 CYCLES = 2000
 CONCURRENCY = 20
-LIMITS = Limits(token_ttl=30, max_sessions=100_000, per_client=50, rate=Rate(10**9, 1.0))
+LIMITS = Limits(token_ttl=30, max_sessions=100_000, per_client=50)
+RATE = Rate(10**9, 1.0)
 
 
 async def cycle(store: StateStore, n: int) -> None:
-    token = await store.admit(Grant(180, origin="https://app", client=f"c{n % 50}"), LIMITS)
+    client = f"c{n % 50}"
+    assert await store.take_sign_in(client, RATE) == 0.0
+    token = await store.admit(Grant(180, origin="https://app", client=client), LIMITS)
     assert isinstance(token, str)
     lease = await store.start_session(token, f"s{n}")
     assert lease is not None

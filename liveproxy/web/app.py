@@ -50,10 +50,11 @@ from liveproxy.web.store import (
     Refused,
     StateStore,
     StoreUnavailable,
+    rate_limited,
 )
 from liveproxy.web.store.memory import MemoryStore
 from liveproxy.web.worker import SharedEmulator
-from liveproxy.web.ws_route import SessionRoute, keep_conversation, resume_client
+from liveproxy.web.ws_route import SessionRoute, resume_client
 
 log = logging.getLogger("liveproxy")
 
@@ -142,12 +143,11 @@ def _error(status: int, code: str, message: str) -> Response:
 def _add_http_routes(app: LiveProxyApp, state: ProxyState) -> None:
     config = state.config
 
-    rate = config.auth_rate_limit
+    rate = Rate(*config.auth_rate_limit) if config.auth_rate_limit else None
     limits = Limits(
         token_ttl=config.token_ttl_seconds,
         max_sessions=config.max_sessions,
         per_client=config.max_sessions_per_client,
-        rate=Rate(*rate) if rate else None,
     )
 
     sign_in = _sign_in(config.signin)
@@ -179,6 +179,17 @@ def _add_http_routes(app: LiveProxyApp, state: ProxyState) -> None:
         )
         if identity is not None:  # signed in: the JWT's subject (hashed) is the client
             client = identity
+        if rate is not None:  # first: a resume (or a guess at one) is a sign-in too
+            try:
+                wait = await state.store.take_sign_in(client, rate)
+            except StoreUnavailable:
+                log.warning("state store unreachable: no token issued")
+                return _error(503, "state_unavailable", "the state store is unreachable")
+            if wait:
+                refused = rate_limited(wait)
+                response = _error(refused.status, refused.code, refused.message)
+                response.headers["Retry-After"] = str(refused.retry_after)
+                return response
         origin = request.headers.get("Origin")
         grant = Grant(duration, origin=origin, client=client)
         resumed: Conversation | None = None
@@ -205,8 +216,8 @@ def _add_http_routes(app: LiveProxyApp, state: ProxyState) -> None:
             log.warning("state store unreachable: no token issued")
             return _error(503, "state_unavailable", "the state store is unreachable")
         if isinstance(admitted, Refused):
-            if resumed is not None and body.resume is not None:  # it stays resumable
-                await keep_conversation(state, body.resume, resumed)
+            if resumed is not None and body.resume is not None:  # it stays resumable, as long
+                await return_conversation(state, body.resume, resumed)
             response = _error(admitted.status, admitted.code, admitted.message)
             if admitted.retry_after is not None:
                 response.headers["Retry-After"] = str(admitted.retry_after)
@@ -257,6 +268,14 @@ def _add_http_routes(app: LiveProxyApp, state: ProxyState) -> None:
     async def internal_error(exc: Exception) -> Response:
         log.exception("request failed", exc_info=exc)
         return _error(500, "internal_error", "the server failed to answer this request")
+
+
+async def return_conversation(state: ProxyState, token: str, conversation: Conversation) -> None:
+    """Put back a conversation taken for a resume that was refused, until its own expiry."""
+    try:
+        await state.store.return_conversation(token, conversation)
+    except StoreUnavailable:
+        log.warning("state store unreachable: a refused resume's conversation is lost")
 
 
 def _time_left(conversation: Conversation | None) -> int | None:

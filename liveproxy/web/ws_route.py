@@ -201,12 +201,16 @@ async def _keep_conversation(
         log.info("conversation %s not kept: its state is too large", resumable.conversation_id)
         return
     conversation = Conversation(grant.origin, resume_client(grant.client), encoded)
-    if not await keep_conversation(state, token, conversation):
+    window = state.config.resume_window_seconds
+    try:
+        await state.store.keep_conversation(token, conversation, window)
+    except StoreUnavailable:
+        log.warning("state store unreachable: a conversation could not be kept for resuming")
         return
     log.info(
         "conversation %s resumable for %gs",
         resumable.conversation_id,
-        state.config.resume_window_seconds,
+        window,
         extra=fields(
             "conversation_kept",
             conversation_id=resumable.conversation_id,
@@ -230,17 +234,6 @@ async def _end_lease(state: ProxyState, lease: Lease) -> None:
             await state.store.end_session(lease)
         except StoreUnavailable:
             log.warning("state store unreachable: a session's lease is left to expire")
-
-
-async def keep_conversation(state: ProxyState, token: str, conversation: Conversation) -> bool:
-    """Keep ``conversation`` for ``RESUME_WINDOW_SECONDS`` under ``token``; False (logged) when
-    the store cannot be reached."""
-    try:
-        await state.store.keep_conversation(token, conversation, state.config.resume_window_seconds)
-    except StoreUnavailable:
-        log.warning("state store unreachable: a conversation could not be kept for resuming")
-        return False
-    return True
 
 
 def resume_client(client: str) -> str:

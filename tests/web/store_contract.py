@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
+import pytest
 import trio
 
 from liveproxy.web.store import (
@@ -37,8 +38,15 @@ class FakeClock:
 
 
 async def issue(
-    store: StateStore, limits: Limits = ROOMY, client: str = "a", origin: str | None = None
+    store: StateStore,
+    limits: Limits = ROOMY,
+    client: str = "a",
+    origin: str | None = None,
+    rate: Rate | None = None,
 ) -> str:
+    """A sign-in that must succeed: the client's bucket (with ``rate``), then the token."""
+    if rate is not None:
+        assert await store.take_sign_in(client, rate) == 0.0
     token = await store.admit(Grant(90, origin=origin, client=client), limits)
     assert isinstance(token, str), token
     return token
@@ -116,16 +124,15 @@ class StoreContract:
     async def test_the_rate_limit_is_a_bucket_per_client(self) -> None:
         clock = FakeClock()
         async with self.open(clock, LEASE_SECONDS) as store:
-            limits = Limits(token_ttl=30, max_sessions=1000, rate=Rate(3, 60.0))
+            rate = Rate(3, 60.0)
             for _ in range(3):
-                await issue(store, limits)
-            refused = await store.admit(Grant(90, client="a"), limits)
-            assert isinstance(refused, Refused)
-            assert (refused.status, refused.code, refused.retry_after) == (429, "rate_limited", 20)
-            await issue(store, limits, client="other")  # another client is not held back
+                assert await store.take_sign_in("a", rate) == 0.0
+            assert await store.take_sign_in("a", rate) == pytest.approx(20.0)
+            assert await store.take_sign_in("other", rate) == 0.0  # not held back
             clock.now += 20
-            await issue(store, limits)
-            assert isinstance(await store.admit(Grant(90, client="a"), limits), Refused)
+            assert await store.take_sign_in("a", rate) == 0.0
+            assert await store.take_sign_in("a", rate) > 0
+            assert await store.take_sign_in("a", rate) == pytest.approx(20.0)  # waiting is free
 
     async def test_the_per_client_cap_counts_tokens_and_leases_with_a_retry_after(self) -> None:
         clock = FakeClock()
@@ -216,6 +223,25 @@ class StoreContract:
             clock.now += 0.1
             assert await store.take_conversation("old", None, "a") is None
             assert await store.take_conversation("fresh", None, "a") == kept
+
+    async def test_a_returned_conversation_keeps_its_expiry(self) -> None:
+        clock = FakeClock()
+        async with self.open(clock, LEASE_SECONDS) as store:
+            kept = Conversation(None, "a", '{"handle": "h"}')
+            await store.keep_conversation("r", kept, 60)
+            clock.now += 40
+            taken = await store.take_conversation("r", None, "a")
+            assert taken == kept
+            assert taken.expires_at == pytest.approx(clock.now + 20)
+            await store.return_conversation("r", taken)  # a refused resume: still 20 s left
+            clock.now += 19.9
+            again = await store.take_conversation("r", None, "a")
+            assert again == kept
+            await store.return_conversation("r", again)
+            clock.now += 0.1
+            assert await store.take_conversation("r", None, "a") is None  # not a fresh window
+            await store.return_conversation("r", again)  # past its expiry: not kept
+            assert await store.take_conversation("r", None, "a") is None
 
     async def test_concurrent_takes_of_one_conversation_succeed_once(self) -> None:
         async with self.open(FakeClock(), LEASE_SECONDS) as store:

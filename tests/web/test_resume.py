@@ -38,7 +38,7 @@ async def auth(
     )
 
 
-async def start(proxy: Proxy, token: str, ws: Any) -> tuple[BrowserClient, str]:
+async def start(proxy: Proxy, token: str, ws: Any, window: int = 60) -> tuple[BrowserClient, str]:
     """Send the app's usual setup; the setupComplete and the resume token that follow."""
     client = BrowserClient(ws)
     await client.send_json(TEXT_SETUP)
@@ -46,7 +46,7 @@ async def start(proxy: Proxy, token: str, ws: Any) -> tuple[BrowserClient, str]:
     resumable = (await client.recv_until(has_key("sessionResumable")))[-1]
     assert isinstance(resumable, str)
     announced = orjson.loads(resumable)["sessionResumable"]
-    assert announced["expiresIn"] == 60
+    assert announced["expiresIn"] == window
     return client, announced["token"]
 
 
@@ -225,4 +225,43 @@ async def test_a_resume_refused_for_capacity_stays_resumable(
     full = await auth(proxy, {"resume": resume})
     assert (full.status, full.json()["error"]["code"]) == (503, "at_capacity")
     await trio.sleep(31)  # the tokens expire; the conversation's window (60 s) has not
+    assert (await auth(proxy, {"resume": resume})).status == 200
+
+
+async def test_refused_resumes_never_extend_the_window(
+    make_proxy: ProxyFactory, autojump_clock: trio.testing.MockClock
+) -> None:
+    proxy = await make_proxy(max_sessions=1, token_ttl_seconds=30, resume_window_seconds=20)
+    token = (await auth(proxy)).json()["session_token"]
+    async with open_websocket_url(ws_url(proxy, token), extra_headers=HEADERS) as ws:
+        client, resume = await start(proxy, token, ws, window=20)
+        await talk(client, "hello")
+    await wait_until(lambda: proxy.state.gauges.live_sessions == 0)
+    await trio.sleep(1)
+    await proxy.token()  # the one place is taken by an unused token for 30 s
+    for _ in range(18):  # a refusal a second: each takes the conversation and puts it back
+        full = await auth(proxy, {"resume": resume})
+        assert full.json()["error"]["code"] == "at_capacity"
+        await trio.sleep(1)
+    await trio.sleep(12)  # the token has expired; so has the conversation's own window
+    late = await auth(proxy, {"resume": resume})
+    assert (late.status, late.json()["error"]["code"]) == (404, "resume_not_found")
+
+
+async def test_guessing_resume_tokens_is_rate_limited_and_leaves_the_conversation(
+    make_proxy: ProxyFactory, autojump_clock: trio.testing.MockClock
+) -> None:
+    proxy = await make_proxy(auth_rate_limit=(3, 60.0))
+    token = (await auth(proxy)).json()["session_token"]
+    async with open_websocket_url(ws_url(proxy, token), extra_headers=HEADERS) as ws:
+        client, resume = await start(proxy, token, ws)
+        await talk(client, "hello")
+    guesses = [await auth(proxy, {"resume": f"guess-{n}"}) for n in range(3)]
+    assert [g.status for g in guesses] == [404, 404, 429]  # the sign-in above took one
+    limited = guesses[-1]
+    assert limited.json()["error"]["code"] == "rate_limited"
+    assert int(limited.headers["retry-after"]) >= 1
+    # A resume refused by the rate limit does not touch the conversation: it is still there.
+    assert (await auth(proxy, {"resume": resume})).status == 429
+    await trio.sleep(21)  # one sign-in back in the bucket
     assert (await auth(proxy, {"resume": resume})).status == 200

@@ -28,12 +28,13 @@ async def test_the_store_keeps_a_hash_not_the_token() -> None:
 async def test_idle_buckets_are_dropped_once_they_would_be_full() -> None:
     clock = FakeClock()
     store = MemoryStore(clock, LEASE_SECONDS)
-    limits = Limits(token_ttl=30, max_sessions=10_000, rate=Rate(3, 60.0))
+    limits = Limits(token_ttl=30, max_sessions=10_000)
+    rate = Rate(3, 60.0)
     for n in range(1000):
-        await issue(store, limits, client=f"10.0.{n // 250}.{n % 250}")
+        await issue(store, limits, client=f"10.0.{n // 250}.{n % 250}", rate=rate)
     assert len(store._buckets) == 1000
     clock.now += 61
-    await issue(store, limits, client="late")
+    await issue(store, limits, client="late", rate=rate)
     assert list(store._buckets) == ["late"]
 
 

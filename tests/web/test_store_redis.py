@@ -258,11 +258,12 @@ async def test_a_password_in_the_url_is_never_in_an_error(redis_server: RedisSer
 
 async def test_every_key_gets_a_real_ttl(redis_server: RedisServer) -> None:
     clock = FakeClock()
-    limits = Limits(token_ttl=30, max_sessions=100, per_client=5, rate=Rate(10, 60.0))
+    limits = Limits(token_ttl=30, max_sessions=100, per_client=5)
+    rate = Rate(10, 60.0)
     async with open_redis_store(redis_server.url, clock, 10.0) as store:
-        lease = await store.start_session(await issue(store, limits), "s1")
+        lease = await store.start_session(await issue(store, limits, rate=rate), "s1")
         assert lease is not None
-        kept = await issue(store, limits, client="b")
+        kept = await issue(store, limits, client="b", rate=rate)
         await store.renew([lease, Lease("s2", Grant(90, client="c"))])
         await store.end_session(Lease("s3", Grant(90, client="d")))
         assert await store.usage() == Usage(tokens=1, sessions=2)

@@ -74,18 +74,19 @@ async def test_the_file_keeps_a_hash_not_the_token(tmp_path: Path) -> None:
 async def test_expired_rows_and_idle_buckets_are_deleted_on_admit(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     clock = FakeClock()
-    limits = Limits(token_ttl=30, max_sessions=10_000, rate=Rate(3, 60.0))
+    limits = Limits(token_ttl=30, max_sessions=10_000)
+    rate = Rate(3, 60.0)
     async with open_sqlite_store(str(path), clock, 10.0) as store:
-        await store.start_session(await issue(store, limits), "s1")
-        expired = await issue(store, limits)
+        await store.start_session(await issue(store, limits, rate=rate), "s1")
+        expired = await issue(store, limits, rate=rate)
         for n in range(50):
-            await issue(store, limits, client=f"10.0.0.{n}")
+            await issue(store, limits, client=f"10.0.0.{n}", rate=rate)
         assert rows(path, "SELECT COUNT(*) FROM buckets") == [(51,)]
         clock.now += 31
         assert await store.start_session(expired, "s2") is None
         assert rows(path, "SELECT COUNT(*) FROM tokens") == [(50,)]  # the expired one is gone
         clock.now += 30
-        await issue(store, limits, client="late")
+        await issue(store, limits, client="late", rate=rate)
         assert rows(path, "SELECT COUNT(*) FROM tokens") == [(1,)]
         assert rows(path, "SELECT COUNT(*) FROM leases") == [(0,)]
         assert rows(path, "SELECT client FROM buckets") == [("late",)]

@@ -43,12 +43,15 @@ class Conversation:
 
     Only a request from ``origin`` by ``client`` may take it back. ``state`` is opaque to the
     store (JSON text written by the session: the upstream handle, the setup, remaining time,
-    stats, messages to replay); the store bounds nothing but its lifetime.
+    stats, messages to replay); the store bounds nothing but its lifetime. ``expires_at`` is
+    when it stops being resumable, on the store's clock: set by the store on
+    :meth:`StateStore.take_conversation` (0 before).
     """
 
     origin: str | None
     client: str
     state: str
+    expires_at: float = attrs.field(default=0.0, eq=False)
 
 
 @attrs.frozen
@@ -70,12 +73,11 @@ class Rate:
 
 @attrs.frozen
 class Limits:
-    """What :meth:`StateStore.admit` enforces; 0 or None turns a limit off."""
+    """What :meth:`StateStore.admit` enforces; 0 turns a limit off."""
 
     token_ttl: float
     max_sessions: int
     per_client: int = 0
-    rate: Rate | None = None
 
 
 @attrs.frozen
@@ -106,6 +108,12 @@ class StateStore(Protocol):
 
     Every method raises :class:`StoreUnavailable` when the store cannot answer.
     """
+
+    async def take_sign_in(self, client: str, rate: Rate) -> float:
+        """Spend one sign-in from ``client``'s bucket (``rate.count`` at most, refilled at
+        ``rate.count`` per ``rate.period``): 0.0, or the seconds until one is back (nothing is
+        spent then)."""
+        ...
 
     async def admit(self, grant: Grant, limits: Limits) -> str | Refused:
         """Issue a token for ``grant`` unless a limit refuses it."""
@@ -142,8 +150,14 @@ class StateStore(Protocol):
         """Take back the conversation kept under ``token`` if it is unexpired and was kept for
         this ``origin`` and ``client``, in one step: a token resumes one conversation once.
 
-        Returns None otherwise (and a conversation kept for someone else stays kept).
+        Returns None otherwise (and a conversation kept for someone else stays kept). The
+        conversation returned carries its ``expires_at``.
         """
+        ...
+
+    async def return_conversation(self, token: str, conversation: Conversation) -> None:
+        """Keep a conversation :meth:`take_conversation` gave, under ``token`` again, until the
+        ``expires_at`` it had (a resume that was then refused); nothing once that has passed."""
         ...
 
 

@@ -19,7 +19,6 @@ from liveproxy.web.store import (
     Refused,
     Usage,
     at_capacity,
-    rate_limited,
     token_key,
     too_many_sessions,
 )
@@ -52,16 +51,18 @@ class MemoryStore:
         self._buckets: OrderedDict[str, tuple[TokenBucket, float]] = OrderedDict()
         self._conversations: dict[str, tuple[float, Conversation]] = {}
 
+    async def take_sign_in(self, client: str, rate: Rate) -> float:
+        now = self._clock()
+        self._prune_buckets(now)
+        wait = self._bucket(client, rate, now).take(now)
+        self._buckets[client] = (self._buckets[client][0], now)
+        self._buckets.move_to_end(client)
+        return wait
+
     async def admit(self, grant: Grant, limits: Limits) -> str | Refused:
         now = self._clock()
         self._prune(now)
         client = grant.client
-        if limits.rate is not None:
-            wait = self._bucket(client, limits.rate, now).take(now)
-            self._buckets[client] = (self._buckets[client][0], now)
-            self._buckets.move_to_end(client)
-            if wait:
-                return rate_limited(wait)
         if len(self._tokens) + len(self._leases) >= limits.max_sessions:
             return at_capacity(limits)
         held = self._tokens_of[client] + sum(
@@ -120,10 +121,17 @@ class MemoryStore:
         if (conversation.origin, conversation.client) != (origin, client):
             return None
         del self._conversations[key]
-        return conversation
+        return attrs.evolve(conversation, expires_at=expires_at)
+
+    async def return_conversation(self, token: str, conversation: Conversation) -> None:
+        now = self._clock()
+        self._prune_conversations(now)
+        if conversation.expires_at > now:
+            self._conversations[token_key(token)] = (conversation.expires_at, conversation)
 
     def _prune_conversations(self, now: float) -> None:
-        """Drop expired conversations (kept in expiry order when the window does not change)."""
+        """Drop expired conversations (kept in insertion order, about expiry order: one kept
+        back after a refused resume may wait behind younger ones until they go)."""
         kept = self._conversations
         while kept:
             oldest = next(iter(kept))
@@ -160,6 +168,8 @@ class MemoryStore:
             self._forget_token(tokens.pop(oldest).grant.client)
         for lease_id in [i for i, lease in self._leases.items() if lease.expires_at <= now]:
             del self._leases[lease_id]
+
+    def _prune_buckets(self, now: float) -> None:
         buckets = self._buckets
         while buckets:
             client, (bucket, used_at) = next(iter(buckets.items()))

@@ -56,11 +56,11 @@ from liveproxy.web.store import (
     Grant,
     Lease,
     Limits,
+    Rate,
     Refused,
     StoreUnavailable,
     Usage,
     at_capacity,
-    rate_limited,
     token_key,
     too_many_sessions,
 )
@@ -125,32 +125,35 @@ local function drop_lease(id, client)
 end
 """
 
-# ARGV: prefix, now, key, client, grant JSON, token_ttl, max_sessions, per_client,
-# rate count (0: no rate limit), rate period.
-# Returns {'ok'}, {'rate', wait}, {'capacity'} or {'client', wait}.
+# ARGV: prefix, now, client, rate count, rate period. Returns the seconds to wait (0: spent).
+_TAKE_SIGN_IN = (
+    _COMMON
+    + """
+local client, count, period = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local rate = count / period
+local bucket = P .. 'b:' .. client
+local state = redis.call('HMGET', bucket, 'tokens', 'updated')
+local tokens, updated = tonumber(state[1]), tonumber(state[2])
+if tokens == nil then tokens, updated = count, nil end
+if updated ~= nil and now > updated then
+  tokens = math.min(count, tokens + (now - updated) * rate)
+end
+if updated == nil or now > updated then updated = now end
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('HSET', bucket, 'tokens', num(tokens), 'updated', num(updated))
+keep(bucket, period)
+return num(wait)
+"""
+)
+
+# ARGV: prefix, now, key, client, grant JSON, token_ttl, max_sessions, per_client.
+# Returns {'ok'}, {'capacity'} or {'client', wait}.
 _ADMIT = (
     _COMMON
     + """
 prune()
 local key, client, ttl = ARGV[3], ARGV[4], tonumber(ARGV[6])
-local count = tonumber(ARGV[9])
-if count > 0 then
-  local period = tonumber(ARGV[10])
-  local rate = count / period
-  local bucket = P .. 'b:' .. client
-  local state = redis.call('HMGET', bucket, 'tokens', 'updated')
-  local tokens, updated = tonumber(state[1]), tonumber(state[2])
-  if tokens == nil then tokens, updated = count, nil end
-  if updated ~= nil and now > updated then
-    tokens = math.min(count, tokens + (now - updated) * rate)
-  end
-  if updated == nil or now > updated then updated = now end
-  local wait = 0
-  if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
-  redis.call('HSET', bucket, 'tokens', num(tokens), 'updated', num(updated))
-  keep(bucket, period)
-  if wait > 0 then return {'rate', num(wait)} end
-end
 if live(P .. 'tokens') + live(P .. 'leases') >= tonumber(ARGV[7]) then
   return {'capacity'}
 end
@@ -237,8 +240,8 @@ return 0
 """
 )
 
-# ARGV: prefix, now, key, who. Returns the state (the conversation deleted), or nil: none kept,
-# expired (then deleted), or kept for another origin or client (then left kept).
+# ARGV: prefix, now, key, who. Returns {state, expires} (the conversation deleted), or nil: none
+# kept, expired (then deleted), or kept for another origin or client (then left kept).
 _TAKE_CONVERSATION = (
     _COMMON
     + """
@@ -251,7 +254,20 @@ if tonumber(fields[3]) <= now then
 end
 if fields[1] ~= ARGV[4] then return false end
 redis.call('DEL', key)
-return fields[2]
+return {fields[2], fields[3]}
+"""
+)
+
+# ARGV: prefix, now, key, who, state, expires. Keeps the conversation until ``expires``.
+_RETURN_CONVERSATION = (
+    _COMMON
+    + """
+local key, expires = P .. 'c:' .. ARGV[3], tonumber(ARGV[6])
+if expires <= now then return 0 end
+redis.call('DEL', key)
+redis.call('HSET', key, 'who', ARGV[4], 'state', ARGV[5], 'expires', num(expires))
+redis.call('PEXPIRE', key, math.max(1, math.ceil((expires - now + TTL_MARGIN) * 1000)))
+return 0
 """
 )
 
@@ -337,6 +353,7 @@ class RedisStore:
         self._lease_seconds = lease_seconds
         self._prefix = prefix
         self._deadline = io_timeout * DEADLINE_FACTOR
+        self._take_sign_in = client.register_script(_TAKE_SIGN_IN)
         self._admit = client.register_script(_ADMIT)
         self._start_session = client.register_script(_START_SESSION)
         self._renew = client.register_script(_RENEW)
@@ -344,10 +361,14 @@ class RedisStore:
         self._usage = client.register_script(_USAGE)
         self._keep_conversation = client.register_script(_KEEP_CONVERSATION)
         self._take_conversation = client.register_script(_TAKE_CONVERSATION)
+        self._return_conversation = client.register_script(_RETURN_CONVERSATION)
+
+    async def take_sign_in(self, client: str, rate: Rate) -> float:
+        reply = await self._run(self._take_sign_in, client, str(rate.count), _number(rate.period))
+        return _reply_float(reply)
 
     async def admit(self, grant: Grant, limits: Limits) -> str | Refused:
         token = secrets.token_urlsafe(32)
-        rate = limits.rate
         reply = _reply_list(
             await self._run(
                 self._admit,
@@ -357,15 +378,11 @@ class RedisStore:
                 _number(limits.token_ttl),
                 str(limits.max_sessions),
                 str(limits.per_client),
-                str(rate.count if rate is not None else 0),
-                _number(rate.period if rate is not None else 1.0),
             )
         )
         match reply:
             case [b"ok"]:
                 return token
-            case [b"rate", wait]:
-                return rate_limited(_reply_float(wait))
             case [b"capacity"]:
                 return at_capacity(limits)
             case [b"client", wait]:
@@ -416,13 +433,25 @@ class RedisStore:
         reply = await self._run(self._take_conversation, token_key(token), _who(origin, client))
         if reply is None:
             return None
-        if not isinstance(reply, bytes):
-            raise StoreUnavailable("Redis state store: unexpected reply")
-        try:
-            state = reply.decode()
-        except UnicodeDecodeError:
-            raise StoreUnavailable("Redis state store: a kept conversation is malformed") from None
-        return Conversation(origin, client, state)
+        match reply:
+            case [bytes() as raw, expires]:
+                try:
+                    state = raw.decode()
+                except UnicodeDecodeError:
+                    raise StoreUnavailable(
+                        "Redis state store: a kept conversation is malformed"
+                    ) from None
+                return Conversation(origin, client, state, _reply_float(expires))
+        raise StoreUnavailable("Redis state store: unexpected reply")
+
+    async def return_conversation(self, token: str, conversation: Conversation) -> None:
+        await self._run(
+            self._return_conversation,
+            token_key(token),
+            _who(conversation.origin, conversation.client),
+            conversation.state,
+            _number(conversation.expires_at),
+        )
 
     async def _run(self, script: Script[bytes], *args: str | bytes) -> ResponseType:
         """Run ``script`` with the prefix, ``now`` and ``args``.

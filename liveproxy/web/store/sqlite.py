@@ -48,11 +48,11 @@ from liveproxy.web.store import (
     Grant,
     Lease,
     Limits,
+    Rate,
     Refused,
     StoreUnavailable,
     Usage,
     at_capacity,
-    rate_limited,
     token_key,
     too_many_sessions,
 )
@@ -139,6 +139,9 @@ class SqliteStore:
         self._lease_seconds = lease_seconds
         self._limiter = trio.CapacityLimiter(1)
 
+    async def take_sign_in(self, client: str, rate: Rate) -> float:
+        return await self._run(self._take_sign_in, client, rate, self._clock())
+
     async def admit(self, grant: Grant, limits: Limits) -> str | Refused:
         token = secrets.token_urlsafe(32)
         answer = await self._run(self._admit, grant, limits, token_key(token), self._clock())
@@ -168,6 +171,9 @@ class SqliteStore:
         return await self._run(
             self._take_conversation, token_key(token), origin, client, self._clock()
         )
+
+    async def return_conversation(self, token: str, conversation: Conversation) -> None:
+        await self._run(self._return_conversation, token_key(token), conversation, self._clock())
 
     async def usage(self) -> Usage:
         now = self._clock()
@@ -216,6 +222,29 @@ class SqliteStore:
             raise _unavailable(exc) from exc
         return result
 
+    def _take_sign_in(self, client: str, rate: Rate, now: float) -> float:
+        """The bucket's answer (as MemoryStore's), the bucket stored."""
+
+        def body(db: sqlite3.Connection) -> float:
+            # A bucket untouched for a period would be full again: no different from none.
+            db.execute("DELETE FROM buckets WHERE updated_at <= ?", (now - rate.period,))
+            bucket = TokenBucket(rate.count / rate.period, capacity=rate.count)
+            found = db.execute(
+                "SELECT tokens, updated_at FROM buckets WHERE client = ?", (client,)
+            ).fetchone()
+            if found is not None:
+                bucket.tokens, bucket.updated_at = found
+            wait = bucket.take(now)
+            db.execute(
+                "INSERT INTO buckets (client, tokens, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (client) DO UPDATE SET"
+                " tokens = excluded.tokens, updated_at = excluded.updated_at",
+                (client, bucket.tokens, bucket.updated_at),
+            )
+            return wait
+
+        return self._transaction(body)
+
     def _admit(self, grant: Grant, limits: Limits, key: str, now: float) -> Refused | None:
         """Refusal, or None once the token ``key`` is stored (the checks as MemoryStore's)."""
 
@@ -223,25 +252,6 @@ class SqliteStore:
             db.execute("DELETE FROM tokens WHERE expires_at <= ?", (now,))
             db.execute("DELETE FROM leases WHERE expires_at <= ?", (now,))
             client = grant.client
-            if limits.rate is not None:
-                rate = limits.rate
-                # A bucket untouched for a period would be full again: no different from none.
-                db.execute("DELETE FROM buckets WHERE updated_at <= ?", (now - rate.period,))
-                bucket = TokenBucket(rate.count / rate.period, capacity=rate.count)
-                found = db.execute(
-                    "SELECT tokens, updated_at FROM buckets WHERE client = ?", (client,)
-                ).fetchone()
-                if found is not None:
-                    bucket.tokens, bucket.updated_at = found
-                wait = bucket.take(now)
-                db.execute(
-                    "INSERT INTO buckets (client, tokens, updated_at) VALUES (?, ?, ?)"
-                    " ON CONFLICT (client) DO UPDATE SET"
-                    " tokens = excluded.tokens, updated_at = excluded.updated_at",
-                    (client, bucket.tokens, bucket.updated_at),
-                )
-                if wait:
-                    return rate_limited(wait)
             (held_total,) = db.execute(
                 "SELECT (SELECT COUNT(*) FROM tokens) + (SELECT COUNT(*) FROM leases)"
             ).fetchone()
@@ -345,9 +355,13 @@ class SqliteStore:
             if (kept_origin, kept_client) != (origin, client):
                 return None
             db.execute("DELETE FROM conversations WHERE key = ?", (key,))
-            return Conversation(kept_origin, kept_client, state)
+            return Conversation(kept_origin, kept_client, state, expires_at)
 
         return self._transaction(body)
+
+    def _return_conversation(self, key: str, conversation: Conversation, now: float) -> None:
+        if conversation.expires_at > now:
+            self._keep_conversation(key, conversation, now, conversation.expires_at)
 
 
 def _connect(path: str) -> sqlite3.Connection:
