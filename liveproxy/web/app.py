@@ -35,6 +35,7 @@ from liveproxy.core.resumable import Resumable
 from liveproxy.core.services import SessionServices
 from liveproxy.core.stats import Gauges
 from liveproxy.core.upstream import UpstreamTarget, upstream_url
+from liveproxy.protocol.schema import shown
 from liveproxy.redact import SECRETS, redact_url
 from liveproxy.web.clients import client_ip
 from liveproxy.web.leases import LeaseKeeper
@@ -122,7 +123,7 @@ def create_app(
     bounded = BoundedBodies(
         app.asgi_app, limit=MAX_BODY_BYTES, timeout=config.request_body_timeout_seconds
     )
-    policy = OriginPolicy(config.allowed_origins)
+    policy = OriginPolicy.from_config(config)
     http: Any = Cors(bounded, policy, frozenset(config.auth_paths))
     if metrics is not NO_METRICS:
         http = TokenResults(http, frozenset(config.auth_paths), metrics.token_result)
@@ -236,6 +237,8 @@ def _add_http_routes(app: LiveProxyApp, state: ProxyState) -> None:
     async def ready() -> Response:
         if state.draining:
             return _error(503, "not_ready", "draining")
+        if state.services.target is None:  # "simple" mode: every session would fail
+            return _error(503, "not_ready", "no upstream configured")
         if state.gauges.live_sessions >= config.max_sessions:
             return _error(503, "not_ready", "at capacity")
         try:
@@ -317,9 +320,13 @@ def _sign_in(settings: SignInSettings) -> Callable[[str | None], Awaitable[str |
 
 
 async def _static(name: str) -> Response:
-    path = (STATIC_DIR / name).resolve()
-    if STATIC_DIR.resolve() not in path.parents or not path.is_file():
-        return _error(404, "not_found", f"no such file: {name}")
+    try:
+        path = (STATIC_DIR / name).resolve()
+        found = STATIC_DIR.resolve() in path.parents and path.is_file()
+    except (ValueError, OSError):  # a NUL in the name, a name too long for the OS
+        found = False
+    if not found:
+        return _error(404, "not_found", f"no such file: {shown(name)}")
     content_type = {
         ".html": "text/html; charset=utf-8",
         ".js": "text/javascript; charset=utf-8",

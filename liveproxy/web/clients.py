@@ -24,7 +24,7 @@ def client_ip(
     """
     if peer is None:
         return "unknown"
-    if not _trusted(peer, trusted):
+    if not is_trusted(peer, trusted):
         return peer
     hops = [h.strip() for value in forwarded_for for h in value.split(",") if h.strip()]
     client = peer
@@ -32,7 +32,7 @@ def client_ip(
         if not _is_ip(hop):
             break
         client = hop
-        if not _trusted(hop, trusted):
+        if not is_trusted(hop, trusted):
             break
     return client
 
@@ -45,7 +45,8 @@ def _is_ip(text: str) -> bool:
     return True
 
 
-def _trusted(address: str, trusted: tuple[IPNetwork, ...]) -> bool:
+def is_trusted(address: str, trusted: tuple[IPNetwork, ...]) -> bool:
+    """Whether ``address`` is in one of the ``trusted`` networks (False if not an address)."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

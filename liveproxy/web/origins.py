@@ -5,6 +5,14 @@ origins on any port, so a local dev server works with no configuration; ``*`` al
 origin (what the earlier servers did); otherwise exactly the listed origins. A request without
 ``Origin`` is not a browser's and is not subject to the rule.
 
+The server's own origin is taken from the ``Host`` header, which a DNS rebinding controls: a
+page on ``http://evil.example:8000`` whose name the attacker then points at 127.0.0.1 reaches
+a developer's server with ``Host: evil.example:8000`` and a matching ``Origin``. So a ``Host``
+that is a DNS name is believed only when the server listens beyond loopback, or the request
+came through a trusted proxy (``TRUSTED_PROXIES``, which passes the browser's ``Host`` on); a
+server listening on loopback only (the default) otherwise owns only loopback names and IP
+addresses, which no DNS answer can stand for.
+
 :class:`Cors` answers preflights and adds ``Access-Control-Allow-Origin`` for allowed origins on
 ``/api/*`` and the auth paths; a disallowed origin's preflight, and its ``POST`` to an auth path,
 get 403 with no CORS headers. ``/ws`` applies :meth:`OriginPolicy.allows` itself (4003).
@@ -12,14 +20,17 @@ get 403 with no CORS headers. ``/ws`` applies :meth:`OriginPolicy.allows` itself
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 import attrs
 
+from liveproxy.config import Config, IPNetwork
 from liveproxy.contract.codec import to_json
 from liveproxy.contract.models import ApiError, ErrorResponse
 from liveproxy.core.browser import ASGIMessage, Receive, Send
+from liveproxy.web.clients import is_trusted
 
 _LOOPBACK: Final = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
 PREFLIGHT_MAX_AGE: Final = 600
@@ -32,12 +43,23 @@ _PREFLIGHT_HEADERS: Final = (
 
 @attrs.frozen
 class OriginPolicy:
-    """The origin rule. ``allowed`` None: own origin and loopback; containing ``*``: any."""
+    """The origin rule. ``allowed`` None: own origin and loopback; containing ``*``: any.
+
+    ``public``: the server listens beyond loopback; ``trusted_proxies``: the peers whose
+    ``Host`` is a browser's (see the module's docstring).
+    """
 
     allowed: frozenset[str] | None = None
+    public: bool = False
+    trusted_proxies: tuple[IPNetwork, ...] = ()
 
-    def allows(self, origin: str, host: str | None) -> bool:
-        """Whether a page of ``origin`` may use the proxy reached as ``host`` (the Host header)."""
+    @classmethod
+    def from_config(cls, config: Config) -> OriginPolicy:
+        return cls(config.allowed_origins, not _loopback_host(config.host), config.trusted_proxies)
+
+    def allows(self, origin: str, host: str | None, peer: str | None = None) -> bool:
+        """Whether a page of ``origin`` may use the proxy reached as ``host`` (the Host header)
+        by a request from ``peer`` (the socket's address)."""
         if self.allowed is not None:
             return "*" in self.allowed or origin in self.allowed
         try:
@@ -45,15 +67,46 @@ class OriginPolicy:
             hostname = parts.hostname
         except ValueError:  # a malformed IPv6 literal: the header is the client's to forge
             return False
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if parts.scheme not in ("http", "https") or not parts.netloc or hostname is None:
             return False  # "null" (sandboxed frames, files) and anything odd
-        if hostname is not None and _bracketed(hostname) in _LOOPBACK:
+        if _bracketed(hostname) in _LOOPBACK:
             return True
-        return host is not None and parts.netloc.lower() == host.lower()
+        if host is None or parts.netloc.lower() != host.lower():
+            return False
+        return self._own_name(hostname, peer)
+
+    def allows_request(self, scope: ASGIMessage, origin: str) -> bool:
+        """:meth:`allows` for an ASGI request (its Host and peer)."""
+        client = scope.get("client")
+        return self.allows(origin, header(scope, b"host"), client[0] if client else None)
+
+    def _own_name(self, hostname: str, peer: str | None) -> bool:
+        """Whether a Host of ``hostname`` can be believed to name this server."""
+        if self.public or _is_address(hostname):
+            return True
+        return peer is not None and is_trusted(peer, self.trusted_proxies)
 
 
 def _bracketed(hostname: str) -> str:
     return f"[{hostname}]" if ":" in hostname else hostname
+
+
+def _is_address(hostname: str) -> bool:
+    try:
+        ipaddress.ip_address(hostname)
+    except ValueError:
+        return False
+    return True
+
+
+def _loopback_host(host: str) -> bool:
+    """Whether listening on ``host`` (``HOST``) reaches loopback only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def header(scope: ASGIMessage, name: bytes) -> str | None:
@@ -78,7 +131,7 @@ class Cors:
         if origin is None or not (path.startswith("/api/") or path in self._auth_paths):
             await self._app(scope, receive, send)
             return
-        allowed = self._policy.allows(origin, header(scope, b"host"))
+        allowed = self._policy.allows_request(scope, origin)
         preflight = scope["method"] == "OPTIONS"
         if not allowed and (preflight or path in self._auth_paths):
             await _forbidden(send, origin)

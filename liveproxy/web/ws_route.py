@@ -91,7 +91,7 @@ async def _serve_session(
         return
     opened_at = trio.current_time()
     origin = header(socket.scope, b"origin")
-    if origin is not None and not policy.allows(origin, header(socket.scope, b"host")):
+    if origin is not None and not policy.allows_request(socket.scope, origin):
         metrics.socket_refused("forbidden_origin")
         await socket.close(UNAUTHORIZED, "Forbidden origin")
         return

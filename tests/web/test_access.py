@@ -5,13 +5,17 @@ Real Hypercorn on port 0 with the real emulator; the pure origin rule has sync t
 
 from __future__ import annotations
 
+from ipaddress import ip_network
+
 import pytest
 import trio
 from trio_websocket import open_websocket_url
 
 from liveproxy.web.origins import OriginPolicy
 from tests.conftest import TEXT_SETUP, Proxy, ProxyFactory
+from tests.fuzz.wire import upgrade_request
 from tests.http import HttpResponse, request
+from tests.rawws import open_raw, read_answer
 from tests.wsclient import BrowserClient, Ended, has_key
 
 DEV = "http://localhost:5173"
@@ -24,8 +28,8 @@ EVIL = "https://evil.example"
         ("http://localhost:5173", "proxy.example", True),
         ("https://127.0.0.1:8443", None, True),
         ("http://[::1]:3000", None, True),
-        ("https://app.example.com", "app.example.com", True),  # the server's own origin
-        ("http://app.example.com:8000", "app.example.com:8000", True),
+        ("http://10.0.0.5:8000", "10.0.0.5:8000", True),  # its own address: no DNS involved
+        ("http://[2001:db8::1]:8000", "[2001:db8::1]:8000", True),
         ("https://evil.example", "app.example.com", False),
         ("https://localhost.evil.example", None, False),
         ("null", None, False),
@@ -37,6 +41,26 @@ EVIL = "https://evil.example"
 )
 def test_the_default_origin_rule(origin: str, host: str | None, allowed: bool) -> None:
     assert OriginPolicy().allows(origin, host) is allowed
+
+
+@pytest.mark.parametrize(
+    ("policy", "peer", "allowed"),
+    [
+        (OriginPolicy(), "127.0.0.1", False),  # a DNS rebinding against a developer's server
+        (OriginPolicy(public=True), "203.0.113.9", True),  # it listens beyond loopback
+        (OriginPolicy(trusted_proxies=(ip_network("127.0.0.1/32"),)), "127.0.0.1", True),
+        (OriginPolicy(trusted_proxies=(ip_network("10.0.0.0/8"),)), "127.0.0.1", False),
+    ],
+    ids=["loopback-direct", "public", "through-a-trusted-proxy", "not-through-it"],
+)
+def test_a_host_that_is_a_name_is_the_servers_own_only_where_no_rebinding_can_forge_it(
+    policy: OriginPolicy, peer: str, allowed: bool
+) -> None:
+    for origin, host in (
+        ("https://app.example.com", "app.example.com"),
+        ("http://evil.example:8000", "evil.example:8000"),
+    ):
+        assert policy.allows(origin, host, peer) is allowed
 
 
 def test_a_list_allows_exactly_its_origins_and_star_allows_any() -> None:
@@ -97,11 +121,27 @@ async def test_allowed_answers_carry_the_origin_and_requests_without_one_are_not
     assert "access-control-allow-origin" not in curl.headers
 
 
-async def test_the_servers_own_origin_is_allowed_behind_a_proxy(proxy: Proxy) -> None:
+async def test_the_servers_own_origin_is_allowed_behind_a_proxy(make_proxy: ProxyFactory) -> None:
+    proxy = await make_proxy(trusted_proxies=(ip_network("127.0.0.1/32"),))
     response = await http(
         proxy, "POST", "/api/auth", "https://app.example.com", Host="app.example.com"
     )
     assert response.status == 200
+
+
+async def test_a_dns_rebinding_page_is_refused_by_a_loopback_server(proxy: Proxy) -> None:
+    # evil.example resolves to 127.0.0.1 by now: the browser sends its own name as the Host.
+    rebound = await http(
+        proxy, "POST", "/api/auth", "http://evil.example:8000", Host="evil.example:8000"
+    )
+    assert (rebound.status, rebound.json()["error"]["code"]) == (403, "forbidden_origin")
+    request = upgrade_request(f"/ws?token={await proxy.token()}", "evil.example:8000")
+    stream = await open_raw(proxy.port)  # nor can its socket start a session
+    async with stream:
+        await stream.send_all(request[:-2] + b"Origin: http://evil.example:8000\r\n\r\n")
+        with trio.fail_after(5):
+            answer = await read_answer(stream)
+    assert answer.close_code == 4003
 
 
 async def test_star_allows_any_origin_and_a_list_only_its_own(make_proxy: ProxyFactory) -> None:
