@@ -122,3 +122,21 @@ async def test_ready_is_503_when_the_store_cannot_answer(proxy: Proxy) -> None:
     assert answer.status == 503
     assert answer.json()["error"]["message"] == "state store unreachable"
     assert (await proxy.http("GET", "/api/health")).status == 200  # still alive
+
+
+async def test_ready_is_503_when_no_upstream_can_work(make_proxy: ProxyFactory) -> None:
+    proxy = await make_proxy(api_key=None, upstream_url=None, use_emulator=False)
+    assert (await proxy.http("GET", "/api/status")).json()["mode"] == "simple"
+    answer = await proxy.http("GET", "/api/ready")
+    assert (answer.status, answer.json()["error"]) == (
+        503,
+        {"code": "not_ready", "message": "no upstream configured"},
+    )
+
+
+@pytest.mark.parametrize(
+    "path", ["/static/app.js%00.png", "/static/%00", "/static/" + "a" * 5000 + ".js"]
+)
+async def test_a_static_name_the_os_refuses_is_404(proxy: Proxy, path: str) -> None:
+    answer = await proxy.http("GET", path)
+    assert (answer.status, answer.json()["error"]["code"]) == (404, "not_found")
