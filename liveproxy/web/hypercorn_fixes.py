@@ -36,8 +36,10 @@ has a test that fails without each).
    frames (empty ones too) and control frames (pings, unsolicited pongs) each take a token
    from the connection's bucket of ``ws_frame_rate`` a second (Hypercorn counts nothing; an
    empty continuation frame adds no bytes to any size limit). Past it the app is told once
-   (:data:`RATE_LIMITED`, so the session can answer ``rate_limited`` and close 1008) and every
-   later frame is dropped unread, pings unanswered.
+   (:data:`RATE_LIMITED`, so the session can answer ``rate_limited`` and close 1008) and the
+   connection is read no further until the stream closes: what the client sent after is never
+   parsed (wsproto parses ~80 000 empty frames a second on one core, so a flood parsed to the
+   end, even to drop it, would stall the worker), and its sends back up into its own socket.
 8. **HTTP/1.1 only** (:class:`Http11Only`). Hypercorn serves HTTP/2 over cleartext on the plain
    port, to a prior-knowledge preface or an ``Upgrade: h2c`` request, and its HTTP/2 path
    leaks a connection whose flow-control window never opens. No browser or nginx needs h2c
@@ -244,9 +246,11 @@ class GuardedWSStream(WSStream):
         self._discarding = False
         rate = getattr(self.config, "ws_frame_rate", 0)
         self._frames = TokenBucket(rate, capacity=rate) if rate else None
-        self._over_rate = False
+        self._stream_closed = trio.Event()
 
     async def handle(self, event: Event) -> None:
+        if isinstance(event, StreamClosed):
+            self._stream_closed.set()
         if isinstance(event, Request) and not getattr(self.config, "ws_compression", False):
             headers = [h for h in event.headers if h[0].lower() != b"sec-websocket-extensions"]
             event = dataclasses.replace(event, headers=headers)
@@ -261,7 +265,8 @@ class GuardedWSStream(WSStream):
     async def _handle_events(self) -> None:
         for event in self.connection.events():
             if isinstance(event, Message | Ping | Pong) and not await self._within_rate(event):
-                continue
+                await self._stream_closed.wait()  # nothing more is read from this client
+                return
             if isinstance(event, Message):
                 await self._handle_message(event)
             elif isinstance(event, Ping):
@@ -275,15 +280,12 @@ class GuardedWSStream(WSStream):
                 await self.send(StreamClosed(stream_id=self.stream_id))
 
     async def _within_rate(self, event: Message[Any] | Ping | Pong) -> bool:
-        """Count ``event``'s frame (once, at its end); False when it is over the rate (the
-        app is told the first time) and must be dropped."""
-        if self._over_rate:
-            return False
+        """Count ``event``'s frame (once, at its end); False when it is over the rate: the
+        app has then been told, and the frame is dropped."""
         if self._frames is None or (isinstance(event, Message) and not event.frame_finished):
             return True
         if not self._frames.take(trio.current_time()):
             return True
-        self._over_rate = True
         self.buffer.clear()
         await self._to_app({"type": "websocket.receive", "bytes": None, RATE_LIMITED: True})
         return False
