@@ -13,9 +13,9 @@ import trio
 from trio_websocket import open_websocket_url
 
 from liveproxy.config import Config
-from liveproxy.core.upstream import UpstreamTarget
 from liveproxy.emulator import Emulator, EmulatorConfig
 from liveproxy.emulator import serve as serve_emulator
+from liveproxy.upstream.target import UpstreamTarget
 from liveproxy.web.app import LiveProxyApp, create_app
 from liveproxy.web.server import serve
 from liveproxy.web.state import ProxyState

@@ -14,7 +14,7 @@ import orjson
 from cattrs.preconf.orjson import make_converter as make_orjson_converter
 
 from liveproxy.contract.errors import BadMessage
-from liveproxy.contract.models import (
+from liveproxy.contract.payloads import (
     AuthRequest,
     BrowserInput,
     ErrorEvent,

@@ -2,7 +2,8 @@
 
 Every field Gemini Live's setup accepts is passed on (in camelCase); an unknown field is refused
 the way Gemini would refuse it. The browser-friendly shortcuts of the earlier servers are
-expanded first: transcription flags given as ``true``/``false``, ``tools`` given as one object.
+expanded first: transcription flags given as ``true``/``false``, ``tools`` given as one object,
+``system_instruction`` given as a plain string (as Google's SDKs accept it).
 The server owns the model (unless the browser asks for one in ``ALLOWED_MODELS``),
 context-window compression and session resumption.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import orjson
 
 from liveproxy.config import Config
@@ -29,7 +31,21 @@ DEFAULT_SETUP: dict[str, Any] = {
 }
 
 
-def browser_setup(raw: Any, config: Config) -> dict[str, Any]:
+@attrs.frozen
+class SetupPolicy:
+    """What the server owns in a setup: the model (a browser may ask for one of
+    ``allowed_models``) and whether context-window compression is added."""
+
+    model: str
+    allowed_models: frozenset[str] = frozenset()
+    context_window_compression: bool = True
+
+    @classmethod
+    def from_config(cls, config: Config) -> SetupPolicy:
+        return cls(config.model, config.allowed_models, config.context_window_compression)
+
+
+def browser_setup(raw: Any, policy: SetupPolicy) -> dict[str, Any]:
     """Validate the browser's ``setup`` object; return it normalised, with the server's fields.
 
     Raises:
@@ -46,31 +62,35 @@ def browser_setup(raw: Any, config: Config) -> dict[str, Any]:
             del setup[flag]
     if isinstance(setup.get("tools"), dict):
         setup["tools"] = [setup["tools"]]
+    if isinstance(setup.get("systemInstruction"), str):  # as Google's SDKs take it
+        setup["systemInstruction"] = {"parts": [{"text": setup["systemInstruction"]}]}
     requested = setup.pop("model", None)
     setup.pop("sessionResumption", None)
     try:
         normalised = normalise(SETUP, setup, "setup")
     except SchemaError as exc:
         raise InvalidSetup(exc.reason) from None
-    model = requested if _allowed(requested, config) else config.model
-    return _with_server_fields(normalised, model, config)
+    model = requested if _allowed(requested, policy) else policy.model
+    return _with_server_fields(normalised, model, policy)
 
 
-def default_setup(config: Config) -> dict[str, Any]:
+def default_setup(policy: SetupPolicy) -> dict[str, Any]:
     """The server's setup for a browser that sent none."""
-    return _with_server_fields(orjson.loads(orjson.dumps(DEFAULT_SETUP)), config.model, config)
+    return _with_server_fields(orjson.loads(orjson.dumps(DEFAULT_SETUP)), policy.model, policy)
 
 
-def _allowed(model: Any, config: Config) -> bool:
+def _allowed(model: Any, policy: SetupPolicy) -> bool:
     if not isinstance(model, str) or not model:
         return False
-    return model in config.allowed_models or model.removeprefix("models/") in config.allowed_models
+    allowed = policy.allowed_models
+    return model in allowed or model.removeprefix("models/") in allowed
 
 
-def _with_server_fields(setup: dict[str, Any], model: str, config: Config) -> dict[str, Any]:
-    """Add the model (bare name; the relay expands it) and the server-owned features."""
+def _with_server_fields(setup: dict[str, Any], model: str, policy: SetupPolicy) -> dict[str, Any]:
+    """Add the model (bare name; the upstream adapter expands it) and the server-owned
+    features."""
     setup["model"] = model
-    if config.context_window_compression:
+    if policy.context_window_compression:
         setup.setdefault("contextWindowCompression", {"slidingWindow": {}})
     setup["sessionResumption"] = {}
     return setup

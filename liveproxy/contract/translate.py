@@ -15,7 +15,7 @@ import orjson
 
 from liveproxy.contract.codec import decode_browser_input
 from liveproxy.contract.errors import BadMessage
-from liveproxy.contract.models import ImageInput, StreamControl, TextInput
+from liveproxy.contract.payloads import ImageInput, StreamControl, TextInput
 from liveproxy.protocol.b64 import decode_b64
 from liveproxy.protocol.gemini_messages import parse_client_message
 from liveproxy.protocol.schema import SchemaError, shown

@@ -1,10 +1,10 @@
 """The browser -> upstream direction of a session: the setup, then every frame, in order.
 
 The first frame is the setup (or, from older clients, ordinary input: the server's default
-setup is used); :attr:`BrowserReader.setup_ready` tells the relay it can connect. Then audio
-frames become ``realtimeInput.audio``, text frames are checked and mapped, and both go to the
-:class:`~liveproxy.core.link.UpstreamLink` in order. A refused message (``bad_message``) is answered
-on the browser queue and the session goes on.
+setup is used); it goes to the relay on the session's setup channel, and the relay connects.
+Then audio frames become ``realtimeInput.audio``, text frames are checked and mapped, and both
+go to the :class:`~liveproxy.core.link.UpstreamLink` in order. A refused message
+(``bad_message``) is answered on the browser queue and the session goes on.
 """
 
 from __future__ import annotations
@@ -15,24 +15,30 @@ from typing import Any, Final
 import orjson
 import trio
 
-from liveproxy.config import Config
 from liveproxy.contract.codec import encode_error
 from liveproxy.contract.endings import BROWSER_CLOSED, Outcome
 from liveproxy.contract.errors import BadMessage, InvalidSetup
-from liveproxy.contract.models import ErrorEvent
-from liveproxy.contract.session_setup import browser_setup, default_setup
+from liveproxy.contract.payloads import ErrorEvent
+from liveproxy.contract.session_setup import SetupPolicy, browser_setup, default_setup
 from liveproxy.contract.translate import AudioAligner, audio_to_upstream, browser_text_to_upstream
-from liveproxy.core.browser import BrowserGone, BrowserQueue
+from liveproxy.core.browser_queue import BrowserQueue
 from liveproxy.core.link import UpstreamLink
-from liveproxy.core.ports import BrowserPort, Frame
+from liveproxy.core.ports import BrowserGone, BrowserPort, Frame
 from liveproxy.core.stats import SessionCounters
 
 #: A first frame that starts like this is a setup, even when it is not valid JSON.
 _LOOKS_LIKE_SETUP: Final = re.compile(r'\s*\{\s*"setup"')
 
+Setup = dict[str, Any]
+
 
 class BrowserReader:
-    """Reads one browser socket for its session: the setup, then frames to the link."""
+    """Reads one browser socket for its session: the setup, then frames to the link.
+
+    ``setups`` is where the setup goes once the first frame (or the setup timeout) decides it;
+    None when the session's setup is already known (a resumed conversation's): a setup the
+    browser sends first, as it always does, is then dropped.
+    """
 
     def __init__(
         self,
@@ -40,25 +46,19 @@ class BrowserReader:
         link: UpstreamLink,
         out: BrowserQueue,
         counters: SessionCounters,
-        config: Config,
+        *,
+        setups: trio.MemorySendChannel[Setup] | None,
+        policy: SetupPolicy,
+        setup_timeout: float,
     ) -> None:
         self.socket = socket
         self.link = link
         self.out = out
         self.counters = counters
-        self.config = config
-        #: The session's setup, once the first frame (or the setup timeout) has decided it.
-        self.setup: dict[str, Any] | None = None
-        self.setup_ready = trio.Event()
-        self._preset = False
+        self._setups = setups
+        self._policy = policy
+        self._setup_timeout = setup_timeout
         self.audio_in = AudioAligner()
-
-    def preset(self, setup: dict[str, Any]) -> None:
-        """A resumed conversation's setup: used as is, and a setup the browser sends first (as
-        it always does) is dropped."""
-        self.setup = setup
-        self._preset = True
-        self.setup_ready.set()
 
     async def run(self) -> Outcome:
         """Read the browser until it leaves; returns ``browser_closed``.
@@ -69,7 +69,7 @@ class BrowserReader:
         """
         try:
             first: Frame | None = None
-            with trio.move_on_after(self.config.setup_timeout_seconds):
+            with trio.move_on_after(self._setup_timeout):
                 first = await self.socket.receive()
             leftover = self._start(first)
             if leftover is not None:
@@ -78,10 +78,14 @@ class BrowserReader:
                 await self._forward(await self.socket.receive())
         except BrowserGone:
             return BROWSER_CLOSED
+        finally:
+            if self._setups is not None:
+                self._setups.close()  # no setup came: the relay's wait ends
 
     def _start(self, first: Frame | None) -> Frame | None:
-        """Take the setup from the first frame (or the default); return a frame still to forward."""
-        setup: dict[str, Any] | None = None
+        """Decide the setup from the first frame (or the default) and pass it on; return a
+        frame still to forward."""
+        setup: Setup | None = None
         leftover = first
         if isinstance(first, str):
             try:
@@ -94,13 +98,12 @@ class BrowserReader:
                 if len(data) != 1:
                     raise InvalidSetup("the setup message must have no other top-level key")
                 leftover = None
-                if self._preset:
+                if self._setups is None:
                     return None
-                setup = browser_setup(data["setup"], self.config)
-        if self._preset:
-            return leftover
-        self.setup = setup if setup is not None else default_setup(self.config)
-        self.setup_ready.set()
+                setup = browser_setup(data["setup"], self._policy)
+        if self._setups is not None:
+            self._setups.send_nowait(setup if setup is not None else default_setup(self._policy))
+            self._setups.close()
         return leftover
 
     async def _forward(self, frame: Frame) -> None:

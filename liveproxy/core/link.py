@@ -38,10 +38,9 @@ from collections import deque
 from typing import Final
 
 import trio
-from trio_websocket import ConnectionClosed
 
 from liveproxy.core.footprint import footprint
-from liveproxy.core.ports import UpstreamSocket
+from liveproxy.core.ports import UpstreamClosed, UpstreamConnection
 
 log = logging.getLogger("liveproxy")
 
@@ -79,7 +78,7 @@ class UpstreamLink:
         self._written = 0  # messages written to the current connection
         self._covered = 0  # the latest handle's index on the current connection
         self._shed_logged = False
-        self._ws: UpstreamSocket | None = None
+        self._ws: UpstreamConnection | None = None
         self._flushing = False
         self._changed = trio.Event()
         self._waiters = 0
@@ -127,14 +126,14 @@ class UpstreamLink:
                 return
             await self._wait_for_change()
 
-    async def attach(self, ws: UpstreamSocket) -> None:
+    async def attach(self, ws: UpstreamConnection) -> None:
         """Send the buffered messages on ``ws``, then make it the connection producers write to.
 
         Call it for each connection after the previous one ended with :meth:`replay_after_drop`
         or :meth:`replay_after_switch` (they start the numbering again).
 
         Raises:
-            ConnectionClosed: ``ws`` closed while the buffer was being sent (what was not sent
+            UpstreamClosed: ``ws`` closed while the buffer was being sent (what was not sent
                 stays buffered).
         """
         await self._wait_until_not_flushing()
@@ -229,11 +228,11 @@ class UpstreamLink:
         self._written = 0
         self._covered = 0
 
-    async def _flush(self, ws: UpstreamSocket, *, attaching: bool) -> None:
+    async def _flush(self, ws: UpstreamConnection, *, attaching: bool) -> None:
         """Write pending messages to ``ws`` in order, while it stays attached (or while attaching).
 
         Raises:
-            ConnectionClosed: ``ws`` closed while ``attaching`` (what was not sent stays pending);
+            UpstreamClosed: ``ws`` closed while ``attaching`` (what was not sent stays pending);
                 otherwise a closed connection is just detached.
         """
         self._flushing = True
@@ -244,8 +243,8 @@ class UpstreamLink:
                 entry = pending[0]
                 message = entry[0]
                 try:
-                    await ws.send_message(message)
-                except ConnectionClosed:
+                    await ws.send(message)
+                except UpstreamClosed:
                     if attaching:
                         raise
                     if self._ws is ws:

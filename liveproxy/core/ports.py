@@ -1,30 +1,46 @@
-"""What a session needs of its two sockets: the seams between the session and the network.
+"""What the session engine needs of its two sockets, and what they raise: the engine's seams.
 
-:class:`~liveproxy.core.session.Session` knows the browser and Gemini only through these
-``Protocol``\\ s, so its driver runs over Hypercorn and trio-websocket in production and over
-memory channels in tests (``tests/core/test_session_driver.py``).
+The engine (:mod:`liveproxy.core`) knows the browser and Gemini only through these types. The
+adapters implement them and translate their libraries' errors into these, once: the browser's
+ASGI socket (:mod:`liveproxy.web.browser_socket`) and Gemini over trio-websocket
+(:mod:`liveproxy.upstream`). Tests drive the engine over memory-channel fakes of the same
+ports (``tests/core/test_session_driver.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
+import attrs
 import trio
 
-if TYPE_CHECKING:
-    from liveproxy.core.upstream import Connection, UpstreamTarget
-
 Frame: TypeAlias = bytes | str
+
+
+class BrowserGone(Exception):
+    """The browser closed its socket (or the connection dropped)."""
+
+
+@attrs.define(eq=False)
+class UpstreamClosed(Exception):
+    """An upstream connection ended: Gemini's close code and reason (secrets removed); 1006
+    when it dropped without a close frame or stopped answering pings."""
+
+    code: int
+    reason: str = ""
 
 
 class BrowserPort(Protocol):
     """The browser's WebSocket, accepted."""
 
     async def receive(self) -> Frame:
-        """The next frame. Raises ``BrowserGone`` when the browser left, ``MessageTooBig``
-        when it sent a message over the limit."""
+        """The next frame.
+
+        Raises:
+            BrowserGone: the browser left.
+            MessageTooBig, RateLimited: the browser sent a message over the size limit, or
+                frames faster than its rate.
+        """
         ...
 
     async def send(self, frame: Frame) -> None:
@@ -36,30 +52,61 @@ class BrowserPort(Protocol):
         ...
 
 
-class UpstreamSocket(Protocol):
-    """One upstream WebSocket after its setup (trio-websocket's connection fits).
+class UpstreamConnection(Protocol):
+    """One upstream connection whose setup completed."""
 
-    ``get_message``, ``send_message`` and ``ping`` raise ``trio_websocket.ConnectionClosed``
-    once it is closed.
-    """
+    #: Gemini's answer to the setup (the connection's first message), as text.
+    setup_complete: str
 
-    async def get_message(self) -> bytes | str: ...
+    async def receive(self) -> bytes | str:
+        """The next message from Gemini.
 
-    async def send_message(self, message: bytes | str) -> None: ...
+        Raises:
+            UpstreamClosed: the connection ended (before or while waiting).
+        """
+        ...
 
-    async def ping(self, payload: bytes | None = None) -> None: ...
+    async def send(self, message: str) -> None:
+        """Send one message (a text frame).
 
-    async def aclose(self, code: int = 1000, reason: str | None = None) -> None: ...
+        Raises:
+            UpstreamClosed: the connection has ended.
+        """
+        ...
+
+    async def aclose(self, code: int = 1000) -> None:
+        """Close with ``code`` (gracefully if Gemini answers soon); the TCP connection and every
+        task of the connection are gone on return, even when cancelled. Idempotent."""
+        ...
+
+    async def abort(self) -> None:
+        """Drop the TCP connection at once, without a close frame (a write to it is stuck): a
+        write or read in flight fails with :class:`UpstreamClosed`. :meth:`aclose` still
+        follows."""
+        ...
 
 
-class Connect(Protocol):
-    """Opens one upstream connection through its setup (like ``upstream.open_connection``)."""
+class Upstream(Protocol):
+    """Where a session's upstream connections go: Gemini (or the emulator, or a test's fake)."""
 
-    def __call__(
-        self,
-        target: UpstreamTarget,
-        setup: str,
-        connect_scope: trio.CancelScope,
-        *,
-        on_open: Callable[[int], None],
-    ) -> AbstractAsyncContextManager[Connection]: ...
+    @property
+    def transparent(self) -> bool:
+        """Whether its connections resume transparently (Vertex): every resumption handle then
+        says which client message it includes last."""
+        ...
+
+    async def connect(
+        self, nursery: trio.Nursery, setup: dict[str, Any], handle: str | None
+    ) -> UpstreamConnection:
+        """Open a connection with the browser's validated ``setup`` (resuming ``handle``), send
+        it and wait for ``setupComplete``. The connection's tasks run in ``nursery`` until it
+        is closed: the caller closes what it is given. Cancelling the call abandons the attempt
+        and leaves nothing behind (the caller bounds it in time).
+
+        Raises:
+            UpstreamUnavailable: unreachable, refused with a retryable status, closed during the
+                setup.
+            UpstreamRejected: refused the credentials, the model or the setup.
+            UpstreamFailed: answered the setup with something other than ``setupComplete``.
+        """
+        ...

@@ -1,71 +1,47 @@
 """First outcome wins: the rule that ends a session.
 
-Every task of a session reports to one :class:`Race`. A task's result, or the
-:class:`~liveproxy.contract.errors.SessionError` it raises, is an outcome; the first one decides
-the race and cancels every scope registered with it. Later outcomes are ignored.
+:meth:`Race.run` runs a session's tasks in one nursery. A task's result (an
+:class:`~liveproxy.contract.endings.Ended`) or the
+:class:`~liveproxy.contract.errors.SessionError` it raises is an outcome; the first one decides
+the race and cancels the nursery, with the outcome's name as the reason. A task that returns
+None leaves the race to the others. Any other exception propagates out of :meth:`Race.run`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 
 import trio
 
-from liveproxy.contract.endings import Outcome
+from liveproxy.contract.endings import Outcome, outcome_code
 from liveproxy.contract.errors import SessionError
+
+Entrant = Callable[[], Awaitable[Outcome | None]]
 
 
 class Race:
-    """First outcome wins: it cancels every scope registered through :meth:`cancel_on_decide`."""
+    """Runs a session's tasks until the first outcome; see the module's docstring."""
 
     def __init__(self) -> None:
         self.outcome: Outcome | None = None
-        self._scopes: set[trio.CancelScope] = set()
 
-    @property
-    def decided(self) -> bool:
-        return self.outcome is not None
+    async def run(self, *entrants: Entrant) -> Outcome | None:
+        """Run ``entrants`` until the first outcome (None if none came: they all returned None);
+        every entrant is finished on return."""
+        async with trio.open_nursery() as nursery:
+            for entrant in entrants:
+                nursery.start_soon(self._enter, nursery.cancel_scope, entrant)
+        return self.outcome
 
-    def decide(self, outcome: Outcome) -> None:
-        if self.outcome is not None:
-            return
-        self.outcome = outcome
-        for scope in self._scopes:
-            scope.cancel()
-
-    def add(self, scope: trio.CancelScope) -> None:
-        self._scopes.add(scope)
-        if self.decided:
-            scope.cancel()
-
-    def discard(self, scope: trio.CancelScope) -> None:
-        self._scopes.discard(scope)
-
-    @contextmanager
-    def cancel_on_decide(self) -> Iterator[trio.CancelScope]:
-        with trio.CancelScope() as scope:
-            self.add(scope)
-            try:
-                yield scope
-            finally:
-                self.discard(scope)
-
-    async def run(
-        self, fn: Callable[[], Awaitable[Outcome | None]], *, cancellable: bool = True
-    ) -> None:
-        """Run ``fn``; its result or :class:`SessionError` is an outcome (``None`` is not)."""
-        result: Outcome | None = None
+    async def _enter(self, race: trio.CancelScope, entrant: Entrant) -> None:
+        result: Outcome | None
         try:
-            if cancellable:
-                with self.cancel_on_decide():
-                    result = await fn()
-            else:
-                result = await fn()
+            result = await entrant()
         except* SessionError as group:
-            self.decide(_first_leaf(group))
-        if result is not None:
-            self.decide(result)
+            result = _first_leaf(group)
+        if result is not None and self.outcome is None:
+            self.outcome = result
+            race.cancel(reason=outcome_code(result))
 
 
 def _first_leaf(group: BaseExceptionGroup[SessionError]) -> SessionError:

@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 import trio
 
-from liveproxy.contract.models import SessionStats
+from liveproxy.contract.payloads import SessionStats
 
 
 @attrs.frozen

@@ -6,12 +6,10 @@ The ``/ws`` route is :class:`~liveproxy.web.ws_route.SessionRoute`, which wraps 
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import attrs
 import trio
 from quart import Response, request
 from quart_trio import QuartTrio
@@ -23,20 +21,24 @@ from liveproxy.contract.codec import (
     decode_auth_request,
     to_json,
 )
-from liveproxy.contract.models import (
+from liveproxy.contract.payloads import (
     ApiError,
     AuthResponse,
     ErrorResponse,
     Health,
     Status,
 )
-from liveproxy.core.credentials import ApiKey, Credentials, GoogleAuth, NoCredentials
 from liveproxy.core.resumable import Resumable
-from liveproxy.core.services import SessionServices
+from liveproxy.core.services import SessionLimits, SessionServices
 from liveproxy.core.stats import Gauges
-from liveproxy.core.upstream import UpstreamTarget, upstream_url
 from liveproxy.protocol.schema import shown
-from liveproxy.redact import SECRETS, redact_url
+from liveproxy.redact import SECRETS
+from liveproxy.upstream.connection import GeminiUpstream
+from liveproxy.upstream.startup import EMULATOR_NOTICE as EMULATOR_NOTICE  # the supervisor's
+from liveproxy.upstream.startup import google_target as google_target
+from liveproxy.upstream.startup import resolve_target
+from liveproxy.upstream.startup import run_emulator as run_emulator
+from liveproxy.upstream.target import UpstreamTarget
 from liveproxy.web.clients import client_ip
 from liveproxy.web.leases import LeaseKeeper
 from liveproxy.web.metrics import NO_METRICS, Metrics, TokenResults
@@ -59,11 +61,6 @@ from liveproxy.web.ws_route import SessionRoute, resume_client
 
 log = logging.getLogger("liveproxy")
 
-#: Logged once, by whoever starts the built-in emulator.
-EMULATOR_NOTICE = (
-    "no Google credentials configured: using the built-in Gemini Live emulator at %s "
-    "(set GOOGLE_API_KEY or PROJECT_ID to reach Gemini)"
-)
 STATIC_DIR = Path(__file__).parent.parent / "static"
 #: How long a readiness probe waits for the state store.
 READY_TIMEOUT_SECONDS = 2.0
@@ -97,9 +94,16 @@ def create_app(
     SECRETS.add(config.api_key, config.signin.jwt_secret)
     app = LiveProxyApp(__name__, static_folder=None)
     store = store or MemoryStore(trio.current_time, config.session_lease_seconds)
+    gauges = Gauges()
     state = ProxyState(
+        config=config,
         store=store,
-        services=SessionServices(config, target, Gauges(), trio.Event()),
+        services=SessionServices(
+            limits=SessionLimits.from_config(config),
+            upstream=None if target is None else GeminiUpstream(target, gauges.upstream_opened),
+            gauges=gauges,
+            shutdown_now=trio.Event(),
+        ),
         leases=LeaseKeeper(store, config.session_lease_seconds),
     )
     app.proxy = state
@@ -131,6 +135,23 @@ def create_app(
     if target is None:
         _resolve_upstream_on_start(app, state, emulator)
     return app
+
+
+def _resolve_upstream_on_start(
+    app: LiveProxyApp, state: ProxyState, shared: SharedEmulator | None
+) -> None:
+    emulator_scope = trio.CancelScope()
+
+    @app.before_serving
+    async def resolve_upstream() -> None:
+        shared_emulator = (shared.url, shared.key) if shared is not None else None
+        target = await resolve_target(state.config, app.nursery, shared_emulator, emulator_scope)
+        if target is not None:
+            state.services.upstream = GeminiUpstream(target, state.gauges.upstream_opened)
+
+    @app.after_serving
+    async def stop_emulator() -> None:
+        emulator_scope.cancel()
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -237,7 +258,7 @@ def _add_http_routes(app: LiveProxyApp, state: ProxyState) -> None:
     async def ready() -> Response:
         if state.draining:
             return _error(503, "not_ready", "draining")
-        if state.services.target is None:  # "simple" mode: every session would fail
+        if state.services.upstream is None:  # "simple" mode: every session would fail
             return _error(503, "not_ready", "no upstream configured")
         if state.gauges.live_sessions >= config.max_sessions:
             return _error(503, "not_ready", "at capacity")
@@ -337,75 +358,3 @@ async def _static(name: str) -> Response:
     }.get(path.suffix, "application/octet-stream")
     data = await trio.Path(path).read_bytes()
     return Response(data, content_type=content_type, headers={"Cache-Control": "no-cache"})
-
-
-def _resolve_upstream_on_start(
-    app: LiveProxyApp, state: ProxyState, shared: SharedEmulator | None
-) -> None:
-    emulator_scope = trio.CancelScope()
-
-    @app.before_serving
-    async def resolve_upstream() -> None:
-        config = state.config
-        if config.mode == "emulator":
-            if shared is None:
-                key = secrets.token_urlsafe(16)
-                url = await app.nursery.start(run_emulator, key, emulator_scope)
-                log.info(EMULATOR_NOTICE, url)
-            else:
-                key, url = shared.key, shared.url
-            SECRETS.add(key)
-            target = UpstreamTarget(
-                url=upstream_url(attrs.evolve(config, upstream_url=url)),
-                model=config.model,
-                credentials=ApiKey(key),
-                secrets=(key,),
-            )
-        elif config.mode == "simple":
-            log.warning("no upstream configured: sessions will fail (set GOOGLE_API_KEY)")
-            return
-        else:
-            target = await google_target(config)
-            log.info("upstream: %s (%s backend)", redact_url(target.url), config.backend)
-        state.services.target = target
-
-    @app.after_serving
-    async def stop_emulator() -> None:
-        emulator_scope.cancel()
-
-
-async def google_target(config: Config, credentials: Credentials | None = None) -> UpstreamTarget:
-    """The upstream for configured credentials: the API key, or Vertex AI's ADC (or given ones).
-
-    Raises:
-        UpstreamUnavailable: Vertex AI is configured but no credentials can be found.
-    """
-    if credentials is None:
-        if config.api_key:
-            credentials = ApiKey(config.api_key)
-        elif config.project_id:
-            credentials = await GoogleAuth.from_environment()
-        else:
-            credentials = NoCredentials()
-    return UpstreamTarget(
-        url=upstream_url(config),
-        model=config.model,
-        credentials=credentials,
-        secrets=tuple(s for s in (config.api_key,) if s),
-        max_message_size=config.upstream_max_message_bytes,
-    )
-
-
-async def run_emulator(
-    key: str,
-    scope: trio.CancelScope,
-    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    from liveproxy.emulator import EmulatorConfig, serve
-
-    with scope:
-        async with trio.open_nursery() as nursery:
-            emulator = await nursery.start(
-                serve, EmulatorConfig(api_keys=(key,), port=0, record_messages=False)
-            )
-            task_status.started(emulator.url)

@@ -76,7 +76,7 @@ from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection, Message, Ping, Pong, TextMessage
 
 from liveproxy.bucket import TokenBucket
-from liveproxy.core.browser import MESSAGE_TOO_BIG, RATE_LIMITED
+from liveproxy.web.browser_socket import MESSAGE_TOO_BIG, RATE_LIMITED
 
 log = logging.getLogger("liveproxy.connections")
 

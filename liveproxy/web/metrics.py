@@ -54,7 +54,7 @@ import trio
 from liveproxy.config import split_bind
 from liveproxy.contract.endings import Outcome, outcome_code
 from liveproxy.contract.errors import SlowClient
-from liveproxy.core.browser import ASGIMessage, Receive, Send
+from liveproxy.web.asgi import ASGIMessage, Receive, Send
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry

@@ -28,8 +28,8 @@ import attrs
 
 from liveproxy.config import Config, IPNetwork
 from liveproxy.contract.codec import to_json
-from liveproxy.contract.models import ApiError, ErrorResponse
-from liveproxy.core.browser import ASGIMessage, Receive, Send
+from liveproxy.contract.payloads import ApiError, ErrorResponse
+from liveproxy.web.asgi import ASGIMessage, Receive, Send, header
 from liveproxy.web.clients import is_trusted
 
 _LOOPBACK: Final = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
@@ -107,14 +107,6 @@ def _loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def header(scope: ASGIMessage, name: bytes) -> str | None:
-    """The first ``name`` header of an ASGI scope, decoded (latin-1), or None."""
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
 
 
 class Cors:

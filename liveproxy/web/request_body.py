@@ -15,8 +15,8 @@ from typing import Any
 import trio
 
 from liveproxy.contract.codec import to_json
-from liveproxy.contract.models import ApiError, ErrorResponse
-from liveproxy.core.browser import ASGIMessage, Receive, Send
+from liveproxy.contract.payloads import ApiError, ErrorResponse
+from liveproxy.web.asgi import ASGIMessage, Receive, Send
 
 
 class BoundedBodies:

@@ -1,4 +1,5 @@
-"""What the app's routes share: the state store and leases, the draining flag, the services."""
+"""What the app's routes share: the configuration, the state store and leases, the draining
+flag, and what sessions are lent (limits, upstream, gauges, the shutdown event)."""
 
 from __future__ import annotations
 
@@ -14,20 +15,14 @@ from liveproxy.web.store import StateStore
 
 @attrs.define(eq=False)
 class ProxyState:
-    """What the routes share: the state store, this worker's leases, the draining flag, and what
-    sessions are lent.
+    """What the routes share. Gauges, the upstream and the shutdown event live once, in
+    ``services``."""
 
-    Configuration, gauges, the upstream and the shutdown event live once, in ``services``.
-    """
-
+    config: Config
     store: StateStore
     services: SessionServices
     leases: LeaseKeeper
     draining: bool = False
-
-    @property
-    def config(self) -> Config:
-        return self.services.config
 
     @property
     def gauges(self) -> Gauges:

@@ -18,15 +18,17 @@ import trio
 from liveproxy.contract.codec import encode_error, encode_session_end
 from liveproxy.contract.endings import UNAUTHORIZED, Outcome, outcome_code
 from liveproxy.contract.errors import AtCapacity, SessionError, SlowClient, StateUnavailable
-from liveproxy.contract.models import ErrorEvent, SessionEnd
-from liveproxy.core.browser import ASGIMessage, BrowserQueue, BrowserSocket, Receive, Send
+from liveproxy.contract.payloads import ErrorEvent, SessionEnd
+from liveproxy.core.browser_queue import BrowserQueue
 from liveproxy.core.resumable import Resumable
 from liveproxy.core.session import Session
 from liveproxy.core.stats import SessionCounters
 from liveproxy.logs import SESSION_ID, fields
+from liveproxy.web.asgi import ASGIMessage, Receive, Send, header
+from liveproxy.web.browser_socket import BrowserSocket
 from liveproxy.web.clients import client_hash
 from liveproxy.web.metrics import NO_METRICS, Metrics
-from liveproxy.web.origins import OriginPolicy, header
+from liveproxy.web.origins import OriginPolicy
 from liveproxy.web.state import ProxyState
 from liveproxy.web.store import Conversation, Grant, Lease, StoreUnavailable
 

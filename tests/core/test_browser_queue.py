@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from liveproxy.contract.errors import SlowClient
-from liveproxy.core.browser import BrowserQueue, BrowserSocket
+from liveproxy.core.browser_queue import BrowserQueue
 from liveproxy.core.footprint import footprint
+from liveproxy.web.browser_socket import BrowserSocket
 
 
 class RecordingSend:

@@ -24,8 +24,9 @@ from google.auth import credentials as google_credentials
 from google.auth import exceptions as google_exceptions
 
 from liveproxy.config import DEFAULT_VERTEX_MODEL, Config
-from liveproxy.core.credentials import GoogleAuth
 from liveproxy.emulator import Emulator
+from liveproxy.upstream.connection import GeminiUpstream
+from liveproxy.upstream.credentials import GoogleAuth
 from liveproxy.web.app import google_target
 from tests.conftest import TEXT_SETUP, Proxy, ProxyFactory
 from tests.core.test_session_endings import assert_error
@@ -143,10 +144,10 @@ async def test_a_stuck_refresh_costs_one_thread_and_its_token_serves_later_sessi
     mock_clock: trio.testing.MockClock,
 ) -> None:
     proxy = await vertex_proxy(make_proxy, emulator, hanging, setup_timeout_seconds=SETUP_TIMEOUT)
-    target = proxy.state.services.target
-    assert target is not None
-    assert isinstance(target.credentials, GoogleAuth)
-    refreshing = target.credentials._refreshing
+    upstream = proxy.state.services.upstream
+    assert isinstance(upstream, GeminiUpstream)
+    assert isinstance(upstream.target.credentials, GoogleAuth)
+    refreshing = upstream.target.credentials._refreshing
     results: list[tuple[Ended, float]] = []
 
     def two_waiting() -> bool:  # one refresh thread runs, the second session waits for it

@@ -8,10 +8,10 @@ from typing import cast
 import pytest
 import trio
 import trio.testing
-from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection
 
 from liveproxy.core.footprint import footprint
 from liveproxy.core.link import REPLAY_BYTES, UpstreamLink
+from liveproxy.core.ports import UpstreamClosed, UpstreamConnection
 
 #: What a two-character message takes in memory (every bound counts this, not characters).
 F = footprint("a1")
@@ -25,16 +25,16 @@ class FakeConnection:
         self.closed = False
         self.gate: trio.Event | None = None
 
-    async def send_message(self, message: str) -> None:
+    async def send(self, message: str) -> None:
         if self.gate is not None:
             await self.gate.wait()
         if self.closed:
-            raise ConnectionClosed(CloseReason(1006, None))
+            raise UpstreamClosed(1006)
         self.sent.append(message)
 
 
-def ws(fake: FakeConnection) -> WebSocketConnection:
-    return cast(WebSocketConnection, fake)
+def ws(fake: FakeConnection) -> UpstreamConnection:
+    return cast(UpstreamConnection, fake)
 
 
 async def test_messages_sent_before_a_connection_go_out_first_and_in_order() -> None:

@@ -7,27 +7,26 @@ sockets can show stays in the end-to-end tests.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import attrs
 import orjson
 import pytest
 import trio
 import trio.testing
-from trio_websocket import CloseReason, ConnectionClosed
 
 from liveproxy.config import Config
 from liveproxy.contract.endings import BROWSER_CLOSED, SHUTDOWN, TIME_LIMIT, Outcome
 from liveproxy.contract.errors import SessionError, SlowClient, UpstreamFailed, UpstreamUnavailable
-from liveproxy.core.browser import BrowserGone, BrowserQueue
-from liveproxy.core.credentials import ApiKey
-from liveproxy.core.ports import Frame
+from liveproxy.contract.session_setup import upstream_setup_message
+from liveproxy.core.browser_queue import BrowserQueue
+from liveproxy.core.ports import BrowserGone, Frame, UpstreamClosed
 from liveproxy.core.resumable import Resumable
-from liveproxy.core.services import SessionServices
+from liveproxy.core.services import SessionLimits, SessionServices
 from liveproxy.core.session import Session
 from liveproxy.core.stats import Gauges
-from liveproxy.core.upstream import Connection, UpstreamTarget
 from liveproxy.protocol import closes
 
 SETUP = orjson.dumps({"setup": {"generation_config": {"response_modalities": ["TEXT"]}}}).decode()
@@ -66,62 +65,60 @@ class FakeSocket:
     """One upstream connection: the test pushes Gemini's messages or a close into it."""
 
     setup: str
-    to_proxy_send: trio.MemorySendChannel[str | CloseReason]
-    to_proxy: trio.MemoryReceiveChannel[str | CloseReason]
+    to_proxy_send: trio.MemorySendChannel[str | UpstreamClosed]
+    to_proxy: trio.MemoryReceiveChannel[str | UpstreamClosed]
+    gauges: Gauges
+    close_codes: list[int]
     received: list[bytes | str] = attrs.Factory(list)
     closed: bool = False
+    setup_complete: str = '{"setupComplete":{}}'
 
-    async def get_message(self) -> bytes | str:
+    async def receive(self) -> bytes | str:
         item = await self.to_proxy.receive()
-        if isinstance(item, CloseReason):
-            raise ConnectionClosed(item)
+        if isinstance(item, UpstreamClosed):
+            raise item
         return item
 
-    async def send_message(self, message: bytes | str) -> None:
+    async def send(self, message: str) -> None:
         self.received.append(message)
 
-    async def ping(self, payload: bytes | None = None) -> None:
-        pass
+    async def aclose(self, code: int = 1000) -> None:
+        if not self.closed:
+            self.closed = True
+            self.close_codes.append(code)
+            self.gauges.upstream_opened(-1)
 
-    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
-        self.closed = True
+    async def abort(self) -> None:
+        pass
 
 
 @attrs.define(eq=False)
 class FakeGemini:
-    """The ``connect`` port: opens :class:`FakeSocket`\\ s, or fails as ``plans`` say."""
+    """The upstream port: opens :class:`FakeSocket`\\ s, or fails as ``plans`` say."""
 
+    gauges: Gauges
     plans: deque[SessionError] = attrs.Factory(deque)
     sockets: list[FakeSocket] = attrs.Factory(list)
     close_codes: list[int] = attrs.Factory(list)
     attempts: list[float] = attrs.Factory(list)
+    transparent: bool = False
     _opened: trio.Event = attrs.Factory(trio.Event)
 
-    @asynccontextmanager
     async def connect(
-        self,
-        target: UpstreamTarget,
-        setup: str,
-        connect_scope: trio.CancelScope,
-        *,
-        on_open: Callable[[int], None],
-    ) -> AsyncIterator[Connection]:
+        self, nursery: trio.Nursery, setup: dict[str, Any], handle: str | None
+    ) -> FakeSocket:
         self.attempts.append(trio.current_time())
+        await trio.lowlevel.checkpoint()
         if self.plans:
             raise self.plans.popleft()
-        send, receive = trio.open_memory_channel[str | CloseReason](16)
-        socket = FakeSocket(setup, send, receive)
+        send, receive = trio.open_memory_channel[str | UpstreamClosed](16)
+        message = upstream_setup_message(setup, f"models/{setup['model']}", handle)
+        socket = FakeSocket(message, send, receive, self.gauges, self.close_codes)
         self.sockets.append(socket)
         self._opened.set()
         self._opened = trio.Event()
-        connection = Connection(socket, '{"setupComplete":{}}')
-        on_open(1)
-        try:
-            yield connection
-        finally:
-            on_open(-1)
-            socket.closed = True
-            self.close_codes.append(connection.close_code)
+        self.gauges.upstream_opened(1)
+        return socket
 
     async def wait_for(self, count: int) -> FakeSocket:
         while len(self.sockets) < count:
@@ -151,13 +148,13 @@ async def running(
 ) -> AsyncIterator[Run]:
     """A session between a fake browser and fake Gemini; its outcome is set when it ends."""
     config = Config(api_key="k", upstream_ping_interval_seconds=0, **settings)  # type: ignore[arg-type]
-    gemini = FakeGemini()
+    gauges = Gauges()
+    gemini = FakeGemini(gauges)
     services = SessionServices(
-        config,
-        UpstreamTarget("ws://fake", config.model, ApiKey("k")),
-        Gauges(),
-        trio.Event(),
-        connect=gemini.connect,
+        limits=SessionLimits.from_config(config),
+        upstream=gemini,
+        gauges=gauges,
+        shutdown_now=trio.Event(),
     )
     to_session, incoming = trio.open_memory_channel[Frame](16)
     browser = FakeBrowser(incoming, stuck=stuck)
@@ -222,7 +219,7 @@ async def test_a_drop_resumes_after_back_off_and_replays_the_turns_since_the_han
         await trio.testing.wait_all_tasks_blocked()
         run.gemini.plans.extend([UpstreamUnavailable("down"), UpstreamUnavailable("down")])
         dropped_at = trio.current_time()
-        await first.to_proxy_send.send(CloseReason(1011, "Internal error encountered."))
+        await first.to_proxy_send.send(UpstreamClosed(1011, "Internal error encountered."))
         second = await run.gemini.wait_for(2)
         await trio.testing.wait_all_tasks_blocked()
         run.to_session.close()
@@ -238,7 +235,7 @@ async def test_a_drop_whose_every_resume_fails_is_upstream_error(
         first = await run.gemini.wait_for(1)
         await first.to_proxy_send.send(HANDLE % "h1")
         run.gemini.plans.extend([UpstreamUnavailable("down")] * 2)
-        await first.to_proxy_send.send(CloseReason(1006, ""))
+        await first.to_proxy_send.send(UpstreamClosed(1006, ""))
     assert isinstance(run.outcome, UpstreamFailed)
     assert run.outcome.message == "the session could not be resumed after 2 attempts: down"
 
@@ -248,7 +245,7 @@ async def test_a_drop_before_any_handle_is_upstream_error(
 ) -> None:
     async with running() as run:
         first = await run.gemini.wait_for(1)
-        await first.to_proxy_send.send(CloseReason(1011, "Internal error encountered."))
+        await first.to_proxy_send.send(UpstreamClosed(1011, "Internal error encountered."))
     assert isinstance(run.outcome, UpstreamFailed)
     assert len(run.gemini.attempts) == 1
 

@@ -35,7 +35,8 @@ async def test_a_session_leaves_its_handle_setup_stats_and_unanswered_turns(
     assert resumable is not None
     assert resumable.handle == "h1"
     assert resumable.conversation_id == "conv-1"
-    assert resumable.setup == run.session.reader.setup
+    assert run.session.relay is not None
+    assert resumable.setup == run.session.relay.setup
     assert 69 < resumable.remaining_seconds <= 70
     assert resumable.time_limit in (69, 70)
     assert (resumable.totals.message_count, resumable.totals.audio_chunks_sent) == (2, 1)

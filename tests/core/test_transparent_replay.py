@@ -20,11 +20,11 @@ import trio.testing
 
 from liveproxy.config import DEFAULT_VERTEX_MODEL, Config
 from liveproxy.contract.translate import AudioAligner, translate_upstream
-from liveproxy.core.credentials import GoogleAuth
 from liveproxy.emulator import Emulator, EmulatorConfig, Faults
 from liveproxy.emulator import serve as serve_emulator
 from liveproxy.emulator.record import ConnectionRecord
 from liveproxy.emulator.store import SessionState
+from liveproxy.upstream.credentials import GoogleAuth
 from liveproxy.web.app import google_target
 from tests.conftest import Proxy, ProxyFactory
 from tests.core.test_backends import StandInCredentials

@@ -14,8 +14,8 @@ import pytest
 import trio
 
 from liveproxy.config import Config
-from liveproxy.core.credentials import GoogleAuth
-from liveproxy.core.dial import REFUSAL_BODY_GRACE
+from liveproxy.upstream.credentials import GoogleAuth
+from liveproxy.upstream.dial import REFUSAL_BODY_GRACE
 from liveproxy.web.app import google_target
 from tests.conftest import TEXT_SETUP, ProxyFactory
 from tests.core.test_backends import StandInCredentials

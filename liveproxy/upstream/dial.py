@@ -19,7 +19,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, RejectConnection, RejectData
 
 from liveproxy.contract.errors import UpstreamUnavailable
-from liveproxy.core.credentials import Headers
+from liveproxy.upstream.credentials import Headers
 
 #: trio-websocket's queue of received messages; a little slack lets its reader run ahead.
 MESSAGE_QUEUE_SIZE = 4

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-import trio
-from trio_websocket import ConnectionClosed
+from collections.abc import Awaitable, Callable
 
-from liveproxy.core.ports import UpstreamSocket
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
 
 
 async def keep_alive(
-    ws: UpstreamSocket, interval: float, pong_timeout: float, reading: trio.CancelScope
+    ws: WebSocketConnection,
+    interval: float,
+    pong_timeout: float,
+    no_pong: Callable[[], Awaitable[None]],
 ) -> None:
-    """Ping ``ws`` every ``interval``; a pong later than ``pong_timeout`` cancels ``reading``.
+    """Ping ``ws`` every ``interval``; a pong later than ``pong_timeout`` calls ``no_pong``.
 
     Gemini's pongs can take 8-30 s, so callers give a generous timeout. Returns when the
-    connection closes (the reader sees the close itself); cancelled with the reader's nursery.
+    connection closes (its reader sees the close itself), or after ``no_pong``.
     """
     while True:
         await trio.sleep(interval)
@@ -24,5 +27,5 @@ async def keep_alive(
             except ConnectionClosed:
                 return
             continue
-        reading.cancel()
+        await no_pong()
         return

@@ -1,0 +1,18 @@
+"""The ASGI types the web layer's middleware and routes pass around."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, TypeAlias
+
+ASGIMessage: TypeAlias = MutableMapping[str, Any]
+Receive: TypeAlias = Callable[[], Awaitable[ASGIMessage]]
+Send: TypeAlias = Callable[[ASGIMessage], Awaitable[None]]
+
+
+def header(scope: ASGIMessage, name: bytes) -> str | None:
+    """The first ``name`` header of an ASGI scope, decoded (latin-1), or None."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
