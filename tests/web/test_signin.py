@@ -259,6 +259,7 @@ class JwksServer:
 
     async def _held(self, stream: trio.SocketStream, release: trio.Event) -> bool:
         """Waits for ``release``: False (and ``dropped`` set) when the client hangs up first."""
+        hung_up = False
         async with trio.open_nursery() as nursery:
 
             async def released() -> None:
@@ -269,9 +270,10 @@ class JwksServer:
             with contextlib.suppress(trio.BrokenResourceError):
                 while await stream.receive_some(65536):
                     pass
+            hung_up = True
             self.dropped.set()
             nursery.cancel_scope.cancel()
-        return not self.dropped.is_set()
+        return not hung_up
 
     async def _answer(self, stream: trio.SocketStream, conn: h11.Connection) -> None:
         headers = [("Content-Type", "application/json"), ("Connection", "close")]
@@ -285,11 +287,11 @@ class JwksServer:
         if not self.endless:
             headers.append(("Content-Length", str(len(body))))
         head = conn.send(h11.Response(status_code=status, headers=headers))
-        if self.trickle is not None:
+        if (pace := self.trickle) is not None:
             for byte in head:
                 await stream.send_all(bytes([byte]))
                 self.sent += 1
-                await trio.sleep(self.trickle)
+                await trio.sleep(pace)
         else:
             await stream.send_all(head)
         if self.endless:
@@ -479,6 +481,70 @@ async def test_a_key_set_that_never_answers_times_out(nursery: trio.Nursery) -> 
     assert server.hits == 1
 
 
+@pytest.mark.parametrize("stall", ["trickle", "silence"])
+async def test_a_stalling_key_set_costs_one_fetch_timeout_then_sign_in_recovers(
+    nursery: trio.Nursery, stall: str
+) -> None:
+    """A server that trickles its status line and headers (a byte every 0.5 s, each in time for
+    any per-read timeout) or never answers holds a fetch for ``fetch_timeout`` at most: the
+    request is cancelled, not left running, and the next fetch, after ``retry_after_failure``,
+    succeeds once the server behaves."""
+    server = await serve_jwks(nursery, jwk(RSA_KEY, "rsa-1"))
+    if stall == "trickle":
+        server.trickle = 0.5
+    else:
+        server.release = trio.Event()
+    clock = Clock()
+    signin = jwks_signin(server, clock, fetch_timeout=1, retry_after_failure=5)
+    start = trio.current_time()
+    with trio.fail_after(10), pytest.raises(KeysUnavailable):
+        await signin.verify(rsa_token())
+    assert 0.9 <= trio.current_time() - start < 3
+    assert server.hits == 1
+
+    server.trickle = None  # the provider recovers
+    if server.release is not None:
+        server.release.set()
+    with trio.fail_after(10), pytest.raises(KeysUnavailable):
+        await signin.verify(rsa_token())  # within the pause after a failure: no fetch
+    assert server.hits == 1
+    clock.now = 5
+    start = trio.current_time()
+    with trio.fail_after(10):
+        assert await signin.verify(rsa_token()) == "user-1"
+    assert trio.current_time() - start < 3
+    assert server.hits == 2
+    with trio.fail_after(5):
+        await server.dropped.wait()  # the stalled request was hung up, not left running
+
+
+async def test_a_cancelled_sign_in_stops_its_fetch_and_still_paces_the_next(
+    nursery: trio.Nursery,
+) -> None:
+    server = await serve_jwks(nursery, jwk(RSA_KEY, "rsa-1"))
+    server.release = trio.Event()  # never set
+    clock = Clock()
+    signin = jwks_signin(server, clock, fetch_timeout=30, retry_after_failure=5)
+    with trio.move_on_after(10) as waited:
+        async with trio.open_nursery() as inner:
+            inner.start_soon(signin.verify, rsa_token())
+            await server.requested.wait()
+            inner.cancel_scope.cancel()  # the client went away mid-fetch
+    assert not waited.cancelled_caught
+    with trio.fail_after(5):
+        await server.dropped.wait()  # the fetch was stopped with its caller
+    start = trio.current_time()
+    with trio.fail_after(10), pytest.raises(KeysUnavailable):
+        await signin.verify(rsa_token())  # a started fetch counts: no fetch for 5 s
+    assert trio.current_time() - start < 1
+    assert server.hits == 1
+    server.release = None
+    clock.now = 5
+    with trio.fail_after(10):
+        assert await signin.verify(rsa_token()) == "user-1"
+    assert server.hits == 2
+
+
 async def test_an_endless_key_set_is_cut_off_past_256_kib(nursery: trio.Nursery) -> None:
     server = await serve_jwks(nursery, jwk(RSA_KEY, "rsa-1"))
     server.endless = True  # JSON whitespace without end: only the size bound stops it
@@ -538,7 +604,7 @@ async def test_a_slow_key_set_does_not_block_the_event_loop(nursery: trio.Nurser
         async with trio.open_nursery() as inner:
             inner.start_soon(sign_in)
             # The server (on this loop) sees the request while the fetch is under way: the
-            # fetch is not on the loop's thread.
+            # fetch does not block the loop.
             await server.requested.wait()
             inner.start_soon(tick)
             while ticks < 100:
