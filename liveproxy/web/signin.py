@@ -5,24 +5,25 @@ are RS256, ES256 or EdDSA, signed by a key of that JSON Web Key Set, named by th
 ``kid``. ``AUTH_JWT_AUDIENCE`` / ``AUTH_JWT_ISSUER`` are checked when set. A token must carry
 ``exp`` and a string ``sub`` (the client's identity; logs carry :func:`identity_hash` of it).
 
-The key set is fetched in a worker thread (never on the event loop's thread), at most one fetch
-at a time, bounded in time and size; it is cached, refetched when a token names an unknown
-``kid`` (at most once per ``refetch_cooldown`` seconds, so random ``kid`` values cannot make the
-proxy hammer the endpoint) and when it is older than ``max_key_age``.
+The key set is fetched with httpx on the event loop (asynchronously: no thread), at most one
+fetch at a time, under one overall deadline that cancels the request (a server that trickles its
+answer costs ``fetch_timeout``, no more) and bounded in size; it is cached, refetched when a
+token names an unknown ``kid`` (at most once per ``refetch_cooldown`` seconds, so random ``kid``
+values cannot make the proxy hammer the endpoint) and when it is older than ``max_key_age``.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-import time
-import urllib.request
+import ssl
 from collections.abc import Callable
-from functools import partial
-from typing import Any, ClassVar, Final
-from urllib.parse import urlsplit
+from typing import ClassVar, Final
 
 import attrs
+import httpcore  # noqa: F401  # httpx imports it at its first client: here, not mid-sign-in
+import httpx
 import jwt
 import orjson
 import trio
@@ -40,6 +41,8 @@ LEEWAY_SECONDS: Final = 30
 MAX_TOKEN_BYTES: Final = 8192
 #: The largest key set read.
 MAX_JWKS_BYTES: Final = 256 * 1024
+#: Redirects followed to the key set, each to an http(s) URL (as many as urllib followed).
+MAX_JWKS_REDIRECTS: Final = 10
 #: HS256 needs a key of at least 256 bits (RFC 7518, 3.2).
 JWKS_ALGORITHMS: Final = frozenset({"RS256", "ES256", "EdDSA"})
 _LEEWAY_NOTE: Final = f"({LEEWAY_SECONDS} s of clock skew allowed)"
@@ -209,42 +212,70 @@ def _reason(exc: jwt.PyJWTError) -> str:
     return "the token is malformed"
 
 
-class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
-    def redirect_request(
-        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
-    ) -> urllib.request.Request | None:
-        if urlsplit(newurl).scheme not in ("http", "https"):
-            raise ValueError("the key set redirected to a URL that is not http(s)")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """The system's trusted CAs, as urllib used (httpx's default is certifi's bundle); loaded
+    once (some 40 ms of file reads), at start rather than on the event loop mid-sign-in."""
+    return ssl.create_default_context()
 
 
-_OPENER: Final = urllib.request.build_opener(_HttpRedirectsOnly)
+async def fetch_keys(url: str) -> dict[str, jwt.PyJWK]:
+    """GET the key set at ``url``; its usable signing keys by ``kid``.
 
-
-def fetch_keys(url: str, timeout: float) -> dict[str, jwt.PyJWK]:
-    """Blocking: GET the key set at ``url``; its usable signing keys by ``kid``.
-
-    Keys of another algorithm than RS256/ES256/EdDSA, for another use than ``sig`` or without a
-    ``kid`` are left out.
+    No deadline of its own: the caller's cancel scope bounds it all (connecting, redirects, the
+    headers, the body) and cancels the request when it passes, so a server that trickles its
+    answer a byte at a time costs that deadline (httpx's own timeouts, like urllib's, are per
+    read, which a trickle defeats). Up to :data:`MAX_JWKS_REDIRECTS` redirects to http(s) URLs
+    are followed. Keys of another algorithm than RS256/ES256/EdDSA, for another use than ``sig``
+    or without a ``kid`` are left out.
 
     Raises:
-        OSError: the request failed (refused, timed out, a non-2xx status).
-        ValueError: the answer is over 256 KiB, not a JSON key set, or has no usable key.
-        http.client.HTTPException, jwt.PyJWTError: other failures of the answer.
+        httpx.HTTPError: the request failed (refused, reset, not HTTP).
+        OSError: a status other than 2xx.
+        ValueError: a redirect to another scheme or too many; the answer is over 256 KiB, not
+            a JSON key set, or has no usable key.
     """
-    deadline = time.monotonic() + timeout
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    return _usable_keys(await _get(url))
+
+
+async def _get(url: str) -> bytes:
+    """The body of a 2xx answer to GET ``url``, at most :data:`MAX_JWKS_BYTES` of it read.
+
+    A client per fetch (a fetch every few seconds at most), closed with it.
+    """
+    headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
+    async with httpx.AsyncClient(verify=_tls_context(), timeout=None) as client:
+        request = client.build_request("GET", url, headers=headers)
+        for _ in range(MAX_JWKS_REDIRECTS + 1):
+            response = await client.send(request, stream=True)
+            try:
+                if response.next_request is None:
+                    return await _read_body(response)
+                request = response.next_request
+            finally:
+                await response.aclose()
+            if request.url.scheme not in ("http", "https"):
+                raise ValueError("the key set redirected to a URL that is not http(s)")
+    raise ValueError(f"the key set redirected more than {MAX_JWKS_REDIRECTS} times")
+
+
+async def _read_body(response: httpx.Response) -> bytes:
+    if not response.is_success:
+        raise OSError(f"the key set answered {response.status_code}")
     chunks: list[bytes] = []
     size = 0
-    with _OPENER.open(request, timeout=timeout) as response:
-        while chunk := response.read1(65536):
-            size += len(chunk)
-            if size > MAX_JWKS_BYTES:
-                raise ValueError(f"the key set is over {MAX_JWKS_BYTES} bytes")
-            if time.monotonic() > deadline:
-                raise TimeoutError("the key set took too long to arrive")
-            chunks.append(chunk)
-    document = orjson.loads(b"".join(chunks))
+    # Raw: the body as sent (Accept-Encoding: identity asked for no compression); nothing is
+    # inflated past the bound before it is counted.
+    async for chunk in response.aiter_raw():
+        size += len(chunk)
+        if size > MAX_JWKS_BYTES:
+            raise ValueError(f"the key set is over {MAX_JWKS_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _usable_keys(body: bytes) -> dict[str, jwt.PyJWK]:
+    document = orjson.loads(body)
     raw = document.get("keys") if isinstance(document, dict) else None
     if not isinstance(raw, list):
         raise ValueError("the answer is not a JSON Web Key Set")
@@ -265,7 +296,8 @@ def fetch_keys(url: str, timeout: float) -> dict[str, jwt.PyJWK]:
 
 
 class _KeySet:
-    """The cached key set of ``url``, fetched in a thread, one fetch at a time."""
+    """The cached key set of ``url``, one fetch at a time (the lock: a fetch ends, by its
+    deadline or its caller's cancellation, before the lock is released)."""
 
     def __init__(
         self,
@@ -287,8 +319,7 @@ class _KeySet:
         self._fetched_at = -math.inf
         self._next_fetch_at = -math.inf
         self._lock = trio.Lock()
-        # Held by a fetch's thread until it ends, even when the fetch was abandoned.
-        self._limiter = trio.CapacityLimiter(1)
+        _tls_context()  # loaded now, at start
 
     def _usable(self, kid: str) -> bool:
         fresh = self._clock() - self._fetched_at < self._max_key_age
@@ -314,22 +345,21 @@ class _KeySet:
 
     async def _refetch(self) -> None:
         shown = redact_url(self._url)
-        fetch = partial(fetch_keys, self._url, self._fetch_timeout)
+        # A fetch started counts as a failure until it succeeds: one cancelled with its caller
+        # (the client went away) still paces the next.
+        self._next_fetch_at = self._clock() + self._retry_after_failure
         keys: dict[str, jwt.PyJWK] | None = None
-        with trio.move_on_after(self._fetch_timeout):
+        with trio.move_on_after(self._fetch_timeout) as deadline:
             try:
-                keys = await trio.to_thread.run_sync(
-                    fetch, abandon_on_cancel=True, limiter=self._limiter
-                )
+                keys = await fetch_keys(self._url)
             except Exception as exc:  # any failure means: no keys from this fetch
                 log.warning("sign-in: the signing keys at %s could not be fetched: %r", shown, exc)
-                self._next_fetch_at = self._clock() + self._retry_after_failure
-                return
-        if keys is None:
+        if deadline.cancelled_caught:
             log.warning("sign-in: fetching the signing keys at %s timed out", shown)
+        if keys is not None:
+            self._keys = keys
+            self._fetched_at = self._clock()
+            self._next_fetch_at = self._fetched_at + self._refetch_cooldown
+            log.info("sign-in: %d signing keys fetched from %s", len(keys), shown)
+        else:
             self._next_fetch_at = self._clock() + self._retry_after_failure
-            return
-        self._keys = keys
-        self._fetched_at = self._clock()
-        self._next_fetch_at = self._fetched_at + self._refetch_cooldown
-        log.info("sign-in: %d signing keys fetched from %s", len(keys), shown)

@@ -7,6 +7,7 @@ trio + h11 server on port 0. Refetch pacing uses an injected clock; I/O uses rea
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import secrets
@@ -212,7 +213,13 @@ def jwk(key: Any, kid: str, **extra: Any) -> dict[str, Any]:
 
 @attrs.define
 class JwksServer:
-    """Serves ``body`` (default: ``{"keys": keys}``) with ``status``; counts requests."""
+    """Serves ``body`` (default: ``{"keys": keys}``) with ``status``; counts requests.
+
+    Misbehaviours, each until the test turns it off: ``release`` (an event) holds the answer
+    until it is set; ``trickle`` sends the status line and headers one byte every so many
+    seconds; ``endless`` sends a body of JSON whitespace without end; ``redirects`` answers that
+    many requests 302 to ``location``. ``dropped`` is set when a client hangs up on an answer.
+    """
 
     keys: list[dict[str, Any]]
     status: int = 200
@@ -220,6 +227,12 @@ class JwksServer:
     hits: int = 0
     requested: trio.Event = attrs.Factory(trio.Event)
     release: trio.Event | None = None
+    trickle: float | None = None
+    endless: bool = False
+    redirects: int = 0
+    location: str = "/moved/jwks.json"
+    dropped: trio.Event = attrs.Factory(trio.Event)
+    sent: int = 0
     port: int = 0
 
     @property
@@ -238,17 +251,55 @@ class JwksServer:
                         conn.receive_data(data)
                 self.hits += 1
                 self.requested.set()
-                if self.release is not None:
-                    await self.release.wait()
-                body = self.body if self.body is not None else orjson.dumps({"keys": self.keys})
-                headers = [("Content-Type", "application/json"), ("Connection", "close")]
-                response = h11.Response(
-                    status_code=self.status, headers=[*headers, ("Content-Length", str(len(body)))]
-                )
-                data = conn.send(response) + conn.send(h11.Data(data=body))
-                await stream.send_all(data + conn.send(h11.EndOfMessage()))
+                if self.release is not None and not await self._held(stream, self.release):
+                    return
+                await self._answer(stream, conn)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+            self.dropped.set()
+
+    async def _held(self, stream: trio.SocketStream, release: trio.Event) -> bool:
+        """Waits for ``release``: False (and ``dropped`` set) when the client hangs up first."""
+        hung_up = False
+        async with trio.open_nursery() as nursery:
+
+            async def released() -> None:
+                await release.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(released)
+            with contextlib.suppress(trio.BrokenResourceError):
+                while await stream.receive_some(65536):
+                    pass
+            hung_up = True
+            self.dropped.set()
+            nursery.cancel_scope.cancel()
+        return not hung_up
+
+    async def _answer(self, stream: trio.SocketStream, conn: h11.Connection) -> None:
+        headers = [("Content-Type", "application/json"), ("Connection", "close")]
+        if self.redirects > 0:
+            self.redirects -= 1
+            status, body = 302, b""
+            headers.append(("Location", self.location))
+        else:
+            status = self.status
+            body = self.body if self.body is not None else orjson.dumps({"keys": self.keys})
+        if not self.endless:
+            headers.append(("Content-Length", str(len(body))))
+        head = conn.send(h11.Response(status_code=status, headers=headers))
+        if (pace := self.trickle) is not None:
+            for byte in head:
+                await stream.send_all(bytes([byte]))
+                self.sent += 1
+                await trio.sleep(pace)
+        else:
+            await stream.send_all(head)
+        if self.endless:
+            whitespace = conn.send(h11.Data(data=b" " * 65536))
+            while True:
+                await stream.send_all(whitespace)
+                self.sent += len(whitespace)
+        await stream.send_all(conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
 
 
 async def serve_jwks(nursery: trio.Nursery, *keys: dict[str, Any]) -> JwksServer:
@@ -282,6 +333,10 @@ ALL_KEYS = (
     {k: v for k, v in jwk(RSA_KEY_2, "x").items() if k != "kid"},
     {"kty": "RSA", "kid": "broken", "n": "AQAB"},
 )
+
+
+def rsa_token() -> str:
+    return f"Bearer {signed(RSA_KEY, 'RS256', 'rsa-1')}"
 
 
 async def test_rs256_es256_and_eddsa_tokens_are_accepted(nursery: trio.Nursery) -> None:
@@ -426,6 +481,108 @@ async def test_a_key_set_that_never_answers_times_out(nursery: trio.Nursery) -> 
     assert server.hits == 1
 
 
+@pytest.mark.parametrize("stall", ["trickle", "silence"])
+async def test_a_stalling_key_set_costs_one_fetch_timeout_then_sign_in_recovers(
+    nursery: trio.Nursery, stall: str
+) -> None:
+    """A server that trickles its status line and headers (a byte every 0.5 s, each in time for
+    any per-read timeout) or never answers holds a fetch for ``fetch_timeout`` at most: the
+    request is cancelled, not left running, and the next fetch, after ``retry_after_failure``,
+    succeeds once the server behaves."""
+    server = await serve_jwks(nursery, jwk(RSA_KEY, "rsa-1"))
+    if stall == "trickle":
+        server.trickle = 0.5
+    else:
+        server.release = trio.Event()
+    clock = Clock()
+    signin = jwks_signin(server, clock, fetch_timeout=1, retry_after_failure=5)
+    start = trio.current_time()
+    with trio.fail_after(10), pytest.raises(KeysUnavailable):
+        await signin.verify(rsa_token())
+    assert 0.9 <= trio.current_time() - start < 3
+    assert server.hits == 1
+
+    server.trickle = None  # the provider recovers
+    if server.release is not None:
+        server.release.set()
+    with trio.fail_after(10), pytest.raises(KeysUnavailable):
+        await signin.verify(rsa_token())  # within the pause after a failure: no fetch
+    assert server.hits == 1
+    clock.now = 5
+    start = trio.current_time()
+    with trio.fail_after(10):
+        assert await signin.verify(rsa_token()) == "user-1"
+    assert trio.current_time() - start < 3
+    assert server.hits == 2
+    with trio.fail_after(5):
+        await server.dropped.wait()  # the stalled request was hung up, not left running
+
+
+async def test_a_cancelled_sign_in_stops_its_fetch_and_still_paces_the_next(
+    nursery: trio.Nursery,
+) -> None:
+    server = await serve_jwks(nursery, jwk(RSA_KEY, "rsa-1"))
+    server.release = trio.Event()  # never set
+    clock = Clock()
+    signin = jwks_signin(server, clock, fetch_timeout=30, retry_after_failure=5)
+    with trio.move_on_after(10) as waited:
+        async with trio.open_nursery() as inner:
+            inner.start_soon(signin.verify, rsa_token())
+            await server.requested.wait()
+            inner.cancel_scope.cancel()  # the client went away mid-fetch
+    assert not waited.cancelled_caught
+    with trio.fail_after(5):
+        await server.dropped.wait()  # the fetch was stopped with its caller
+    start = trio.current_time()
+    with trio.fail_after(10), pytest.raises(KeysUnavailable):
+        await signin.verify(rsa_token())  # a started fetch counts: no fetch for 5 s
+    assert trio.current_time() - start < 1
+    assert server.hits == 1
+    server.release = None
+    clock.now = 5
+    with trio.fail_after(10):
+        assert await signin.verify(rsa_token()) == "user-1"
+    assert server.hits == 2
+
+
+async def test_an_endless_key_set_is_cut_off_past_256_kib(nursery: trio.Nursery) -> None:
+    server = await serve_jwks(nursery, jwk(RSA_KEY, "rsa-1"))
+    server.endless = True  # JSON whitespace without end: only the size bound stops it
+    signin = jwks_signin(server, fetch_timeout=30)
+    start = trio.current_time()
+    with trio.fail_after(20), pytest.raises(KeysUnavailable):
+        await signin.verify(rsa_token())
+    assert trio.current_time() - start < 10  # stopped by its size, not by the deadline
+    with trio.fail_after(10):
+        await server.dropped.wait()  # the fetch hung up
+    assert server.hits == 1
+
+
+@pytest.mark.parametrize("location", ["ftp://127.0.0.1/jwks.json", "file:///etc/passwd"])
+async def test_a_redirect_to_another_scheme_is_keys_unavailable(
+    nursery: trio.Nursery, location: str
+) -> None:
+    server = await serve_jwks(nursery, jwk(RSA_KEY, "rsa-1"))
+    server.redirects, server.location = 1, location
+    with trio.fail_after(10), pytest.raises(KeysUnavailable):
+        await jwks_signin(server).verify(rsa_token())
+    assert server.hits == 1
+
+
+async def test_http_redirects_are_followed_a_bounded_number_of_times(
+    nursery: trio.Nursery,
+) -> None:
+    server = await serve_jwks(nursery, jwk(RSA_KEY, "rsa-1"))
+    server.redirects = 1  # to /moved/jwks.json, same server
+    with trio.fail_after(10):
+        assert await jwks_signin(server).verify(rsa_token()) == "user-1"
+    assert server.hits == 2
+    server.redirects = 1000  # a redirect loop
+    with trio.fail_after(10), pytest.raises(KeysUnavailable):
+        await jwks_signin(server).verify(rsa_token())
+    assert 2 < server.hits - 2 <= 11
+
+
 async def test_a_slow_key_set_does_not_block_the_event_loop(nursery: trio.Nursery) -> None:
     server = await serve_jwks(nursery, jwk(RSA_KEY, "rsa-1"))
     server.release = trio.Event()
@@ -447,7 +604,7 @@ async def test_a_slow_key_set_does_not_block_the_event_loop(nursery: trio.Nurser
         async with trio.open_nursery() as inner:
             inner.start_soon(sign_in)
             # The server (on this loop) sees the request while the fetch is under way: the
-            # fetch is not on the loop's thread.
+            # fetch does not block the loop.
             await server.requested.wait()
             inner.start_soon(tick)
             while ticks < 100:
