@@ -9,12 +9,16 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 from contextlib import AsyncExitStack
+from functools import partial
 
 import pytest
 import trio
+import trio.testing
 from trio_websocket import ConnectionClosed, open_websocket_url
 
+from liveproxy.web.refuser import BAD_REQUEST, MAX_HEAD_BYTES, refuse
 from tests.conftest import TEXT_SETUP
 from tests.http import request
 from tests.served import Served, eventually, liveproxy_process
@@ -25,6 +29,14 @@ WORKERS = {
     "LOG_LEVEL": "DEBUG",
     "AUTH_RATE_LIMIT": "0",
     "MAX_SESSIONS_PER_CLIENT": "0",
+}
+READY_DRAINING = {"error": {"code": "not_ready", "message": "draining"}}
+SHUTTING_DOWN = {"error": {"code": "shutting_down", "message": "the server is shutting down"}}
+UPGRADE = {
+    "Connection": "Upgrade",
+    "Upgrade": "websocket",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version": "13",
 }
 TOKEN_ISSUED = "token issued"
 REFUSED = "socket refused"
@@ -194,3 +206,63 @@ async def test_a_killed_worker_is_restarted_and_its_places_come_back_within_the_
         for client in survivors:  # the other worker's sessions never noticed
             await client.send_json({"type": "text", "text": "still here?"})
             await client.recv_until(has_key("serverContent", "turnComplete"))
+
+
+async def raw(port: int, data: bytes) -> bytes:
+    """Send ``data`` and read until the server closes the connection (or resets it)."""
+    chunks = []
+    async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+        try:
+            await stream.send_all(data)
+            while chunk := await stream.receive_some(65536):
+                chunks.append(chunk)
+        except trio.BrokenResourceError:
+            pass
+    return b"".join(chunks)
+
+
+async def test_the_refuser_answers_503_and_bounds_what_a_client_controls() -> None:
+    sock = socket.create_server(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    with sock, trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(refuse, sock, max_connections=4, connection_seconds=1))
+            ready = await request("127.0.0.1", port, "GET", "/api/ready?probe=1")
+            assert (ready.status, ready.json()) == (503, READY_DRAINING)
+            assert ready.headers["connection"] == "close"
+            assert ready.headers["content-type"] == "application/json"
+            head = await request("127.0.0.1", port, "HEAD", "/api/ready")
+            assert (head.status, head.body) == (503, b"")
+            for answer in (
+                await request("127.0.0.1", port, "POST", "/api/auth", b'{"session_duration": 60}'),
+                await request("127.0.0.1", port, "GET", "/ws?token=t", headers=UPGRADE),
+                await request("127.0.0.1", port, "GET", "/"),
+            ):
+                assert (answer.status, answer.json()) == (503, SHUTTING_DOWN)
+            assert await raw(port, b"\x16\x03\x01 not http\r\n\r\n") == BAD_REQUEST
+            huge = b"GET / HTTP/1.1\r\nX: " + b"a" * MAX_HEAD_BYTES + b"\r\n\r\n"
+            assert await raw(port, huge) in (b"", BAD_REQUEST)
+
+            # Four silent connections take every place: a fifth is closed at once, unanswered.
+            silent = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(4)]
+            await trio.testing.wait_all_tasks_blocked()  # the refuser has them all
+            started = trio.current_time()
+            assert await raw(port, b"GET /api/ready HTTP/1.1\r\nHost: x\r\n\r\n") == b""
+            assert trio.current_time() - started < 0.5
+            for stream in silent:  # each is closed when its second is up
+                assert await stream.receive_some(1) == b""
+                await stream.aclose()
+            assert trio.current_time() - started < 2
+
+            # A head sent a byte at a time is cut off at the connection's deadline too.
+            async with await trio.open_tcp_stream("127.0.0.1", port) as slow:
+                started = trio.current_time()
+                with pytest.raises(trio.BrokenResourceError):  # noqa: PT012 - until it is cut
+                    for byte in b"GET /api/ready HTTP/1.1\r\nHost: x\r\n" * 10:
+                        await slow.send_all(bytes([byte]))
+                        await trio.sleep(0.1)
+                assert 1 <= trio.current_time() - started < 2.5
+            ready = await request("127.0.0.1", port, "GET", "/api/ready")
+            assert ready.status == 503  # its places are back
+            nursery.cancel_scope.cancel()
+        assert sock.fileno() != -1  # the refuser closed its own copy, not the socket
