@@ -20,7 +20,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 
 from liveproxy.web.refuser import BAD_REQUEST, MAX_HEAD_BYTES, refuse
 from tests.conftest import TEXT_SETUP
-from tests.http import request
+from tests.http import HttpResponse, request
 from tests.served import Served, eventually, liveproxy_process
 from tests.wsclient import BrowserClient, has_key
 
@@ -206,6 +206,67 @@ async def test_a_killed_worker_is_restarted_and_its_places_come_back_within_the_
         for client in survivors:  # the other worker's sessions never noticed
             await client.send_json({"type": "text", "text": "still here?"})
             await client.recv_until(has_key("serverContent", "turnComplete"))
+
+
+def worker_pids(served: Served) -> dict[int, int]:
+    """Each worker's pid, from the supervisor's ``worker N (pid P) listening`` lines."""
+    return {int(w): int(p) for w, p in re.findall(r"worker (\d) \(pid (\d+)\)", served.text)}
+
+
+async def test_every_socket_is_answered_503_until_a_two_worker_drain_ends() -> None:
+    """One worker holds a session, so the drain lasts; the other has exited at once. New
+    connections, spread over both sockets by their source ports, all get their 503 at once:
+    from the draining worker, or from the supervisor on the exited worker's socket."""
+    settings = {**WORKERS, "SHUTDOWN_GRACE_SECONDS": "60"}
+    async with liveproxy_process(**settings) as served, AsyncExitStack() as stack:
+        pids = worker_pids(served)
+        token, _ = await mint(served)
+        client, busy = await open_session(served, token, stack)
+        served.process.send_signal(signal.SIGTERM)
+
+        async def idle_worker_gone() -> bool:
+            try:
+                os.kill(pids[3 - busy], 0)
+            except ProcessLookupError:
+                return True
+            return False
+
+        await eventually(idle_worker_gone, 10)
+        answers: dict[str, list[HttpResponse]] = {"ready": [], "upgrade": [], "auth": []}
+
+        async def probe(kind: str) -> None:
+            with trio.fail_after(2):  # a probe hashed to a socket nobody serves would hang
+                if kind == "ready":
+                    answer = await request("127.0.0.1", served.port, "GET", "/api/ready")
+                elif kind == "upgrade":
+                    answer = await request(
+                        "127.0.0.1", served.port, "GET", f"/ws?token={token}", headers=UPGRADE
+                    )
+                else:
+                    answer = await request("127.0.0.1", served.port, "POST", "/api/auth", b"{}")
+            answers[kind].append(answer)
+
+        def by_supervisor() -> list[HttpResponse]:  # Hypercorn names itself; the supervisor not
+            return [a for a in answers["ready"] if "server" not in a.headers]
+
+        for _ in range(8):
+            async with trio.open_nursery() as nursery:
+                for kind in ("ready",) * 8 + ("upgrade", "auth") * 2:
+                    nursery.start_soon(probe, kind)
+            if 0 < len(by_supervisor()) < len(answers["ready"]):
+                break
+        assert 0 < len(by_supervisor()) < len(answers["ready"])  # both sockets were probed
+        assert [(a.status, a.json()) for a in answers["ready"]] == [(503, READY_DRAINING)] * len(
+            answers["ready"]
+        )
+        refusals = answers["upgrade"] + answers["auth"]
+        assert [(a.status, a.json()) for a in refusals] == [(503, SHUTTING_DOWN)] * len(refusals)
+        assert all(a.headers["connection"] == "close" for a in by_supervisor())
+
+        await client.ws.aclose()  # the drain ends with the last session
+        with trio.fail_after(10):
+            assert await served.process.wait() == 0
+        assert "Traceback" not in served.text
 
 
 async def raw(port: int, data: bytes) -> bytes:
