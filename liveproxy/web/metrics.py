@@ -42,6 +42,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -68,11 +69,13 @@ DIRECTORY_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 #: Seconds from a session's start to ``setupComplete``.
 SETUP_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 #: The listener's bounds: a request head's size, the time it may take to arrive (from the
-#: connection, or the previous answer), the silence a connection may keep, its listen backlog,
-#: and the scrapes run at once.
+#: connection, or the previous answer), the silence a connection may keep, how long what it
+#: is sent may go unacknowledged (a client that stopped reading), its listen backlog, and the
+#: scrapes run at once.
 MAX_HEAD_BYTES: Final = 8192
 KEEP_ALIVE_SECONDS: Final = 5.0
 READ_TIMEOUT_SECONDS: Final = 5
+SEND_TIMEOUT_SECONDS: Final = 10.0
 BACKLOG: Final = 64
 MAX_SCRAPES: Final = 2
 #: The most of an auth error response read for its code.
@@ -380,12 +383,28 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
+class _MetricsConfig(hypercorn.config.Config):
+    """Hypercorn's config; its listening socket, and so every connection, drops a client that
+    leaves what it is sent unacknowledged for :data:`SEND_TIMEOUT_SECONDS` (``TCP_USER_TIMEOUT``:
+    Hypercorn's writes have no deadline, and one that stopped reading would hold its
+    connection forever)."""
+
+    def create_sockets(self) -> hypercorn.config.Sockets:
+        sockets = super().create_sockets()
+        if hasattr(socket, "TCP_USER_TIMEOUT"):
+            for sock in sockets.insecure_sockets:
+                milliseconds = int(SEND_TIMEOUT_SECONDS * 1000)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, milliseconds)
+        return sockets
+
+
 def metrics_hypercorn_config(bind: str) -> hypercorn.config.Config:
     """Hypercorn settings for ``METRICS_BIND``: HTTP/1.1 on ``bind``, no access log, and no
     connection held long: a request head must arrive within :data:`KEEP_ALIVE_SECONDS` of the
-    connection (or of the previous answer) and within :data:`MAX_HEAD_BYTES`, and a connection
-    that sends nothing for :data:`READ_TIMEOUT_SECONDS` is closed."""
-    config = hypercorn.config.Config()
+    connection (or of the previous answer) and within :data:`MAX_HEAD_BYTES`, a connection
+    that sends nothing for :data:`READ_TIMEOUT_SECONDS` is closed, and one that stops reading
+    is dropped (see :class:`_MetricsConfig`)."""
+    config = _MetricsConfig()
     config.bind = [bind]
     config.worker_class = "trio"
     config.backlog = BACKLOG

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -18,16 +19,17 @@ from typing import Any
 
 import attrs
 import h11
+import psutil
 import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from liveproxy.emulator import Emulator, Faults
-from liveproxy.web.metrics import KEEP_ALIVE_SECONDS, error_code
+from liveproxy.web.metrics import KEEP_ALIVE_SECONDS, SEND_TIMEOUT_SECONDS, error_code
 from tests.conftest import TEXT_SETUP
 from tests.http import HttpResponse, request
 from tests.metrics_scrape import metrics_port, scrape, until_scraped
-from tests.served import Served, liveproxy_process
+from tests.served import Served, eventually, liveproxy_process
 from tests.wsclient import BrowserClient, Ended, has_key
 
 METRICS = {"METRICS_BIND": "127.0.0.1:0", "MAX_SESSIONS_PER_CLIENT": "0"}
@@ -239,6 +241,16 @@ async def test_the_listener_answers_only_metrics_and_survives_hostile_clients(
 ) -> None:
     async with liveproxy_process(**METRICS, XDG_RUNTIME_DIR=str(tmp_path)) as served:
         port = await metrics_port(served)
+        # A client that asks for many answers and reads none (a small receive window fills).
+        unread = trio.socket.socket()
+        unread.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await unread.connect(("127.0.0.1", port))
+        pipelined = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 2000
+        with trio.move_on_after(1):
+            sent = 0
+            while sent < len(pipelined):
+                sent += await unread.send(pipelined[sent:])
+        unread_port = unread.getsockname()[1]
         answers: dict[str, HttpResponse] = {
             path: await request("127.0.0.1", port, "GET", path) for path in ("/", "/metricsx")
         }
@@ -265,6 +277,13 @@ async def test_the_listener_answers_only_metrics_and_survives_hostile_clients(
                 assert await stream.receive_some(1) == b""
                 await stream.aclose()
         await scrape(port)
+
+        async def unread_dropped() -> bool:
+            held = psutil.Process(served.process.pid).net_connections(kind="tcp")
+            return all(not c.raddr or c.raddr.port != unread_port for c in held)
+
+        await eventually(unread_dropped, SEND_TIMEOUT_SECONDS + 5)
+        unread.close()
         served.process.send_signal(signal.SIGTERM)
         with trio.fail_after(15):
             assert await served.process.wait() == 0
