@@ -45,15 +45,18 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Final
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final, cast
 
-import h11
+import hypercorn.config
+import hypercorn.trio
 import orjson
 import trio
+from hypercorn.typing import ASGIFramework
 
-from liveproxy.config import split_bind
 from liveproxy.contract.endings import Outcome, outcome_code
 from liveproxy.contract.errors import SlowClient
+from liveproxy.web import hypercorn_fixes
 from liveproxy.web.asgi import ASGIMessage, Receive, Send
 
 if TYPE_CHECKING:
@@ -65,11 +68,16 @@ log = logging.getLogger("liveproxy.metrics")
 DIRECTORY_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 #: Seconds from a session's start to ``setupComplete``.
 SETUP_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-#: The listener's bounds: connections served at once (others are closed at once), the size of a
-#: request's head, and how long one connection may take.
-MAX_CONNECTIONS: Final = 8
+#: The listener's bounds: a request head's size, the time it may take to arrive (from the
+#: connection, or the previous answer), the silence a connection may keep, how long what it
+#: is sent may go unacknowledged (a client that stopped reading), its listen backlog, and the
+#: scrapes run at once.
 MAX_HEAD_BYTES: Final = 8192
-CONNECTION_TIMEOUT_SECONDS: Final = 10.0
+KEEP_ALIVE_SECONDS: Final = 5.0
+READ_TIMEOUT_SECONDS: Final = 5
+SEND_TIMEOUT_SECONDS: Final = 10.0
+BACKLOG: Final = 64
+MAX_SCRAPES: Final = 2
 #: The most of an auth error response read for its code.
 MAX_SNIFFED_BYTES: Final = 4096
 _CODE: Final = re.compile(r"[a-z0-9_]{1,64}")
@@ -320,90 +328,116 @@ def scraper(directory: str) -> Callable[[], bytes]:
     return scrape
 
 
+class MetricsApp:
+    """ASGI app: ``GET`` or ``HEAD /metrics`` answers ``scrape()``; other paths are 404, other
+    methods 405, WebSockets refused (403).
+
+    Not prometheus_client's ``make_asgi_app``: it calls ``generate_latest``, which reads every
+    process's files, on the event loop. Here each scrape runs in a worker thread, at most
+    :data:`MAX_SCRAPES` at once (on a limiter of its own: a flood of scrapes takes no thread the
+    app's state store needs). A scrape that raises is answered 500 and logged by type only.
+    """
+
+    def __init__(self, scrape: Callable[[], bytes]) -> None:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        self._scrape = scrape
+        self._content_type = CONTENT_TYPE_LATEST.encode()
+        self._threads = trio.CapacityLimiter(MAX_SCRAPES)
+
+    async def __call__(self, scope: ASGIMessage, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            await send({"type": "websocket.close"})
+            return
+        headers = [(b"content-type", b"text/plain; charset=utf-8")]
+        if scope["path"] != "/metrics":
+            status, body = 404, b"not found\n"
+        elif scope["method"] not in ("GET", "HEAD"):
+            status, body = 405, b"method not allowed\n"
+            headers.append((b"allow", b"GET, HEAD"))
+        else:
+            try:
+                body = await trio.to_thread.run_sync(self._scrape, limiter=self._threads)
+                status, headers = 200, [(b"content-type", self._content_type)]
+            except Exception as exc:  # an unreadable file must not show its content or path
+                log.error("a metrics scrape failed: %s", type(exc).__name__)
+                status, body = 500, b"scrape failed\n"
+        headers.append((b"content-length", b"%d" % len(body)))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        if scope["method"] == "HEAD":
+            body = b""
+        await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    """Answer Hypercorn's lifespan messages: nothing to start or stop."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+class _MetricsConfig(hypercorn.config.Config):
+    """Hypercorn's config; its listening socket, and so every connection, drops a client that
+    leaves what it is sent unacknowledged for :data:`SEND_TIMEOUT_SECONDS` (``TCP_USER_TIMEOUT``:
+    Hypercorn's writes have no deadline, and one that stopped reading would hold its
+    connection forever)."""
+
+    def create_sockets(self) -> hypercorn.config.Sockets:
+        sockets = super().create_sockets()
+        if hasattr(socket, "TCP_USER_TIMEOUT"):
+            for sock in sockets.insecure_sockets:
+                milliseconds = int(SEND_TIMEOUT_SECONDS * 1000)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, milliseconds)
+        return sockets
+
+
+def metrics_hypercorn_config(bind: str) -> hypercorn.config.Config:
+    """Hypercorn settings for ``METRICS_BIND``: HTTP/1.1 on ``bind``, no access log, and no
+    connection held long: a request head must arrive within :data:`KEEP_ALIVE_SECONDS` of the
+    connection (or of the previous answer) and within :data:`MAX_HEAD_BYTES`, a connection
+    that sends nothing for :data:`READ_TIMEOUT_SECONDS` is closed, and one that stops reading
+    is dropped (see :class:`_MetricsConfig`)."""
+    config = _MetricsConfig()
+    config.bind = [bind]
+    config.worker_class = "trio"
+    config.backlog = BACKLOG
+    config.keep_alive_timeout = KEEP_ALIVE_SECONDS
+    config.read_timeout = READ_TIMEOUT_SECONDS
+    config.h11_max_incomplete_size = MAX_HEAD_BYTES
+    config.graceful_timeout = 1.0
+    config.include_server_header = False
+    config.accesslog = None
+    # Hypercorn's own "Running on ..." would read like the proxy's address: warnings only.
+    config.errorlog = logging.getLogger("liveproxy.metrics.hypercorn")
+    config.errorlog.setLevel(logging.WARNING)
+    return config
+
+
 async def serve_metrics(
     bind: str,
     directory: str,
     *,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``GET /metrics`` on ``bind`` (``host:port``, port 0 picks one) until cancelled.
+    """Serve ``GET /metrics`` (:class:`MetricsApp`) on ``bind`` (``host:port``, port 0 picks
+    one) with Hypercorn's trio worker, HTTP/1.1 only, until cancelled; logs and reports the URL.
 
-    Logs and reports the URL. Other paths are 404, other methods 405; a request that is not
-    HTTP, too large or too slow only closes its connection; at most :data:`MAX_CONNECTIONS` are
-    served at once (more are closed at once).
+    Raises:
+        ExceptionGroup: holding the ``OSError`` when ``bind`` cannot be listened on.
     """
-    from prometheus_client import CONTENT_TYPE_LATEST
-
-    host, port = split_bind(bind)
-    found = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    family, kind, _, _, address = found[0]
-    sock = trio.socket.socket(family, kind)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        await sock.bind(address)
-        sock.listen(64)
-    except OSError:
-        sock.close()
-        raise
-    bound_host, bound_port = sock.getsockname()[:2]
-    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    url = f"http://{shown}:{bound_port}/metrics"
-    log.info("metrics on %s", url)
-    scrape = scraper(directory)
-    slots = trio.CapacityLimiter(MAX_CONNECTIONS)
-
-    async def handle(stream: trio.SocketStream) -> None:
-        try:
-            slots.acquire_nowait()
-        except trio.WouldBlock:
-            await trio.aclose_forcefully(stream)
-            return
-        try:
-            with trio.move_on_after(CONNECTION_TIMEOUT_SECONDS):
-                await _answer(stream, scrape, CONTENT_TYPE_LATEST)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
-        except Exception as exc:  # the listener outlives any one request, by design
-            log.error("a metrics request failed: %s", type(exc).__name__)
-        finally:
-            slots.release()
-            await trio.aclose_forcefully(stream)
-
-    async with trio.SocketListener(sock) as listener:
+    hypercorn_fixes.install()  # HTTP/1.1 only, and one connection's failure closes only it
+    # Typed with this project's loose ASGI aliases, not Hypercorn's TypedDicts.
+    app = cast(ASGIFramework, MetricsApp(scraper(directory)))
+    config = metrics_hypercorn_config(bind)
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(partial(hypercorn.trio.serve, app, config, mode="asgi"))
+        url = f"{binds[0]}/metrics"
+        log.info("metrics on %s", url)
         task_status.started(url)
-        await trio.serve_listeners(handle, [listener])
-
-
-async def _answer(
-    stream: trio.SocketStream, scrape: Callable[[], bytes], content_type: str
-) -> None:
-    """Read one request and answer it; the connection is closed after."""
-    connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
-    while True:
-        try:
-            event = connection.next_event()
-        except h11.RemoteProtocolError:
-            await stream.send_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
-            return
-        if event is h11.NEED_DATA:
-            connection.receive_data(await stream.receive_some(4096))
-        elif isinstance(event, h11.Request):
-            break
-        else:  # the client left
-            return
-    path = event.target.partition(b"?")[0]
-    headers: list[tuple[str, str]] = [("connection", "close")]
-    if path != b"/metrics":
-        status, body = 404, b"not found\n"
-    elif event.method not in (b"GET", b"HEAD"):
-        status, body = 405, b"method not allowed\n"
-        headers.append(("allow", "GET, HEAD"))
-    else:
-        status, body = 200, await trio.to_thread.run_sync(scrape)
-    content = content_type if status == 200 else "text/plain; charset=utf-8"
-    headers += [("content-type", content), ("content-length", str(len(body)))]
-    data = connection.send(h11.Response(status_code=status, headers=headers)) or b""
-    if event.method != b"HEAD":
-        data += connection.send(h11.Data(data=body)) or b""
-    data += connection.send(h11.EndOfMessage()) or b""
-    await stream.send_all(data)

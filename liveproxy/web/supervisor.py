@@ -4,7 +4,9 @@ The supervisor binds one listening socket per worker, all on the same port with
 ``SO_REUSEPORT``, so the kernel spreads new connections across workers by their address hash
 (one shared accept queue would let whichever worker wakes first take most long-lived
 WebSockets). It keeps every socket open itself: when a worker dies, connections hashed to its
-socket wait in that socket's queue for the restarted worker instead of being reset.
+socket wait in that socket's queue for the restarted worker instead of being reset. Once
+draining, no worker is restarted: the supervisor answers an exited worker's socket itself, 503,
+until it exits (see :mod:`liveproxy.web.refuser`), so no connection waits for the drain to end.
 
 It also owns what the workers share: the built-in emulator in emulator mode (one, not one per
 worker), and the default state store, a private SQLite file in a runtime directory removed at
@@ -31,8 +33,9 @@ import attrs
 import trio
 
 from liveproxy.config import Config
-from liveproxy.web.app import EMULATOR_NOTICE, run_emulator
+from liveproxy.upstream.startup import EMULATOR_NOTICE, run_emulator
 from liveproxy.web.metrics import metrics_directory, process_gone, serve_metrics
+from liveproxy.web.refuser import refuse
 from liveproxy.web.worker import SharedEmulator, WorkerSpec
 
 log = logging.getLogger("liveproxy.supervisor")
@@ -116,7 +119,7 @@ async def _supervise(
             for worker in workers:
                 spec = WorkerSpec(worker.id, worker.sock.fileno(), -1, state_url, emulator)
                 ready.append(trio.Event())
-                running.start_soon(_keep_running, worker, spec, stopping, ready[-1])
+                running.start_soon(_keep_running, worker, spec, stopping, ready[-1], nursery)
             with trio.move_on_after(START_TIMEOUT_SECONDS):
                 for event in ready:
                     await event.wait()
@@ -149,21 +152,29 @@ async def _start_emulator(nursery: trio.Nursery) -> SharedEmulator:
 
 
 async def _keep_running(
-    worker: _Worker, spec: WorkerSpec, stopping: trio.Event, ready: trio.Event
+    worker: _Worker,
+    spec: WorkerSpec,
+    stopping: trio.Event,
+    ready: trio.Event,
+    refusing: trio.Nursery,
 ) -> None:
-    """Start the worker, and again each time it exits before ``stopping``."""
+    """Start the worker, and again each time it exits before ``stopping``. Returns once
+    stopping and the worker has exited, leaving its socket answered 503 in ``refusing`` (until
+    that nursery is cancelled, when the supervisor exits)."""
     backoff = FIRST_BACKOFF_SECONDS
     while not stopping.is_set():
         started_at = trio.current_time()
         status = await _run_once(worker, spec, ready, stopping)
         if stopping.is_set():
-            return
+            break
         if trio.current_time() - started_at >= STABLE_SECONDS:
             backoff = FIRST_BACKOFF_SECONDS
         log.error("worker %d exited (%s): restarting in %gs", worker.id, status, backoff)
         with trio.move_on_after(backoff):
             await stopping.wait()
         backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+    log.info("worker %d has exited: its socket is answered 503 until the server exits", worker.id)
+    refusing.start_soon(refuse, worker.sock)
 
 
 async def _run_once(

@@ -9,24 +9,27 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import attrs
+import h11
+import psutil
 import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from liveproxy.emulator import Emulator, Faults
-from liveproxy.web.metrics import error_code
+from liveproxy.web.metrics import KEEP_ALIVE_SECONDS, SEND_TIMEOUT_SECONDS, error_code
 from tests.conftest import TEXT_SETUP
 from tests.http import HttpResponse, request
 from tests.metrics_scrape import metrics_port, scrape, until_scraped
-from tests.served import Served, liveproxy_process
+from tests.served import Served, eventually, liveproxy_process
 from tests.wsclient import BrowserClient, Ended, has_key
 
 METRICS = {"METRICS_BIND": "127.0.0.1:0", "MAX_SESSIONS_PER_CLIENT": "0"}
@@ -238,6 +241,16 @@ async def test_the_listener_answers_only_metrics_and_survives_hostile_clients(
 ) -> None:
     async with liveproxy_process(**METRICS, XDG_RUNTIME_DIR=str(tmp_path)) as served:
         port = await metrics_port(served)
+        # A client that asks for many answers and reads none (a small receive window fills).
+        unread = trio.socket.socket()
+        unread.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await unread.connect(("127.0.0.1", port))
+        pipelined = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 2000
+        with trio.move_on_after(1):
+            sent = 0
+            while sent < len(pipelined):
+                sent += await unread.send(pipelined[sent:])
+        unread_port = unread.getsockname()[1]
         answers: dict[str, HttpResponse] = {
             path: await request("127.0.0.1", port, "GET", path) for path in ("/", "/metricsx")
         }
@@ -247,29 +260,72 @@ async def test_the_listener_answers_only_metrics_and_survives_hostile_clients(
         assert (head.status, head.body) == (200, b"")
         assert (await request("127.0.0.1", port, "GET", "/metrics?x=1")).status == 200
         assert (await raw(port, b"\x16\x03\x01 not http\r\n\r\n")).startswith(b"HTTP/1.1 400")
-        huge = b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 20_000 + b"\r\n\r\n"
-        assert (await raw(port, huge)) in (
-            b"",
-            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+        assert (await raw(port, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")).startswith(b"HTTP/1.1 505")
+        upgrade = (
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         )
-        idle = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(8)]
-        with trio.fail_after(5):  # a ninth connection is closed at once
-            assert await raw(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n") == b""
-        for stream in idle:
-            await stream.aclose()
-        with trio.fail_after(5):
-            while True:  # the slots come back as the listener sees the closes
-                answer = await raw(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-                if answer:
-                    break
-                await trio.sleep(0.02)
-        assert answer.startswith(b"HTTP/1.1 200")
+        assert (await raw(port, upgrade)).startswith(b"HTTP/1.1 403")
+        huge = b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 20_000 + b"\r\n\r\n"
+        answer = await raw(port, huge)  # refused, or reset with the head unread
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 400")
+        idle = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(20)]
+        closing = b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        assert (await raw(port, closing)).startswith(b"HTTP/1.1 200")  # idle ones take no place
+        with trio.fail_after(KEEP_ALIVE_SECONDS + 2):  # and the listener closes them
+            for stream in idle:
+                assert await stream.receive_some(1) == b""
+                await stream.aclose()
         await scrape(port)
+
+        async def unread_dropped() -> bool:
+            held = psutil.Process(served.process.pid).net_connections(kind="tcp")
+            return all(not c.raddr or c.raddr.port != unread_port for c in held)
+
+        await eventually(unread_dropped, SEND_TIMEOUT_SECONDS + 5)
+        unread.close()
         served.process.send_signal(signal.SIGTERM)
         with trio.fail_after(15):
             assert await served.process.wait() == 0
     assert "Traceback" not in served.text
     assert not os.listdir(tmp_path)  # its private metrics directory is gone
+
+
+async def test_slow_connections_do_not_starve_the_scrapes(tmp_path: Path) -> None:
+    """Ten connections trickling a request head a byte every 0.5 s (each opened again when the
+    listener closes it) take nothing from the scrapes: thirty in a row are all answered."""
+    async with liveproxy_process(**METRICS, XDG_RUNTIME_DIR=str(tmp_path)) as served:
+        port = await metrics_port(served)
+
+        async def trickle(task_status: trio.TaskStatus[None]) -> None:
+            head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            task_status.started()
+            while True:
+                async with stream:
+                    with suppress(trio.BrokenResourceError):
+                        for byte in head:
+                            await stream.send_all(bytes([byte]))
+                            await trio.sleep(0.5)
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+
+        answered = 0
+        async with trio.open_nursery() as nursery:
+            for _ in range(10):
+                await nursery.start(trickle)
+            for _ in range(30):
+                with trio.move_on_after(5):
+                    try:
+                        response = await request("127.0.0.1", port, "GET", "/metrics")
+                    except (trio.BrokenResourceError, h11.RemoteProtocolError):
+                        continue
+                    answered += response.status == 200
+            nursery.cancel_scope.cancel()
+        assert answered == 30
+        served.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(15):
+            assert await served.process.wait() == 0
+    assert "Traceback" not in served.text
 
 
 def test_every_count_of_the_metrics_object() -> None:

@@ -9,14 +9,18 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 from contextlib import AsyncExitStack
+from functools import partial
 
 import pytest
 import trio
+import trio.testing
 from trio_websocket import ConnectionClosed, open_websocket_url
 
+from liveproxy.web.refuser import BAD_REQUEST, MAX_HEAD_BYTES, refuse
 from tests.conftest import TEXT_SETUP
-from tests.http import request
+from tests.http import HttpResponse, request
 from tests.served import Served, eventually, liveproxy_process
 from tests.wsclient import BrowserClient, has_key
 
@@ -25,6 +29,14 @@ WORKERS = {
     "LOG_LEVEL": "DEBUG",
     "AUTH_RATE_LIMIT": "0",
     "MAX_SESSIONS_PER_CLIENT": "0",
+}
+READY_DRAINING = {"error": {"code": "not_ready", "message": "draining"}}
+SHUTTING_DOWN = {"error": {"code": "shutting_down", "message": "the server is shutting down"}}
+UPGRADE = {
+    "Connection": "Upgrade",
+    "Upgrade": "websocket",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version": "13",
 }
 TOKEN_ISSUED = "token issued"
 REFUSED = "socket refused"
@@ -194,3 +206,124 @@ async def test_a_killed_worker_is_restarted_and_its_places_come_back_within_the_
         for client in survivors:  # the other worker's sessions never noticed
             await client.send_json({"type": "text", "text": "still here?"})
             await client.recv_until(has_key("serverContent", "turnComplete"))
+
+
+def worker_pids(served: Served) -> dict[int, int]:
+    """Each worker's pid, from the supervisor's ``worker N (pid P) listening`` lines."""
+    return {int(w): int(p) for w, p in re.findall(r"worker (\d) \(pid (\d+)\)", served.text)}
+
+
+async def test_every_socket_is_answered_503_until_a_two_worker_drain_ends() -> None:
+    """One worker holds a session, so the drain lasts; the other has exited at once. New
+    connections, spread over both sockets by their source ports, all get their 503 at once:
+    from the draining worker, or from the supervisor on the exited worker's socket."""
+    settings = {**WORKERS, "SHUTDOWN_GRACE_SECONDS": "60"}
+    async with liveproxy_process(**settings) as served, AsyncExitStack() as stack:
+        pids = worker_pids(served)
+        token, _ = await mint(served)
+        client, busy = await open_session(served, token, stack)
+        served.process.send_signal(signal.SIGTERM)
+
+        async def idle_worker_gone() -> bool:
+            try:
+                os.kill(pids[3 - busy], 0)
+            except ProcessLookupError:
+                return True
+            return False
+
+        await eventually(idle_worker_gone, 10)
+        answers: dict[str, list[HttpResponse]] = {"ready": [], "upgrade": [], "auth": []}
+
+        async def probe(kind: str) -> None:
+            with trio.fail_after(2):  # a probe hashed to a socket nobody serves would hang
+                if kind == "ready":
+                    answer = await request("127.0.0.1", served.port, "GET", "/api/ready")
+                elif kind == "upgrade":
+                    answer = await request(
+                        "127.0.0.1", served.port, "GET", f"/ws?token={token}", headers=UPGRADE
+                    )
+                else:
+                    answer = await request("127.0.0.1", served.port, "POST", "/api/auth", b"{}")
+            answers[kind].append(answer)
+
+        def by_supervisor() -> list[HttpResponse]:  # Hypercorn names itself; the supervisor not
+            return [a for a in answers["ready"] if "server" not in a.headers]
+
+        for _ in range(8):
+            async with trio.open_nursery() as nursery:
+                for kind in ("ready",) * 8 + ("upgrade", "auth") * 2:
+                    nursery.start_soon(probe, kind)
+            if 0 < len(by_supervisor()) < len(answers["ready"]):
+                break
+        assert 0 < len(by_supervisor()) < len(answers["ready"])  # both sockets were probed
+        assert [(a.status, a.json()) for a in answers["ready"]] == [(503, READY_DRAINING)] * len(
+            answers["ready"]
+        )
+        refusals = answers["upgrade"] + answers["auth"]
+        assert [(a.status, a.json()) for a in refusals] == [(503, SHUTTING_DOWN)] * len(refusals)
+        assert all(a.headers["connection"] == "close" for a in by_supervisor())
+
+        await client.ws.aclose()  # the drain ends with the last session
+        with trio.fail_after(10):
+            assert await served.process.wait() == 0
+        assert "Traceback" not in served.text
+
+
+async def raw(port: int, data: bytes) -> bytes:
+    """Send ``data`` and read until the server closes the connection (or resets it)."""
+    chunks = []
+    async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+        try:
+            await stream.send_all(data)
+            while chunk := await stream.receive_some(65536):
+                chunks.append(chunk)
+        except trio.BrokenResourceError:
+            pass
+    return b"".join(chunks)
+
+
+async def test_the_refuser_answers_503_and_bounds_what_a_client_controls() -> None:
+    sock = socket.create_server(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    with sock, trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(refuse, sock, max_connections=4, connection_seconds=1))
+            ready = await request("127.0.0.1", port, "GET", "/api/ready?probe=1")
+            assert (ready.status, ready.json()) == (503, READY_DRAINING)
+            assert ready.headers["connection"] == "close"
+            assert ready.headers["content-type"] == "application/json"
+            head = await request("127.0.0.1", port, "HEAD", "/api/ready")
+            assert (head.status, head.body) == (503, b"")
+            for answer in (
+                await request("127.0.0.1", port, "POST", "/api/auth", b'{"session_duration": 60}'),
+                await request("127.0.0.1", port, "GET", "/ws?token=t", headers=UPGRADE),
+                await request("127.0.0.1", port, "GET", "/"),
+            ):
+                assert (answer.status, answer.json()) == (503, SHUTTING_DOWN)
+            assert await raw(port, b"\x16\x03\x01 not http\r\n\r\n") == BAD_REQUEST
+            huge = b"GET / HTTP/1.1\r\nX: " + b"a" * MAX_HEAD_BYTES + b"\r\n\r\n"
+            assert await raw(port, huge) in (b"", BAD_REQUEST)
+
+            # Four silent connections take every place: a fifth is closed at once, unanswered.
+            silent = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(4)]
+            await trio.testing.wait_all_tasks_blocked()  # the refuser has them all
+            started = trio.current_time()
+            assert await raw(port, b"GET /api/ready HTTP/1.1\r\nHost: x\r\n\r\n") == b""
+            assert trio.current_time() - started < 0.5
+            for stream in silent:  # each is closed when its second is up
+                assert await stream.receive_some(1) == b""
+                await stream.aclose()
+            assert trio.current_time() - started < 2
+
+            # A head sent a byte at a time is cut off at the connection's deadline too.
+            async with await trio.open_tcp_stream("127.0.0.1", port) as slow:
+                started = trio.current_time()
+                with pytest.raises(trio.BrokenResourceError):  # noqa: PT012 - until it is cut
+                    for byte in b"GET /api/ready HTTP/1.1\r\nHost: x\r\n" * 10:
+                        await slow.send_all(bytes([byte]))
+                        await trio.sleep(0.1)
+                assert 1 <= trio.current_time() - started < 2.5
+            ready = await request("127.0.0.1", port, "GET", "/api/ready")
+            assert ready.status == 503  # its places are back
+            nursery.cancel_scope.cancel()
+        assert sock.fileno() != -1  # the refuser closed its own copy, not the socket
