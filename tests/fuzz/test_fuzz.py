@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 import pytest
@@ -38,7 +38,7 @@ from tests.fuzz.plans import (
     session_plans,
     upgrade_plans,
 )
-from tests.fuzz.server import ProxyProcess
+from tests.fuzz.server import PEAK_BUDGET, STALL_BOUND, PeakRss, ProxyProcess
 from tests.fuzz.wire import (
     BINARY,
     CLOSE,
@@ -80,47 +80,79 @@ LONG = settings(COMMON, derandomize=False, max_examples=BATCH, print_blob=True)
 class Harness:
     """The server the examples run against; restarted after an example that broke it."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Mapping[str, str] | None = None) -> None:
+        self.settings = settings
         self.server: ProxyProcess | None = None
         self.healthy = False
         self.examples = 0
         self.restarts = 0
         self.growth = ""
+        #: The highest RSS an example reached above its start, and the stalls under the bound
+        #: (from every server of the run).
+        self.peak = 0
+        self.stalls: list[float] = []
 
     def run(self, action: Callable[[ProxyProcess], None]) -> None:
         if self.server is not None and not self.healthy:
-            self.server.kill()
-            self.server = None
+            self._end(self.server.kill)
             self.restarts += 1
         if self.server is None:
-            self.server = ProxyProcess()
+            self.server = ProxyProcess(self.settings)
         server = self.server
         self.healthy = False
-        try:
-            action(server)
-        except Exception:
-            server.assert_alive("during the example", grace=3)
-            raise
-        server.check()
+        before = server.rss()
+        with PeakRss(server.proc) as peak:
+            try:
+                action(server)
+            except Exception:
+                server.assert_alive("during the example", grace=3)
+                raise
+            server.check()
+        rise = peak.value - before
+        assert rise <= PEAK_BUDGET, (
+            f"the proxy's RSS rose {rise / 2**20:.1f} MiB during the example "
+            f"({before / 2**20:.1f} -> {peak.value / 2**20:.1f} MiB), over its budget of "
+            f"{PEAK_BUDGET / 2**20:.0f} MiB (see PEAK_BUDGET)"
+        )
+        self.peak = max(self.peak, rise)
         self.healthy = True
         self.examples += 1
 
+    def _end(self, how: Callable[[], object]) -> None:
+        assert self.server is not None
+        server, self.server = self.server, None
+        try:
+            how()
+        finally:
+            self.stalls += [seconds for seconds, _ in server.stalls]
+
     def finish(self) -> None:
-        """Stop the server as a deployment would: SIGTERM must end it cleanly."""
+        """Stop the server as a deployment would: SIGTERM must end it cleanly, and what it
+        logged meanwhile passes the same checks."""
         if self.server is not None and self.healthy:
-            server, self.server = self.server, None
+            server = self.server
             rss, fds = server.resources()
             self.growth = (
                 f"; RSS {server.base_rss / 2**20:.1f} -> {rss / 2**20:.1f} MiB, "
                 f"fds {server.base_fds} -> {fds}"
             )
-            status = server.stop()
-            assert status == 0, f"exit status {status} on SIGTERM:\n{server.tail()}"
+            self._end(server.stop)
+            assert server.process.returncode == 0, (
+                f"exit status {server.process.returncode} on SIGTERM:\n{server.tail()}"
+            )
+            server.check_log()
 
     def close(self) -> None:
         if self.server is not None:
-            self.server.kill()
-            self.server = None
+            self._end(self.server.kill)
+
+    def summary(self) -> str:
+        longest = max(self.stalls, default=0.0)
+        return (
+            f"{self.growth}; peak RSS +{self.peak / 2**20:.1f} MiB in an example; "
+            f"{len(self.stalls)} event loop stalls under {STALL_BOUND:g} s"
+            + (f", longest {longest:.2f} s" if self.stalls else "")
+        )
 
 
 def fuzz(
@@ -130,8 +162,9 @@ def fuzz(
     *,
     examples: int,
     explicit: tuple[Plan, ...] = (),
+    server_settings: Mapping[str, str] | None = None,
 ) -> None:
-    harness = Harness()
+    harness = Harness(server_settings)
     start = time.monotonic()
     deadline = start + BUDGET
 
@@ -161,7 +194,7 @@ def fuzz(
         print(
             f"\nfuzz {name}: {harness.examples} examples passed in "
             f"{time.monotonic() - start:.0f}s ({harness.restarts} server restarts, "
-            f"{'random seed' if FUZZ_SECONDS else 'fixed seed'}{harness.growth})"
+            f"{'random seed' if FUZZ_SECONDS else 'fixed seed'}{harness.summary()})"
         )
 
 
