@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hypothesis import strategies as st
@@ -25,13 +26,16 @@ LARGE = 1024 * 1024
 BAD_UTF8 = (b"\xff", b"\xc0\xaf", b"\xed\xa0\x80", b"\xe2\x82", b"\xf4\x90\x80\x80", b"\x80")
 _PATTERN = bytes(range(256))
 _UTF8 = "aé€😀".encode()
+#: Text that would begin a log line of its own if a client's text reached the log unescaped
+#: (the harness fails on any stderr line that is not a log line).
+FORGED = "\n2026-01-01 INFO forged"
 
 
 @dataclass(frozen=True)
 class Fill:
     """``size`` bytes of one ``kind``, built when sent."""
 
-    kind: str  # pattern | ascii | utf8 | bad_utf8 | zeros | json_text
+    kind: str  # pattern | ascii | utf8 | bad_utf8 | zeros | json_text | setup_name
     size: int
     seed: int = 0
 
@@ -51,7 +55,17 @@ class Fill:
         if self.kind == "json_text":
             text = json.dumps({"type": "text", "text": ""}).encode()
             return text[:-2] + b"x" * max(0, n - len(text)) + b'"}'
+        if self.kind == "setup_name":  # a setup with one unknown field: its long, forging name
+            return json.dumps({"setup": {long_name(n, seed): 1}}).encode()
         return b"a" * n  # ascii
+
+
+def long_name(size: int, seed: int = 0) -> str:
+    """A field name of ``size`` characters with :data:`FORGED` in it (where, ``seed`` says:
+    a refusal shows only a name's first characters), the rest a run of one letter."""
+    at = 1 if seed % 2 == 0 else size // 2
+    name = "a" * at + FORGED + "a" * size
+    return name[:size]
 
 
 Payload = bytes | Fill
@@ -96,7 +110,21 @@ class Frame:
         )
 
 
-def frames_bytes(frames: tuple[Frame, ...]) -> bytes:
+@dataclass(frozen=True)
+class Flood:
+    """``count`` copies of ``frame``, in one write."""
+
+    frame: Frame
+    count: int
+
+    def encode(self) -> bytes:
+        return self.frame.encode() * self.count
+
+
+Sent = Frame | Flood
+
+
+def frames_bytes(frames: tuple[Sent, ...]) -> bytes:
     return b"".join(f.encode() for f in frames)
 
 
@@ -130,7 +158,9 @@ small_sizes = st.one_of(st.integers(0, 300), st.sampled_from(EDGE_SIZES[:7]))
 
 fills = st.builds(
     Fill,
-    kind=st.sampled_from(["pattern", "ascii", "utf8", "bad_utf8", "zeros", "json_text"]),
+    kind=st.sampled_from(
+        ["pattern", "ascii", "utf8", "bad_utf8", "zeros", "json_text", "setup_name"]
+    ),
     size=sizes,
     seed=st.integers(0, 2**16),
 )
@@ -193,10 +223,12 @@ json_values = st.recursive(
     | st.integers(-(2**70), 2**70)
     | st.floats()
     | st.text(max_size=16)
-    | st.sampled_from(KNOWN_KEYS + TYPES),
+    | st.sampled_from((*KNOWN_KEYS, *TYPES, FORGED)),
     lambda inner: (
         st.lists(inner, max_size=4)
-        | st.dictionaries(st.sampled_from(KNOWN_KEYS) | st.text(max_size=8), inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from((*KNOWN_KEYS, FORGED)) | st.text(max_size=8), inner, max_size=4
+        )
     ),
     max_leaves=16,
 )
@@ -258,7 +290,9 @@ def control_frames(draw: st.DrawFn) -> list[Frame]:
     opcode = draw(st.sampled_from([PING, PONG, CLOSE]))
     if opcode == CLOSE:
         code = draw(close_codes)
-        reason = draw(st.sampled_from([b"", b"bye", b"\xff\xfe", b"x" * 123, b"x" * 124]))
+        reason = draw(
+            st.sampled_from([b"", b"bye", b"\xff\xfe", b"x" * 123, b"x" * 124, FORGED.encode()])
+        )
         payload: Payload = b"" if code is None else code.to_bytes(2, "big") + reason
         if draw(st.integers(0, 5)) == 0:
             payload = b"\x03"  # a one-byte close payload
@@ -298,11 +332,39 @@ def deflated_frames(draw: st.DrawFn) -> list[Frame]:
     return [Frame(draw(st.sampled_from([TEXT, BINARY])), payload, deflate=True)]
 
 
-frame_groups = st.one_of(data_frames(), control_frames(), odd_frames(), deflated_frames())
+#: Around BROWSER_MESSAGE_RATE (400 a second, a burst of as many): under, at, past, far past.
+flood_counts = st.one_of(
+    st.integers(2, 50), st.sampled_from([399, 400, 401, 1000, 5000]), st.integers(100, 5000)
+)
 
 
 @st.composite
-def frame_sequences(draw: st.DrawFn, max_groups: int = 6) -> tuple[Frame, ...]:
+def zero_byte_frames(draw: st.DrawFn) -> list[Sent]:
+    """Frames that add no byte to any message: empty continuations (fin or not) after a
+    fragment that may never finish, pings and pongs with or without payload; one or a flood."""
+    frames: list[Sent] = []
+    if draw(st.booleans()):  # a message begun, for the continuations to continue (or not)
+        opcode = draw(st.sampled_from([TEXT, BINARY]))
+        frames.append(
+            Frame(opcode, draw(st.sampled_from([b"", b"\x00\x00", b'{"type'])), fin=False)
+        )
+    opcode = draw(st.sampled_from([CONTINUATION, PING, PONG]))
+    if opcode == CONTINUATION:
+        frame = Frame(CONTINUATION, b"", fin=draw(st.integers(0, 4)) == 0)
+    else:
+        frame = Frame(opcode, draw(st.sampled_from([b"", b"", b"x", bytes(125)])))
+    count = draw(st.one_of(st.just(1), flood_counts))
+    frames.append(frame if count == 1 else Flood(frame, count))
+    return frames
+
+
+frame_groups: st.SearchStrategy[Sequence[Sent]] = st.one_of(
+    data_frames(), control_frames(), odd_frames(), deflated_frames(), zero_byte_frames()
+)
+
+
+@st.composite
+def frame_sequences(draw: st.DrawFn, max_groups: int = 6) -> tuple[Sent, ...]:
     groups = draw(st.lists(frame_groups, min_size=1, max_size=max_groups))
     return tuple(frame for group in groups for frame in group)
 
@@ -311,7 +373,7 @@ def frame_sequences(draw: st.DrawFn, max_groups: int = 6) -> tuple[Frame, ...]:
 class SessionPlan:
     """A successful upgrade with a valid token, then ``frames``."""
 
-    frames: tuple[Frame, ...]
+    frames: tuple[Sent, ...]
     setup_first: bool = True
     deflate_offer: str | None = None
     #: ``one``: every frame in one write; ``frames``: one write per frame, 5 ms apart.
@@ -363,6 +425,7 @@ PATHS = (
     b"http://127.0.0.1/api/health",
     b"/" + b"a" * 20_000,
     b"/api/auth#frag",
+    b"/static/%0a2026-01-01%20INFO%20forged",
     b"",
 )
 METHODS = (b"GET", b"POST", b"HEAD", b"PUT", b"OPTIONS", b"DELETE", b"PATCH", b"CONNECT")
@@ -582,7 +645,7 @@ class UpgradePlan:
     body: bytes = b""
     #: Sent right after the request, before the answer is read.
     early: bytes = b""
-    frames: tuple[Frame, ...] = ()
+    frames: tuple[Sent, ...] = ()
     #: Send ``early`` in the same write as the request (else in a second write, at once).
     early_together: bool = True
     end: str = "close"

@@ -29,6 +29,7 @@ from tests.fuzz.plans import (
     LIMIT,
     SETUP_FRAME,
     Fill,
+    Flood,
     Frame,
     HttpPlan,
     SessionPlan,
@@ -38,10 +39,13 @@ from tests.fuzz.plans import (
     session_plans,
     upgrade_plans,
 )
-from tests.fuzz.server import PEAK_BUDGET, STALL_BOUND, PeakRss, ProxyProcess
+from tests.fuzz.server import MESSAGE_RATE, PEAK_BUDGET, STALL_BOUND, PeakRss, ProxyProcess
 from tests.fuzz.wire import (
     BINARY,
     CLOSE,
+    CONTINUATION,
+    PING,
+    PONG,
     TEXT,
     BlockingWebSocket,
     close_payload,
@@ -319,7 +323,16 @@ def session_example(server: ProxyProcess, plan: SessionPlan) -> None:
                 if not send_quietly(sock, data):
                     break
                 time.sleep(0.005)
-        read_for(sock, idle=0.15, total=2.0)
+        flood = sum(sent.count for sent in plan.frames if isinstance(sent, Flood))
+        if flood > 3 * MESSAGE_RATE and not any(
+            isinstance(sent, Frame) and sent.short_by for sent in plan.frames
+        ):
+            # Far past the rate in a burst, frames that carry nothing included: the server must
+            # close (rate_limited, 1008; or sooner, for another fault), never read on.
+            answer, closed = read_for(sock, idle=5.0, total=5.0)
+            assert closed, f"{flood} frames in a burst, still open: {answer[-300:]!r}"
+        else:
+            read_for(sock, idle=0.15, total=2.0)
         if plan.end == "close_frame":
             send_quietly(sock, encode_frame(CLOSE, close_payload(1000)))
             read_for(sock, idle=0.5, total=1.0)
@@ -346,5 +359,19 @@ def test_websocket_frames() -> None:
             over_then_other(BINARY, LARGE + 1, TEXT),
             over_then_other(TEXT, LIMIT + 1, BINARY),
             over_then_other(BINARY, LIMIT + 1, TEXT),
+            # Known: frames that carry no byte went uncounted by the rate (three such clients
+            # stalled a worker): empty continuations of a message never finished, pings,
+            # unsolicited pongs.
+            SessionPlan(
+                frames=(
+                    Frame(BINARY, b"\x00\x00", fin=False),
+                    Flood(Frame(CONTINUATION, fin=False), 5000),
+                )
+            ),
+            SessionPlan(frames=(Flood(Frame(PING), 5000),)),
+            SessionPlan(frames=(Flood(Frame(PONG, b"unsolicited"), 5000),)),
+            # Known: a long unknown field name in the setup froze the event loop (a quadratic
+            # regex in the log redactor) and a newline in it began a log line. As long as fits.
+            SessionPlan(frames=(Frame(TEXT, Fill("setup_name", LIMIT - 20)),), setup_first=False),
         ),
     )
