@@ -6,6 +6,7 @@ falsifying example prints in a few lines and hypothesis does not spend its budge
 
 from __future__ import annotations
 
+import enum
 import json
 import zlib
 from collections.abc import Sequence
@@ -725,4 +726,235 @@ upgrade_plans = st.builds(
     early_together=st.booleans(),
     frames=st.one_of(st.just(()), frame_sequences(max_groups=3)),
     end=ends,
+)
+
+
+# --- HTTP/2 -----------------------------------------------------------------------------------
+
+
+class H2(enum.IntEnum):
+    """RFC 9113's frame types."""
+
+    DATA = 0x0
+    HEADERS = 0x1
+    PRIORITY = 0x2
+    RST_STREAM = 0x3
+    SETTINGS = 0x4
+    PUSH_PROMISE = 0x5
+    PING = 0x6
+    GOAWAY = 0x7
+    WINDOW_UPDATE = 0x8
+    CONTINUATION = 0x9
+
+
+#: END_STREAM (or ACK), END_HEADERS, PADDED, PRIORITY.
+H2_FLAGS = (0x0, 0x1, 0x4, 0x5, 0x8, 0x20, 0x25, 0x2D, 0xFF)
+
+
+def hpack_literals(headers: tuple[tuple[bytes, bytes], ...]) -> bytes:
+    """A header block of literal fields without indexing (RFC 7541 6.2.2), names and values
+    under 127 bytes: a valid block without an encoder."""
+    block = b""
+    for name, value in headers:
+        block += b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+    return block
+
+
+#: Requests as an HTTP/2 client would send them (if the server spoke HTTP/2), and broken ones.
+H2_HEADER_BLOCKS = (
+    hpack_literals(
+        ((b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/api/health"),
+         (b":authority", b"127.0.0.1"))
+    ),
+    hpack_literals(
+        ((b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/api/auth"),
+         (b":authority", b"127.0.0.1"), (b"content-length", b"2"))
+    ),
+    # Extended CONNECT (RFC 8441): a WebSocket over HTTP/2.
+    hpack_literals(
+        ((b":method", b"CONNECT"), (b":protocol", b"websocket"), (b":scheme", b"http"),
+         (b":path", b"/ws?token=x"), (b":authority", b"127.0.0.1"),
+         (b"sec-websocket-version", b"13"))
+    ),
+    b"\x82\x86\x84",  # indexed: GET, http, / (and no :authority)
+    b"\x3f\xe1\x1f",  # a dynamic table size update past the limit
+    b"\xff\xff\xff\xff\xff",  # an index that never ends
+    b"\x00\x7f",  # a name longer than the block
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class H2Frame:
+    """One HTTP/2 frame from the client, valid or not."""
+
+    type: int
+    flags: int = 0
+    stream: int = 0
+    payload: Payload = b""
+    #: Declare this many bytes more than are sent (what follows is read as this frame's).
+    short_by: int = 0
+
+    def encode(self, stream_offset: int = 0) -> bytes:
+        data = build(self.payload)
+        length = min(len(data) + self.short_by, 0xFFFFFF)
+        stream = (self.stream + stream_offset) & 0xFFFFFFFF
+        head = (
+            length.to_bytes(3, "big") + bytes([self.type, self.flags]) + stream.to_bytes(4, "big")
+        )
+        return head + data
+
+
+@dataclass(frozen=True)
+class H2Flood:
+    """``frames`` ``count`` times in one write; ``new_streams``: each time on the next client
+    stream (stream ids + 2), as a rapid reset does."""
+
+    frames: tuple[H2Frame, ...]
+    count: int
+    new_streams: bool = False
+
+    def encode(self) -> bytes:
+        return b"".join(
+            frame.encode(2 * i if self.new_streams else 0)
+            for i in range(self.count)
+            for frame in self.frames
+        )
+
+
+H2Sent = H2Frame | H2Flood
+
+#: The first 18 bytes of the client's preface (RFC 9113 3.4) read as an HTTP/1 request.
+H2_PREFACE_REQUEST = H2_PREFACE[:18]
+#: SETTINGS_MAX_CONCURRENT_STREAMS 100, SETTINGS_INITIAL_WINDOW_SIZE 1 GiB, ENABLE_PUSH 0.
+H2C_SETTINGS = b"AAMAAABkAARAAAAAAAIAAAAA"
+
+
+@dataclass(frozen=True)
+class Http2Plan:
+    """HTTP/2 on the plain port: a prior-knowledge preface (``prior``) or an HTTP/1.1 request
+    with ``Upgrade: h2c`` (``upgrade``), then HTTP/2 frames."""
+
+    entry: str = "prior"
+    #: prior: how many bytes of the preface (24: all of it).
+    preface_bytes: int = len(H2_PREFACE)
+    #: upgrade: the request.
+    method: bytes = b"GET"
+    path: bytes = b"/api/health"
+    upgrade: bytes = b"h2c"
+    connection: bytes = b"Upgrade, HTTP2-Settings"
+    settings: bytes | None = H2C_SETTINGS
+    body: bytes = b""
+    #: upgrade: the client's preface after the request, before any answer (as an eager client).
+    then_preface: bool = False
+    frames: tuple[H2Sent, ...] = ()
+    #: Split the bytes into this many writes, 5 ms apart.
+    writes: int = 1
+    end: str = "close"
+
+    def wire(self) -> bytes:
+        if self.entry == "prior":
+            head = H2_PREFACE[: self.preface_bytes]
+        else:
+            lines = [
+                self.method + b" " + self.path + b" HTTP/1.1",
+                b"Host: 127.0.0.1",
+                b"Upgrade: " + self.upgrade,
+                b"Connection: " + self.connection,
+            ]
+            if self.settings is not None:
+                lines.append(b"HTTP2-Settings: " + self.settings)
+            if self.body:
+                lines.append(b"Content-Length: %d" % len(self.body))
+            head = b"\r\n".join(lines) + b"\r\n\r\n" + self.body
+            if self.then_preface:
+                head += H2_PREFACE
+        return head + b"".join(sent.encode() for sent in self.frames)
+
+
+def _settings_payload(pairs: list[tuple[int, int]]) -> bytes:
+    return b"".join(key.to_bytes(2, "big") + value.to_bytes(4, "big") for key, value in pairs)
+
+
+_h2_values = st.sampled_from([0, 1, 2, 100, 16384, 16777215, 16777216, 2**31 - 1, 2**32 - 1])
+_h2_streams = st.one_of(st.sampled_from([0, 1, 3, 2, 2**31 - 1, 2**32 - 1]), st.integers(0, 99))
+
+
+@st.composite
+def h2_frames(draw: st.DrawFn) -> H2Frame:
+    kind = draw(
+        st.sampled_from(
+            [H2.SETTINGS, H2.WINDOW_UPDATE, H2.PING, H2.HEADERS, H2.CONTINUATION, H2.RST_STREAM,
+             H2.DATA, H2.PRIORITY, H2.PUSH_PROMISE, H2.GOAWAY, 0xA, 0xFF]
+        )
+    )  # fmt: skip
+    payload: Payload
+    if kind == H2.SETTINGS:
+        keys = st.one_of(st.integers(1, 9), st.integers(0, 0xFFFF))
+        payload = _settings_payload(draw(st.lists(st.tuples(keys, _h2_values), max_size=4)))
+        payload = draw(st.sampled_from([payload, payload, payload + b"\x00"]))
+    elif kind in (H2.WINDOW_UPDATE, H2.RST_STREAM):
+        payload = draw(_h2_values).to_bytes(4, "big")
+    elif kind == H2.PING:
+        payload = draw(st.sampled_from([bytes(8), bytes(8), b"12345678", b"", bytes(9)]))
+    elif kind in (H2.HEADERS, H2.CONTINUATION, H2.PUSH_PROMISE):
+        payload = draw(st.one_of(st.sampled_from(H2_HEADER_BLOCKS), st.binary(max_size=64)))
+    else:
+        payload = draw(st.one_of(st.binary(max_size=64), fills))
+    return H2Frame(
+        type=kind,
+        flags=draw(st.sampled_from(H2_FLAGS)),
+        stream=draw(_h2_streams),
+        payload=payload,
+        short_by=draw(st.sampled_from([0, 0, 0, 0, 1, 16384, 0xFFFFFF])),
+    )
+
+
+#: Floods of one kind each, as the known HTTP/2 attacks send them: SETTINGS, PING, WINDOW_UPDATE,
+#: empty CONTINUATIONs (of a HEADERS without END_HEADERS, if one came before), and HEADERS +
+#: RST_STREAM (rapid reset).
+H2_FLOOD_FRAMES: tuple[tuple[H2Frame, ...], ...] = (
+    (H2Frame(H2.SETTINGS),),
+    (H2Frame(H2.PING, payload=bytes(8)),),
+    (H2Frame(H2.WINDOW_UPDATE, payload=(1).to_bytes(4, "big")),),
+    (H2Frame(H2.CONTINUATION, stream=1),),
+    (H2Frame(H2.HEADERS, 0x5, 1, H2_HEADER_BLOCKS[0]), H2Frame(H2.RST_STREAM, 0, 1, bytes(4))),
+)
+
+h2_floods = st.builds(
+    H2Flood,
+    frames=st.sampled_from(H2_FLOOD_FRAMES),
+    count=flood_counts,
+    new_streams=st.booleans(),
+)
+h2_sequences = st.lists(st.one_of(h2_frames(), h2_floods), max_size=6).map(tuple)
+
+http2_plans = st.one_of(
+    st.builds(
+        Http2Plan,
+        entry=st.just("prior"),
+        preface_bytes=st.sampled_from([24, 24, 24, 18, 17, 20, 3]),
+        frames=h2_sequences,
+        writes=st.integers(1, 3),
+        end=ends,
+    ),
+    st.builds(
+        Http2Plan,
+        entry=st.just("upgrade"),
+        method=st.sampled_from([b"GET", b"GET", b"POST", b"OPTIONS", b"PRI"]),
+        path=st.sampled_from([b"/api/health", b"/api/auth", b"/ws", b"/", b"/nowhere", b"*"]),
+        upgrade=st.sampled_from(
+            [b"h2c", b"h2c", b"H2C", b"h2", b"h2c, websocket", b"websocket, h2c"]
+        ),
+        connection=st.sampled_from(
+            [b"Upgrade, HTTP2-Settings", b"Upgrade", b"HTTP2-Settings", b"close", b"keep-alive"]
+        ),
+        settings=st.sampled_from(
+            [H2C_SETTINGS, H2C_SETTINGS, None, b"", b"!!!", b"AAAA" * 5000, b"AAMAAABk="]
+        ),
+        body=st.sampled_from([b"", b"", b"{}", b'{"resume": "x"}', b"x" * 5000]),
+        then_preface=st.booleans(),
+        frames=h2_sequences,
+        writes=st.integers(1, 3),
+        end=ends,
+    ),
 )

@@ -25,16 +25,23 @@ from hypothesis import HealthCheck, Phase, example, given, note, settings
 from hypothesis import strategies as st
 
 from tests.fuzz.plans import (
+    H2,
+    H2_FLOOD_FRAMES,
+    H2_PREFACE_REQUEST,
     LARGE,
     LIMIT,
     SETUP_FRAME,
     Fill,
     Flood,
     Frame,
+    H2Flood,
+    H2Frame,
+    Http2Plan,
     HttpPlan,
     SessionPlan,
     UpgradePlan,
     frames_bytes,
+    http2_plans,
     http_plans,
     session_plans,
     upgrade_plans,
@@ -63,7 +70,7 @@ from tests.fuzz.wire import (
 Plan = TypeVar("Plan")
 
 FUZZ_SECONDS = float(os.environ.get("FUZZ_SECONDS") or 0)
-TESTS = 3
+TESTS = 4
 #: The long run's budget per test; each test also gets time to start, shrink and stop.
 BUDGET = FUZZ_SECONDS / TESTS
 TIMEOUT = 120 if not FUZZ_SECONDS else int(BUDGET) + 600
@@ -373,5 +380,49 @@ def test_websocket_frames() -> None:
             # Known: a long unknown field name in the setup froze the event loop (a quadratic
             # regex in the log redactor) and a newline in it began a log line. As long as fits.
             SessionPlan(frames=(Frame(TEXT, Fill("setup_name", LIMIT - 20)),), setup_first=False),
+        ),
+    )
+
+
+# --- HTTP/2 -----------------------------------------------------------------------------------
+
+
+def http2_example(server: ProxyProcess, plan: Http2Plan) -> None:
+    """HTTP/2 is not served: a prior-knowledge preface is answered 505 (HTTP/1.1) and closed, an
+    ``Upgrade: h2c`` is ignored; whatever comes back is HTTP/1.1, never a 101 nor a frame."""
+    wire = plan.wire()
+    note(f"wire ({len(wire)} bytes): {wire[:600]!r}")
+    sock = connect(server.port)
+    try:
+        send_in_writes(lambda data: send_quietly(sock, data), wire, plan.writes)
+        if plan.end == "rst":
+            return
+        answer, _ = read_for(sock, idle=0.15, total=2.0)
+        note(f"answer: {answer[:300]!r}")
+        if plan.entry == "prior" and wire.startswith(H2_PREFACE_REQUEST):
+            assert answer.startswith(b"HTTP/1.1 505 "), f"the preface was answered {answer[:200]!r}"
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 "), answer[:200]
+        assert not answer.startswith(b"HTTP/1.1 101"), answer[:200]
+        assert b"upgrade: h2c" not in answer.lower(), answer[:200]
+    finally:
+        close_socket(sock, plan.end)
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_http2() -> None:
+    fuzz(
+        "http2",
+        http2_plans,
+        http2_example,
+        examples=25,
+        explicit=(
+            # Known: Hypercorn served h2c on the plain port and leaked its connections.
+            Http2Plan(frames=(H2Frame(H2.SETTINGS),)),
+            Http2Plan(frames=(H2Flood((H2Frame(H2.PING, payload=bytes(8)),), 5000),)),
+            Http2Plan(frames=(H2Flood(H2_FLOOD_FRAMES[-1], 1000, new_streams=True),)),
+            Http2Plan(entry="upgrade", then_preface=True, frames=(H2Frame(H2.SETTINGS),)),
+            Http2Plan(
+                entry="upgrade", method=b"POST", path=b"/api/auth", settings=None, body=b"{}"
+            ),
         ),
     )
