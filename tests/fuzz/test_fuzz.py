@@ -192,7 +192,9 @@ def fuzz(
         return config(test)
 
     try:
-        if not FUZZ_SECONDS:
+        if not examples:  # the explicit examples only, in either mode
+            build(settings(DEFAULT, phases=[Phase.explicit]), True)()
+        elif not FUZZ_SECONDS:
             build(settings(DEFAULT, max_examples=examples), True)()
         else:
             first = True
@@ -381,6 +383,27 @@ def test_websocket_frames() -> None:
             # regex in the log redactor) and a newline in it began a log line. As long as fits.
             SessionPlan(frames=(Frame(TEXT, Fill("setup_name", LIMIT - 20)),), setup_first=False),
         ),
+    )
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_a_setup_field_name_of_100k_characters() -> None:
+    """Known: a setup whose unknown field's name was 100 000 characters froze the event loop for
+    49 s (a quadratic regex in the log redactor, fed the refusal's reason), and a newline in
+    the name began a forged log line. This server takes messages that large; the harness fails
+    the example on a stall over STALL_BOUND or on a line that is not a log line."""
+    # The forged line near the name's start (which the refusal shows), and mid-way.
+    plans = tuple(
+        SessionPlan((Frame(TEXT, Fill("setup_name", 100_000, seed)),), setup_first=False)
+        for seed in (0, 1)
+    )
+    fuzz(
+        "100k-name",
+        st.sampled_from(plans),
+        session_example,
+        examples=0,
+        explicit=plans,
+        server_settings={"MAX_MESSAGE_BYTES": str(256 * 1024)},
     )
 
 
