@@ -958,3 +958,112 @@ http2_plans = st.one_of(
         end=ends,
     ),
 )
+
+
+# --- resuming conversations -------------------------------------------------------------------
+
+#: A page's origin (loopback origins are allowed), or none (a client that is not a browser).
+ORIGINS = (None, None, "http://localhost:5173")
+
+
+@dataclass(frozen=True)
+class Converse:
+    """Sign in as the example's owner, open a session, send the setup, read its
+    ``sessionResumable`` and leave: the conversation is kept under that token."""
+
+    origin: str | None = None
+    #: A text turn (and its answer) before leaving.
+    turn: bool = False
+    #: close_frame | close | rst
+    end: str = "close"
+
+
+@dataclass(frozen=True)
+class Resume:
+    """``POST /api/auth {"resume": ...}`` with the token of the example's conversation number
+    ``which`` (counted modulo how many it has; none yet: nothing is sent)."""
+
+    which: int = 0
+    #: same (the conversation's page) | none (no Origin) | other (another allowed page)
+    origin: str = "same"
+    #: From an address with no place left (MAX_SESSIONS_PER_CLIENT unused tokens): refused.
+    crowded: bool = False
+    #: Open the session with the token it got, then leave: a new conversation.
+    use: bool = False
+
+
+@dataclass(frozen=True)
+class Guess:
+    """``POST /api/auth`` with ``{"resume": resume}`` (a string: ``pad`` more characters),
+    ``times`` times, from the guesser's address; ``near``: instead, the token of conversation
+    number ``near`` with its last character changed; ``raw``: instead, exactly these bytes."""
+
+    resume: object = None
+    pad: int = 0
+    near: int | None = None
+    raw: bytes | None = None
+    times: int = 1
+
+    def value(self, tokens: Sequence[str]) -> object:
+        """What ``resume`` says (``tokens``: the example's conversations so far)."""
+        if self.near is not None and tokens:
+            token = tokens[self.near % len(tokens)]
+            return token[:-1] + ("A" if token[-1] != "A" else "B")
+        if isinstance(self.resume, str):
+            return self.resume + "A" * self.pad
+        return self.resume
+
+    def body(self, tokens: Sequence[str]) -> bytes:
+        if self.raw is not None:
+            return self.raw
+        return json.dumps({"resume": self.value(tokens)}).encode()
+
+
+Step = Converse | Resume | Guess
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    steps: tuple[Step, ...]
+
+
+_URLSAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+converse_steps = st.builds(
+    Converse,
+    origin=st.sampled_from(ORIGINS),
+    turn=st.booleans(),
+    end=st.sampled_from(["close_frame", "close", "rst"]),
+)
+resume_steps = st.builds(
+    Resume,
+    which=st.integers(0, 3),
+    origin=st.sampled_from(["same", "same", "same", "none", "other"]),
+    crowded=st.integers(0, 3).map(lambda n: n == 0),
+    use=st.booleans(),
+)
+guess_steps = st.one_of(
+    st.builds(
+        Guess,
+        resume=st.one_of(
+            st.text(max_size=40),  # random strings, empty among them
+            st.text(_URLSAFE, min_size=43, max_size=43),  # the right shape, unknown
+            json_values,  # numbers, lists, objects, null...
+        ),
+        pad=st.sampled_from([0, 0, 0, 256, 257, 5000]),  # at and past the 256 chars, over 4 KiB
+        times=st.sampled_from([1, 1, 1, 5, 40]),
+    ),
+    st.builds(Guess, near=st.integers(0, 3)),
+    st.builds(
+        Guess,
+        raw=st.sampled_from(
+            [b'{"resume": ', b'{"resume": "\\ud800"}', b'["resume"]', b'{"Resume": "x"}', b""]
+        ),
+    ),
+)
+resume_plans = st.builds(
+    ResumePlan,
+    st.lists(
+        st.one_of(converse_steps, resume_steps, resume_steps, guess_steps), min_size=1, max_size=7
+    ).map(tuple),
+)

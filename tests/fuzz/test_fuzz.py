@@ -15,34 +15,49 @@ minimal reproduction; the failure carries the last lines of the dead server's st
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import json
 import os
+import sqlite3
 import time
+import weakref
 from collections.abc import Callable, Mapping
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, Phase, example, given, note, settings
 from hypothesis import strategies as st
 
+from liveproxy.contract.codec import MAX_RESUME_TOKEN_CHARS
+from liveproxy.web.app import MAX_BODY_BYTES as MAX_AUTH_BODY
+from liveproxy.web.store import token_key
 from tests.fuzz.plans import (
     H2,
     H2_FLOOD_FRAMES,
     H2_PREFACE_REQUEST,
     LARGE,
     LIMIT,
+    ORIGINS,
     SETUP_FRAME,
+    Converse,
     Fill,
     Flood,
     Frame,
+    Guess,
     H2Flood,
     H2Frame,
     Http2Plan,
     HttpPlan,
+    Resume,
+    ResumePlan,
     SessionPlan,
     UpgradePlan,
     frames_bytes,
     http2_plans,
     http_plans,
+    resume_plans,
     session_plans,
     upgrade_plans,
 )
@@ -54,11 +69,13 @@ from tests.fuzz.wire import (
     PING,
     PONG,
     TEXT,
+    TEXT_SETUP,
     BlockingWebSocket,
     close_payload,
     close_socket,
     connect,
     encode_frame,
+    http_json,
     read_for,
     read_head,
     send_quietly,
@@ -70,7 +87,7 @@ from tests.fuzz.wire import (
 Plan = TypeVar("Plan")
 
 FUZZ_SECONDS = float(os.environ.get("FUZZ_SECONDS") or 0)
-TESTS = 4
+TESTS = 5
 #: The long run's budget per test; each test also gets time to start, shrink and stop.
 BUDGET = FUZZ_SECONDS / TESTS
 TIMEOUT = 120 if not FUZZ_SECONDS else int(BUDGET) + 600
@@ -437,7 +454,7 @@ def test_http2() -> None:
         "http2",
         http2_plans,
         http2_example,
-        examples=25,
+        examples=20,
         explicit=(
             # Known: Hypercorn served h2c on the plain port and leaked its connections.
             Http2Plan(frames=(H2Frame(H2.SETTINGS),)),
@@ -448,4 +465,279 @@ def test_http2() -> None:
                 entry="upgrade", method=b"POST", path=b"/api/auth", settings=None, body=b"{}"
             ),
         ),
+    )
+
+
+# --- resuming conversations -------------------------------------------------------------------
+
+#: The sign-ins a client gets a minute (AUTH_RATE_LIMIT, on here): guesses are counted.
+SIGN_INS = 30
+#: MAX_SESSIONS_PER_CLIENT: a third unused token is refused, and so is a resume from there.
+PLACES = 2
+RESUME_WINDOW = 20.0
+RESUME_SETTINGS = {
+    "AUTH_RATE_LIMIT": f"{SIGN_INS}/minute",
+    "MAX_SESSIONS_PER_CLIENT": str(PLACES),
+    # Each example signs in from addresses of its own (X-Forwarded-For, from loopback), so no
+    # example uses up another's sign-ins or places; the guesser keeps one for the server's life.
+    "TRUSTED_PROXIES": "127.0.0.1",
+    "STATE_URL": "sqlite:///{dir}/state.db",
+    "RESUME_WINDOW_SECONDS": str(RESUME_WINDOW),
+}
+#: The state file and its write-ahead log: SQLite checkpoints the log at 1000 pages (4 MiB);
+#: the rows are a few hundred tokens, leases and buckets, and the conversations kept in the
+#: last RESUME_WINDOW seconds (a few KiB each). Conversations kept past their window, or kept
+#: for every guess, would pass it in a long run.
+STATE_FILE_BUDGET = 8 * 1024 * 1024
+OTHER_ORIGIN = "http://localhost:1"
+#: A token of the right shape that no conversation has.
+UNKNOWN_TOKEN = "R3Vlc3NlZC1yZXN1bWUtdG9rZW4tdGhhdC1pcy1ub3Q"
+
+_addresses = itertools.count(1)
+
+
+def fresh_address() -> str:
+    """An address no client has used (IPv6's documentation prefix, only ever a header)."""
+    n = next(_addresses)
+    return f"2001:db8::{n >> 16:x}:{n & 0xFFFF:x}"
+
+
+@dataclass
+class Guesser:
+    """The address every Guess to one server comes from, and how many its bucket let through."""
+
+    address: str = field(default_factory=fresh_address)
+    first: float | None = None
+    passed: int = 0
+
+
+_guessers: weakref.WeakKeyDictionary[ProxyProcess, Guesser] = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class Kept:
+    """A conversation the example left: its resume token, its page, when its row was first
+    seen in the state file (it expires RESUME_WINDOW after it was kept, so no later than
+    that plus the window), and whether a resume took it."""
+
+    token: str
+    origin: str | None
+    seen: float
+    taken: bool = False
+
+    def live(self) -> bool:
+        """Not taken, and surely within its window (the last second may go either way)."""
+        return not self.taken and time.time() < self.seen + RESUME_WINDOW - 1
+
+
+class ResumeExample:
+    """One example's steps, with what each answer must be: a kept conversation is resumed
+    once, by its own page, while its owner has a place left; refused, it stays kept as it
+    was; anything else is ``resume_not_found``."""
+
+    def __init__(self, server: ProxyProcess) -> None:
+        self.port = server.port
+        self.db = os.path.join(server.directory, "state.db")
+        self.owner = fresh_address()
+        self.unused = 0  # the owner's tokens not yet used for a session
+        self.crowded: str | None = None  # an address that holds PLACES unused tokens
+        self.kept: list[Kept] = []
+        if server not in _guessers:
+            _guessers[server] = Guesser()
+        self.guesser = _guessers[server]
+
+    def sign_in(self, address: str, origin: str | None, body: bytes) -> tuple[int, Any]:
+        headers: tuple[tuple[str, str], ...] = (("X-Forwarded-For", address),)
+        if origin is not None:
+            headers += (("Origin", origin),)
+        return http_json(self.port, "POST", "/api/auth", body, headers)
+
+    def converse(self, step: Converse) -> None:
+        status, answer = self.sign_in(self.owner, step.origin, b"{}")
+        if self.unused >= PLACES:
+            assert (status, error_code(answer)) == (429, "too_many_sessions"), (status, answer)
+            return
+        assert status == 200, (status, answer)
+        self.talk(answer["session_token"], step.origin, step.turn, step.end)
+
+    def talk(self, session_token: str, origin: str | None, turn: bool, end: str) -> None:
+        """A session with ``session_token``: the setup, maybe a turn, then leave; the
+        conversation it leaves is waited for in the state file."""
+        ws = BlockingWebSocket.open(self.port, f"/ws?token={session_token}", origin=origin)
+        try:
+            ws.send_json(TEXT_SETUP)
+            resume = answer_of(ws, "sessionResumable")["token"]
+            if turn:
+                ws.send_json({"type": "text", "text": "hello"})
+                answer_of(ws, "serverContent", "turnComplete")
+        finally:
+            if end == "close_frame":
+                ws.close()
+            else:
+                close_socket(ws.sock, end)
+        self.kept.append(Kept(resume, origin, self.wait_kept(resume)))
+
+    def wait_kept(self, resume: str) -> float:
+        deadline = time.monotonic() + 5
+        while self.expires_at(resume) is None:
+            assert time.monotonic() < deadline, "a conversation the browser left was not kept"
+            time.sleep(0.02)
+        return time.time()
+
+    def expires_at(self, resume: str) -> float | None:
+        with contextlib.closing(sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)) as db:
+            row = db.execute(
+                "SELECT expires_at FROM conversations WHERE key = ?", (token_key(resume),)
+            ).fetchone()
+        return None if row is None else float(row[0])
+
+    def crowd(self) -> str:
+        if self.crowded is None:
+            self.crowded = fresh_address()
+            for _ in range(PLACES):
+                status, answer = self.sign_in(self.crowded, None, b"{}")
+                assert status == 200, (status, answer)
+        return self.crowded
+
+    def resume(self, step: Resume) -> None:
+        if not self.kept:
+            return
+        kept = self.kept[step.which % len(self.kept)]
+        origin = {"same": kept.origin, "none": None, "other": OTHER_ORIGIN}[step.origin]
+        owner = not step.crowded
+        live, gone = kept.live(), kept.taken or origin != kept.origin
+        body = json.dumps({"resume": kept.token}).encode()
+        status, answer = self.sign_in(self.owner if owner else self.crowd(), origin, body)
+        found = (status, error_code(answer))
+        if gone:
+            assert found == (404, "resume_not_found"), (found, answer)
+        elif live and (not owner or self.unused >= PLACES):
+            assert found == (429, "too_many_sessions"), (found, answer)
+        elif live:
+            assert status == 200, (found, answer)
+        if status != 200:
+            return
+        kept.taken = True
+        if step.use:
+            self.talk(answer["session_token"], origin, False, "close")
+        elif owner:
+            self.unused += 1
+
+    def guess(self, step: Guess) -> None:
+        tokens = [kept.token for kept in self.kept]
+        value, body = step.value(tokens), step.body(tokens)
+        if len(body) > MAX_AUTH_BODY:
+            allowed = {413}
+        elif step.raw is not None:
+            allowed = {200, 400, 404, 429}
+        elif value is None:
+            allowed = {200, 429}  # no resume: a sign-in (the guesser's places run out)
+        elif isinstance(value, str) and 0 < len(value) <= MAX_RESUME_TOKEN_CHARS:
+            allowed = {404, 429}
+        else:
+            allowed = {400}
+        guesser = self.guesser
+        for _ in range(step.times):
+            if guesser.first is None:
+                guesser.first = time.monotonic()
+            status, answer = self.sign_in(guesser.address, None, body)
+            assert status in allowed, (status, answer)
+            if status not in (400, 413) and error_code(answer) != "rate_limited":
+                guesser.passed += 1
+            bound = SIGN_INS + SIGN_INS / 60 * (time.monotonic() - guesser.first) + 1
+            assert guesser.passed <= bound, (
+                f"{guesser.passed} sign-ins and resume guesses from one address got past "
+                f"AUTH_RATE_LIMIT ({SIGN_INS}/minute) in {time.monotonic() - guesser.first:.1f}s"
+            )
+
+    def check_store(self) -> None:
+        """Each conversation is kept until its window ends, not a moment longer, and taken
+        ones are gone; the state file stays within its budget."""
+        for kept in self.kept:
+            expires = self.expires_at(kept.token)
+            if kept.taken:
+                assert expires is None, "a resumed conversation is still kept"
+            elif expires is None:
+                assert not kept.live(), "a conversation was lost before its window ended"
+            else:
+                assert expires <= kept.seen + RESUME_WINDOW + 0.001, (
+                    f"a conversation is kept {expires - kept.seen:.2f}s after it was first "
+                    f"seen, past its {RESUME_WINDOW:g}s window (renewed?)"
+                )
+        size = sum(os.path.getsize(p) for p in (self.db, self.db + "-wal") if os.path.exists(p))
+        assert size <= STATE_FILE_BUDGET, f"the state file holds {size / 2**20:.1f} MiB"
+
+
+def error_code(answer: Any) -> str | None:
+    error = answer.get("error") if isinstance(answer, dict) else None
+    return error.get("code") if isinstance(error, dict) else None
+
+
+def answer_of(ws: BlockingWebSocket, *keys: str, timeout: float = 10.0) -> Any:
+    """The first text message from the server with ``keys`` nested in it: the innermost."""
+    deadline = time.monotonic() + timeout
+    while True:
+        opcode, payload = ws.recv(timeout=max(0.0, deadline - time.monotonic()))
+        if opcode != TEXT:
+            continue
+        found: Any = json.loads(payload)
+        for key in keys:
+            if not isinstance(found, dict) or key not in found:
+                break
+            found = found[key]
+        else:
+            return found
+
+
+def resume_example(server: ProxyProcess, plan: ResumePlan) -> None:
+    run = ResumeExample(server)
+    for step in plan.steps:
+        note(f"{step}")
+        if isinstance(step, Converse):
+            run.converse(step)
+        elif isinstance(step, Resume):
+            run.resume(step)
+        else:
+            run.guess(step)
+    run.check_store()
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_resume() -> None:
+    fuzz(
+        "resume",
+        resume_plans,
+        resume_example,
+        examples=12,
+        explicit=(
+            # Resumed and used, then the spent token again; the new conversation likewise.
+            ResumePlan((Converse(), Resume(use=True), Resume(0), Resume(1, use=True), Resume(1))),
+            # Known: a refused resume renewed the conversation's window (a store grew without
+            # end). Refused for lack of places, asked by another page: kept as it was.
+            ResumePlan(
+                (
+                    Converse(origin=ORIGINS[-1], turn=True),
+                    Resume(crowded=True),
+                    Resume(origin="other"),
+                    Resume(origin="none", crowded=True),
+                    Resume(crowded=True),
+                )
+            ),
+            ResumePlan((Converse(end="rst"), Resume(crowded=True), Resume(use=True))),
+            # Known: guessing resume tokens was not rate-limited (the lookup came first).
+            ResumePlan((Guess(UNKNOWN_TOKEN, times=40),)),
+            ResumePlan(
+                (
+                    Converse(),
+                    Guess(near=0),
+                    Guess(""),
+                    Guess(7),
+                    Guess(["x"]),
+                    Guess({"token": "x"}),
+                    Guess("x", pad=5000),
+                    Resume(),
+                )
+            ),
+        ),
+        server_settings=RESUME_SETTINGS,
     )
