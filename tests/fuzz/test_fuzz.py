@@ -371,6 +371,9 @@ def session_example(server: ProxyProcess, plan: SessionPlan) -> None:
         close_socket(sock, plan.end)
 
 
+ACTIVITY_END = b'{"type": "activity_end"}'
+
+
 def over_then_other(first: int, size: int, then: int) -> SessionPlan:
     frames = (Frame(first, Fill("ascii", size)), Frame(then, b"after"))
     return SessionPlan(frames=frames, pacing="frames")
@@ -406,6 +409,20 @@ def test_websocket_frames() -> None:
             SessionPlan(frames=(Frame(TEXT, Fill("setup_name", LIMIT - 20)),), setup_first=False),
         ),
     )
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_a_refused_message_then_another() -> None:
+    """FOUND, NOT FIXED (by the fuzz-lanes work; the lead decides): a message the built-in
+    emulator's conversation refuses (activity_end without manual activity detection, a tool
+    response to no call) with any message right behind it in the same write. The emulator's
+    reader dispatches the second into the conversation's channel, closed a moment before, and
+    the BrokenResourceError joins the Close in the nursery's group: EmulatorConnection.run logs
+    an ERROR with a traceback and closes 1011 (the browser gets upstream_error "1011: Internal
+    error encountered." where one such message alone gets 1007). The frames lane's own
+    explicit example, kept apart so that lane goes on hunting while this one fails."""
+    plan = SessionPlan(frames=(Frame(TEXT, ACTIVITY_END), Frame(TEXT, ACTIVITY_END)))
+    fuzz("refused-then-another", st.just(plan), session_example, examples=0, explicit=(plan,))
 
 
 @pytest.mark.timeout(TIMEOUT)
