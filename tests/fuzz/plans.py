@@ -6,8 +6,10 @@ falsifying example prints in a few lines and hypothesis does not spend its budge
 
 from __future__ import annotations
 
+import enum
 import json
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hypothesis import strategies as st
@@ -25,13 +27,16 @@ LARGE = 1024 * 1024
 BAD_UTF8 = (b"\xff", b"\xc0\xaf", b"\xed\xa0\x80", b"\xe2\x82", b"\xf4\x90\x80\x80", b"\x80")
 _PATTERN = bytes(range(256))
 _UTF8 = "aé€😀".encode()
+#: Text that would begin a log line of its own if a client's text reached the log unescaped
+#: (the harness fails on any stderr line that is not a log line).
+FORGED = "\n2026-01-01 INFO forged"
 
 
 @dataclass(frozen=True)
 class Fill:
     """``size`` bytes of one ``kind``, built when sent."""
 
-    kind: str  # pattern | ascii | utf8 | bad_utf8 | zeros | json_text
+    kind: str  # pattern | ascii | utf8 | bad_utf8 | zeros | json_text | setup_name
     size: int
     seed: int = 0
 
@@ -51,7 +56,17 @@ class Fill:
         if self.kind == "json_text":
             text = json.dumps({"type": "text", "text": ""}).encode()
             return text[:-2] + b"x" * max(0, n - len(text)) + b'"}'
+        if self.kind == "setup_name":  # a setup with one unknown field: its long, forging name
+            return json.dumps({"setup": {long_name(n, seed): 1}}).encode()
         return b"a" * n  # ascii
+
+
+def long_name(size: int, seed: int = 0) -> str:
+    """A field name of ``size`` characters with :data:`FORGED` in it (where, ``seed`` says:
+    a refusal shows only a name's first characters), the rest a run of one letter."""
+    at = 1 if seed % 2 == 0 else size // 2
+    name = "a" * at + FORGED + "a" * size
+    return name[:size]
 
 
 Payload = bytes | Fill
@@ -96,7 +111,21 @@ class Frame:
         )
 
 
-def frames_bytes(frames: tuple[Frame, ...]) -> bytes:
+@dataclass(frozen=True)
+class Flood:
+    """``count`` copies of ``frame``, in one write."""
+
+    frame: Frame
+    count: int
+
+    def encode(self) -> bytes:
+        return self.frame.encode() * self.count
+
+
+Sent = Frame | Flood
+
+
+def frames_bytes(frames: tuple[Sent, ...]) -> bytes:
     return b"".join(f.encode() for f in frames)
 
 
@@ -130,7 +159,9 @@ small_sizes = st.one_of(st.integers(0, 300), st.sampled_from(EDGE_SIZES[:7]))
 
 fills = st.builds(
     Fill,
-    kind=st.sampled_from(["pattern", "ascii", "utf8", "bad_utf8", "zeros", "json_text"]),
+    kind=st.sampled_from(
+        ["pattern", "ascii", "utf8", "bad_utf8", "zeros", "json_text", "setup_name"]
+    ),
     size=sizes,
     seed=st.integers(0, 2**16),
 )
@@ -193,10 +224,12 @@ json_values = st.recursive(
     | st.integers(-(2**70), 2**70)
     | st.floats()
     | st.text(max_size=16)
-    | st.sampled_from(KNOWN_KEYS + TYPES),
+    | st.sampled_from((*KNOWN_KEYS, *TYPES, FORGED)),
     lambda inner: (
         st.lists(inner, max_size=4)
-        | st.dictionaries(st.sampled_from(KNOWN_KEYS) | st.text(max_size=8), inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from((*KNOWN_KEYS, FORGED)) | st.text(max_size=8), inner, max_size=4
+        )
     ),
     max_leaves=16,
 )
@@ -258,7 +291,9 @@ def control_frames(draw: st.DrawFn) -> list[Frame]:
     opcode = draw(st.sampled_from([PING, PONG, CLOSE]))
     if opcode == CLOSE:
         code = draw(close_codes)
-        reason = draw(st.sampled_from([b"", b"bye", b"\xff\xfe", b"x" * 123, b"x" * 124]))
+        reason = draw(
+            st.sampled_from([b"", b"bye", b"\xff\xfe", b"x" * 123, b"x" * 124, FORGED.encode()])
+        )
         payload: Payload = b"" if code is None else code.to_bytes(2, "big") + reason
         if draw(st.integers(0, 5)) == 0:
             payload = b"\x03"  # a one-byte close payload
@@ -298,11 +333,39 @@ def deflated_frames(draw: st.DrawFn) -> list[Frame]:
     return [Frame(draw(st.sampled_from([TEXT, BINARY])), payload, deflate=True)]
 
 
-frame_groups = st.one_of(data_frames(), control_frames(), odd_frames(), deflated_frames())
+#: Around BROWSER_MESSAGE_RATE (400 a second, a burst of as many): under, at, past, far past.
+flood_counts = st.one_of(
+    st.integers(2, 50), st.sampled_from([399, 400, 401, 1000, 5000]), st.integers(100, 5000)
+)
 
 
 @st.composite
-def frame_sequences(draw: st.DrawFn, max_groups: int = 6) -> tuple[Frame, ...]:
+def zero_byte_frames(draw: st.DrawFn) -> list[Sent]:
+    """Frames that add no byte to any message: empty continuations (fin or not) after a
+    fragment that may never finish, pings and pongs with or without payload; one or a flood."""
+    frames: list[Sent] = []
+    if draw(st.booleans()):  # a message begun, for the continuations to continue (or not)
+        opcode = draw(st.sampled_from([TEXT, BINARY]))
+        frames.append(
+            Frame(opcode, draw(st.sampled_from([b"", b"\x00\x00", b'{"type'])), fin=False)
+        )
+    opcode = draw(st.sampled_from([CONTINUATION, PING, PONG]))
+    if opcode == CONTINUATION:
+        frame = Frame(CONTINUATION, b"", fin=draw(st.integers(0, 4)) == 0)
+    else:
+        frame = Frame(opcode, draw(st.sampled_from([b"", b"", b"x", bytes(125)])))
+    count = draw(st.one_of(st.just(1), flood_counts))
+    frames.append(frame if count == 1 else Flood(frame, count))
+    return frames
+
+
+frame_groups: st.SearchStrategy[Sequence[Sent]] = st.one_of(
+    data_frames(), control_frames(), odd_frames(), deflated_frames(), zero_byte_frames()
+)
+
+
+@st.composite
+def frame_sequences(draw: st.DrawFn, max_groups: int = 6) -> tuple[Sent, ...]:
     groups = draw(st.lists(frame_groups, min_size=1, max_size=max_groups))
     return tuple(frame for group in groups for frame in group)
 
@@ -311,7 +374,7 @@ def frame_sequences(draw: st.DrawFn, max_groups: int = 6) -> tuple[Frame, ...]:
 class SessionPlan:
     """A successful upgrade with a valid token, then ``frames``."""
 
-    frames: tuple[Frame, ...]
+    frames: tuple[Sent, ...]
     setup_first: bool = True
     deflate_offer: str | None = None
     #: ``one``: every frame in one write; ``frames``: one write per frame, 5 ms apart.
@@ -363,6 +426,7 @@ PATHS = (
     b"http://127.0.0.1/api/health",
     b"/" + b"a" * 20_000,
     b"/api/auth#frag",
+    b"/static/%0a2026-01-01%20INFO%20forged",
     b"",
 )
 METHODS = (b"GET", b"POST", b"HEAD", b"PUT", b"OPTIONS", b"DELETE", b"PATCH", b"CONNECT")
@@ -582,7 +646,7 @@ class UpgradePlan:
     body: bytes = b""
     #: Sent right after the request, before the answer is read.
     early: bytes = b""
-    frames: tuple[Frame, ...] = ()
+    frames: tuple[Sent, ...] = ()
     #: Send ``early`` in the same write as the request (else in a second write, at once).
     early_together: bool = True
     end: str = "close"
@@ -662,4 +726,344 @@ upgrade_plans = st.builds(
     early_together=st.booleans(),
     frames=st.one_of(st.just(()), frame_sequences(max_groups=3)),
     end=ends,
+)
+
+
+# --- HTTP/2 -----------------------------------------------------------------------------------
+
+
+class H2(enum.IntEnum):
+    """RFC 9113's frame types."""
+
+    DATA = 0x0
+    HEADERS = 0x1
+    PRIORITY = 0x2
+    RST_STREAM = 0x3
+    SETTINGS = 0x4
+    PUSH_PROMISE = 0x5
+    PING = 0x6
+    GOAWAY = 0x7
+    WINDOW_UPDATE = 0x8
+    CONTINUATION = 0x9
+
+
+#: END_STREAM (or ACK), END_HEADERS, PADDED, PRIORITY.
+H2_FLAGS = (0x0, 0x1, 0x4, 0x5, 0x8, 0x20, 0x25, 0x2D, 0xFF)
+
+
+def hpack_literals(headers: tuple[tuple[bytes, bytes], ...]) -> bytes:
+    """A header block of literal fields without indexing (RFC 7541 6.2.2), names and values
+    under 127 bytes: a valid block without an encoder."""
+    block = b""
+    for name, value in headers:
+        block += b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+    return block
+
+
+#: Requests as an HTTP/2 client would send them (if the server spoke HTTP/2), and broken ones.
+H2_HEADER_BLOCKS = (
+    hpack_literals(
+        ((b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/api/health"),
+         (b":authority", b"127.0.0.1"))
+    ),
+    hpack_literals(
+        ((b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/api/auth"),
+         (b":authority", b"127.0.0.1"), (b"content-length", b"2"))
+    ),
+    # Extended CONNECT (RFC 8441): a WebSocket over HTTP/2.
+    hpack_literals(
+        ((b":method", b"CONNECT"), (b":protocol", b"websocket"), (b":scheme", b"http"),
+         (b":path", b"/ws?token=x"), (b":authority", b"127.0.0.1"),
+         (b"sec-websocket-version", b"13"))
+    ),
+    b"\x82\x86\x84",  # indexed: GET, http, / (and no :authority)
+    b"\x3f\xe1\x1f",  # a dynamic table size update past the limit
+    b"\xff\xff\xff\xff\xff",  # an index that never ends
+    b"\x00\x7f",  # a name longer than the block
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class H2Frame:
+    """One HTTP/2 frame from the client, valid or not."""
+
+    type: int
+    flags: int = 0
+    stream: int = 0
+    payload: Payload = b""
+    #: Declare this many bytes more than are sent (what follows is read as this frame's).
+    short_by: int = 0
+
+    def encode(self, stream_offset: int = 0) -> bytes:
+        data = build(self.payload)
+        length = min(len(data) + self.short_by, 0xFFFFFF)
+        stream = (self.stream + stream_offset) & 0xFFFFFFFF
+        head = (
+            length.to_bytes(3, "big") + bytes([self.type, self.flags]) + stream.to_bytes(4, "big")
+        )
+        return head + data
+
+
+@dataclass(frozen=True)
+class H2Flood:
+    """``frames`` ``count`` times in one write; ``new_streams``: each time on the next client
+    stream (stream ids + 2), as a rapid reset does."""
+
+    frames: tuple[H2Frame, ...]
+    count: int
+    new_streams: bool = False
+
+    def encode(self) -> bytes:
+        return b"".join(
+            frame.encode(2 * i if self.new_streams else 0)
+            for i in range(self.count)
+            for frame in self.frames
+        )
+
+
+H2Sent = H2Frame | H2Flood
+
+#: The first 18 bytes of the client's preface (RFC 9113 3.4) read as an HTTP/1 request.
+H2_PREFACE_REQUEST = H2_PREFACE[:18]
+#: SETTINGS_MAX_CONCURRENT_STREAMS 100, SETTINGS_INITIAL_WINDOW_SIZE 1 GiB, ENABLE_PUSH 0.
+H2C_SETTINGS = b"AAMAAABkAARAAAAAAAIAAAAA"
+
+
+@dataclass(frozen=True)
+class Http2Plan:
+    """HTTP/2 on the plain port: a prior-knowledge preface (``prior``) or an HTTP/1.1 request
+    with ``Upgrade: h2c`` (``upgrade``), then HTTP/2 frames."""
+
+    entry: str = "prior"
+    #: prior: how many bytes of the preface (24: all of it).
+    preface_bytes: int = len(H2_PREFACE)
+    #: upgrade: the request.
+    method: bytes = b"GET"
+    path: bytes = b"/api/health"
+    upgrade: bytes = b"h2c"
+    connection: bytes = b"Upgrade, HTTP2-Settings"
+    settings: bytes | None = H2C_SETTINGS
+    body: bytes = b""
+    #: upgrade: the client's preface after the request, before any answer (as an eager client).
+    then_preface: bool = False
+    frames: tuple[H2Sent, ...] = ()
+    #: Split the bytes into this many writes, 5 ms apart.
+    writes: int = 1
+    end: str = "close"
+
+    def wire(self) -> bytes:
+        if self.entry == "prior":
+            head = H2_PREFACE[: self.preface_bytes]
+        else:
+            lines = [
+                self.method + b" " + self.path + b" HTTP/1.1",
+                b"Host: 127.0.0.1",
+                b"Upgrade: " + self.upgrade,
+                b"Connection: " + self.connection,
+            ]
+            if self.settings is not None:
+                lines.append(b"HTTP2-Settings: " + self.settings)
+            if self.body:
+                lines.append(b"Content-Length: %d" % len(self.body))
+            head = b"\r\n".join(lines) + b"\r\n\r\n" + self.body
+            if self.then_preface:
+                head += H2_PREFACE
+        return head + b"".join(sent.encode() for sent in self.frames)
+
+
+def _settings_payload(pairs: list[tuple[int, int]]) -> bytes:
+    return b"".join(key.to_bytes(2, "big") + value.to_bytes(4, "big") for key, value in pairs)
+
+
+_h2_values = st.sampled_from([0, 1, 2, 100, 16384, 16777215, 16777216, 2**31 - 1, 2**32 - 1])
+_h2_streams = st.one_of(st.sampled_from([0, 1, 3, 2, 2**31 - 1, 2**32 - 1]), st.integers(0, 99))
+
+
+@st.composite
+def h2_frames(draw: st.DrawFn) -> H2Frame:
+    kind = draw(
+        st.sampled_from(
+            [H2.SETTINGS, H2.WINDOW_UPDATE, H2.PING, H2.HEADERS, H2.CONTINUATION, H2.RST_STREAM,
+             H2.DATA, H2.PRIORITY, H2.PUSH_PROMISE, H2.GOAWAY, 0xA, 0xFF]
+        )
+    )  # fmt: skip
+    payload: Payload
+    if kind == H2.SETTINGS:
+        keys = st.one_of(st.integers(1, 9), st.integers(0, 0xFFFF))
+        payload = _settings_payload(draw(st.lists(st.tuples(keys, _h2_values), max_size=4)))
+        payload = draw(st.sampled_from([payload, payload, payload + b"\x00"]))
+    elif kind in (H2.WINDOW_UPDATE, H2.RST_STREAM):
+        payload = draw(_h2_values).to_bytes(4, "big")
+    elif kind == H2.PING:
+        payload = draw(st.sampled_from([bytes(8), bytes(8), b"12345678", b"", bytes(9)]))
+    elif kind in (H2.HEADERS, H2.CONTINUATION, H2.PUSH_PROMISE):
+        payload = draw(st.one_of(st.sampled_from(H2_HEADER_BLOCKS), st.binary(max_size=64)))
+    else:
+        payload = draw(st.one_of(st.binary(max_size=64), fills))
+    return H2Frame(
+        type=kind,
+        flags=draw(st.sampled_from(H2_FLAGS)),
+        stream=draw(_h2_streams),
+        payload=payload,
+        short_by=draw(st.sampled_from([0, 0, 0, 0, 1, 16384, 0xFFFFFF])),
+    )
+
+
+#: Floods of one kind each, as the known HTTP/2 attacks send them: SETTINGS, PING, WINDOW_UPDATE,
+#: empty CONTINUATIONs (of a HEADERS without END_HEADERS, if one came before), and HEADERS +
+#: RST_STREAM (rapid reset).
+H2_FLOOD_FRAMES: tuple[tuple[H2Frame, ...], ...] = (
+    (H2Frame(H2.SETTINGS),),
+    (H2Frame(H2.PING, payload=bytes(8)),),
+    (H2Frame(H2.WINDOW_UPDATE, payload=(1).to_bytes(4, "big")),),
+    (H2Frame(H2.CONTINUATION, stream=1),),
+    (H2Frame(H2.HEADERS, 0x5, 1, H2_HEADER_BLOCKS[0]), H2Frame(H2.RST_STREAM, 0, 1, bytes(4))),
+)
+
+h2_floods = st.builds(
+    H2Flood,
+    frames=st.sampled_from(H2_FLOOD_FRAMES),
+    count=flood_counts,
+    new_streams=st.booleans(),
+)
+h2_sequences = st.lists(st.one_of(h2_frames(), h2_floods), max_size=6).map(tuple)
+
+http2_plans = st.one_of(
+    st.builds(
+        Http2Plan,
+        entry=st.just("prior"),
+        preface_bytes=st.sampled_from([24, 24, 24, 18, 17, 20, 3]),
+        frames=h2_sequences,
+        writes=st.integers(1, 3),
+        end=ends,
+    ),
+    st.builds(
+        Http2Plan,
+        entry=st.just("upgrade"),
+        method=st.sampled_from([b"GET", b"GET", b"POST", b"OPTIONS", b"PRI"]),
+        path=st.sampled_from([b"/api/health", b"/api/auth", b"/ws", b"/", b"/nowhere", b"*"]),
+        upgrade=st.sampled_from(
+            [b"h2c", b"h2c", b"H2C", b"h2", b"h2c, websocket", b"websocket, h2c"]
+        ),
+        connection=st.sampled_from(
+            [b"Upgrade, HTTP2-Settings", b"Upgrade", b"HTTP2-Settings", b"close", b"keep-alive"]
+        ),
+        settings=st.sampled_from(
+            [H2C_SETTINGS, H2C_SETTINGS, None, b"", b"!!!", b"AAAA" * 5000, b"AAMAAABk="]
+        ),
+        body=st.sampled_from([b"", b"", b"{}", b'{"resume": "x"}', b"x" * 5000]),
+        then_preface=st.booleans(),
+        frames=h2_sequences,
+        writes=st.integers(1, 3),
+        end=ends,
+    ),
+)
+
+
+# --- resuming conversations -------------------------------------------------------------------
+
+#: A page's origin (loopback origins are allowed), or none (a client that is not a browser).
+ORIGINS = (None, None, "http://localhost:5173")
+
+
+@dataclass(frozen=True)
+class Converse:
+    """Sign in as the example's owner, open a session, send the setup, read its
+    ``sessionResumable`` and leave: the conversation is kept under that token."""
+
+    origin: str | None = None
+    #: A text turn (and its answer) before leaving.
+    turn: bool = False
+    #: close_frame | close | rst
+    end: str = "close"
+
+
+@dataclass(frozen=True)
+class Resume:
+    """``POST /api/auth {"resume": ...}`` with the token of the example's conversation number
+    ``which`` (counted modulo how many it has; none yet: nothing is sent)."""
+
+    which: int = 0
+    #: same (the conversation's page) | none (no Origin) | other (another allowed page)
+    origin: str = "same"
+    #: From an address with no place left (MAX_SESSIONS_PER_CLIENT unused tokens): refused.
+    crowded: bool = False
+    #: Open the session with the token it got, then leave: a new conversation.
+    use: bool = False
+
+
+@dataclass(frozen=True)
+class Guess:
+    """``POST /api/auth`` with ``{"resume": resume}`` (a string: ``pad`` more characters),
+    ``times`` times, from the guesser's address; ``near``: instead, the token of conversation
+    number ``near`` with its last character changed; ``raw``: instead, exactly these bytes."""
+
+    resume: object = None
+    pad: int = 0
+    near: int | None = None
+    raw: bytes | None = None
+    times: int = 1
+
+    def value(self, tokens: Sequence[str]) -> object:
+        """What ``resume`` says (``tokens``: the example's conversations so far)."""
+        if self.near is not None and tokens:
+            token = tokens[self.near % len(tokens)]
+            return token[:-1] + ("A" if token[-1] != "A" else "B")
+        if isinstance(self.resume, str):
+            return self.resume + "A" * self.pad
+        return self.resume
+
+    def body(self, tokens: Sequence[str]) -> bytes:
+        if self.raw is not None:
+            return self.raw
+        return json.dumps({"resume": self.value(tokens)}).encode()
+
+
+Step = Converse | Resume | Guess
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    steps: tuple[Step, ...]
+
+
+_URLSAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+converse_steps = st.builds(
+    Converse,
+    origin=st.sampled_from(ORIGINS),
+    turn=st.booleans(),
+    end=st.sampled_from(["close_frame", "close", "rst"]),
+)
+resume_steps = st.builds(
+    Resume,
+    which=st.integers(0, 3),
+    origin=st.sampled_from(["same", "same", "same", "none", "other"]),
+    crowded=st.integers(0, 3).map(lambda n: n == 0),
+    use=st.booleans(),
+)
+guess_steps = st.one_of(
+    st.builds(
+        Guess,
+        resume=st.one_of(
+            st.text(max_size=40),  # random strings, empty among them
+            st.text(_URLSAFE, min_size=43, max_size=43),  # the right shape, unknown
+            json_values,  # numbers, lists, objects, null...
+        ),
+        pad=st.sampled_from([0, 0, 0, 256, 257, 5000]),  # at and past the 256 chars, over 4 KiB
+        times=st.sampled_from([1, 1, 1, 5, 40]),
+    ),
+    st.builds(Guess, near=st.integers(0, 3)),
+    st.builds(
+        Guess,
+        raw=st.sampled_from(
+            [b'{"resume": ', b'{"resume": "\\ud800"}', b'["resume"]', b'{"Resume": "x"}', b""]
+        ),
+    ),
+)
+resume_plans = st.builds(
+    ResumePlan,
+    st.lists(
+        st.one_of(converse_steps, resume_steps, resume_steps, guess_steps), min_size=1, max_size=7
+    ).map(tuple),
 )

@@ -16,6 +16,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
+from types import TracebackType
 
 import psutil
 
@@ -23,6 +25,8 @@ from tests.fuzz.wire import Bystander, http_json
 
 #: Smaller than the 2 MiB default so crossing the proxy's limit is cheap.
 MAX_MESSAGE_BYTES = 65536
+#: Frames a connection may send a second (BROWSER_MESSAGE_RATE, its default).
+MESSAGE_RATE = 400
 
 #: How far the proxy may stay above its baseline once an example's connections are closed.
 #: RSS: CPython rarely hands freed memory back to the OS, and an example may make the process
@@ -38,6 +42,37 @@ RSS_SLACK = 50 * 1024 * 1024
 FD_SLACK = 20
 #: Time for the server to notice closed connections and end their sessions.
 SETTLE_SECONDS = 10.0
+#: The longest the server's event loop may stall (``event_loop_stalled``: its watchdog logs
+#: every stall of 0.5 s or more). A loaded 2-core machine, a large garbage collection, stay
+#: well under it; one hostile frame that freezes every session for seconds does not. Stalls
+#: under it are counted and the longest is reported.
+STALL_BOUND = 2.0
+#: How far above its RSS at an example's start the process may go while the example runs.
+#: One connection can make it hold, by the limits (MAX_MESSAGE_BYTES 64 KiB here): the message
+#: being assembled (64 KiB, counted as memory) and up to 10 whole ones queued for the app
+#: (Hypercorn's ``max_app_queue_size``: 640 KiB); the message parsed (a 64 KiB JSON of empty
+#: objects is ~1.5 MiB of Python objects), once by the proxy and once by the in-process
+#: emulator; the turns kept to replay (2 MiB), BROWSER_QUEUE_BYTES (480 KB) and
+#: UPSTREAM_BUFFER_BYTES (256 KiB): about 7 MiB, and an example has one such connection at a
+#: time (the resume lane a few in a row). 32 MiB is 4 times that, room for the allocators
+#: (pymalloc arenas, glibc's per-thread arenas) and the sampler's 20 ms of lag; a frame held
+#: whole past the limit (1 MiB frames, 8 MiB deflate bombs) or per-frame state kept for a
+#: flood of thousands crosses it.
+PEAK_BUDGET = 32 * 1024 * 1024
+PEAK_INTERVAL = 0.02
+
+#: ``2026-01-01 12:00:00,000 LEVEL logger...``: the start of every line the server logs (text
+#: format); a traceback's lines after it are indented with ``    | ``.
+LOG_LINE = re.compile(
+    r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) \S"
+)
+TRACEBACK_LINE = "    | "
+#: The watchdog's line (liveproxy/web/loop_watch.py), anchored so that no client text can pose
+#: as one.
+STALL_LINE = re.compile(
+    r"\S+ \S+ WARNING liveproxy\.loop(?: \[worker \d+\])?: "
+    r"the event loop did not run for (\d+\.\d+) s$"
+)
 
 _SECRET_NAMES = (
     "GOOGLE_API_KEY",
@@ -54,6 +89,7 @@ SERVER_ENV = {
     "PORT": "0",
     "LOG_LEVEL": "INFO",
     "MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES),
+    "BROWSER_MESSAGE_RATE": str(MESSAGE_RATE),
     # The bystander lives as long as the run; its session must not hit the time limit.
     "SESSION_TIME_LIMIT": "86400",
     "SESSION_MAX_SECONDS": "86400",
@@ -70,15 +106,48 @@ class ServerDied(AssertionError):
     pass
 
 
+class PeakRss:
+    """The highest RSS of ``proc`` while in the ``with`` block, sampled every PEAK_INTERVAL s."""
+
+    def __init__(self, proc: psutil.Process) -> None:
+        self._proc = proc
+        self.value = proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(PEAK_INTERVAL):
+            try:
+                self.value = max(self.value, self._proc.memory_info().rss)
+            except psutil.Error:  # it died: the example's own checks say so
+                return
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 class ProxyProcess:
-    """One ``liveproxy serve`` subprocess with a live bystander session and a resource baseline."""
+    """One ``liveproxy serve`` subprocess with a live bystander session and a resource baseline.
+
+    ``settings`` are added to :data:`SERVER_ENV` (``{dir}`` in a value: the process's own
+    temporary directory, its working directory).
+    """
 
     command: tuple[str, ...] = (sys.executable, "-m", "liveproxy", "serve")
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Mapping[str, str] | None = None) -> None:
         self._cwd = tempfile.TemporaryDirectory(prefix="liveproxy-fuzz-")
+        self.directory = self._cwd.name
         env = {k: v for k, v in os.environ.items() if k not in _SECRET_NAMES}
         env.update(SERVER_ENV)
+        env.update({k: v.format(dir=self.directory) for k, v in (settings or {}).items()})
         self.process = subprocess.Popen(
             self.command,
             cwd=self._cwd.name,
@@ -92,6 +161,12 @@ class ProxyProcess:
         #: stderr lines that report an exception or an error, and how many a check has seen.
         self.errors: list[str] = []
         self.errors_seen = 0
+        #: Lines that are not log lines (a newline from a client's text, a print), likewise.
+        self.strays: list[str] = []
+        self.strays_seen = 0
+        #: Every stall the watchdog logged (seconds, line), and how many a check has seen.
+        self.stalls: list[tuple[float, str]] = []
+        self.stalls_seen = 0
         self._ports: queue.Queue[int | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
@@ -126,8 +201,16 @@ class ProxyProcess:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             self.lines.append(line)
             self.line_count += 1
-            if " ERROR " in line or " CRITICAL " in line or line.startswith("Traceback"):
+            log_line = LOG_LINE.match(line)
+            if log_line is None and not line.startswith(TRACEBACK_LINE):
+                self.strays.append(line)
+            if line.startswith("Traceback") or (
+                log_line is not None and log_line.group(1) in ("ERROR", "CRITICAL")
+            ):
                 self.errors.append(line)
+            stall = STALL_LINE.match(line)
+            if stall is not None:
+                self.stalls.append((float(stall.group(1)), line))
             match = re.search(r"Running on http://127\.0\.0\.1:(\d+)", line)
             if match:
                 self._ports.put(int(match.group(1)))
@@ -135,6 +218,9 @@ class ProxyProcess:
 
     def tail(self, n: int = 40) -> str:
         return "\n".join(list(self.lines)[-n:])
+
+    def rss(self) -> int:
+        return int(self.proc.memory_info().rss)
 
     def resources(self) -> tuple[int, int]:
         return self.proc.memory_info().rss, self.proc.num_fds()
@@ -159,7 +245,8 @@ class ProxyProcess:
 
     def check(self) -> None:
         """After an example: alive, the bystander answered, new connections are served, nothing
-        was logged at ERROR, and RSS and fds are back near the baseline."""
+        was logged at ERROR, RSS and fds are back near the baseline, and the log has no stall
+        over STALL_BOUND and no line that is not a log line."""
         self.assert_alive("during the example")
         assert self.bystander is not None
         try:
@@ -179,6 +266,13 @@ class ProxyProcess:
                 f"the server no longer serves new connections ({type(exc).__name__}: {exc}); "
                 f"last lines of its stderr:\n{self.tail()}"
             ) from exc
+        self.check_log()
+        self._settle()
+        self.check_log()  # what was logged while its connections closed
+
+    def check_log(self) -> None:
+        """Of the lines read since the last call: no error, no stall over STALL_BOUND, no line
+        that is not a log line."""
         if len(self.errors) > self.errors_seen:
             new, self.errors_seen = self.errors[self.errors_seen :], len(self.errors)
             raise AssertionError(
@@ -186,6 +280,21 @@ class ProxyProcess:
                 + " | ".join(new[:5])
                 + f"\nlast lines of its stderr:\n{self.tail()}"
             )
+        stalls, self.stalls_seen = self.stalls[self.stalls_seen :], len(self.stalls)
+        over = [line for seconds, line in stalls if seconds > STALL_BOUND]
+        if over:
+            raise AssertionError(
+                f"the server's event loop stalled for more than {STALL_BOUND} s (every session "
+                "froze): " + " | ".join(over[:5]) + f"\nlast lines of its stderr:\n{self.tail()}"
+            )
+        if len(self.strays) > self.strays_seen:
+            new, self.strays_seen = self.strays[self.strays_seen :], len(self.strays)
+            raise AssertionError(
+                "the server wrote lines that are not log lines (a client's text began a line?): "
+                + " | ".join(repr(line[:200]) for line in new[:5])
+            )
+
+    def _settle(self) -> None:
         deadline = time.monotonic() + SETTLE_SECONDS
         while True:
             self.assert_alive("while its connections closed")

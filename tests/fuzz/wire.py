@@ -62,11 +62,14 @@ def ws_key() -> bytes:
     return base64.b64encode(os.urandom(16))
 
 
-def upgrade_request(path: str, host: str, key: bytes | None = None) -> bytes:
+def upgrade_request(
+    path: str, host: str, key: bytes | None = None, origin: str | None = None
+) -> bytes:
     return (
         f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
         "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-        f"Sec-WebSocket-Key: {(key or ws_key()).decode()}\r\n\r\n"
+        + (f"Origin: {origin}\r\n" if origin is not None else "")
+        + f"Sec-WebSocket-Key: {(key or ws_key()).decode()}\r\n\r\n"
     ).encode()
 
 
@@ -156,16 +159,23 @@ def split_response(data: bytes) -> tuple[int, dict[str, str], bytes]:
     return status, headers, rest
 
 
-def http_json(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
+def http_json(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: tuple[tuple[str, str], ...] = (),
+) -> tuple[int, Any]:
     """One well-formed request and its JSON answer (read by its Content-Length, not to EOF)."""
     sock = connect(port)
     try:
         request = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n"
+        request += "".join(f"{name}: {value}\r\n" for name, value in headers)
         if body is not None:
             request += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
         sock.sendall(request.encode() + b"\r\n" + (body or b""))
-        status, headers, rest = split_response(read_head(sock))
-        length = int(headers.get("content-length", "0"))
+        status, answer_headers, rest = split_response(read_head(sock))
+        length = int(answer_headers.get("content-length", "0"))
         deadline = time.monotonic() + 10
         while len(rest) < length and (remaining := deadline - time.monotonic()) > 0:
             sock.settimeout(remaining)
@@ -197,10 +207,12 @@ class BlockingWebSocket:
         self._buffer = bytearray(buffered)
 
     @classmethod
-    def open(cls, port: int, path: str, timeout: float = 10.0) -> BlockingWebSocket:
+    def open(
+        cls, port: int, path: str, timeout: float = 10.0, origin: str | None = None
+    ) -> BlockingWebSocket:
         sock = connect(port, timeout)
         try:
-            sock.sendall(upgrade_request(path, f"127.0.0.1:{port}"))
+            sock.sendall(upgrade_request(path, f"127.0.0.1:{port}", origin=origin))
             data = b""
             while b"\r\n\r\n" not in data:
                 chunk = sock.recv(65536)
