@@ -34,10 +34,7 @@ from liveproxy.core.stats import Gauges
 from liveproxy.protocol.schema import shown
 from liveproxy.redact import SECRETS
 from liveproxy.upstream.connection import GeminiUpstream
-from liveproxy.upstream.startup import EMULATOR_NOTICE as EMULATOR_NOTICE  # the supervisor's
-from liveproxy.upstream.startup import google_target as google_target
 from liveproxy.upstream.startup import resolve_target
-from liveproxy.upstream.startup import run_emulator as run_emulator
 from liveproxy.upstream.target import UpstreamTarget
 from liveproxy.web.clients import client_ip
 from liveproxy.web.leases import LeaseKeeper

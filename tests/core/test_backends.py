@@ -13,7 +13,7 @@ from google.auth import credentials as google_credentials
 from liveproxy.config import DEFAULT_VERTEX_MODEL, Config
 from liveproxy.emulator import Emulator
 from liveproxy.upstream.credentials import GoogleAuth
-from liveproxy.web.app import google_target
+from liveproxy.upstream.startup import google_target
 from tests.conftest import TEXT_SETUP, ProxyFactory
 from tests.wsclient import has_key, texts
 

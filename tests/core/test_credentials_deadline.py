@@ -27,7 +27,7 @@ from liveproxy.config import DEFAULT_VERTEX_MODEL, Config
 from liveproxy.emulator import Emulator
 from liveproxy.upstream.connection import GeminiUpstream
 from liveproxy.upstream.credentials import GoogleAuth
-from liveproxy.web.app import google_target
+from liveproxy.upstream.startup import google_target
 from tests.conftest import TEXT_SETUP, Proxy, ProxyFactory
 from tests.core.test_session_endings import assert_error
 from tests.wsclient import Ended

@@ -25,7 +25,7 @@ from liveproxy.emulator import serve as serve_emulator
 from liveproxy.emulator.record import ConnectionRecord
 from liveproxy.emulator.store import SessionState
 from liveproxy.upstream.credentials import GoogleAuth
-from liveproxy.web.app import google_target
+from liveproxy.upstream.startup import google_target
 from tests.conftest import Proxy, ProxyFactory
 from tests.core.test_backends import StandInCredentials
 from tests.emulator.helpers import silence16, tone16

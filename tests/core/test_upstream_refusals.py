@@ -16,7 +16,7 @@ import trio
 from liveproxy.config import Config
 from liveproxy.upstream.credentials import GoogleAuth
 from liveproxy.upstream.dial import REFUSAL_BODY_GRACE
-from liveproxy.web.app import google_target
+from liveproxy.upstream.startup import google_target
 from tests.conftest import TEXT_SETUP, ProxyFactory
 from tests.core.test_backends import StandInCredentials
 from tests.core.test_session_endings import assert_error
