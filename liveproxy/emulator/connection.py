@@ -203,12 +203,19 @@ class Connection:
             record=self._record,
         )
         send, receive = trio.open_memory_channel[ClientMessage](INPUT_QUEUE)
+
+        async def to_conversation(message: ClientMessage) -> None:
+            try:
+                await send.send(message)
+            except trio.BrokenResourceError:  # the conversation has ended the connection: its
+                await trio.sleep_forever()  # Ending is on its way to cancel this reader
+
         async with trio.open_nursery() as nursery:
             nursery.start_soon(
                 run_conversation, conversation, speaker, receive, self._note_consumed
             )
             with send:
-                await self._read(send.send)
+                await self._read(to_conversation)
 
     def _note_consumed(self, index: int) -> None:
         self._record.consumed = index

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 
+import pytest
 import trio
 
 from tests.wsclient import wait_until
@@ -147,3 +148,18 @@ async def test_without_recording_a_closed_connection_leaves_no_record(
     await emulator.wait_for_connections(3)
     await wait_until(lambda: emulator.live_count == 0)
     assert emulator.connections == []
+
+
+async def test_a_refused_message_with_another_right_behind_it_closes_1007(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    emulator = await start(nursery)
+    async with connect(emulator) as ws:
+        await open_session(ws)
+        end = {"realtimeInput": {"activityEnd": {}}}  # refused: activity detection is automatic
+        await send(ws, end)
+        await send(ws, end)  # the reader takes it while the conversation ends the connection
+        reason = await close_reason(ws)
+    assert (reason.code, reason.reason) == (1007, "Request contains an invalid argument.")
+    assert emulator.connections[0].close_code == 1007
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]

@@ -413,14 +413,12 @@ def test_websocket_frames() -> None:
 
 @pytest.mark.timeout(TIMEOUT)
 def test_a_refused_message_then_another() -> None:
-    """FOUND, NOT FIXED (by the fuzz-lanes work; the lead decides): a message the built-in
-    emulator's conversation refuses (activity_end without manual activity detection, a tool
-    response to no call) with any message right behind it in the same write. The emulator's
-    reader dispatches the second into the conversation's channel, closed a moment before, and
-    the BrokenResourceError joins the Close in the nursery's group: EmulatorConnection.run logs
-    an ERROR with a traceback and closes 1011 (the browser gets upstream_error "1011: Internal
-    error encountered." where one such message alone gets 1007). The frames lane's own
-    explicit example, kept apart so that lane goes on hunting while this one fails."""
+    """Found by the fuzzer: a message the built-in emulator's conversation refuses
+    (activity_end without manual activity detection, a tool response to no call) with any
+    message right behind it in the same write. The emulator's reader dispatched the second into
+    the conversation's channel, closed a moment before, and the BrokenResourceError joined the
+    Close: the emulator logged an ERROR with a traceback and closed 1011 (the browser got
+    upstream_error where one such message alone gets 1007)."""
     plan = SessionPlan(frames=(Frame(TEXT, ACTIVITY_END), Frame(TEXT, ACTIVITY_END)))
     fuzz("refused-then-another", st.just(plan), session_example, examples=0, explicit=(plan,))
 
