@@ -19,10 +19,10 @@ from pathlib import Path
 
 import trio
 
-from liveproxy.web.store import Grant, Limits, Rate, StateStore
-from liveproxy.web.store.memory import MemoryStore
-from liveproxy.web.store.redis import open_redis_store
-from liveproxy.web.store.sqlite import open_sqlite_store
+from liveproxy.store import Grant, Limits, Rate, StateStore
+from liveproxy.store.memory import MemoryStore
+from liveproxy.store.redis import open_redis_store
+from liveproxy.store.sqlite import open_sqlite_store
 
 CYCLES = 2000
 CONCURRENCY = 20

@@ -1,6 +1,6 @@
 """``python -m liveproxy`` is ``liveproxy``."""
 
-from liveproxy.web.cli import main
+from liveproxy.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -147,7 +147,7 @@ class Config:
     #: Worker processes on this host (``WORKERS``; ``auto`` is resolved to the CPU count).
     workers: int = 1
     #: ``memory:``, ``sqlite:///path`` or ``redis://...``; None: memory with one worker, a
-    #: private SQLite file with several (see :mod:`liveproxy.web.supervisor`).
+    #: private SQLite file with several (see :mod:`liveproxy.serving.supervisor`).
     state_url: str | None = attrs.field(default=None, repr=lambda u: repr(u and redact_url(u)))
     session_lease_seconds: float = 30.0
     #: How long a conversation whose socket ended stays resumable (0: not resumable).

@@ -15,9 +15,9 @@ from trio_websocket import open_websocket_url
 from liveproxy.config import Config
 from liveproxy.emulator import Emulator, EmulatorConfig
 from liveproxy.emulator import serve as serve_emulator
+from liveproxy.serving.server import serve
 from liveproxy.upstream.target import UpstreamTarget
 from liveproxy.web.app import LiveProxyApp, create_app
-from liveproxy.web.server import serve
 from liveproxy.web.state import ProxyState
 from tests.http import HttpResponse, request
 from tests.wsclient import BrowserClient, wait_until

@@ -12,7 +12,7 @@ import attrs
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from liveproxy.web.metrics import scraper
+from liveproxy.serving.metrics_listener import scraper
 from tests.http import request
 from tests.served import Served
 

@@ -33,16 +33,8 @@ from liveproxy.core.services import SessionLimits, SessionServices
 from liveproxy.core.stats import Gauges
 from liveproxy.protocol.schema import shown
 from liveproxy.redact import SECRETS
-from liveproxy.upstream.connection import GeminiUpstream
-from liveproxy.upstream.startup import resolve_target
-from liveproxy.upstream.target import UpstreamTarget
-from liveproxy.web.clients import client_ip
-from liveproxy.web.leases import LeaseKeeper
-from liveproxy.web.metrics import NO_METRICS, Metrics, TokenResults
-from liveproxy.web.origins import Cors, OriginPolicy
-from liveproxy.web.request_body import BoundedBodies
-from liveproxy.web.state import ProxyState
-from liveproxy.web.store import (
+from liveproxy.serving.worker import SharedEmulator
+from liveproxy.store import (
     Conversation,
     Grant,
     Limits,
@@ -52,8 +44,16 @@ from liveproxy.web.store import (
     StoreUnavailable,
     rate_limited,
 )
-from liveproxy.web.store.memory import MemoryStore
-from liveproxy.web.worker import SharedEmulator
+from liveproxy.store.memory import MemoryStore
+from liveproxy.upstream.connection import GeminiUpstream
+from liveproxy.upstream.startup import resolve_target
+from liveproxy.upstream.target import UpstreamTarget
+from liveproxy.web.clients import client_ip
+from liveproxy.web.leases import LeaseKeeper
+from liveproxy.web.metrics import NO_METRICS, Metrics, TokenResults
+from liveproxy.web.origins import Cors, OriginPolicy
+from liveproxy.web.request_body import BoundedBodies
+from liveproxy.web.state import ProxyState
 from liveproxy.web.ws_route import SessionRoute, resume_client
 
 log = logging.getLogger("liveproxy")
@@ -79,7 +79,7 @@ def create_app(
     metrics: Metrics = NO_METRICS,
 ) -> LiveProxyApp:
     """Build the app for ``config`` (default: from the environment) on ``store`` (default: a
-    :class:`MemoryStore`; :func:`~liveproxy.web.store.opening.open_store` opens the others).
+    :class:`MemoryStore`; :func:`~liveproxy.store.opening.open_store` opens the others).
 
     Without ``target`` the upstream is resolved when serving starts: the Developer API with the
     key, Vertex AI with Application Default Credentials, or, with no credentials, the built-in

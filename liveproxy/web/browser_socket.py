@@ -3,7 +3,7 @@
 The ``/ws`` route speaks ASGI directly (see :mod:`liveproxy.web.ws_route`): every audio frame
 would otherwise cross Quart's extra task, memory channel and signal dispatch in each direction.
 What Hypercorn's stream refuses (a message over the size limit, frames past the rate; see
-:mod:`liveproxy.web.hypercorn_fixes`) arrives as a marked receive event and is raised here as
+:mod:`liveproxy.serving.hypercorn_fixes`) arrives as a marked receive event and is raised here as
 the engine's error.
 """
 
@@ -82,9 +82,9 @@ class BrowserSocket:
         Raises:
             BrowserGone: the browser closed or the connection dropped.
             MessageTooBig: the browser sent a message over the limit (Hypercorn's buffer,
-                bounded by :mod:`liveproxy.web.hypercorn_fixes`, refused it unread).
+                bounded by :mod:`liveproxy.serving.hypercorn_fixes`, refused it unread).
             RateLimited: the browser sent frames faster than ``BROWSER_MESSAGE_RATE`` (counted
-                by :mod:`liveproxy.web.hypercorn_fixes`, every frame).
+                by :mod:`liveproxy.serving.hypercorn_fixes`, every frame).
         """
         message = await self._receive()
         if message["type"] == "websocket.receive":

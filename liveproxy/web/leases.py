@@ -6,7 +6,7 @@ import logging
 
 import trio
 
-from liveproxy.web.store import Lease, StateStore, StoreUnavailable
+from liveproxy.store import Lease, StateStore, StoreUnavailable
 
 log = logging.getLogger("liveproxy")
 

@@ -9,8 +9,8 @@ import trio
 from liveproxy.config import Config
 from liveproxy.core.services import SessionServices
 from liveproxy.core.stats import Gauges
+from liveproxy.store import StateStore
 from liveproxy.web.leases import LeaseKeeper
-from liveproxy.web.store import StateStore
 
 
 @attrs.define(eq=False)

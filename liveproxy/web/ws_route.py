@@ -24,13 +24,13 @@ from liveproxy.core.resumable import Resumable
 from liveproxy.core.session import Session
 from liveproxy.core.stats import SessionCounters
 from liveproxy.logs import SESSION_ID, fields
+from liveproxy.store import Conversation, Grant, Lease, StoreUnavailable
 from liveproxy.web.asgi import ASGIMessage, Receive, Send, header
 from liveproxy.web.browser_socket import BrowserSocket
 from liveproxy.web.clients import client_hash
 from liveproxy.web.metrics import NO_METRICS, Metrics
 from liveproxy.web.origins import OriginPolicy
 from liveproxy.web.state import ProxyState
-from liveproxy.web.store import Conversation, Grant, Lease, StoreUnavailable
 
 log = logging.getLogger("liveproxy")
 

@@ -28,7 +28,7 @@ from playwright.sync_api import ConsoleMessage, Page, Response, expect, sync_pla
 from liveproxy.config import Config
 from liveproxy.emulator import Emulator, EmulatorConfig, Faults
 from liveproxy.emulator import serve as serve_emulator
-from liveproxy.web.server import serve
+from liveproxy.serving.server import serve
 from tests.browser.chromium import launch
 from tests.browser.speech_wav import SpeechWav, write_speech_wav
 

@@ -18,7 +18,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 from liveproxy.config import Config
 from liveproxy.emulator import Emulator, EmulatorConfig
 from liveproxy.emulator import serve as serve_emulator
-from liveproxy.web.server import serve
+from liveproxy.serving.server import serve
 from tests.browser.chromium import launch
 from tests.browser.speech_wav import write_speech_wav
 

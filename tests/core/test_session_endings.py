@@ -10,7 +10,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 
 from liveproxy.emulator import Emulator, EmulatorConfig, Faults
 from liveproxy.emulator import serve as serve_emulator
-from liveproxy.web.store import Grant, Limits
+from liveproxy.store import Grant, Limits
 from tests.conftest import TEXT_SETUP, Proxy, ProxyFactory
 from tests.wsclient import Ended, wait_until
 

@@ -27,8 +27,8 @@ from trio_websocket import open_websocket_url
 
 from liveproxy.config import Config
 from liveproxy.emulator import Emulator
-from liveproxy.web.server import CLOSE_MARGIN_SECONDS
-from liveproxy.web.supervisor import KILL_MARGIN_SECONDS
+from liveproxy.serving.server import CLOSE_MARGIN_SECONDS
+from liveproxy.serving.supervisor import KILL_MARGIN_SECONDS
 from tests.conftest import TEXT_SETUP
 from tests.deploy import DEPLOY, env_file
 from tests.http import request

@@ -156,7 +156,8 @@ async def test_a_refused_message_with_another_right_behind_it_closes_1007(
     emulator = await start(nursery)
     async with connect(emulator) as ws:
         await open_session(ws)
-        end = {"realtimeInput": {"activityEnd": {}}}  # refused: activity detection is automatic
+        # Refused: activity detection is automatic.
+        end: dict[str, object] = {"realtimeInput": {"activityEnd": {}}}
         await send(ws, end)
         await send(ws, end)  # the reader takes it while the conversation ends the connection
         reason = await close_reason(ws)

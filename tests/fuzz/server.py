@@ -67,7 +67,7 @@ LOG_LINE = re.compile(
     r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) \S"
 )
 TRACEBACK_LINE = "    | "
-#: The watchdog's line (liveproxy/web/loop_watch.py), anchored so that no client text can pose
+#: The watchdog's line (liveproxy/serving/loop_watch.py), anchored so that no client text can pose
 #: as one.
 STALL_LINE = re.compile(
     r"\S+ \S+ WARNING liveproxy\.loop(?: \[worker \d+\])?: "

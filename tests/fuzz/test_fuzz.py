@@ -35,8 +35,8 @@ from hypothesis import HealthCheck, Phase, example, given, note, settings
 from hypothesis import strategies as st
 
 from liveproxy.contract.codec import MAX_RESUME_TOKEN_CHARS
+from liveproxy.store import token_key
 from liveproxy.web.app import MAX_BODY_BYTES as MAX_AUTH_BODY
-from liveproxy.web.store import token_key
 from tests.fuzz.plans import (
     H2,
     H2_FLOOD_FRAMES,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from liveproxy.web.store import StoreUnavailable, Usage
+from liveproxy.store import StoreUnavailable, Usage
 from tests.conftest import Proxy, ProxyFactory
 
 

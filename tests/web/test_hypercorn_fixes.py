@@ -14,8 +14,8 @@ import trio
 from hypercorn.protocol.ws_stream import FrameTooLargeError, WSStream
 from wsproto.events import BytesMessage, TextMessage
 
-from liveproxy.web import hypercorn_fixes
-from liveproxy.web.hypercorn_fixes import BoundedMessageBuffer
+from liveproxy.serving import hypercorn_fixes
+from liveproxy.serving.hypercorn_fixes import BoundedMessageBuffer
 from tests.fuzz.wire import TEXT, encode_frame
 from tests.http import request
 from tests.rawws import open_raw, read_answer, upgrade

@@ -25,7 +25,8 @@ import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from liveproxy.emulator import Emulator, Faults
-from liveproxy.web.metrics import KEEP_ALIVE_SECONDS, SEND_TIMEOUT_SECONDS, error_code
+from liveproxy.serving.metrics_listener import KEEP_ALIVE_SECONDS, SEND_TIMEOUT_SECONDS
+from liveproxy.web.metrics import error_code
 from tests.conftest import TEXT_SETUP
 from tests.http import HttpResponse, request
 from tests.metrics_scrape import metrics_port, scrape, until_scraped
@@ -335,7 +336,8 @@ def test_every_count_of_the_metrics_object() -> None:
 import sys, tempfile
 from liveproxy.contract.endings import BROWSER_CLOSED
 from liveproxy.contract.errors import SlowClient
-from liveproxy.web.metrics import PrometheusMetrics, scraper
+from liveproxy.serving.metrics_listener import scraper
+from liveproxy.web.metrics import PrometheusMetrics
 
 metrics = PrometheusMetrics(tempfile.mkdtemp())
 metrics.session_started()

@@ -18,7 +18,7 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from liveproxy.web.refuser import BAD_REQUEST, MAX_HEAD_BYTES, refuse
+from liveproxy.serving.refuser import BAD_REQUEST, MAX_HEAD_BYTES, refuse
 from tests.conftest import TEXT_SETUP
 from tests.http import HttpResponse, request
 from tests.served import Served, eventually, liveproxy_process

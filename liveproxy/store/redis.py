@@ -7,7 +7,7 @@ and decides expiry with it; the keys also carry real TTLs (the logical lifetime 
 :data:`TTL_MARGIN`) only so that nothing outlives its use when no script comes by to prune it.
 
 Key layout, under a prefix (``liveproxy:`` unless told otherwise), ``{client}`` being the
-grant's client and ``{key}`` a :func:`~liveproxy.web.store.token_key` hash (never a token):
+grant's client and ``{key}`` a :func:`~liveproxy.store.token_key` hash (never a token):
 
 - ``t:{key}``: hash ``grant`` (the grant as JSON), ``client``: an unspent token.
 - ``tokens``: sorted set of every token's ``{key}``, scored by its expiry.
@@ -27,7 +27,7 @@ prefix: meant for one Redis server (or its primary), not a Redis Cluster.
 
 Failures: a refused or lost connection, a timeout (:data:`DEFAULT_TIMEOUT` to connect and for
 each reply, :data:`DEADLINE_FACTOR` times that for a whole call) or an error reply becomes
-:class:`~liveproxy.web.store.StoreUnavailable`. After a timeout the store drops its connections,
+:class:`~liveproxy.store.StoreUnavailable`. After a timeout the store drops its connections,
 so a server that hung, or a connection that died silently, is replaced at the next call. Calls
 are not retried: a reply lost after the script ran may leave a token issued or spent unknown to
 its caller (its place comes back when it expires), and a retry would hide that.
@@ -50,7 +50,7 @@ from coredis.retry import NoRetryPolicy
 from coredis.typing import ResponseType
 
 from liveproxy.redact import SECRETS
-from liveproxy.web.store import (
+from liveproxy.store import (
     DEFAULT_LEASE_SECONDS,
     Conversation,
     Grant,
@@ -332,10 +332,10 @@ def _reply_int(reply: ResponseType) -> int:
 
 
 class RedisStore:
-    """:class:`~liveproxy.web.store.StateStore` on a Redis server, on ``clock`` time.
+    """:class:`~liveproxy.store.StateStore` on a Redis server, on ``clock`` time.
 
     Made by :func:`open_redis_store`, whose client it uses. Every method raises
-    :class:`~liveproxy.web.store.StoreUnavailable` when Redis cannot be reached, fails or does
+    :class:`~liveproxy.store.StoreUnavailable` when Redis cannot be reached, fails or does
     not answer within the deadline; the next call tries again (a new connection if needed).
     """
 
@@ -489,7 +489,7 @@ async def open_redis_store(
     its client closed on exit; enter and exit it in the same task (coredis holds a task group).
 
     Opening does not connect: with Redis down it succeeds, and the store's calls raise
-    :class:`~liveproxy.web.store.StoreUnavailable` until Redis answers. The URL's password is
+    :class:`~liveproxy.store.StoreUnavailable` until Redis answers. The URL's password is
     registered with :data:`~liveproxy.redact.SECRETS` (never logged); a malformed URL raises
     :class:`ValueError` without repeating it.
     """

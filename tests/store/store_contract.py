@@ -14,7 +14,7 @@ from contextlib import AbstractAsyncContextManager
 import pytest
 import trio
 
-from liveproxy.web.store import (
+from liveproxy.store import (
     Conversation,
     Grant,
     Lease,

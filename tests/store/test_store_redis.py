@@ -13,7 +13,7 @@ import coredis
 import pytest
 import trio
 
-from liveproxy.web.store import (
+from liveproxy.store import (
     Conversation,
     Grant,
     Lease,
@@ -24,8 +24,8 @@ from liveproxy.web.store import (
     Usage,
     token_key,
 )
-from liveproxy.web.store.redis import DEFAULT_PREFIX, TTL_MARGIN, RedisStore, open_redis_store
-from tests.web.store_contract import LEASE_SECONDS, ROOMY, FakeClock, StoreContract, issue
+from liveproxy.store.redis import DEFAULT_PREFIX, TTL_MARGIN, RedisStore, open_redis_store
+from tests.store.store_contract import LEASE_SECONDS, ROOMY, FakeClock, StoreContract, issue
 
 if TYPE_CHECKING:  # imported by pytest (below), so that its asserts are rewritten
     from tests.redis_server import RedisServer

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from liveproxy.web.store import (
+from liveproxy.store import (
     Conversation,
     Grant,
     Lease,
@@ -24,13 +24,13 @@ from liveproxy.web.store import (
     Usage,
     token_key,
 )
-from liveproxy.web.store.sqlite import (
+from liveproxy.store.sqlite import (
     BUSY_TIMEOUT,
     SCHEMA_VERSION,
     SqliteStore,
     open_sqlite_store,
 )
-from tests.web.store_contract import LEASE_SECONDS, ROOMY, FakeClock, StoreContract, issue
+from tests.store.store_contract import LEASE_SECONDS, ROOMY, FakeClock, StoreContract, issue
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -156,8 +156,8 @@ WORKER = textwrap.dedent(
     """
     import json, sys, time
     import trio
-    from liveproxy.web.store import Grant, Limits, StoreUnavailable
-    from liveproxy.web.store.sqlite import open_sqlite_store
+    from liveproxy.store import Grant, Limits, StoreUnavailable
+    from liveproxy.store.sqlite import open_sqlite_store
 
     async def retrying(call):
         for _ in range(100):

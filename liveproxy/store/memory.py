@@ -9,7 +9,7 @@ from collections.abc import Callable, Collection
 import attrs
 
 from liveproxy.bucket import TokenBucket
-from liveproxy.web.store import (
+from liveproxy.store import (
     DEFAULT_LEASE_SECONDS,
     Conversation,
     Grant,
@@ -31,7 +31,7 @@ class _Entry:
 
 
 class MemoryStore:
-    """:class:`~liveproxy.web.store.StateStore` in one process, on ``clock`` time.
+    """:class:`~liveproxy.store.StateStore` in one process, on ``clock`` time.
 
     Its methods never await, so under trio each runs whole. Memory is bounded by what the
     limits allow: expired tokens are pruned as tokens are issued (insertion order is expiry

@@ -6,7 +6,7 @@ The supervisor binds one listening socket per worker, all on the same port with
 WebSockets). It keeps every socket open itself: when a worker dies, connections hashed to its
 socket wait in that socket's queue for the restarted worker instead of being reset. Once
 draining, no worker is restarted: the supervisor answers an exited worker's socket itself, 503,
-until it exits (see :mod:`liveproxy.web.refuser`), so no connection waits for the drain to end.
+until it exits (see :mod:`liveproxy.serving.refuser`), so no connection waits for the drain to end.
 
 It also owns what the workers share: the built-in emulator in emulator mode (one, not one per
 worker), and the default state store, a private SQLite file in a runtime directory removed at
@@ -33,10 +33,10 @@ import attrs
 import trio
 
 from liveproxy.config import Config
+from liveproxy.serving.metrics_listener import metrics_directory, process_gone, serve_metrics
+from liveproxy.serving.refuser import refuse
+from liveproxy.serving.worker import SharedEmulator, WorkerSpec
 from liveproxy.upstream.startup import EMULATOR_NOTICE, run_emulator
-from liveproxy.web.metrics import metrics_directory, process_gone, serve_metrics
-from liveproxy.web.refuser import refuse
-from liveproxy.web.worker import SharedEmulator, WorkerSpec
 
 log = logging.getLogger("liveproxy.supervisor")
 

@@ -17,6 +17,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         from liveproxy.emulator.cli import main as emulator_main
 
         return int(emulator_main(rest))
-    from liveproxy.web.server import main as serve_main
+    from liveproxy.serving.server import main as serve_main
 
     return serve_main(rest)

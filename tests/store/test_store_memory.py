@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from liveproxy.web.store import Limits, Rate, token_key
-from liveproxy.web.store.memory import MemoryStore
-from tests.web.store_contract import LEASE_SECONDS, FakeClock, StoreContract, issue
+from liveproxy.store import Limits, Rate, token_key
+from liveproxy.store.memory import MemoryStore
+from tests.store.store_contract import LEASE_SECONDS, FakeClock, StoreContract, issue
 
 
 class TestMemoryStore(StoreContract):

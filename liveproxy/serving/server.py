@@ -25,12 +25,12 @@ import trio
 
 from liveproxy import logs
 from liveproxy.config import Config, ConfigError
-from liveproxy.web import hypercorn_fixes
+from liveproxy.serving import hypercorn_fixes
+from liveproxy.serving.loop_watch import LoopWatch
+from liveproxy.serving.metrics_listener import process_metrics, serve_metrics
+from liveproxy.serving.worker import WorkerSpec
+from liveproxy.store.opening import open_store
 from liveproxy.web.app import LiveProxyApp, create_app
-from liveproxy.web.loop_watch import LoopWatch
-from liveproxy.web.metrics import process_metrics, serve_metrics
-from liveproxy.web.store.opening import open_store
-from liveproxy.web.worker import WorkerSpec
 
 log = logging.getLogger("liveproxy")
 
@@ -71,7 +71,7 @@ class _HypercornConfig(hypercorn.config.Config):
 
     keepalive_seconds: float = 0.0
     timeout_seconds: float = 0.0
-    #: Read by :class:`~liveproxy.web.hypercorn_fixes.GuardedWSStream`.
+    #: Read by :class:`~liveproxy.serving.hypercorn_fixes.GuardedWSStream`.
     ws_compression: bool = False
     ws_frame_rate: int = 0
 
@@ -127,7 +127,7 @@ async def serve(
 
     Reports the bound URLs through ``task_status`` (port 0 works). ``gc_tuning`` applies
     :func:`tune_gc` once serving has started and watches the event loop for stalls
-    (:mod:`~liveproxy.web.loop_watch`): what ``liveproxy serve`` does. Without ``app``
+    (:mod:`~liveproxy.serving.loop_watch`): what ``liveproxy serve`` does. Without ``app``
     the state store of ``STATE_URL`` is opened, and closed on return, and with ``METRICS_BIND``
     the app counts its metrics. As a supervisor's ``worker`` it serves the inherited socket,
     says when it listens, and drains if the supervisor goes away; otherwise it serves
@@ -239,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker = WorkerSpec.from_env(os.environ)
     logs.configure(config.log_level, config.log_format, worker.id if worker else None)
     if worker is None and config.workers > 1:
-        from liveproxy.web.supervisor import supervise
+        from liveproxy.serving.supervisor import supervise
 
         return trio.run(supervise, config)
     if worker is not None:

@@ -17,10 +17,10 @@ It is for one host only: SQLite's locking is not to be trusted on network file s
   :class:`trio.CapacityLimiter` of 1). The clock is read on the event loop's thread just
   before; it must be the wall clock (:func:`time.time`), the one every process shares.
 - **Errors**: any :class:`sqlite3.Error` (a lock held past the timeout, a disk error) rolls the
-  transaction back and becomes :class:`~liveproxy.web.store.StoreUnavailable`: nothing was
+  transaction back and becomes :class:`~liveproxy.store.StoreUnavailable`: nothing was
   changed, so a token is never spent without its caller knowing.
 
-Tokens and resume tokens are kept as :func:`~liveproxy.web.store.token_key` hashes. The file
+Tokens and resume tokens are kept as :func:`~liveproxy.store.token_key` hashes. The file
 stays small: each :meth:`SqliteStore.admit` deletes expired tokens, expired leases and idle
 buckets first, each :meth:`SqliteStore.keep_conversation` expired conversations.
 
@@ -43,7 +43,7 @@ from typing import TypeVar
 import trio
 
 from liveproxy.bucket import TokenBucket
-from liveproxy.web.store import (
+from liveproxy.store import (
     Conversation,
     Grant,
     Lease,
@@ -125,10 +125,10 @@ def _unavailable(exc: sqlite3.Error) -> StoreUnavailable:
 
 
 class SqliteStore:
-    """:class:`~liveproxy.web.store.StateStore` on one SQLite connection, on ``clock`` time.
+    """:class:`~liveproxy.store.StateStore` on one SQLite connection, on ``clock`` time.
 
     Made by :func:`open_sqlite_store`, which owns (and closes) the connection. Every method
-    raises :class:`~liveproxy.web.store.StoreUnavailable` on any SQLite error.
+    raises :class:`~liveproxy.store.StoreUnavailable` on any SQLite error.
     """
 
     def __init__(
@@ -444,7 +444,7 @@ async def open_sqlite_store(
     """A :class:`SqliteStore` on the database file ``path`` (its directory must exist),
     created if new; its connection is closed on exit.
 
-    Raises :class:`~liveproxy.web.store.StoreUnavailable` if the file cannot be opened or
+    Raises :class:`~liveproxy.store.StoreUnavailable` if the file cannot be opened or
     set up (a directory, an unwritable place, not a database, a schema newer than ours, a new
     or older file's schema kept locked :data:`OPEN_ATTEMPTS` times :data:`BUSY_TIMEOUT`...).
     """

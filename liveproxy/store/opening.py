@@ -8,8 +8,8 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from liveproxy.web.store import StateStore
-from liveproxy.web.store.memory import MemoryStore
+from liveproxy.store import StateStore
+from liveproxy.store.memory import MemoryStore
 
 
 @asynccontextmanager
@@ -18,17 +18,17 @@ async def open_store(url: str | None, lease_seconds: float) -> AsyncIterator[Sta
 
     SQLite and Redis run on the wall clock, which every process and host shares; the memory
     store on trio's clock. Opening never waits for Redis to be reachable: until it is, the
-    store's operations raise :class:`~liveproxy.web.store.StoreUnavailable`.
+    store's operations raise :class:`~liveproxy.store.StoreUnavailable`.
     """
     if url is None or url == "memory:":
         yield MemoryStore(trio.current_time, lease_seconds)
     elif url.startswith("sqlite://"):
-        from liveproxy.web.store.sqlite import open_sqlite_store
+        from liveproxy.store.sqlite import open_sqlite_store
 
         async with open_sqlite_store(url.removeprefix("sqlite://"), time.time, lease_seconds) as s:
             yield s
     elif url.startswith(("redis://", "rediss://")):
-        from liveproxy.web.store.redis import open_redis_store
+        from liveproxy.store.redis import open_redis_store
 
         async with open_redis_store(url, time.time, lease_seconds) as r:
             yield r
