@@ -35,8 +35,8 @@ import trio
 from liveproxy.config import Config
 from liveproxy.serving.metrics_listener import metrics_directory, process_gone, serve_metrics
 from liveproxy.serving.refuser import refuse
-from liveproxy.serving.worker import SharedEmulator, WorkerSpec
-from liveproxy.upstream.startup import EMULATOR_NOTICE, run_emulator
+from liveproxy.serving.worker import WorkerSpec
+from liveproxy.upstream.startup import EMULATOR_NOTICE, SharedEmulator, run_emulator
 
 log = logging.getLogger("liveproxy.supervisor")
 

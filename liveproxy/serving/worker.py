@@ -11,15 +11,9 @@ from collections.abc import Mapping
 
 import attrs
 
+from liveproxy.upstream.startup import SharedEmulator
+
 ENV_PREFIX = "LIVEPROXY_WORKER_"
-
-
-@attrs.frozen
-class SharedEmulator:
-    """The supervisor's built-in emulator: its URL and the key it accepts."""
-
-    url: str
-    key: str = attrs.field(repr=False)
 
 
 @attrs.frozen

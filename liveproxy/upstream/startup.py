@@ -27,17 +27,24 @@ EMULATOR_NOTICE = (
 )
 
 
+@attrs.frozen
+class SharedEmulator:
+    """A supervisor's built-in emulator, shared by its workers: its URL and the key it accepts."""
+
+    url: str
+    key: str = attrs.field(repr=False)
+
+
 async def resolve_target(
     config: Config,
     nursery: trio.Nursery,
-    shared_emulator: tuple[str, str] | None = None,
+    shared_emulator: SharedEmulator | None = None,
     emulator_scope: trio.CancelScope | None = None,
 ) -> UpstreamTarget | None:
     """The upstream of ``config``; None in "simple" mode (logged).
 
-    In emulator mode the built-in emulator is ``shared_emulator`` (its URL and key: a
-    supervisor's, shared by its workers), else one started in ``nursery`` under
-    ``emulator_scope``.
+    In emulator mode the built-in emulator is ``shared_emulator`` (a supervisor's), else one
+    started in ``nursery`` under ``emulator_scope``.
 
     Raises:
         UpstreamUnavailable: Vertex AI is configured but no credentials can be found.
@@ -52,7 +59,7 @@ async def resolve_target(
             url = await nursery.start(run_emulator, key, scope)
             log.info(EMULATOR_NOTICE, url)
         else:
-            url, key = shared_emulator
+            url, key = shared_emulator.url, shared_emulator.key
         SECRETS.add(key)
         return emulator_target(config, url, key)
     target = await google_target(config)

@@ -33,7 +33,6 @@ from liveproxy.core.services import SessionLimits, SessionServices
 from liveproxy.core.stats import Gauges
 from liveproxy.protocol.schema import shown
 from liveproxy.redact import SECRETS
-from liveproxy.serving.worker import SharedEmulator
 from liveproxy.store import (
     Conversation,
     Grant,
@@ -46,7 +45,7 @@ from liveproxy.store import (
 )
 from liveproxy.store.memory import MemoryStore
 from liveproxy.upstream.connection import GeminiUpstream
-from liveproxy.upstream.startup import resolve_target
+from liveproxy.upstream.startup import SharedEmulator, resolve_target
 from liveproxy.upstream.target import UpstreamTarget
 from liveproxy.web.clients import client_ip
 from liveproxy.web.leases import LeaseKeeper
@@ -141,8 +140,7 @@ def _resolve_upstream_on_start(
 
     @app.before_serving
     async def resolve_upstream() -> None:
-        shared_emulator = (shared.url, shared.key) if shared is not None else None
-        target = await resolve_target(state.config, app.nursery, shared_emulator, emulator_scope)
+        target = await resolve_target(state.config, app.nursery, shared, emulator_scope)
         if target is not None:
             state.services.upstream = GeminiUpstream(target, state.gauges.upstream_opened)
 
