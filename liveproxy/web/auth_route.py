@@ -1,0 +1,170 @@
+"""``POST /api/auth`` (and every path of ``AUTH_PATHS``): a session token, or why not.
+
+The checks run in this order, each refusing with the error shape: the server draining (503
+``shutting_down``); sign-in when configured (401 ``unauthorized``, 503 ``not_ready`` without
+keys); the body (400 ``bad_request``); the client's sign-in bucket, before anything else touches
+the store (429 ``rate_limited``: a resume, or a guess at one, is a sign-in too); the resume, when
+asked (404 ``resume_not_found``); then the store's admission (429 ``too_many_sessions``, 503
+``at_capacity``). A resume refused after its conversation was taken puts it back, until its
+own expiry. The store unreachable at any step is 503 ``state_unavailable``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from quart import Response, request
+from quart_trio import QuartTrio
+
+from liveproxy.config import SignInSettings
+from liveproxy.contract.codec import DecodeError, decode_auth_request
+from liveproxy.contract.payloads import AuthRequest, AuthResponse
+from liveproxy.store import (
+    Conversation,
+    Grant,
+    Limits,
+    Rate,
+    Refused,
+    StoreUnavailable,
+    rate_limited,
+)
+from liveproxy.web import resume
+from liveproxy.web.clients import client_ip
+from liveproxy.web.responses import Refusal, json_response, state_unavailable
+from liveproxy.web.state import ProxyState
+
+log = logging.getLogger("liveproxy")
+
+#: The sign-in check: the client's identity (``sub:<hash>``) for an ``Authorization`` header.
+SignInCheck = Callable[[str | None], Awaitable[str]]
+
+
+class AuthRoute:
+    """The view answering ``POST`` on the auth paths (see the module's docstring)."""
+
+    def __init__(self, state: ProxyState) -> None:
+        config = state.config
+        self._state = state
+        self._config = config
+        self._rate = Rate(*config.auth_rate_limit) if config.auth_rate_limit else None
+        self._limits = Limits(
+            token_ttl=config.token_ttl_seconds,
+            max_sessions=config.max_sessions,
+            per_client=config.max_sessions_per_client,
+        )
+        self._sign_in = sign_in_check(config.signin)
+
+    async def answer(self) -> Response:
+        """The answer to the request being served."""
+        try:
+            return await self._answer()
+        except Refusal as refusal:
+            return refusal.response()
+
+    async def _answer(self) -> Response:
+        if self._state.draining:
+            raise Refusal(503, "shutting_down", "the server is shutting down")
+        identity = None
+        if self._sign_in is not None:
+            identity = await self._sign_in(request.headers.get("Authorization"))
+        body = await _body()
+        client = identity or self._client_address()
+        await self._take_sign_in(client)
+        origin = request.headers.get("Origin")
+        if body.resume is None:
+            return await self._admit(Grant(self._duration(body), origin=origin, client=client))
+        conversation, state = await resume.take(self._state.store, body.resume, origin, client)
+        grant = Grant(state.time_limit, origin=origin, client=client, resume=conversation.state)
+        return await self._admit(grant, (body.resume, conversation))
+
+    def _duration(self, body: AuthRequest) -> int:
+        config = self._config
+        if body.session_duration is None:
+            return config.session_time_limit
+        return min(
+            max(body.session_duration, config.session_min_seconds), config.session_max_seconds
+        )
+
+    def _client_address(self) -> str:
+        peer = request.scope.get("client")
+        return client_ip(
+            peer[0] if peer else None,
+            request.headers.getlist("X-Forwarded-For"),
+            self._config.trusted_proxies,
+        )
+
+    async def _take_sign_in(self, client: str) -> None:
+        """Spend one of the client's sign-ins. Raises: Refusal: 429 ``rate_limited``."""
+        if self._rate is None:
+            return
+        try:
+            wait = await self._state.store.take_sign_in(client, self._rate)
+        except StoreUnavailable:
+            log.warning("state store unreachable: no token issued")
+            raise state_unavailable() from None
+        if wait:
+            refused = rate_limited(wait)
+            raise Refusal(refused.status, refused.code, refused.message, refused.retry_after)
+
+    async def _admit(
+        self, grant: Grant, resumed: tuple[str, Conversation] | None = None
+    ) -> Response:
+        """A token for ``grant``, or the store's refusal (a ``resumed`` conversation, taken
+        under its token, is then put back)."""
+        store = self._state.store
+        try:
+            admitted = await store.admit(grant, self._limits)
+        except StoreUnavailable:
+            log.warning("state store unreachable: no token issued")
+            raise state_unavailable() from None
+        if isinstance(admitted, Refused):
+            if resumed is not None:  # it stays resumable, as long as it would have
+                await resume.put_back(store, *resumed)
+            raise Refusal(admitted.status, admitted.code, admitted.message, admitted.retry_after)
+        log.debug("token issued")
+        limit = grant.session_time_limit
+        return json_response(AuthResponse(session_token=admitted, session_time_limit=limit))
+
+
+async def _body() -> AuthRequest:
+    """The request's body. Raises: Refusal: 400 ``bad_request``."""
+    raw = await request.get_data()
+    try:
+        return decode_auth_request(raw.encode() if isinstance(raw, str) else raw)
+    except DecodeError as exc:
+        raise Refusal(400, "bad_request", str(exc)) from None
+
+
+def sign_in_check(settings: SignInSettings) -> SignInCheck | None:
+    """The sign-in check, or None when sign-in is off (PyJWT and cryptography, about 9 MiB of
+    memory, are then never imported).
+
+    The check returns the client's identity (a hash of the JWT's ``sub``), or raises the
+    refusal: 401 ``unauthorized`` with ``WWW-Authenticate: Bearer``, 503 ``not_ready`` without
+    signing keys.
+    """
+    if not settings.enabled:
+        return None
+    from liveproxy.web.signin import KeysUnavailable, SignIn, Unauthorized, identity_hash
+
+    signin = SignIn(settings)
+
+    async def check(authorization: str | None) -> str:
+        try:
+            subject = await signin.verify(authorization)
+        except KeysUnavailable as exc:
+            raise Refusal(503, "not_ready", exc.message) from None
+        except Unauthorized as exc:
+            headers = (("WWW-Authenticate", "Bearer"),)
+            raise Refusal(401, exc.code, exc.message, headers=headers) from None
+        return f"sub:{identity_hash(subject)}"
+
+    return check
+
+
+def add_auth_routes(app: QuartTrio, state: ProxyState) -> None:
+    """Serve the sign-in route at every path of ``AUTH_PATHS``."""
+    view = AuthRoute(state).answer  # a coroutine function, as Quart wants a view
+    for path in state.config.auth_paths:
+        app.add_url_rule(path, f"auth {path}", view, methods=["POST"])
