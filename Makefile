@@ -28,6 +28,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check liveproxy tests bench
 	$(BIN)/ruff format --check liveproxy tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Hunt for crashes: generated hostile input against a real server for FUZZ_SECONDS (default 600).
 fuzz: $(STAMP)
