@@ -27,8 +27,8 @@ from liveproxy.emulator.store import SessionState
 from liveproxy.upstream.credentials import GoogleAuth
 from liveproxy.upstream.startup import google_target
 from tests.conftest import Proxy, ProxyFactory
-from tests.core.test_backends import StandInCredentials
 from tests.emulator.helpers import silence16, tone16
+from tests.upstream.test_backends import StandInCredentials
 from tests.wsclient import BrowserClient, Frame, has_key
 
 VERTEX = {

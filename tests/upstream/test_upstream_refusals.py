@@ -18,8 +18,8 @@ from liveproxy.upstream.credentials import GoogleAuth
 from liveproxy.upstream.dial import REFUSAL_BODY_GRACE
 from liveproxy.upstream.startup import google_target
 from tests.conftest import TEXT_SETUP, ProxyFactory
-from tests.core.test_backends import StandInCredentials
 from tests.core.test_session_endings import assert_error
+from tests.upstream.test_backends import StandInCredentials
 from tests.wsclient import Ended
 
 SETUP_TIMEOUT = 10.0
