@@ -4,7 +4,13 @@ A session's upstream goes through :class:`Phase` ``CONNECTING`` -> ``LIVE`` (-> 
 after a ``goAway``) -> ``RESUMING`` (a switch or a drop, with back-off) -> ``LIVE`` ... until
 ``ENDED``. :class:`Course` holds that state and decides; it does no I/O and reads no clock
 (callers pass ``now``), so every rule has a plain unit test. The session's relay
-(:mod:`liveproxy.core.session`) moves the bytes and runs the timers it asks for.
+(:mod:`liveproxy.core.relay`) moves the bytes and runs the timers it asks for.
+
+A switch is made before the old connection is broken: the new one is opened while the old keeps
+serving, the browser's input moves to it, and the old is read on until it owes nothing
+(:class:`Drain`): no turn of its own is under way and it has been quiet for
+:data:`DRAIN_QUIET` (the answer to what it was sent last may still be on its way), or it
+closes, or its ``goAway`` deadline (plus :data:`DRAIN_GRACE`) passes.
 """
 
 from __future__ import annotations
@@ -24,6 +30,12 @@ from liveproxy.protocol import closes
 GO_AWAY_MARGIN: Final = 5.0
 #: Back-off before the n-th attempt of a resume (seconds), capped at the last value.
 RESUME_BACKOFF: Final = (0.0, 0.5, 1.0, 2.0, 4.0)
+#: An old connection draining after a switch is read until its ``goAway`` deadline and this
+#: much more (Gemini closes it at the deadline; one that does not is closed by us).
+DRAIN_GRACE: Final = 1.0
+#: ... and, between turns, until it has said nothing for this long: an answer to the last input
+#: it consumed may still be coming (the new connection's output waits this long behind it).
+DRAIN_QUIET: Final = 1.0
 
 
 class Phase(enum.Enum):
@@ -63,6 +75,8 @@ class Course:
     generating: bool = False
     #: When to switch at the latest after a ``goAway`` (``inf``: no switch pending).
     switch_at: float = math.inf
+    #: When the connection that sent ``goAway`` will be closed (``inf``: no ``goAway``).
+    go_away_end: float = math.inf
     _attempt: int = 0
     _last_failure: SessionError | None = None
 
@@ -80,13 +94,29 @@ class Course:
             self.generating = True
         if event.turn_complete:
             self.generating = False
-        if event.resumption_handle is not None:
-            self.handle = event.resumption_handle
-        if event.go_away is not None:
+        if event.resumption_handle is not None and self.phase is not Phase.RESUMING:
+            self.handle = event.resumption_handle  # a switch under way keeps the one it took
+        if event.go_away is not None and self.phase is Phase.LIVE:
             time_left = parse_duration(event.go_away)
+            self.go_away_end = now + time_left
             self.switch_at = now + time_left - min(GO_AWAY_MARGIN, time_left / 2)
             self.phase = Phase.SWITCHING
         return self._switch_now()
+
+    def begin_drain(self, now: float, *, transparent: bool) -> Drain | None:
+        """The switch's new connection took the browser's input: the drain of the old one,
+        which owes the answers to what it consumed. None when ``transparent``: the new
+        connection was given everything the old one consumed after the handle and answers it
+        itself (draining the old would answer twice). The course follows the new connection
+        from here, which has said nothing yet."""
+        drain = Drain(
+            generating=self.generating,
+            deadline=self.go_away_end + DRAIN_GRACE,
+            quiet_until=now + DRAIN_QUIET,
+        )
+        self.generating = False
+        self.go_away_end = math.inf
+        return None if transparent else drain
 
     def deadline_reached(self) -> bool:
         """``switch_at`` passed mid-turn: True to switch now; without a handle, stay (the
@@ -145,6 +175,11 @@ class Course:
             f"the session could not be resumed after {attempts} attempts: {detail}"
         )
 
+    def stay(self) -> None:
+        """No new connection could be opened beside the old one: it serves on, and a later
+        drop of it is resumed as any drop (break before make)."""
+        self.phase = Phase.LIVE
+
     def _switch_now(self) -> bool:
         if self.phase is Phase.SWITCHING and self.handle is not None and not self.generating:
             self._start_resume()
@@ -156,3 +191,30 @@ class Course:
         self.switch_at = math.inf
         self._attempt = 0
         self._last_failure = None
+
+
+@attrs.define
+class Drain:
+    """What an old connection still owes once the browser's input has moved off it: the answer
+    to what it consumed. It is read until :attr:`until` (then it owes nothing, or no more
+    can be waited for), or until it closes."""
+
+    #: Whether a turn of its own is under way.
+    generating: bool
+    #: Its ``goAway`` deadline (and a grace): it is closed then, whatever it owes.
+    deadline: float
+    #: When, if it says nothing more and no turn is under way, it owes nothing.
+    quiet_until: float
+
+    @property
+    def until(self) -> float:
+        """When to stop reading it, if it says nothing before."""
+        return self.deadline if self.generating else min(self.deadline, self.quiet_until)
+
+    def on_event(self, event: UpstreamEvent, now: float) -> None:
+        """Take one of its messages (received at ``now``)."""
+        if event.interrupted or event.turn_complete:
+            self.generating = False
+        if event.generating or event.tool_call is not None:
+            self.generating = True
+        self.quiet_until = now + DRAIN_QUIET

@@ -6,9 +6,26 @@ The relay connects once the setup is known, relays every upstream message to the
 switch, resume or give up is decided by its :class:`~liveproxy.core.course.Course` (sync); the
 relay moves the bytes and runs the timers the course asks for.
 
+A ``goAway`` switch is made before the old connection is broken:
+
+1. the new connection is opened with the latest handle, while the old one keeps serving (read
+   and relayed as before, the browser's input still going to it);
+2. the browser's input moves to the new connection at one point (the link detaches from the
+   old and attaches to the new, sending first what the handle does not cover);
+3. the old connection is read on until it owes nothing (no turn of its own is under way and it
+   has been quiet for a second), or it closes, or its ``goAway`` deadline passes; all of that
+   reaches the browser before anything from the new connection, which is not read meanwhile:
+   what it sends waits in trio-websocket's queue of a few messages, then in its TCP window
+   (Gemini's writes wait). With transparent resumption the old connection is not drained:
+   the new one was given everything the old consumed after the handle, and answers it;
+4. the old connection is closed (1000), and the new one is read.
+
+When no new connection can be opened beside the old one (every attempt failed), the old serves
+on until it closes, and that close is resumed like any drop.
+
 Connections live in a nursery the session lends (``connections``), outside the session's race:
-when the race is decided and the relay cancelled, the connection it holds is still open, and the
-session closes it with the code the outcome implies (:meth:`Relay.close`).
+when the race is decided and the relay cancelled, the connections it holds are still open, and
+the session closes them with the code the outcome implies (:meth:`Relay.close`).
 """
 
 from __future__ import annotations
@@ -30,7 +47,7 @@ from liveproxy.contract.translate import (
     with_session_stats,
 )
 from liveproxy.core.browser_queue import BrowserQueue
-from liveproxy.core.course import Course
+from liveproxy.core.course import Course, Drain
 from liveproxy.core.link import UpstreamLink
 from liveproxy.core.ports import Upstream, UpstreamClosed, UpstreamConnection
 from liveproxy.core.stats import Gauges, SessionCounters
@@ -50,7 +67,13 @@ class Switch:
     """``goAway`` came and a resumable handle is held: move to a new connection."""
 
 
+@attrs.frozen
+class Drained:
+    """An old connection owes nothing more (or its deadline passed)."""
+
+
 SWITCH: Final = Switch()
+DRAINED: Final = Drained()
 ConnectionEnd = Switch | UpstreamClosed
 
 
@@ -88,8 +111,10 @@ class Relay:
         self.audio_out = AudioAligner()
         #: The session's setup, once the browser's first frame decided it.
         self.setup: Setup | None = None
-        #: The connection in use (closed by :meth:`close` when the session is over).
+        #: The connection in use, and one beside it during a switch (the new one being opened,
+        #: or the old one draining): :meth:`close` closes both when the session is over.
         self.connection: UpstreamConnection | None = None
+        self.beside: UpstreamConnection | None = None
 
     async def run(self) -> Outcome | None:
         """Connect once the setup is known, relay, and resume on goAway or drops as told.
@@ -113,23 +138,25 @@ class Relay:
             )
         end = await self._connect_and_relay(resumed=self.course.handle is not None, first=True)
         while True:
-            if isinstance(end, UpstreamClosed):
-                ending = self.course.closed(end.code, end.reason)
-                if ending is not None:
-                    return ending
-                self.link.replay_after_drop()
-            else:
-                self.link.replay_after_switch()
+            ending = self.course.closed(end.code, end.reason)
+            if ending is not None:
+                return ending
+            self.link.replay_after_drop()
             self.out.put(STATUS_RECONNECTING)
             end = await self._resume()
 
     async def close(self, code: int) -> None:
-        """Close the connection in use, if any, with ``code`` (call once the relay is done)."""
+        """Close the connections held, if any, with ``code`` (call once the relay is done)."""
         connection, self.connection = self.connection, None
-        if connection is not None:
-            await connection.aclose(code)
+        beside, self.beside = self.beside, None
+        try:
+            if beside is not None:
+                await beside.aclose(code)
+        finally:
+            if connection is not None:
+                await connection.aclose(code)
 
-    async def _resume(self) -> ConnectionEnd:
+    async def _resume(self) -> UpstreamClosed:
         """Reconnect with the latest handle, with the course's back-off.
 
         Raises:
@@ -143,7 +170,7 @@ class Relay:
                 self.course.attempt_failed(exc)
         raise self.course.gave_up()
 
-    async def _connect_and_relay(self, *, resumed: bool, first: bool) -> ConnectionEnd:
+    async def _connect_and_relay(self, *, resumed: bool, first: bool) -> UpstreamClosed:
         """Open one connection (resuming the handle if ``resumed``) and relay until it ends; the
         connection is closed on return.
 
@@ -160,12 +187,13 @@ class Relay:
             self.counters.reconnects += 1
             self._gauges.reconnects += 1
             self.out.put(STATUS_RESUMED)
-        end = await self._relay(connection)
+        end = await self._serve(connection)
         await self.close(closes.NORMAL)
         return end
 
-    async def _connect(self, handle: str | None) -> UpstreamConnection:
-        """A new connection, made the one in use, within the setup timeout.
+    async def _connect(self, handle: str | None, *, beside: bool = False) -> UpstreamConnection:
+        """A new connection within the setup timeout: the one in use, or (``beside``) the one
+        beside it.
 
         Raises:
             UpstreamUnavailable: too slow, or as :meth:`Upstream.connect` raises.
@@ -178,29 +206,107 @@ class Relay:
                 connection = await self._upstream.connect(self._connections, self.setup, handle)
         except trio.TooSlowError:
             raise UpstreamUnavailable("upstream did not complete the setup in time") from None
-        self.connection = connection
+        if beside:
+            self.beside = connection
+        else:
+            self.connection = connection
         return connection
 
-    async def _relay(self, connection: UpstreamConnection) -> ConnectionEnd:
-        """Attach ``connection`` to the link and read it until it ends or the course switches;
-        the link is detached on return (the connection dropped under a browser message stuck
-        writing to it)."""
+    async def _serve(self, connection: UpstreamConnection) -> UpstreamClosed:
+        """Relay ``connection``, and every connection a ``goAway`` switch moves the session to,
+        until one closes (returned)."""
         try:
             await self.link.attach(connection)
         except UpstreamClosed as closed:
             return closed
-        end = await self._read(connection)
+        while True:
+            end = await self._read(connection)
+            if isinstance(end, UpstreamClosed):
+                await self._detach(connection)
+                return end
+            new, old_end = await self._open_beside(connection)
+            if new is None:
+                if old_end is not None:  # it closed while no new one could be opened
+                    await self._detach(connection)
+                    return old_end
+                continue  # it serves on, until it closes
+            await self._detach(connection)
+            if old_end is None:
+                self.link.replay_after_switch()
+            else:  # it closed meanwhile: what the handle lacks is as after any drop
+                self.link.replay_after_drop()
+            try:
+                await self.link.attach(new)
+            except UpstreamClosed as closed:
+                return closed
+            await self._drain(connection, new, closed=old_end is not None)
+            connection = new
+
+    async def _open_beside(
+        self, old: UpstreamConnection
+    ) -> tuple[UpstreamConnection | None, UpstreamClosed | None]:
+        """A new connection with the latest handle, opened while ``old`` serves on (read and
+        relayed), and how ``old`` closed meanwhile if it did. No new connection (None) when
+        every attempt failed: the course lets ``old`` stay.
+
+        Raises:
+            UpstreamFailed: the handle was refused.
+        """
+        self.out.put(STATUS_RECONNECTING)
+        opened: UpstreamConnection | None = None
+        old_end: list[UpstreamClosed] = []
+
+        async def serve_old() -> None:
+            end = await self._read(old, follow=False)  # the switch resumes the handle it took
+            assert isinstance(end, UpstreamClosed)  # no switch is decided while one is under way
+            old_end.append(end)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve_old)
+            while (delay := self.course.next_attempt()) is not None:
+                await trio.sleep(delay)
+                try:
+                    opened = await self._connect(self.course.handle, beside=True)
+                    break
+                except (UpstreamRejected, UpstreamUnavailable) as exc:
+                    self.course.attempt_failed(exc)
+            nursery.cancel_scope.cancel(reason="a new connection is open, or none can be")
+        if opened is None:
+            self.course.stay()
+        return opened, old_end[0] if old_end else None
+
+    async def _drain(
+        self, old: UpstreamConnection, new: UpstreamConnection, *, closed: bool
+    ) -> None:
+        """The browser's input has moved to ``new``: relay what ``old`` still owes (unless it
+        ``closed``), then close it (1000). ``new`` is the connection in use from here, and is
+        not read meanwhile."""
+        self.course.connected()
+        drain = self.course.begin_drain(trio.current_time(), transparent=self.link.transparent)
+        self.connection, self.beside = new, old
+        self.counters.reconnects += 1
+        self._gauges.reconnects += 1
+        self.out.put(STATUS_RESUMED)
+        if drain is not None and not closed:
+            await self._read(old, drain)
+        self.beside = None
+        await old.aclose(closes.NORMAL)
+
+    async def _detach(self, connection: UpstreamConnection) -> None:
+        """Stop sending to ``connection``; it is dropped under a browser message stuck in a
+        write to it (bounded), and that message stays queued for the next one."""
         with trio.move_on_after(DETACH_TIMEOUT) as detaching:
             await self.link.detach()
         if detaching.cancelled_caught:
-            # A browser message is stuck in a write to a connection that stopped reading:
-            # dropping it fails that write, and the message stays queued for the next one.
             await connection.abort()
             await self.link.detach()
-        return end
 
-    async def _read(self, connection: UpstreamConnection) -> ConnectionEnd:
-        """Read and apply upstream messages until the connection closes or the course switches.
+    async def _read(
+        self, connection: UpstreamConnection, drain: Drain | None = None, *, follow: bool = True
+    ) -> ConnectionEnd | Drained:
+        """Read and apply upstream messages until the connection closes or the course switches
+        (when draining it, until it owes nothing or the ``drain``'s deadline passes). Without
+        ``follow``, or when draining, its resumption handles are not the link's.
 
         Raises:
             UpstreamFailed: a message that is not JSON, or whose audio is corrupt.
@@ -208,13 +314,16 @@ class Relay:
         """
         course = self.course
         while True:
+            deadline = course.switch_at if drain is None else drain.until
             try:
-                if course.switch_at == math.inf:
+                if deadline == math.inf:
                     raw = await connection.receive()
                 else:
-                    with trio.move_on_at(course.switch_at) as wait:
+                    with trio.move_on_at(deadline) as wait:
                         raw = await connection.receive()
                     if wait.cancelled_caught:
+                        if drain is not None:
+                            return DRAINED
                         if course.deadline_reached():
                             return SWITCH
                         continue
@@ -224,12 +333,15 @@ class Relay:
                 event = translate_upstream(raw, self.audio_out)
             except UpstreamDecodeError as exc:
                 raise UpstreamFailed(str(exc)) from None
-            self._apply(event)
-            if course.on_event(event, trio.current_time()):
+            self._apply(event, follow=follow and drain is None)
+            if drain is not None:
+                drain.on_event(event, trio.current_time())
+            elif course.on_event(event, trio.current_time()):
                 return SWITCH
 
-    def _apply(self, event: UpstreamEvent) -> None:
-        """Count ``event`` and queue its frames for the browser.
+    def _apply(self, event: UpstreamEvent, *, follow: bool = True) -> None:
+        """Count ``event`` and queue its frames for the browser; with ``follow`` (not a
+        draining connection's), the link takes its resumption handle.
 
         Raises:
             UpstreamFailed: a ``toolCall`` nested deeper than JSON can be written.
@@ -240,7 +352,7 @@ class Relay:
             self.out.drop_audio()
         if event.usage is not None:
             self.counters.note_usage(event.usage)
-        if event.resumption_handle is not None:
+        if follow and event.resumption_handle is not None:
             self.link.handle_received(event.consumed_index)
         for frame in event.frames:
             self.out.put(frame)

@@ -9,7 +9,15 @@ import pytest
 from liveproxy.contract.endings import UPSTREAM_CLOSED
 from liveproxy.contract.errors import UpstreamFailed, UpstreamRejected, UpstreamUnavailable
 from liveproxy.contract.translate import UpstreamEvent
-from liveproxy.core.course import RESUME_BACKOFF, Course, Phase, parse_duration
+from liveproxy.core.course import (
+    DRAIN_GRACE,
+    DRAIN_QUIET,
+    RESUME_BACKOFF,
+    Course,
+    Drain,
+    Phase,
+    parse_duration,
+)
 
 
 def live(*, handle: str | None = "h1", attempts: int = 3) -> Course:
@@ -158,3 +166,78 @@ def test_a_successful_resume_gives_the_next_drop_all_its_attempts_again() -> Non
     course.connected()
     course.closed(1006, "")
     assert [course.next_attempt(), course.next_attempt(), course.next_attempt()] == [0.0, 0.5, None]
+
+
+# --- Make before break: the old connection's drain ----------------------------------------------
+
+
+def switching(*, generating: bool) -> Course:
+    """A course that decided a switch (its old connection mid-turn or not) and is opening the
+    new connection beside the old."""
+    course = live()
+    if generating:
+        course.on_event(UpstreamEvent(generating=True), 1.0)
+        course.on_event(UpstreamEvent(go_away="10s"), 2.0)
+        assert course.deadline_reached()  # at 7.0: the turn did not end in time
+    else:
+        assert course.on_event(UpstreamEvent(go_away="10s"), 2.0)
+    assert course.phase is Phase.RESUMING
+    return course
+
+
+def test_a_switch_keeps_the_handle_it_took_while_the_new_connection_opens() -> None:
+    course = switching(generating=False)
+    course.on_event(UpstreamEvent(resumption_handle="h2"), 3.0)  # the old one goes on
+    assert course.handle == "h1"
+    course.connected()
+    course.on_event(UpstreamEvent(resumption_handle="h3"), 4.0)  # the new one's
+    assert course.handle == "h3"
+
+
+def test_an_old_connection_mid_turn_owes_the_turn_until_its_deadline() -> None:
+    course = switching(generating=True)
+    course.connected()
+    drain = course.begin_drain(8.0, transparent=False)
+    assert drain is not None
+    assert drain.until == 2.0 + 10.0 + DRAIN_GRACE  # its goAway's end, and a little more
+    assert not course.generating  # the course follows the new connection, which said nothing
+    assert course.go_away_end == math.inf
+    drain.on_event(UpstreamEvent(generating=True), 9.0)
+    assert drain.until == 2.0 + 10.0 + DRAIN_GRACE
+    drain.on_event(UpstreamEvent(turn_complete=True), 10.0)
+    assert drain.until == 10.0 + DRAIN_QUIET  # then whatever follows close behind it
+
+
+def test_between_turns_an_old_connection_owes_what_comes_before_it_goes_quiet() -> None:
+    course = switching(generating=False)
+    course.connected()
+    drain = course.begin_drain(3.0, transparent=False)
+    assert drain is not None
+    assert drain.until == 3.0 + DRAIN_QUIET
+    drain.on_event(UpstreamEvent(), 3.5)  # e.g. the answer to its last input, or a transcript
+    assert drain.until == 3.5 + DRAIN_QUIET
+    drain.on_event(UpstreamEvent(tool_call={"toolCall": {}}), 3.6)
+    assert drain.until == 2.0 + 10.0 + DRAIN_GRACE  # a call is a turn under way
+
+
+def test_transparently_the_new_connection_answers_what_the_old_one_owed() -> None:
+    course = switching(generating=True)
+    course.connected()
+    assert course.begin_drain(8.0, transparent=True) is None  # the replay covers it: no twice
+
+
+def test_an_interrupted_turn_is_owed_no_more() -> None:
+    drain = Drain(generating=True, deadline=100.0, quiet_until=0.0)
+    drain.on_event(UpstreamEvent(interrupted=True), 5.0)
+    assert drain.until == 5.0 + DRAIN_QUIET
+
+
+def test_with_no_new_connection_the_old_one_stays_and_a_later_drop_resumes() -> None:
+    course = switching(generating=False)
+    while course.next_attempt() is not None:
+        course.attempt_failed(UpstreamUnavailable("down"))
+    course.stay()
+    assert (course.phase, course.switch_at) == (Phase.LIVE, math.inf)
+    assert course.closed(1011, "Deadline expired before operation could complete.") is None
+    assert course.phase is Phase.RESUMING
+    assert course.next_attempt() == 0.0  # a fresh round of attempts

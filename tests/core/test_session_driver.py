@@ -22,6 +22,7 @@ from liveproxy.contract.endings import BROWSER_CLOSED, SHUTDOWN, TIME_LIMIT, Out
 from liveproxy.contract.errors import SessionError, SlowClient, UpstreamFailed, UpstreamUnavailable
 from liveproxy.contract.session_setup import upstream_setup_message
 from liveproxy.core.browser_queue import BrowserQueue
+from liveproxy.core.course import DRAIN_QUIET
 from liveproxy.core.ports import BrowserGone, Frame, UpstreamClosed
 from liveproxy.core.resumable import Resumable
 from liveproxy.core.services import SessionLimits, SessionServices
@@ -71,6 +72,7 @@ class FakeSocket:
     close_codes: list[int]
     received: list[bytes | str] = attrs.Factory(list)
     closed: bool = False
+    closed_event: trio.Event = attrs.Factory(trio.Event)
     setup_complete: str = '{"setupComplete":{}}'
 
     async def receive(self) -> bytes | str:
@@ -85,6 +87,7 @@ class FakeSocket:
     async def aclose(self, code: int = 1000) -> None:
         if not self.closed:
             self.closed = True
+            self.closed_event.set()
             self.close_codes.append(code)
             self.gauges.upstream_opened(-1)
 
@@ -102,6 +105,8 @@ class FakeGemini:
     close_codes: list[int] = attrs.Factory(list)
     attempts: list[float] = attrs.Factory(list)
     transparent: bool = False
+    #: While set, a connection attempt waits for it (a slow setup).
+    hold: trio.Event | None = None
     _opened: trio.Event = attrs.Factory(trio.Event)
 
     async def connect(
@@ -109,6 +114,8 @@ class FakeGemini:
     ) -> FakeSocket:
         self.attempts.append(trio.current_time())
         await trio.lowlevel.checkpoint()
+        if self.hold is not None:
+            await self.hold.wait()
         if self.plans:
             raise self.plans.popleft()
         send, receive = trio.open_memory_channel[str | UpstreamClosed](16)
@@ -196,6 +203,7 @@ async def test_goaway_switches_to_a_new_connection_with_the_handle(
         await first.to_proxy_send.send('{"goAway":{"timeLeft":"20s"}}')
         second = await run.gemini.wait_for(2)
         assert orjson.loads(second.setup)["setup"]["sessionResumption"] == {"handle": "h1"}
+        await trio.testing.wait_all_tasks_blocked()  # the browser's input moves to it
         await run.to_session.send('{"type": "text", "text": "after"}')
         await trio.testing.wait_all_tasks_blocked()
         run.to_session.close()
@@ -279,3 +287,102 @@ async def test_a_browser_that_stopped_reading_is_slow_client(
         for _ in range(10):
             await first.to_proxy_send.send(text.decode())
     assert isinstance(run.outcome, SlowClient)
+
+
+def texts(browser: FakeBrowser) -> list[str]:
+    """The model's text parts the browser got, in order."""
+    return [
+        part["text"]
+        for event in browser.events()
+        for part in event.get("serverContent", {}).get("modelTurn", {}).get("parts", [])  # type: ignore[attr-defined]
+    ]
+
+
+def model_text(text: str) -> str:
+    return orjson.dumps({"serverContent": {"modelTurn": {"parts": [{"text": text}]}}}).decode()
+
+
+TURN_COMPLETE = '{"serverContent":{"turnComplete":true}}'
+
+
+async def test_a_switch_makes_the_new_connection_before_it_breaks_the_old(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running() as run:
+        first = await run.gemini.wait_for(1)
+        run.gemini.hold = trio.Event()  # the new connection's setup takes a while
+        await first.to_proxy_send.send(HANDLE % "h1")
+        await first.to_proxy_send.send('{"goAway":{"timeLeft":"20s"}}')
+        await trio.testing.wait_all_tasks_blocked()
+        assert run.gemini.attempts[1:]  # opening beside the old one, which serves on:
+        await run.to_session.send('{"type": "text", "text": "while opening"}')
+        await first.to_proxy_send.send(model_text("old: answer"))  # a turn it started
+        await trio.testing.wait_all_tasks_blocked()
+        assert any("while opening" in str(m) for m in first.received)
+        assert texts(run.browser) == ["old: answer"]
+
+        run.gemini.hold.set()
+        second = await run.gemini.wait_for(2)
+        await trio.testing.wait_all_tasks_blocked()
+        assert orjson.loads(second.setup)["setup"]["sessionResumption"] == {"handle": "h1"}
+        await run.to_session.send('{"type": "text", "text": "after the move"}')
+        await second.to_proxy_send.send(model_text("new: first"))  # waits behind the old's turn
+        await first.to_proxy_send.send(model_text("old: rest"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert not first.closed_event.is_set()  # it still owes the end of its turn
+        assert any("after the move" in str(m) for m in second.received)
+        assert not any("after the move" in str(m) for m in first.received)
+        await first.to_proxy_send.send(TURN_COMPLETE)
+        turn_ended = trio.current_time()
+        await first.closed_event.wait()  # once it has said nothing more for a while
+        assert trio.current_time() - turn_ended == pytest.approx(DRAIN_QUIET, abs=0.01)
+        await trio.testing.wait_all_tasks_blocked()
+        run.to_session.close()
+    assert texts(run.browser) == ["old: answer", "old: rest", "new: first"]
+    assert run.gemini.close_codes[0] == closes.NORMAL
+    assert [e for e in run.browser.events() if "sessionStatus" in e] == [
+        {"sessionStatus": {"state": "reconnecting"}},
+        {"sessionStatus": {"state": "resumed"}},
+    ]
+
+
+async def test_an_old_connection_that_never_finishes_its_turn_is_closed_at_its_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running() as run:
+        first = await run.gemini.wait_for(1)
+        await first.to_proxy_send.send(HANDLE % "h1")
+        await first.to_proxy_send.send(model_text("a long turn"))
+        go_away_at = trio.current_time()
+        await first.to_proxy_send.send('{"goAway":{"timeLeft":"20s"}}')
+        second = await run.gemini.wait_for(2)  # at 15 s: the switch could wait no longer
+        assert trio.current_time() - go_away_at == pytest.approx(15.0, abs=0.01)
+        await second.to_proxy_send.send(model_text("new"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert texts(run.browser) == ["a long turn"]  # the old still owes its turn
+        await first.closed_event.wait()  # at its goAway's end, and a second more
+        assert trio.current_time() - go_away_at == pytest.approx(21.0, abs=0.01)
+        await trio.testing.wait_all_tasks_blocked()
+        run.to_session.close()
+    assert texts(run.browser) == ["a long turn", "new"]
+
+
+async def test_when_no_new_connection_opens_the_old_one_serves_until_it_closes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running(reconnect_attempts=2) as run:
+        first = await run.gemini.wait_for(1)
+        run.gemini.plans.extend([UpstreamUnavailable("refused while the old is open")] * 2)
+        await first.to_proxy_send.send(HANDLE % "h1")
+        await first.to_proxy_send.send('{"goAway":{"timeLeft":"20s"}}')
+        await trio.sleep(5)  # both attempts failed beside it
+        await first.to_proxy_send.send(model_text("still here"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert not first.closed_event.is_set()
+        await first.to_proxy_send.send(UpstreamClosed(1011, "Deadline expired"))
+        second = await run.gemini.wait_for(2)  # the close is resumed, as any drop
+        await second.to_proxy_send.send(model_text("resumed"))
+        await trio.testing.wait_all_tasks_blocked()
+        run.to_session.close()
+    assert run.outcome == BROWSER_CLOSED
+    assert texts(run.browser) == ["still here", "resumed"]

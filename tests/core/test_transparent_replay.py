@@ -178,13 +178,20 @@ def statuses(frames: list[Frame]) -> list[str]:
     ]
 
 
+def resumed_index(first: ConnectionRecord, second: ConnectionRecord) -> int:
+    """The index of the last message of ``first`` that the handle ``second`` resumed includes
+    (on a switch, ``first`` may have issued later handles while ``second`` was opened)."""
+    (issued,) = [h for h in first.issued if h.handle == second.resumed_handle]
+    return issued.last_consumed
+
+
 def assert_replayed_exactly(
     first: ConnectionRecord, second: ConnectionRecord, expected: list[ConnectionRecord]
 ) -> None:
-    """``second`` resumed ``first``'s latest handle and got exactly what followed its index,
-    then the rest: upstream, the two connections add up to the uninterrupted run's input."""
-    assert second.resumed_handle == first.issued[-1].handle
-    covered = first.issued[-1].last_consumed
+    """``second`` resumed a handle of ``first`` (the latest it had when it decided to move) and
+    got exactly what followed its index, then the rest: upstream, the two connections add up
+    to the uninterrupted run's input."""
+    covered = resumed_index(first, second)
     assert second.resumed_after == covered
     assert second.session_id == first.session_id
     missed = first.received[covered:]
@@ -248,7 +255,7 @@ async def test_a_go_away_switch_sends_again_what_followed_the_index(
     first, second = records
     assert first.ended_by == "client"  # the proxy moved, at a turn boundary
     # The old connection had consumed audio after the index: not in the handle's state.
-    after_index = first.received[first.issued[-1].last_consumed : first.consumed]
+    after_index = first.received[resumed_index(first, second) : first.consumed]
     assert any(kind == "realtimeInput" and "audio" in body for kind, body in after_index)
     assert statuses(received) == ["reconnecting", "resumed"]
     assert_replayed_exactly(first, second, expected)
