@@ -16,6 +16,8 @@ from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
+from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 
 from liveproxy.logs import LogFormat
 from liveproxy.redact import redact_url
@@ -188,7 +190,7 @@ class Config:
         """
         values: dict[str, str] = {}
         if env_file is not None and env_file.is_file():
-            values.update(read_env_file(env_file))
+            values.update(_read_env_file(env_file))
         values.update(os.environ if environ is None else environ)
         env = _Env(values)
         try:
@@ -269,27 +271,20 @@ def _default_model(env: _Env) -> str:
     return DEFAULT_VERTEX_MODEL if vertex else DEFAULT_MODEL
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """Parse ``KEY=value`` lines (``#`` comments, optional ``export`` and quotes).
+def _read_env_file(path: Path) -> dict[str, str]:
+    """The variables ``path`` sets, read by python-dotenv (quotes, ``export``, inline comments,
+    escapes), taken literally (no ``${VAR}`` expansion); a bare ``KEY`` line sets nothing.
 
     Raises:
-        ConfigError: a line is neither blank, a comment, nor ``KEY=value``.
+        ConfigError: a line python-dotenv cannot parse (it would only log a warning and skip it,
+            and the setting on it would silently not apply).
     """
-    values: dict[str, str] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        stripped = stripped.removeprefix("export ").strip()
-        key, sep, value = stripped.partition("=")
-        key = key.strip()
-        if not sep or not key.replace("_", "").isalnum():
-            raise ConfigError(f"{path}:{number}: expected KEY=value")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key] = value
-    return values
+    with path.open(encoding="utf-8") as stream:
+        for binding in parse_stream(stream):
+            if binding.error:
+                raise ConfigError(f"{path}:{binding.original.line}: expected KEY=value")
+    values = dotenv_values(path, interpolate=False, encoding="utf-8")
+    return {key: value for key, value in values.items() if value is not None}
 
 
 @attrs.frozen

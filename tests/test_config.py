@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from liveproxy.config import DEFAULT_MODEL, Config, ConfigError, read_env_file, split_bind
+from liveproxy.config import DEFAULT_MODEL, Config, ConfigError, split_bind
 
 
 def from_env(env: dict[str, str], env_file: Path | None = None) -> Config:
@@ -182,7 +182,35 @@ def test_a_malformed_dotenv_line_is_reported_with_its_number(tmp_path: Path) -> 
     env_file = tmp_path / ".env"
     env_file.write_text("PORT=1\nthis is not a setting\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"\.env:2"):
-        read_env_file(env_file)
+        from_env({}, env_file)
+
+
+@pytest.mark.parametrize(
+    ("line", "value"),
+    [
+        ('MODEL="m1"  # the model', "m1"),
+        ("MODEL=m1 # the model", "m1"),
+        ("MODEL='m1 # not a comment'", "m1 # not a comment"),
+        ("export MODEL=m1", "m1"),
+        ("  export   MODEL = 'm1'  ", "m1"),
+        ('MODEL="m\\"1"', 'm"1'),
+        ("MODEL=m#1", "m#1"),
+        ("MODEL=${HOME}", "${HOME}"),
+    ],
+)
+def test_dotenv_lines_are_read_as_python_dotenv_reads_them(
+    tmp_path: Path, line: str, value: str
+) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"{line}\n", encoding="utf-8")
+    assert from_env({}, env_file).model == value
+
+
+def test_a_bare_dotenv_key_sets_nothing(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("PORT=8100\nPORT\nMODEL\nLOCATION=\n", encoding="utf-8")
+    config = from_env({}, env_file)
+    assert (config.port, config.model, config.location) == (8000, DEFAULT_MODEL, "us-central1")
 
 
 def test_workers_and_the_state_store() -> None:
