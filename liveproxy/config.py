@@ -84,7 +84,8 @@ def _read(cls: type[attrs.AttrsInstance], env: Mapping[str, str]) -> dict[str, A
                 try:
                     values[field] = where.parse(raw)
                 except ValueError as exc:
-                    raise ConfigError(f"{name}={raw!r} is invalid: {exc}") from None
+                    shown = redact_url(raw)  # the message goes to stderr and the journal
+                    raise ConfigError(f"{name}={shown!r} is invalid: {exc}") from None
                 break
     return values
 
@@ -422,9 +423,8 @@ class Config:
                 "(the default) or redis://"
             )
         if config.upstream_url and not config.upstream_url.startswith(("ws://", "wss://")):
-            raise ConfigError(
-                f"UPSTREAM_URL must start with ws:// or wss:// (got {config.upstream_url!r})"
-            )
+            shown = redact_url(config.upstream_url)
+            raise ConfigError(f"UPSTREAM_URL must start with ws:// or wss:// (got {shown!r})")
         return config
 
 

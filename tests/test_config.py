@@ -134,6 +134,21 @@ def test_invalid_values_name_the_variable(name: str, value: str) -> None:
         from_env({name: value})
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("STATE_URL", "postgres://app:hunter2@db/state"),
+        ("UPSTREAM_URL", "https://app:hunter2@gateway.example/live"),
+        ("UPSTREAM_URL", "https://gateway.example/live?key=hunter2"),
+    ],
+)
+def test_a_refused_value_s_credentials_stay_out_of_the_message(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name) as refused:
+        from_env({name: value})
+    assert "hunter2" not in str(refused.value)
+    assert "***" in str(refused.value)  # the value is shown, masked
+
+
 def test_origins_and_paths() -> None:
     default = from_env({})
     assert (default.allowed_origins, default.auth_paths, default.ws_paths) == (
