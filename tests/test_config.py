@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from liveproxy.config import DEFAULT_MODEL, Config, ConfigError, read_env_file, split_bind
+from liveproxy.config import (
+    DEFAULT_MODEL,
+    Config,
+    ConfigError,
+    SignInSettings,
+    env_settings,
+    split_bind,
+)
 
 
 def from_env(env: dict[str, str], env_file: Path | None = None) -> Config:
@@ -124,6 +134,21 @@ def test_invalid_values_name_the_variable(name: str, value: str) -> None:
         from_env({name: value})
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("STATE_URL", "postgres://app:hunter2@db/state"),
+        ("UPSTREAM_URL", "https://app:hunter2@gateway.example/live"),
+        ("UPSTREAM_URL", "https://gateway.example/live?key=hunter2"),
+    ],
+)
+def test_a_refused_value_s_credentials_stay_out_of_the_message(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name) as refused:
+        from_env({name: value})
+    assert "hunter2" not in str(refused.value)
+    assert "***" in str(refused.value)  # the value is shown, masked
+
+
 def test_origins_and_paths() -> None:
     default = from_env({})
     assert (default.allowed_origins, default.auth_paths, default.ws_paths) == (
@@ -182,7 +207,35 @@ def test_a_malformed_dotenv_line_is_reported_with_its_number(tmp_path: Path) -> 
     env_file = tmp_path / ".env"
     env_file.write_text("PORT=1\nthis is not a setting\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"\.env:2"):
-        read_env_file(env_file)
+        from_env({}, env_file)
+
+
+@pytest.mark.parametrize(
+    ("line", "value"),
+    [
+        ('MODEL="m1"  # the model', "m1"),
+        ("MODEL=m1 # the model", "m1"),
+        ("MODEL='m1 # not a comment'", "m1 # not a comment"),
+        ("export MODEL=m1", "m1"),
+        ("  export   MODEL = 'm1'  ", "m1"),
+        ('MODEL="m\\"1"', 'm"1'),
+        ("MODEL=m#1", "m#1"),
+        ("MODEL=${HOME}", "${HOME}"),
+    ],
+)
+def test_dotenv_lines_are_read_as_python_dotenv_reads_them(
+    tmp_path: Path, line: str, value: str
+) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"{line}\n", encoding="utf-8")
+    assert from_env({}, env_file).model == value
+
+
+def test_a_bare_dotenv_key_sets_nothing(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("PORT=8100\nPORT\nMODEL\nLOCATION=\n", encoding="utf-8")
+    config = from_env({}, env_file)
+    assert (config.port, config.model, config.location) == (8000, DEFAULT_MODEL, "us-central1")
 
 
 def test_workers_and_the_state_store() -> None:
@@ -206,3 +259,149 @@ def test_the_metrics_listener() -> None:
     assert split_bind("127.0.0.1:9464") == ("127.0.0.1", 9464)
     assert split_bind("[::1]:0") == ("::1", 0)
     assert split_bind("metrics.internal:9464") == ("metrics.internal", 9464)
+
+
+#: A valid value, not the default, for every variable a setting is read from.
+SAMPLES = {
+    "GOOGLE_API_KEY": "key-1",
+    "GEMINI_API_KEY": "key-2",
+    "PROJECT_ID": "project-1",
+    "GOOGLE_CLOUD_PROJECT": "project-2",
+    "LOCATION": "europe-west4",
+    "MODEL": "gemini-x",
+    "ALLOWED_MODELS": "a, b",
+    "API_VERSION": "v1alpha",
+    "UPSTREAM_URL": "ws://127.0.0.1:9001",
+    "EMULATOR": "off",
+    "HOST": "0.0.0.0",
+    "PORT": "9000",
+    "ALLOWED_ORIGINS": "https://app.example",
+    "AUTH_PATHS": "/auth",
+    "WS_PATHS": "/live",
+    "AUTH_RATE_LIMIT": "5/second",
+    "MAX_SESSIONS_PER_CLIENT": "3",
+    "TRUSTED_PROXIES": "10.0.0.0/8",
+    "LOG_LEVEL": "debug",
+    "LOG_FORMAT": "json",
+    "SESSION_TIME_LIMIT": "90",
+    "SESSION_MIN_SECONDS": "30",
+    "SESSION_MAX_SECONDS": "900",
+    "TOKEN_TTL_SECONDS": "12.5",
+    "MAX_SESSIONS": "7",
+    "SETUP_TIMEOUT_SECONDS": "3",
+    "MAX_MESSAGE_BYTES": "4096",
+    "BROWSER_MESSAGE_RATE": "0",
+    "REQUEST_BODY_TIMEOUT_SECONDS": "2",
+    "WS_COMPRESSION": "yes",
+    "BROWSER_QUEUE_BYTES": "8192",
+    "UPSTREAM_BUFFER_BYTES": "4096",
+    "CONTEXT_WINDOW_COMPRESSION": "0",
+    "RECONNECT_ATTEMPTS": "0",
+    "UPSTREAM_PING_INTERVAL_SECONDS": "0",
+    "UPSTREAM_PONG_TIMEOUT_SECONDS": "5",
+    "BROWSER_KEEPALIVE_SECONDS": "0",
+    "BROWSER_TIMEOUT_SECONDS": "0",
+    "SHUTDOWN_GRACE_SECONDS": "0",
+    "WORKERS": "3",
+    "STATE_URL": "memory",
+    "SESSION_LEASE_SECONDS": "5",
+    "RESUME_WINDOW_SECONDS": "0",
+    "METRICS_BIND": "127.0.0.1:9464",
+}
+SIGNIN_SAMPLES = {
+    "AUTH_JWT_SECRET": "s" * 32,
+    "AUTH_JWKS_URL": "https://idp.example/jwks.json",
+    "AUTH_JWT_AUDIENCE": "app",
+    "AUTH_JWT_ISSUER": "idp",
+}
+DECLARED = [(field, name) for field, where in env_settings(Config) for name in where.names]
+SIGNIN_DECLARED = [
+    (field, name) for field, where in env_settings(SignInSettings) for name in where.names
+]
+
+
+def test_every_declared_variable_has_a_sample() -> None:
+    assert sorted(SAMPLES) == sorted(name for _, name in DECLARED)
+    assert sorted(SIGNIN_SAMPLES) == sorted(name for _, name in SIGNIN_DECLARED)
+    # Settings that are not read from the environment have no variable.
+    assert "upstream_max_message_bytes" not in {field for field, _ in DECLARED}
+
+
+def test_the_environment_s_defaults_are_the_fields_defaults() -> None:
+    assert from_env({}) == Config()
+
+
+@pytest.mark.parametrize(("field", "name"), DECLARED)
+def test_each_variable_sets_its_own_field(field: str, name: str) -> None:
+    default, config = Config(), from_env({name: SAMPLES[name]})
+    changed = {
+        f.name for f in attrs.fields(Config) if getattr(config, f.name) != getattr(default, f.name)
+    }
+    # A project without a key selects Vertex AI, and with it Vertex's default model.
+    assert changed == ({field, "model"} if field == "project_id" else {field})
+
+
+@pytest.mark.parametrize(("field", "name"), SIGNIN_DECLARED)
+def test_each_sign_in_variable_sets_its_own_field(field: str, name: str) -> None:
+    # An audience or an issuer needs sign-in itself to be on.
+    env = (
+        {"AUTH_JWKS_URL": "https://other.example/jwks.json"}
+        if name in ("AUTH_JWT_AUDIENCE", "AUTH_JWT_ISSUER")
+        else {}
+    )
+    base = from_env(env).signin
+    signin = from_env(env | {name: SIGNIN_SAMPLES[name]}).signin
+    changed = {
+        f.name
+        for f in attrs.fields(SignInSettings)
+        if getattr(signin, f.name) != getattr(base, f.name)
+    }
+    assert changed == {field}
+    assert getattr(signin, field) == SIGNIN_SAMPLES[name]
+
+
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+PADDING = st.text(alphabet=" \t", max_size=2)
+
+
+def _mixed_case(word: str) -> st.SearchStrategy[str]:
+    flips = st.lists(st.booleans(), min_size=len(word), max_size=len(word))
+    return flips.map(
+        lambda up: "".join(c.upper() if u else c for c, u in zip(word, up, strict=True))
+    )
+
+
+@settings(database=None, derandomize=True)
+@given(
+    word=st.sampled_from(TRUE_WORDS + FALSE_WORDS).flatmap(_mixed_case),
+    pad=st.tuples(PADDING, PADDING),
+)
+def test_a_boolean_is_any_case_of_its_words(word: str, pad: tuple[str, str]) -> None:
+    config = from_env({"WS_COMPRESSION": pad[0] + word + pad[1]})
+    assert config.ws_compression is (word.lower() in TRUE_WORDS)
+
+
+@settings(database=None, derandomize=True)
+@given(seconds=st.floats(min_value=0, allow_infinity=False, allow_nan=False))
+def test_seconds_are_read_back_exactly(seconds: float) -> None:
+    assert from_env({"SHUTDOWN_GRACE_SECONDS": repr(seconds)}).shutdown_grace_seconds == seconds
+    if seconds > 0:
+        assert from_env({"TOKEN_TTL_SECONDS": repr(seconds)}).token_ttl_seconds == seconds
+    else:
+        with pytest.raises(ConfigError, match="TOKEN_TTL_SECONDS"):
+            from_env({"TOKEN_TTL_SECONDS": repr(seconds)})
+
+
+@settings(database=None, derandomize=True, max_examples=500)
+@given(
+    name=st.sampled_from(sorted(SAMPLES | SIGNIN_SAMPLES)),
+    raw=st.text() | st.sampled_from(sorted({*SAMPLES.values(), *SIGNIN_SAMPLES.values()})),
+)
+def test_any_value_of_any_variable_is_read_or_refused_by_name(name: str, raw: str) -> None:
+    try:
+        from_env({name: raw})
+    except ConfigError as exc:
+        message = str(exc)
+    else:
+        return
+    assert name in message
