@@ -223,12 +223,35 @@ async def _stop_when_orphaned(stop: trio.Event) -> None:
     stop.set()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``liveproxy serve [--host H] [--port P]``: returns the exit status."""
-    parser = argparse.ArgumentParser(prog="liveproxy serve", description=__doc__)
+#: ``liveproxy serve --help`` starts with this.
+DESCRIPTION = (
+    "Serve the proxy: the demo page at /, the HTTP API (/api/auth, /api/health, /api/ready, "
+    "/api/status) and the /ws WebSocket. Settings come from the environment and an optional "
+    ".env file in the working directory (see README.md, 'Configuration'); with no Google "
+    "credentials (GOOGLE_API_KEY or PROJECT_ID) it starts the built-in Gemini Live emulator. "
+    "SIGTERM or SIGINT drains: no new sessions, live ones get SHUTDOWN_GRACE_SECONDS to end. "
+    "An invalid setting exits 2."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare ``liveproxy serve``'s options on ``parser`` (the subcommand parser
+    :mod:`liveproxy.cli` gives it)."""
     parser.add_argument("--host", help="interface to listen on (default: HOST or 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port to listen on (default: PORT or 8000)")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--port", type=int, help="port to listen on, 0 picks a free one (default: PORT or 8000)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``liveproxy serve``'s command line on its own."""
+    parser = argparse.ArgumentParser(prog="liveproxy serve", description=DESCRIPTION)
+    add_arguments(parser)
+    return parser
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Serve as the parsed ``args`` and the environment say; returns the exit status."""
     try:
         config = Config.from_env()
         overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
@@ -246,3 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = attrs.evolve(config, state_url=worker.state_url)
     trio.run(partial(serve, config, gc_tuning=True, worker=worker))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``liveproxy serve [--host H] [--port P]``: returns the exit status."""
+    parser = build_parser()
+    return run(parser.parse_args(argv), parser)
