@@ -1,14 +1,20 @@
-"""``liveproxy`` on the command line: each command's own help, the version, no command."""
+"""``liveproxy`` on the command line: each command's own help, the version, no command, and
+an address it cannot listen on."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib.metadata
 import os
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
 
 import liveproxy
 from liveproxy.cli import build_parser, main
@@ -121,3 +127,71 @@ def test_only_the_chosen_commands_module_is_imported() -> None:
             check=False,
         )
         assert done.stdout.splitlines()[-1] == imported, (argv, done.stderr)
+
+
+# -- an address that cannot be listened on ----------------------------------------------------
+
+IN_USE = f"[Errno {errno.EADDRINUSE}] {os.strerror(errno.EADDRINUSE)}"
+
+
+@contextlib.contextmanager
+def held_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that something else listens on."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+async def serve_to_the_end(**settings: str) -> subprocess.CompletedProcess[bytes]:
+    """``python -m liveproxy serve`` with ``settings`` over our environment, run until it exits."""
+    env = dict(os.environ, HOST="127.0.0.1", PORT="0", LOG_LEVEL="WARNING")
+    env.update(settings)
+    with trio.fail_after(30):
+        return await trio.run_process(
+            [sys.executable, "-m", "liveproxy", "serve"],
+            env=env,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({}, "{port}"),
+        ({"WORKERS": "2"}, "{port}"),
+        ({"METRICS_BIND": "127.0.0.1:{port}"}, "{port} (METRICS_BIND)"),
+        ({"METRICS_BIND": "127.0.0.1:{port}", "WORKERS": "2"}, "{port} (METRICS_BIND)"),
+    ],
+    ids=["PORT", "PORT, 2 workers", "METRICS_BIND", "METRICS_BIND, 2 workers"],
+)
+async def test_a_port_in_use_is_one_line_and_exit_1(settings: dict[str, str], named: str) -> None:
+    with held_port() as port:
+        if "METRICS_BIND" not in settings:
+            settings = {**settings, "PORT": str(port)}
+        settings = {name: value.format(port=port) for name, value in settings.items()}
+        done = await serve_to_the_end(**settings)
+    address = named.format(port=port)
+    expected = f"liveproxy: cannot listen on 127.0.0.1:{address}: {IN_USE}\n"
+    assert (done.returncode, done.stderr.decode(), done.stdout) == (1, expected, b"")
+
+
+async def test_with_the_default_log_the_error_is_the_last_line_and_no_traceback() -> None:
+    """``make run`` on a busy port: the built-in emulator's line, then the error."""
+    with held_port() as port:
+        done = await serve_to_the_end(PORT=str(port), LOG_LEVEL="INFO", EMULATOR="true")
+    stderr = done.stderr.decode()
+    assert done.returncode == 1
+    assert "Traceback" not in stderr
+    assert stderr.splitlines()[-1] == f"liveproxy: cannot listen on 127.0.0.1:{port}: {IN_USE}"
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_an_address_not_of_this_host_is_one_line_too(workers: str) -> None:
+    # 192.0.2.0/24 is TEST-NET-1: documentation only, never a local address.
+    done = await serve_to_the_end(HOST="192.0.2.1", PORT="8000", WORKERS=workers)
+    reason = f"[Errno {errno.EADDRNOTAVAIL}] {os.strerror(errno.EADDRNOTAVAIL)}"
+    expected = f"liveproxy: cannot listen on 192.0.2.1:8000: {reason}\n"
+    assert (done.returncode, done.stderr.decode()) == (1, expected)
