@@ -4,7 +4,8 @@ Starts three processes (the Gemini Live emulator in fast echo mode, ``liveproxy 
 each step, the load generator), sweeps the number of concurrent sessions via the proxy and
 directly against the emulator, then measures session churn; with ``--workers 1,2`` the proxy is
 restarted with ``WORKERS=w`` and swept again for each worker count. Prints a Markdown report
-and writes ``run-<time>.{md,json,png}`` and ``latest.{md,json,png}`` under ``--out-dir``.
+and writes ``run-<time>.{md,json,png}`` under ``--out-dir`` (not committed); only ``--publish``
+also copies them to ``latest.{md,json,png}``, the reference results README.md links.
 See ``bench/README.md`` for how to read the numbers.
 """
 
@@ -114,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the proxy with WS_COMPRESSION=true, so it accepts the deflate offer",
     )
     add("--out-dir", type=Path, default=REPO / "bench" / "results", help="where results go")
+    add(
+        "--publish",
+        action="store_true",
+        help="also copy the run to latest.{md,json,png} in --out-dir, the committed reference "
+        "results README.md links (for a full default run on a quiet machine)",
+    )
     return parser
 
 
@@ -457,6 +464,28 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return document
 
 
+def write_results(document: dict[str, Any], out_dir: Path, *, publish: bool) -> list[Path]:
+    """Write ``run-<time>.{md,json,png}`` under ``out_dir``; with ``publish``, copy them to
+    ``latest.*`` there too. Returns the files written.
+
+    Not :func:`bench.report.write`, which always replaces ``latest.*``: a quick run with a few
+    options must not overwrite the reference results.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.fromisoformat(document["meta"]["started"]).strftime("%Y%m%d-%H%M%S")
+    run = report.Written(*(out_dir / f"run-{stamp}.{ext}" for ext in ("md", "json", "png")))
+    run.markdown.write_text(report.markdown(document))
+    run.json.write_text(json.dumps(document, indent=2) + "\n")
+    report.plot(document, run.png)
+    written = list(run.all())
+    if publish:
+        latest = report.Written(*(out_dir / f"latest.{ext}" for ext in ("md", "json", "png")))
+        for source, target in zip(run.all(), latest.all(), strict=True):
+            shutil.copyfile(source, target)
+        written += latest.all()
+    return written
+
+
 def _terminate(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -478,9 +507,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench interrupted (logs kept in {work})", file=sys.stderr)
         return 130
     shutil.rmtree(work, ignore_errors=True)
-    paths = report.write(document, args.out_dir)
-    print(paths.markdown.read_text())
-    _progress(f"wrote {', '.join(str(p) for p in paths.all())}")
+    paths = write_results(document, args.out_dir, publish=args.publish)
+    print(paths[0].read_text())
+    _progress(f"wrote {', '.join(str(p) for p in paths)}")
+    if not args.publish:
+        _progress("latest.* left as they were (--publish replaces them)")
     return 0
 
 

@@ -10,6 +10,8 @@ from typing import Literal
 
 import attrs
 
+from liveproxy import __version__
+
 # HTTP ---------------------------------------------------------------------------------------
 
 
@@ -41,6 +43,8 @@ class ErrorResponse:
 class Health:
     model: str
     status: str = "ok"
+    #: The running code's version (``liveproxy.__version__``): which release a deploy serves.
+    version: str = __version__
 
 
 @attrs.frozen

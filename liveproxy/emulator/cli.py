@@ -16,16 +16,24 @@ from liveproxy.emulator.server import serve
 DEFAULT_PORT = 9000
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="liveproxy emulator",
-        description="A local stand-in for Google's Gemini Live API (BidiGenerateContent).",
-    )
+#: ``liveproxy emulator --help`` starts with this.
+DESCRIPTION = (
+    "A local stand-in for Google's Gemini Live API (BidiGenerateContent): the official "
+    "google-genai SDK holds sessions with it. It needs no key and no network. It prints "
+    "'emulator listening on ws://HOST:PORT' and runs until SIGINT or SIGTERM (exit status 0); "
+    "a bad argument exits 2, an address it cannot bind or a certificate it cannot load exits 1. "
+    "See docs/emulator.md."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the emulator's options on ``parser`` (``liveproxy emulator`` is the subcommand
+    parser :mod:`liveproxy.cli` gives it)."""
     listen = parser.add_argument_group("listening")
     listen.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     listen.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (9000; 0: any)")
-    listen.add_argument("--tls-cert", help="PEM certificate chain: serve wss://")
-    listen.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    listen.add_argument("--tls-cert", metavar="PEM", help="PEM certificate chain: serve wss://")
+    listen.add_argument("--tls-key", metavar="PEM", help="PEM private key for --tls-cert")
     behave = parser.add_argument_group("behaviour")
     behave.add_argument(
         "--api-key",
@@ -46,11 +54,39 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve every well-formed model name, not only Google's Live models",
     )
-    behave.add_argument("--speed", choices=["realtime", "fast"], default="realtime")
-    behave.add_argument("--mode", choices=["conversation", "echo"], default="conversation")
-    behave.add_argument("--lifetime", type=float, default=600.0, metavar="SECONDS")
-    behave.add_argument("--go-away-lead", type=float, default=50.0, metavar="SECONDS")
-    behave.add_argument("--handle-ttl", type=float, default=7200.0, metavar="SECONDS")
+    behave.add_argument(
+        "--speed",
+        choices=["realtime", "fast"],
+        default="realtime",
+        help="pace the model's audio in real time, or not at all (realtime)",
+    )
+    behave.add_argument(
+        "--mode",
+        choices=["conversation", "echo"],
+        default="conversation",
+        help="the conversation partner, or the benchmark's echo (conversation)",
+    )
+    behave.add_argument(
+        "--lifetime",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="connection lifetime: goAway, then close 1011 (600)",
+    )
+    behave.add_argument(
+        "--go-away-lead",
+        type=float,
+        default=50.0,
+        metavar="SECONDS",
+        help="how long before the end of its lifetime a connection gets goAway (50)",
+    )
+    behave.add_argument(
+        "--handle-ttl",
+        type=float,
+        default=7200.0,
+        metavar="SECONDS",
+        help="how long a session resumption handle stays valid (7200)",
+    )
     behave.add_argument(
         "--text-frames", action="store_true", help="send text frames instead of binary ones"
     )
@@ -59,19 +95,66 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep every message of every connection in memory (for debugging)",
     )
-    faults = parser.add_argument_group("faults (applied to every connection)")
-    faults.add_argument("--reject-status", type=int, metavar="STATUS")
-    faults.add_argument("--hang-upgrade", action="store_true")
-    faults.add_argument("--setup-delay", type=float, default=0.0, metavar="SECONDS")
-    faults.add_argument("--no-setup-complete", action="store_true")
-    faults.add_argument("--close-after", type=int, metavar="N")
-    faults.add_argument("--close-code", type=int, default=1011)
-    faults.add_argument("--close-reason", default="Internal error encountered.")
-    faults.add_argument("--drop-after", type=int, metavar="N")
-    faults.add_argument("--stall-after", type=int, metavar="N")
-    faults.add_argument("--malformed-after", type=int, metavar="N")
-    faults.add_argument("--go-away-after", type=int, metavar="N")
+    faults = parser.add_argument_group(
+        "faults (applied to every connection; N counts client messages after the setup)"
+    )
+    faults.add_argument(
+        "--reject-status", type=int, metavar="STATUS", help="refuse the upgrade with this status"
+    )
+    faults.add_argument(
+        "--hang-upgrade", action="store_true", help="read the upgrade request, never answer it"
+    )
+    faults.add_argument(
+        "--setup-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long before setupComplete",
+    )
+    faults.add_argument("--no-setup-complete", action="store_true", help="never send setupComplete")
+    faults.add_argument(
+        "--close-after",
+        type=int,
+        metavar="N",
+        help="close with --close-code and --close-reason after N messages",
+    )
+    faults.add_argument(
+        "--close-code", type=int, default=1011, metavar="CODE", help="for --close-after (1011)"
+    )
+    faults.add_argument(
+        "--close-reason",
+        default="Internal error encountered.",
+        metavar="REASON",
+        help="for --close-after (%(default)s)",
+    )
+    faults.add_argument(
+        "--drop-after", type=int, metavar="N", help="drop TCP, no close frame, after N messages"
+    )
+    faults.add_argument(
+        "--stall-after",
+        type=int,
+        metavar="N",
+        help="stop reading and writing (pongs too) after N messages",
+    )
+    faults.add_argument(
+        "--malformed-after",
+        type=int,
+        metavar="N",
+        help="send one frame that is not JSON after N messages, then carry on",
+    )
+    faults.add_argument(
+        "--go-away-after",
+        type=int,
+        metavar="N",
+        help="send goAway after N messages, close 1011 when its time is up",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every connection")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The emulator's command line on its own (``liveproxy emulator`` without the rest)."""
+    parser = argparse.ArgumentParser(prog="liveproxy emulator", description=DESCRIPTION)
+    add_arguments(parser)
     return parser
 
 
@@ -123,10 +206,9 @@ async def _run(config: EmulatorConfig) -> None:
                 break
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the emulator as ``argv`` asks; return 0 after SIGINT/SIGTERM, 2 on bad arguments."""
-    parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run the emulator ``args`` (parsed by ``parser``) ask for; return 0 after SIGINT/SIGTERM,
+    1 when it cannot listen, and exit 2 (``parser.error``) on inconsistent arguments."""
     try:
         config = config_from_args(args)
     except ValueError as exc:
@@ -144,3 +226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"liveproxy emulator: {failure}", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the emulator as ``argv`` asks; return 0 after SIGINT/SIGTERM, 2 on bad arguments."""
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    return run(args, parser)

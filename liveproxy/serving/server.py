@@ -9,14 +9,16 @@ listening and returns.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import logging
 import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import partial
+from typing import TypeVar
 
 import attrs
 import hypercorn.config
@@ -41,6 +43,48 @@ CLOSE_MARGIN_SECONDS = 5.0
 ORPHAN_CHECK_SECONDS = 1.0
 #: Collect the youngest generation every 10 000 allocations instead of 700 (see tune_gc).
 GC_THRESHOLDS = (10_000, 10, 10)
+
+
+_E = TypeVar("_E", bound=BaseException)
+
+
+class CannotListen(Exception):
+    """An address this process was to listen on, refused by the OS (in use, not this host's,
+    not allowed): ``liveproxy serve`` says so in one line and exits 1."""
+
+    def __init__(self, address: str, reason: OSError, setting: str = "") -> None:
+        super().__init__(address, reason, setting)
+        self.address = address
+        self.reason = reason
+        #: The setting that named the address, when it is not HOST and PORT.
+        self.setting = setting
+
+    def __str__(self) -> str:
+        setting = f" ({self.setting})" if self.setting else ""
+        return f"cannot listen on {self.address}{setting}: {self.reason}"
+
+
+def shown_address(host: str, port: int | str) -> str:
+    """``host:port`` as an operator writes it (``[::1]:8000`` for IPv6)."""
+    host = host.strip("[]")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@contextlib.contextmanager
+def listening_on(address: str, setting: str) -> Iterator[None]:
+    """Starting a listener on ``address`` (from ``setting``): an ``OSError`` it raises, alone
+    or in exception groups, becomes :class:`CannotListen`."""
+    try:
+        yield
+    except* OSError as group:
+        raise CannotListen(address, _first(group), setting) from None
+
+
+def _first(group: BaseExceptionGroup[_E]) -> _E:
+    found = group.exceptions[0]
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    return found
 
 
 def tune_gc() -> None:
@@ -76,11 +120,22 @@ class _HypercornConfig(hypercorn.config.Config):
     ws_frame_rate: int = 0
 
     def create_sockets(self) -> hypercorn.config.Sockets:
-        sockets = super().create_sockets()
+        try:
+            sockets = super().create_sockets()
+        except OSError as exc:
+            raise CannotListen(", ".join(map(_shown_bind, self.bind)), exc) from exc
         for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 _set_liveness(sock, self.keepalive_seconds, self.timeout_seconds)
         return sockets
+
+
+def _shown_bind(bind: str) -> str:
+    """A Hypercorn bind as :func:`shown_address` shows it (``fd://N`` as it is)."""
+    if "://" in bind:
+        return bind
+    host, _, port = bind.rpartition(":")
+    return shown_address(host, port)
 
 
 def _set_liveness(sock: socket.socket, keepalive: float, timeout: float) -> None:
@@ -187,7 +242,8 @@ async def _serve(
         binds = await nursery.start(run_server)
         directory = app.metrics.directory
         if worker is None and config.metrics_bind is not None and directory is not None:
-            await nursery.start(serve_metrics, config.metrics_bind, directory)
+            with listening_on(config.metrics_bind, "METRICS_BIND"):
+                await nursery.start(serve_metrics, config.metrics_bind, directory)
         if gc_tuning:
             tune_gc()
             nursery.start_soon(LoopWatch().run)
@@ -223,12 +279,35 @@ async def _stop_when_orphaned(stop: trio.Event) -> None:
     stop.set()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``liveproxy serve [--host H] [--port P]``: returns the exit status."""
-    parser = argparse.ArgumentParser(prog="liveproxy serve", description=__doc__)
+#: ``liveproxy serve --help`` starts with this.
+DESCRIPTION = (
+    "Serve the proxy: the demo page at /, the HTTP API (/api/auth, /api/health, /api/ready, "
+    "/api/status) and the /ws WebSocket. Settings come from the environment and an optional "
+    ".env file in the working directory (see README.md, 'Configuration'); with no Google "
+    "credentials (GOOGLE_API_KEY or PROJECT_ID) it starts the built-in Gemini Live emulator. "
+    "SIGTERM or SIGINT drains: no new sessions, live ones get SHUTDOWN_GRACE_SECONDS to end. "
+    "An invalid setting exits 2."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare ``liveproxy serve``'s options on ``parser`` (the subcommand parser
+    :mod:`liveproxy.cli` gives it)."""
     parser.add_argument("--host", help="interface to listen on (default: HOST or 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port to listen on (default: PORT or 8000)")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--port", type=int, help="port to listen on, 0 picks a free one (default: PORT or 8000)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``liveproxy serve``'s command line on its own."""
+    parser = argparse.ArgumentParser(prog="liveproxy serve", description=DESCRIPTION)
+    add_arguments(parser)
+    return parser
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Serve as the parsed ``args`` and the environment say; returns the exit status."""
     try:
         config = Config.from_env()
         overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
@@ -238,11 +317,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     worker = WorkerSpec.from_env(os.environ)
     logs.configure(config.log_level, config.log_format, worker.id if worker else None)
-    if worker is None and config.workers > 1:
-        from liveproxy.serving.supervisor import supervise
+    status = 0
+    try:
+        if worker is None and config.workers > 1:
+            from liveproxy.serving.supervisor import supervise
 
-        return trio.run(supervise, config)
-    if worker is not None:
-        config = attrs.evolve(config, state_url=worker.state_url)
-    trio.run(partial(serve, config, gc_tuning=True, worker=worker))
-    return 0
+            status = trio.run(supervise, config)
+        else:
+            if worker is not None:
+                config = attrs.evolve(config, state_url=worker.state_url)
+            trio.run(partial(serve, config, gc_tuning=True, worker=worker))
+    except* CannotListen as group:
+        # A port in use is an operator's mistake, not a bug: one line, no traceback.
+        print(f"liveproxy: {_first(group)}", file=sys.stderr)
+        status = 1
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``liveproxy serve [--host H] [--port P]``: returns the exit status."""
+    parser = build_parser()
+    return run(parser.parse_args(argv), parser)

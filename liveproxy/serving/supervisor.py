@@ -35,6 +35,7 @@ import trio
 from liveproxy.config import Config
 from liveproxy.serving.metrics_listener import metrics_directory, process_gone, serve_metrics
 from liveproxy.serving.refuser import refuse
+from liveproxy.serving.server import CannotListen, listening_on, shown_address
 from liveproxy.serving.worker import WorkerSpec
 from liveproxy.upstream.startup import EMULATOR_NOTICE, SharedEmulator, run_emulator
 
@@ -52,12 +53,16 @@ START_TIMEOUT_SECONDS = 60.0
 
 def listening_sockets(config: Config) -> list[socket.socket]:
     """``config.workers`` sockets listening on one address with ``SO_REUSEPORT`` (port 0: the
-    first one's port, shared by all). Inheritable, so a worker can be handed its own."""
-    family, kind, _, _, address = socket.getaddrinfo(
-        config.host, config.port, type=socket.SOCK_STREAM
-    )[0]
+    first one's port, shared by all). Inheritable, so a worker can be handed its own.
+
+    Raises:
+        CannotListen: the address cannot be resolved, bound or listened on.
+    """
     sockets: list[socket.socket] = []
     try:
+        family, kind, _, _, address = socket.getaddrinfo(
+            config.host, config.port, type=socket.SOCK_STREAM
+        )[0]
         for _ in range(config.workers):
             sock = socket.socket(family, kind)
             sockets.append(sock)
@@ -68,9 +73,11 @@ def listening_sockets(config: Config) -> list[socket.socket]:
             address = sock.getsockname()
             sock.listen(1024)
             sock.set_inheritable(True)
-    except BaseException:
+    except BaseException as exc:
         for sock in sockets:
             sock.close()
+        if isinstance(exc, OSError):
+            raise CannotListen(shown_address(config.host, config.port), exc) from exc
         raise
     return sockets
 
@@ -112,7 +119,8 @@ async def _supervise(
         if config.mode == "emulator":
             emulator = await _start_emulator(nursery)
         if config.metrics_bind is not None and metrics_dir is not None:
-            await nursery.start(serve_metrics, config.metrics_bind, metrics_dir)
+            with listening_on(config.metrics_bind, "METRICS_BIND"):
+                await nursery.start(serve_metrics, config.metrics_bind, metrics_dir)
         nursery.start_soon(_pass_on_signals, workers, stopping)
         async with trio.open_nursery() as running:
             ready = []

@@ -10,6 +10,7 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
+from liveproxy.cli import main as liveproxy_main
 from liveproxy.emulator import EmulatorConfig, Faults
 from liveproxy.emulator.cli import build_parser, config_from_args, main
 
@@ -69,10 +70,16 @@ def test_defaults() -> None:
 @pytest.mark.parametrize(
     "argv", [["--tls-cert", "only-cert.pem"], ["--close-code", "1006"], ["--speed", "slow"]]
 )
-def test_bad_arguments_exit_2(argv: list[str]) -> None:
+def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(argv)
     assert exited.value.code == 2
+    alone = capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        liveproxy_main(["emulator", *argv])  # `liveproxy emulator ...` says the same
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == alone
+    assert alone.startswith("usage: liveproxy emulator ")
 
 
 async def test_a_port_in_use_exits_1() -> None:

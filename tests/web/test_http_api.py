@@ -5,14 +5,19 @@ from __future__ import annotations
 import pytest
 import trio
 
+import liveproxy
 from liveproxy.store import StoreUnavailable, Usage
 from tests.conftest import Proxy, ProxyFactory
 
 
-async def test_health_reports_the_servers_model(proxy: Proxy) -> None:
+async def test_health_reports_the_servers_model_and_version(proxy: Proxy) -> None:
     response = await proxy.http("GET", "/api/health")
     assert response.status == 200
-    assert response.json() == {"status": "ok", "model": "gemini-3.8-live"}
+    assert response.json() == {
+        "status": "ok",
+        "model": "gemini-3.8-live",
+        "version": liveproxy.__version__,
+    }
 
 
 async def test_status_with_credentials_is_advanced_and_names_no_secret(proxy: Proxy) -> None:
