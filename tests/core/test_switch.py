@@ -13,15 +13,20 @@ from __future__ import annotations
 
 import struct
 from functools import partial
+from typing import Any
 
 import orjson
 import pytest
 import trio
+import trio.testing
 from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
 
+from liveproxy.emulator import Emulator, EmulatorConfig, Faults
+from liveproxy.emulator import serve as serve_emulator
 from liveproxy.upstream.credentials import ApiKey
 from liveproxy.upstream.target import UpstreamTarget
 from tests.conftest import TEXT_SETUP, Proxy, ProxyFactory
+from tests.wsclient import has_key
 
 SESSIONS = 3
 FRAMES = 40
@@ -124,3 +129,40 @@ async def test_a_switch_every_half_second_loses_and_reorders_no_answer(
         assert answers[session] == list(range(FRAMES)), session
     assert len(connections) >= SESSIONS * 2  # every session switched at least once
     assert proxy.state.gauges.reconnects >= SESSIONS
+
+
+async def audio_of_a_long_turn(proxy: Proxy, emulator: Emulator) -> tuple[int, int]:
+    """Two typed turns (the second answered with a tone of 5 s); the bytes of audio the browser
+    got for the second turn, and how many upstream connections the session used."""
+    before = len(emulator.connections)
+    async with proxy.session(AUDIO_ONLY) as client:
+        await client.send_json({"type": "text", "text": "first"})
+        await client.recv_until(has_key("serverContent", "turnComplete"))
+        await client.send_json({"type": "text", "text": LONG})
+        frames = await client.recv_until(has_key("serverContent", "turnComplete"))
+        assert client.ws.closed is None
+    return sum(len(f) for f in frames if isinstance(f, bytes)), len(emulator.connections) - before
+
+
+#: A turn whose spoken answer is a tone of 50 ms per character: about 5 s.
+LONG = "a long answer please " * 4 + "x" * 8
+AUDIO_ONLY: dict[str, Any] = {"setup": {"generation_config": {"response_modalities": ["AUDIO"]}}}
+
+
+async def test_a_switch_mid_turn_delivers_the_whole_turn(
+    make_proxy: ProxyFactory, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    emulator: Emulator = await nursery.start(
+        serve_emulator, EmulatorConfig(speed="realtime", go_away_lead_seconds=6.0)
+    )
+    proxy = await make_proxy(emulator_=emulator)
+    whole, connections = await audio_of_a_long_turn(proxy, emulator)
+    assert connections == 1
+    assert whole >= 4.5 * 48_000
+    # goAway right after the long turn's request: the course waits for the turn to end until 5 s
+    # before the deadline (1 s in), then switches mid-turn; the old connection is read on until
+    # the turn is complete (at 5 s, before its close at 6 s).
+    emulator.queue_faults(Faults(go_away_after=2))
+    switched, connections = await audio_of_a_long_turn(proxy, emulator)
+    assert connections == 2
+    assert switched == whole
