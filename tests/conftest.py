@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -10,6 +13,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
+from hypothesis.configuration import set_hypothesis_home_dir
 from trio_websocket import open_websocket_url
 
 from liveproxy.config import Config
@@ -23,6 +27,21 @@ from tests.http import HttpResponse, request
 from tests.wsclient import BrowserClient, wait_until
 
 pytest_plugins = ["tests.redis_server"]  # the redis_server fixture: a private redis-server
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Hypothesis keeps its files out of the repository (even with ``database=None`` it writes
+    caches under ``./.hypothesis``): in pytest's cache directory, so the Unicode tables it takes
+    seconds to build are built once; without pytest's cache (``-p no:cacheprovider``, as
+    ``make fuzz`` runs), in a temporary directory that goes away with the test process."""
+    cache = getattr(config, "cache", None)
+    if cache is not None:
+        home = str(cache.mkdir("hypothesis"))
+    else:
+        home = tempfile.mkdtemp(prefix="liveproxy-hypothesis-")
+        atexit.register(shutil.rmtree, home, ignore_errors=True)
+    set_hypothesis_home_dir(home)
+
 
 TEXT_SETUP: dict[str, Any] = {"setup": {"generation_config": {"response_modalities": ["TEXT"]}}}
 AUDIO_SETUP: dict[str, Any] = {

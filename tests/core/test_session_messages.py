@@ -1,8 +1,12 @@
-"""Every browser -> proxy message kind, and what the browser gets back, through the emulator."""
+"""Every browser -> proxy message kind, and what the browser gets back, through the emulator.
+
+The mapping rules themselves, with the exact JSON each produces, are plain sync tests in
+tests/contract/test_mapping_rules.py; what is here needs the real path: a whole session, the
+emulator's answers, state kept across frames, the first frame deciding the setup.
+"""
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import orjson
@@ -12,44 +16,10 @@ from liveproxy.emulator import ConnectionRecord
 from liveproxy.protocol.b64 import decode_b64
 from tests import pcm
 from tests.conftest import AUDIO_SETUP, TEXT_SETUP, Proxy, ProxyFactory
+from tests.contract.test_mapping_rules import BROWSER_SETUP, UPSTREAM_SETUP
 from tests.wsclient import BrowserClient, has_key, texts, wait_until
 
-FULL_SETUP: dict[str, Any] = {
-    "setup": {
-        "generation_config": {
-            "response_modalities": ["AUDIO"],
-            "temperature": 0.7,
-            "speech_config": {"voice_config": {"prebuilt_voice_config": {"voice_name": "Aoede"}}},
-            "enable_affective_dialog": True,
-        },
-        "system_instruction": {"parts": [{"text": "You are a helpful language tutor."}]},
-        "tools": {
-            "function_declarations": [
-                {
-                    "name": "get_weather",
-                    "description": "Weather for a place",
-                    "parameters": {
-                        "type": "object",
-                        "properties": {"location_name": {"type": "string"}},
-                    },
-                }
-            ]
-        },
-        "proactivity": {"proactiveAudio": True},
-        "realtime_input_config": {
-            "automatic_activity_detection": {
-                "disabled": False,
-                "silence_duration_ms": 500,
-                "prefix_padding_ms": 50,
-                "end_of_speech_sensitivity": "END_SENSITIVITY_LOW",
-                "start_of_speech_sensitivity": "START_SENSITIVITY_LOW",
-            }
-        },
-        "input_audio_transcription": {},
-        "output_audio_transcription": True,
-        "model": "models/not-allowed",
-    }
-}
+FULL_SETUP: dict[str, Any] = {"setup": BROWSER_SETUP}
 
 
 def upstream(proxy: Proxy) -> ConnectionRecord:
@@ -65,60 +35,15 @@ async def received(proxy: Proxy, count: int) -> list[tuple[str, dict[str, Any]]]
 async def test_setup_fields_pass_through_with_the_servers_additions(proxy: Proxy) -> None:
     async with proxy.session(FULL_SETUP):
         setup = upstream(proxy).setup
-    assert setup == {
-        "model": "models/gemini-3.8-live",
-        "generationConfig": {
-            "responseModalities": ["AUDIO"],
-            "temperature": 0.7,
-            "speechConfig": {"voiceConfig": {"prebuiltVoiceConfig": {"voiceName": "Aoede"}}},
-            "enableAffectiveDialog": True,
-        },
-        "systemInstruction": {"parts": [{"text": "You are a helpful language tutor."}]},
-        "tools": [
-            {
-                "functionDeclarations": [
-                    {
-                        "name": "get_weather",
-                        "description": "Weather for a place",
-                        # Function parameters are user data: their keys are never rewritten.
-                        "parameters": {
-                            "type": "object",
-                            "properties": {"location_name": {"type": "string"}},
-                        },
-                    }
-                ]
-            }
-        ],
-        "proactivity": {"proactiveAudio": True},
-        "realtimeInputConfig": {
-            "automaticActivityDetection": {
-                "disabled": False,
-                "silenceDurationMs": 500,
-                "prefixPaddingMs": 50,
-                "endOfSpeechSensitivity": "END_SENSITIVITY_LOW",
-                "startOfSpeechSensitivity": "START_SENSITIVITY_LOW",
-            }
-        },
-        "inputAudioTranscription": {},
-        "outputAudioTranscription": {},
-        "contextWindowCompression": {"slidingWindow": {}},
-        "sessionResumption": {},
-    }
+    # What browser_setup makes of it (the rules: tests/contract/test_mapping_rules.py), with the
+    # model as the backend names it.
+    assert setup == UPSTREAM_SETUP | {"model": "models/gemini-3.8-live"}
 
 
 async def test_an_allowed_model_from_the_browser_is_used(make_proxy: ProxyFactory) -> None:
     proxy = await make_proxy(allowed_models=frozenset({"gemini-3.1-flash-live-preview"}))
     async with proxy.session({"setup": {"model": "gemini-3.1-flash-live-preview"}}):
         assert upstream(proxy).model == "models/gemini-3.1-flash-live-preview"
-
-
-async def test_transcription_flags_false_turn_transcription_off(proxy: Proxy) -> None:
-    setup = {"setup": {"input_audio_transcription": False, "outputAudioTranscription": None}}
-    async with proxy.session(setup):
-        sent = upstream(proxy).setup
-    assert sent is not None
-    assert "inputAudioTranscription" not in sent
-    assert "outputAudioTranscription" not in sent
 
 
 async def test_compression_can_be_left_to_the_browser(make_proxy: ProxyFactory) -> None:
@@ -155,29 +80,6 @@ async def test_text_turns_in_every_form_reach_upstream_and_get_answers(proxy: Pr
     assert got[1][1]["turns"][0]["parts"][0]["text"] == "two, as plain text"
     assert got[2][1]["turns"][0]["parts"][0]["text"] == "three"
     assert got[3] == ("realtimeInput", {"text": "four"})
-
-
-async def test_image_and_stream_control_messages_map_to_realtime_input(proxy: Proxy) -> None:
-    jpeg = base64.b64encode(b"\xff\xd8\xff\xe0fake-jpeg").decode()
-    async with proxy.session() as client:
-        await client.send_json({"type": "image", "data": jpeg})
-        await client.send_json({"type": "image", "data": jpeg, "mime_type": "image/png"})
-        await client.send_json({"type": "audio_stream_end"})
-        got = await received(proxy, 3)
-    assert got[0] == ("realtimeInput", {"video": {"mimeType": "image/jpeg", "data": jpeg}})
-    assert got[1] == ("realtimeInput", {"video": {"mimeType": "image/png", "data": jpeg}})
-    assert got[2] == ("realtimeInput", {"audioStreamEnd": True})
-
-
-async def test_activity_signals_map_to_realtime_input(proxy: Proxy) -> None:
-    setup = {
-        "setup": {"realtime_input_config": {"automatic_activity_detection": {"disabled": True}}}
-    }
-    async with proxy.session(setup) as client:
-        await client.send_json({"type": "activity_start"})
-        await client.send_json({"type": "activity_end"})
-        got = await received(proxy, 2)
-    assert got == [("realtimeInput", {"activityStart": {}}), ("realtimeInput", {"activityEnd": {}})]
 
 
 async def test_odd_length_audio_is_carried_so_samples_stay_aligned(proxy: Proxy) -> None:
@@ -248,18 +150,14 @@ async def test_a_tool_call_carries_session_stats_and_its_response_continues_the_
     assert "21" in text
 
 
+# Which frames are refused, and the exact reasons: tests/contract/test_mapping_rules.py. Here,
+# one refusal from each place that refuses: the reader answers it and the session goes on.
 @pytest.mark.parametrize(
     ("frame", "fragment"),
     [
-        (orjson.dumps({"setup": {}}).decode(), "setup"),
-        (orjson.dumps({"unknown": 1}).decode(), "unknown"),
-        (orjson.dumps({"a": 1, "b": 2}).decode(), "unknown message"),
+        # The mapping, the schema, the reader itself.
         ("[1, 2, 3]", "must be an object"),
-        ('"just a string"', "must be an object"),
-        (orjson.dumps({"type": "dance"}).decode(), "dance"),
-        (orjson.dumps({"type": "text"}).decode(), "text"),
-        (orjson.dumps({"type": "image", "data": "!!!"}).decode(), "base64"),
-        (orjson.dumps({"realtime_input": {"audio": {"data": 5}}}).decode(), "realtime_input"),
+        ('{"realtime_input": {"audio": {"data": 5}}}', "realtime_input"),
         (b"", "empty binary frame"),
     ],
 )
