@@ -42,11 +42,27 @@ def _strict_int(value: Any, _: type) -> int:
     return value
 
 
-def make_converter() -> cattrs.Converter:
-    """The converter for the browser-facing models (orjson preconf, strict scalars)."""
-    converter = make_orjson_converter()
+def _strict_float(value: Any, _: type) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a number, got {orjson.dumps(value).decode()[:40]}")
+    return float(value)
+
+
+def _strict_bool(value: Any, _: type) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"expected true or false, got {orjson.dumps(value).decode()[:40]}")
+    return value
+
+
+def make_converter(*, forbid_extra_keys: bool = False) -> cattrs.Converter:
+    """A converter of JSON values to attrs models (orjson preconf) with strict scalars: a field
+    takes only its own JSON type (``true`` is no integer, ``"5"`` no number); with
+    ``forbid_extra_keys``, an unknown key is an error too."""
+    converter = make_orjson_converter(forbid_extra_keys=forbid_extra_keys)
     converter.register_structure_hook(str, _strict_str)
     converter.register_structure_hook(int, _strict_int)
+    converter.register_structure_hook(float, _strict_float)
+    converter.register_structure_hook(bool, _strict_bool)
     return converter
 
 
@@ -121,8 +137,9 @@ def decode_browser_input(data: dict[str, Any]) -> BrowserInput:
         return structure(snake, BrowserInput)  # type: ignore[arg-type]
     except DecodeError as exc:
         kind = data.get("type")
-        name = repr(shown(kind)) if isinstance(kind, str) else "a"
-        raise BadMessage(f"invalid {name} message: {exc}") from None
+        if not isinstance(kind, str):
+            raise BadMessage(f'a message\'s "type" must be a string, not {type(kind).__name__}')
+        raise BadMessage(f"invalid {shown(kind)!r} message: {exc}") from None
 
 
 def encode_session_end(event: SessionEnd) -> str:

@@ -53,19 +53,23 @@ def browser_setup(raw: Any, policy: SetupPolicy) -> dict[str, Any]:
     """
     if not isinstance(raw, dict):
         raise InvalidSetup("setup must be a JSON object")
-    setup = {to_camel(k): v for k, v in raw.items()}
-    for flag in _TRANSCRIPTION_FLAGS:
-        value = setup.get(flag)
-        if value is True:
-            setup[flag] = {}
-        elif value is False or (flag in setup and value is None):
-            del setup[flag]
-    if isinstance(setup.get("tools"), dict):
-        setup["tools"] = [setup["tools"]]
-    if isinstance(setup.get("systemInstruction"), str):  # as Google's SDKs take it
-        setup["systemInstruction"] = {"parts": [{"text": setup["systemInstruction"]}]}
-    requested = setup.pop("model", None)
-    setup.pop("sessionResumption", None)
+    # The shortcuts, applied under the keys as sent: the schema then names them as sent, and
+    # refuses a field given in both casings.
+    setup: dict[str, Any] = {}
+    requested: Any = None
+    for key, value in raw.items():
+        name = to_camel(key)
+        if name in _TRANSCRIPTION_FLAGS and value in (True, False, None):
+            if value is True:
+                setup[key] = {}
+        elif name == "tools" and isinstance(value, dict):
+            setup[key] = [value]
+        elif name == "systemInstruction" and isinstance(value, str):  # as Google's SDKs take it
+            setup[key] = {"parts": [{"text": value}]}
+        elif name == "model":
+            requested = value
+        elif name != "sessionResumption":
+            setup[key] = value
     try:
         normalised = normalise(SETUP, setup, "setup")
     except SchemaError as exc:

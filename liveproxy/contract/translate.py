@@ -81,6 +81,8 @@ def browser_text_to_upstream(frame: str) -> str:
         return text_turn(frame)
     if not isinstance(data, dict):
         raise BadMessage("a JSON message must be an object")
+    if not data:
+        raise BadMessage("an empty JSON object is not a message")
     if "type" in data:
         return typed_to_upstream(data)
     if len(data) == 1:

@@ -16,6 +16,7 @@ import attrs
 import cattrs
 import orjson
 
+from liveproxy.contract.codec import make_converter
 from liveproxy.contract.endings import BROWSER_CLOSED, SHUTDOWN, Outcome
 from liveproxy.core.stats import Totals
 
@@ -75,4 +76,11 @@ def resumable_ending(outcome: Outcome | None) -> bool:
     return outcome is None or outcome in RESUMABLE_ENDINGS
 
 
-_converter = cattrs.Converter(forbid_extra_keys=True)
+def _strings(value: Any, _: type) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise TypeError("expected a list of strings")
+    return tuple(value)
+
+
+_converter = make_converter(forbid_extra_keys=True)
+_converter.register_structure_hook_func(lambda kind: kind == tuple[str, ...], _strings)

@@ -169,20 +169,31 @@ def _invalid(path: str, type_name: str, value: Any, depth: int) -> SchemaError:
     return SchemaError(f"Invalid value at '{path}' ({type_name}), {text}")
 
 
-def _is_integral(value: Any) -> bool:
+#: The bit widths of protobuf's integers, whose JSON values out of range Google refuses.
+_INT_BITS: Final = {Scalar.INT32: 32, Scalar.INT64: 64}
+
+
+def _is_integral(value: Any, bits: int) -> bool:
+    """Whether ``value`` is a JSON integer (a number or, as proto3 JSON writes int64, a decimal
+    string) that fits in a signed integer of ``bits``."""
+    number: int
     if isinstance(value, bool):
         return False
     if isinstance(value, int):
-        return True
-    if isinstance(value, float):
-        return value.is_integer()
-    if isinstance(value, str):
+        number = value
+    elif isinstance(value, float):
+        if not value.is_integer():
+            return False
+        number = int(value)
+    elif isinstance(value, str) and len(value) <= 24:
         try:
-            int(value)
+            number = int(value)
         except ValueError:
             return False
-        return True
-    return False
+    else:
+        return False
+    limit = 1 << (bits - 1)
+    return -limit <= number < limit
 
 
 def _is_number(value: Any) -> bool:
@@ -207,8 +218,8 @@ def _check_scalar(kind: Scalar, value: Any, path: str, depth: int) -> Any:
     ok: bool
     if kind is Scalar.STRING:
         ok = isinstance(value, str)
-    elif kind in (Scalar.INT32, Scalar.INT64):
-        ok = _is_integral(value)
+    elif kind in _INT_BITS:
+        ok = _is_integral(value, _INT_BITS[kind])
     elif kind is Scalar.FLOAT:
         ok = _is_number(value)
     elif kind is Scalar.BOOL:

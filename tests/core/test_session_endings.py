@@ -119,7 +119,7 @@ async def test_an_expired_token_closes_4003(
 @pytest.mark.parametrize(
     ("setup", "fragment"),
     [
-        ({"setup": {"speech_config": {}}}, "Unknown name \"speechConfig\" at 'setup'"),
+        ({"setup": {"speech_config": {}}}, "Unknown name \"speech_config\" at 'setup'"),
         (
             {"setup": {"generation_config": {"input_audio_transcription": {}}}},
             "at 'setup.generation_config'",

@@ -30,12 +30,12 @@ from tests.wsclient import has_key
 
 SESSIONS = 3
 FRAMES = 40
-#: A frame every 20 ms (a microphone sends one every 20 to 100 ms); a connection lives 400 ms,
-#: its goAway 250 ms before its end (Gemini's lead is about 50 s: time enough to open the new
+#: A frame every 20 ms (a microphone sends one every 20 to 100 ms); a connection lives 600 ms,
+#: its goAway 400 ms before its end (Gemini's lead is about 50 s: time enough to open the new
 #: connection, even on a loaded machine).
 PACE = 0.02
-LIFETIME = 0.4
-GO_AWAY_LEAD = 0.25
+LIFETIME = 0.6
+GO_AWAY_LEAD = 0.4
 
 
 async def echo_upstream(request: WebSocketRequest, connections: list[int]) -> None:
