@@ -138,7 +138,8 @@ def decode_browser_input(data: dict[str, Any]) -> BrowserInput:
     except DecodeError as exc:
         kind = data.get("type")
         if not isinstance(kind, str):
-            raise BadMessage(f'a message\'s "type" must be a string, not {type(kind).__name__}')
+            kind_name = type(kind).__name__
+            raise BadMessage(f'a message\'s "type" must be a string, not {kind_name}') from None
         raise BadMessage(f"invalid {shown(kind)!r} message: {exc}") from None
 
 
