@@ -144,6 +144,8 @@ class UpstreamEvent:
     interrupted: bool = False
     generating: bool = False
     turn_complete: bool = False
+    #: ``serverContent.interactionStatus`` as sent (``IN_PROGRESS``, ``IDLE``; newer models).
+    interaction_status: str | None = None
 
 
 class UpstreamDecodeError(ValueError):
@@ -261,6 +263,9 @@ def _note_content(event: UpstreamEvent, content: Any) -> None:
     if isinstance(content, dict):
         event.interrupted = bool(content.get("interrupted"))
         event.turn_complete = bool(content.get("turnComplete"))
+        status = content.get("interactionStatus")
+        if isinstance(status, str):
+            event.interaction_status = status
 
 
 def _note_usage(event: UpstreamEvent, message: dict[str, Any]) -> None:

@@ -71,8 +71,10 @@ class Course:
     phase: Phase = Phase.CONNECTING
     #: The latest resumable handle (None until Gemini sends one).
     handle: str | None = None
-    #: Whether the model is mid-turn (no switch then).
-    generating: bool = False
+    #: Whether the model is mid-turn or mid-interaction (no switch then).
+    activity: Activity = attrs.Factory(lambda: Activity())
+    #: Whether the handle was given since the model last started a turn (a switch takes one).
+    fresh: bool = False
     #: When to switch at the latest after a ``goAway`` (``inf``: no switch pending).
     switch_at: float = math.inf
     #: When the connection that sent ``goAway`` will be closed (``inf``: no ``goAway``).
@@ -88,14 +90,11 @@ class Course:
 
     def on_event(self, event: UpstreamEvent, now: float) -> bool:
         """Take one upstream message; True when the connection should be switched now."""
-        if event.interrupted:
-            self.generating = False
-        if event.generating or event.tool_call is not None:
-            self.generating = True
-        if event.turn_complete:
-            self.generating = False
+        if self.activity.take(event):
+            self.fresh = False
         if event.resumption_handle is not None and self.phase is not Phase.RESUMING:
             self.handle = event.resumption_handle  # a switch under way keeps the one it took
+            self.fresh = True
         if event.go_away is not None and self.phase is Phase.LIVE:
             time_left = parse_duration(event.go_away)
             self.go_away_end = now + time_left
@@ -110,11 +109,10 @@ class Course:
         itself (draining the old would answer twice). The course follows the new connection
         from here, which has said nothing yet."""
         drain = Drain(
-            generating=self.generating,
-            deadline=self.go_away_end + DRAIN_GRACE,
-            quiet_until=now + DRAIN_QUIET,
+            self.activity, deadline=self.go_away_end + DRAIN_GRACE, quiet_until=now + DRAIN_QUIET
         )
-        self.generating = False
+        self.activity = Activity()
+        self.fresh = False
         self.go_away_end = math.inf
         return None if transparent else drain
 
@@ -181,7 +179,8 @@ class Course:
         self.phase = Phase.LIVE
 
     def _switch_now(self) -> bool:
-        if self.phase is Phase.SWITCHING and self.handle is not None and not self.generating:
+        """At a turn boundary (an idle interaction) with a handle given since: switch."""
+        if self.phase is Phase.SWITCHING and self.fresh and not self.activity.busy:
             self._start_resume()
             return True
         return False
@@ -194,27 +193,50 @@ class Course:
 
 
 @attrs.define
+class Activity:
+    """Whether a connection's model is mid-turn, or mid-interaction: a model that reports
+    ``interactionStatus`` may go on after ``turnComplete`` until ``IDLE``."""
+
+    generating: bool = False
+    in_progress: bool = False
+
+    @property
+    def busy(self) -> bool:
+        return self.generating or self.in_progress
+
+    def take(self, event: UpstreamEvent) -> bool:
+        """Follow one upstream message; True when a turn or an interaction goes on with it."""
+        if event.interrupted:
+            self.generating = False
+        started = event.generating or event.tool_call is not None
+        if started:
+            self.generating = True
+        if event.turn_complete:
+            self.generating = False
+        if event.interaction_status is not None:
+            self.in_progress = event.interaction_status != "IDLE"
+        return started or self.in_progress
+
+
+@attrs.define
 class Drain:
     """What an old connection still owes once the browser's input has moved off it: the answer
     to what it consumed. It is read until :attr:`until` (then it owes nothing, or no more
     can be waited for), or until it closes."""
 
-    #: Whether a turn of its own is under way.
-    generating: bool
+    #: Its model's turn or interaction under way.
+    activity: Activity
     #: Its ``goAway`` deadline (and a grace): it is closed then, whatever it owes.
     deadline: float
-    #: When, if it says nothing more and no turn is under way, it owes nothing.
+    #: When, if it says nothing more and it is not busy, it owes nothing.
     quiet_until: float
 
     @property
     def until(self) -> float:
         """When to stop reading it, if it says nothing before."""
-        return self.deadline if self.generating else min(self.deadline, self.quiet_until)
+        return self.deadline if self.activity.busy else min(self.deadline, self.quiet_until)
 
     def on_event(self, event: UpstreamEvent, now: float) -> None:
         """Take one of its messages (received at ``now``)."""
-        if event.interrupted or event.turn_complete:
-            self.generating = False
-        if event.generating or event.tool_call is not None:
-            self.generating = True
+        self.activity.take(event)
         self.quiet_until = now + DRAIN_QUIET

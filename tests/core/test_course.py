@@ -13,6 +13,7 @@ from liveproxy.core.course import (
     DRAIN_GRACE,
     DRAIN_QUIET,
     RESUME_BACKOFF,
+    Activity,
     Course,
     Drain,
     Phase,
@@ -57,7 +58,9 @@ def test_go_away_mid_turn_waits_for_the_turn_to_end() -> None:
     assert course.phase is Phase.SWITCHING
     assert course.switch_at == 10.0 + 50.0 - 5.0  # at the latest 5 s before the deadline
     assert not course.on_event(UpstreamEvent(generating=True), 11.0)
-    assert course.on_event(UpstreamEvent(turn_complete=True), 12.0)
+    assert not course.on_event(UpstreamEvent(turn_complete=True), 12.0)  # its handle is old
+    assert course.on_event(UpstreamEvent(resumption_handle="h2"), 12.1)  # a fresh one
+    assert course.handle == "h2"
 
 
 def test_a_short_go_away_leaves_half_its_time_as_the_margin() -> None:
@@ -71,7 +74,8 @@ def test_a_pending_tool_call_counts_as_mid_turn_and_interrupted_ends_the_turn() 
     course = live()
     course.on_event(UpstreamEvent(tool_call={"toolCall": {}}), 0.0)
     assert not course.on_event(UpstreamEvent(go_away="50s"), 1.0)
-    assert course.on_event(UpstreamEvent(interrupted=True), 2.0)
+    assert not course.on_event(UpstreamEvent(interrupted=True), 2.0)  # the turn ended; its
+    assert course.on_event(UpstreamEvent(resumption_handle="h2"), 2.1)  # handle comes after
 
 
 def test_go_away_without_a_handle_waits_for_one() -> None:
@@ -200,7 +204,7 @@ def test_an_old_connection_mid_turn_owes_the_turn_until_its_deadline() -> None:
     drain = course.begin_drain(8.0, transparent=False)
     assert drain is not None
     assert drain.until == 2.0 + 10.0 + DRAIN_GRACE  # its goAway's end, and a little more
-    assert not course.generating  # the course follows the new connection, which said nothing
+    assert not course.activity.busy  # the course follows the new connection, which said nothing
     assert course.go_away_end == math.inf
     drain.on_event(UpstreamEvent(generating=True), 9.0)
     assert drain.until == 2.0 + 10.0 + DRAIN_GRACE
@@ -227,7 +231,7 @@ def test_transparently_the_new_connection_answers_what_the_old_one_owed() -> Non
 
 
 def test_an_interrupted_turn_is_owed_no_more() -> None:
-    drain = Drain(generating=True, deadline=100.0, quiet_until=0.0)
+    drain = Drain(Activity(generating=True), deadline=100.0, quiet_until=0.0)
     drain.on_event(UpstreamEvent(interrupted=True), 5.0)
     assert drain.until == 5.0 + DRAIN_QUIET
 
@@ -241,3 +245,37 @@ def test_with_no_new_connection_the_old_one_stays_and_a_later_drop_resumes() -> 
     assert course.closed(1011, "Deadline expired before operation could complete.") is None
     assert course.phase is Phase.RESUMING
     assert course.next_attempt() == 0.0  # a fresh round of attempts
+
+
+# --- Models that report interactionStatus (3.8 extended thinking) -------------------------------
+
+
+def test_a_switch_waits_for_the_interaction_to_be_idle_and_a_handle_after_it() -> None:
+    course = live()
+    course.on_event(UpstreamEvent(interaction_status="IN_PROGRESS", generating=True), 1.0)
+    assert not course.on_event(UpstreamEvent(go_away="50s"), 2.0)
+    # turnComplete, but the model goes on reasoning: no switch, whatever handle comes.
+    turn_end = UpstreamEvent(turn_complete=True, interaction_status="IN_PROGRESS")
+    assert not course.on_event(turn_end, 3.0)
+    assert not course.on_event(UpstreamEvent(resumption_handle="stale"), 3.1)
+    assert not course.on_event(UpstreamEvent(generating=True), 10.0)  # a tool call's answer...
+    idle = UpstreamEvent(turn_complete=True, interaction_status="IDLE")
+    assert not course.on_event(idle, 20.0)  # idle, but the handle predates it
+    assert course.on_event(UpstreamEvent(resumption_handle="h2"), 20.1)
+    assert course.handle == "h2"
+
+
+def test_an_interaction_past_the_deadline_switches_mid_way_and_is_drained() -> None:
+    course = live()
+    course.on_event(UpstreamEvent(interaction_status="IN_PROGRESS"), 1.0)
+    course.on_event(UpstreamEvent(go_away="10s"), 2.0)
+    assert course.switch_at == 7.0
+    assert course.deadline_reached()  # with the handle it has: stale beats none
+    course.connected()
+    drain = course.begin_drain(7.5, transparent=False)
+    assert drain is not None
+    assert drain.until == 12.0 + DRAIN_GRACE  # the interaction is owed to the end
+    drain.on_event(UpstreamEvent(turn_complete=True, interaction_status="IN_PROGRESS"), 8.0)
+    assert drain.until == 12.0 + DRAIN_GRACE
+    drain.on_event(UpstreamEvent(turn_complete=True, interaction_status="IDLE"), 9.0)
+    assert drain.until == 9.0 + DRAIN_QUIET
