@@ -10,8 +10,8 @@ from typing import Any, Literal
 
 import attrs
 
+from liveproxy.emulator.catalog import ModelCatalog, not_found_reason
 from liveproxy.emulator.endings import Close
-from liveproxy.emulator.models import ModelCatalog, not_found_reason
 from liveproxy.emulator.record import Api
 from liveproxy.emulator.vad import VadSettings
 from liveproxy.protocol.closes import INVALID_ARGUMENT, INVALID_PAYLOAD, POLICY

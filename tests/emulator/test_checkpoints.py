@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from liveproxy.emulator.catalog import ModelCatalog
 from liveproxy.emulator.conversation import Conversation
 from liveproxy.emulator.decode import ClientMessage
-from liveproxy.emulator.models import ModelCatalog
 from liveproxy.emulator.options import SessionOptions, read_setup
 from liveproxy.emulator.speaker import Turn
 from liveproxy.emulator.store import Checkpoint, HandleStore, SessionState

@@ -10,8 +10,8 @@ import trio
 
 from liveproxy.emulator import EmulatorConfig, Faults, messages
 from liveproxy.emulator.auth import BEARER_INVALID, TOKEN_INVALID, find_credential, refusal
+from liveproxy.emulator.catalog import GOOGLE_LIVE_MODELS, ModelCatalog, vertex_not_found
 from liveproxy.emulator.endings import Close
-from liveproxy.emulator.models import GOOGLE_LIVE_MODELS, ModelCatalog, vertex_not_found
 from liveproxy.emulator.options import read_setup
 from liveproxy.emulator.pending import Pending
 from liveproxy.emulator.record import Api

@@ -9,8 +9,8 @@ import orjson
 import pytest
 import trio
 
+from liveproxy.emulator.catalog import GOOGLE_LIVE_MODELS, vertex_not_found
 from liveproxy.emulator.decode import INVALID_JSON
-from liveproxy.emulator.models import GOOGLE_LIVE_MODELS, vertex_not_found
 from liveproxy.protocol.closes import (
     INVALID_ARGUMENT,
     MEDIA_CHUNKS_DEPRECATED,
