@@ -80,7 +80,7 @@ class EmulatorConfig:
     unregistered-caller close).
 
     Models: with ``models`` None (the default) the emulator serves Google's Live models for the
-    connection's backend (:data:`liveproxy.emulator.catalog.GOOGLE_LIVE_MODELS`); a tuple serves
+    connection's backend (:data:`liveproxy.protocol.live_models.LIVE_MODELS`); a tuple serves
     exactly those names instead. ``extra_models`` (the command line's ``--model``) are served in
     addition, and ``any_model`` serves every well-formed name. An entry without a ``/`` matches
     ``models/<entry>`` and ``…/models/<entry>``. Anything else closes 1008 with Google's reason.

@@ -10,7 +10,7 @@ import trio
 
 from liveproxy.emulator import EmulatorConfig, Faults, messages
 from liveproxy.emulator.auth import BEARER_INVALID, TOKEN_INVALID, find_credential, refusal
-from liveproxy.emulator.catalog import GOOGLE_LIVE_MODELS, ModelCatalog, vertex_not_found
+from liveproxy.emulator.catalog import ModelCatalog, vertex_not_found
 from liveproxy.emulator.endings import Close
 from liveproxy.emulator.options import read_setup
 from liveproxy.emulator.pending import Pending
@@ -25,6 +25,7 @@ from liveproxy.protocol.closes import (
     UNREGISTERED_CALLER,
     model_not_found,
 )
+from liveproxy.protocol.live_models import LIVE_MODELS
 
 DEV = Route("developer", "v1beta", "BidiGenerateContent")
 CONSTRAINED = Route("developer", "v1alpha", "BidiGenerateContentConstrained")
@@ -115,9 +116,13 @@ VERTEX_PREFIX = "projects/p/locations/l/publishers/google/models/"
 @pytest.mark.parametrize(
     ("model", "api", "accepted"),
     [
-        *[("models/" + m, "developer", True) for m in GOOGLE_LIVE_MODELS["developer"]],
-        *[(VERTEX_PREFIX + m, "vertex", True) for m in GOOGLE_LIVE_MODELS["vertex"]],
-        ("publishers/google/models/gemini-live-2.5-flash", "vertex", True),  # express mode
+        *[("models/" + m, "developer", True) for m in LIVE_MODELS["developer"]],
+        *[(VERTEX_PREFIX + m, "vertex", True) for m in LIVE_MODELS["vertex"]],
+        ("publishers/google/models/gemini-live-2.5-flash-native-audio", "vertex", True),  # express
+        # Shut down (Developer API), or no longer listed (Vertex).
+        ("models/gemini-live-2.5-flash-preview", "developer", False),
+        ("models/gemini-2.0-flash-live-001", "developer", False),
+        (VERTEX_PREFIX + "gemini-live-2.5-flash", "vertex", False),
         # A typo, or a name only the other backend serves, or in the other backend's spelling.
         ("models/gemini-3.8-lvie", "developer", False),
         ("models/gemini-live-2.5-flash", "developer", False),
@@ -266,7 +271,7 @@ def test_read_setup_refusals(setup: dict[str, Any], code: int, reason: str) -> N
 
 
 def test_vertex_refuses_a_model_with_its_own_reason() -> None:
-    model = VERTEX_PREFIX + "gemini-3.8-live"
+    model = VERTEX_PREFIX + "gemini-3.1-flash-live-preview"  # a Developer API model
     with pytest.raises(Close) as caught:
         read_setup({"model": model}, api="vertex", api_version="v1", models=ModelCatalog())
     assert caught.value.code == 1008

@@ -9,7 +9,7 @@ import orjson
 import pytest
 import trio
 
-from liveproxy.emulator.catalog import GOOGLE_LIVE_MODELS, vertex_not_found
+from liveproxy.emulator.catalog import vertex_not_found
 from liveproxy.emulator.decode import INVALID_JSON
 from liveproxy.protocol.closes import (
     INVALID_ARGUMENT,
@@ -17,6 +17,7 @@ from liveproxy.protocol.closes import (
     model_not_found,
     truncate_reason,
 )
+from liveproxy.protocol.live_models import LIVE_MODELS, SHUT_DOWN
 
 from .helpers import (
     MODEL,
@@ -126,6 +127,13 @@ async def test_a_model_outside_googles_list_closes_1008_truncated_to_123_bytes(
     assert reason.endswith("bidiGenerateContent. Call")
 
 
+@pytest.mark.parametrize("model", sorted(SHUT_DOWN["developer"]))
+async def test_a_shut_down_model_closes_1008_not_found(nursery: trio.Nursery, model: str) -> None:
+    name = f"models/{model}"
+    code, reason = await refused(nursery, {"setup": {"model": name}})
+    assert (code, reason) == (1008, truncate_reason(model_not_found(name, "v1beta")))
+
+
 async def test_vertex_serves_its_own_list_and_refuses_the_rest_like_vertex(
     nursery: trio.Nursery,
 ) -> None:
@@ -134,7 +142,7 @@ async def test_vertex_serves_its_own_list_and_refuses_the_rest_like_vertex(
     async with connect(emulator, VERTEX_PATH, headers=vertex) as ws:
         await open_session(ws, model=VERTEX_MODEL)
     async with connect(emulator, VERTEX_PATH, headers=vertex) as ws:
-        await open_session(ws, model="publishers/google/models/gemini-live-2.5-flash-native-audio")
+        await open_session(ws, model="publishers/google/models/gemini-3.8-live")
     developer_only = "projects/p/locations/l/publishers/google/models/gemini-live-2.5-flash-preview"
     async with connect(emulator, VERTEX_PATH, headers=vertex) as ws:
         await send(ws, {"setup": {"model": developer_only}})
@@ -144,13 +152,20 @@ async def test_vertex_serves_its_own_list_and_refuses_the_rest_like_vertex(
     assert reason.reason.startswith(f"Publisher Model `{developer_only}`")
 
 
-async def test_every_model_of_googles_developer_list_is_served(nursery: trio.Nursery) -> None:
+async def test_every_model_of_googles_lists_is_served(nursery: trio.Nursery) -> None:
     emulator = await start(nursery)
-    for name in GOOGLE_LIVE_MODELS["developer"]:
+    for name in LIVE_MODELS["developer"]:
         async with connect(emulator) as ws:
             await open_session(ws, model=f"models/{name}")
+    for name in LIVE_MODELS["vertex"]:
+        async with connect(emulator, VERTEX_PATH, headers={"Authorization": "Bearer t"}) as ws:
+            await open_session(ws, model=f"projects/p/locations/l/publishers/google/models/{name}")
     assert [record.model for record in emulator.connections] == [
-        f"models/{name}" for name in GOOGLE_LIVE_MODELS["developer"]
+        *(f"models/{name}" for name in LIVE_MODELS["developer"]),
+        *(
+            f"projects/p/locations/l/publishers/google/models/{name}"
+            for name in LIVE_MODELS["vertex"]
+        ),
     ]
 
 
