@@ -21,7 +21,7 @@ from liveproxy.emulator.options import SessionOptions, read_setup
 from liveproxy.emulator.speaker import Turn
 from liveproxy.emulator.store import Checkpoint, HandleStore, SessionState
 
-from .helpers import MODEL, silence16, tone16
+from .helpers import MODEL, TEXT_MODEL, silence16, tone16
 
 Outcome = tuple[str | None, str, int | None]
 
@@ -137,7 +137,7 @@ def _checkpoint(conversation: Conversation) -> Checkpoint:
     ("setup", "messages"),
     [
         ({}, AUTOMATIC),
-        ({"generationConfig": {"responseModalities": ["TEXT"]}}, AUTOMATIC),
+        ({"model": TEXT_MODEL, "generationConfig": {"responseModalities": ["TEXT"]}}, AUTOMATIC),
         (MANUAL_SETUP, MANUAL),
     ],
     ids=["automatic-audio", "automatic-text", "manual"],

@@ -12,7 +12,7 @@ from liveproxy.emulator import EmulatorConfig, Faults, messages
 from liveproxy.emulator.auth import BEARER_INVALID, TOKEN_INVALID, find_credential, refusal
 from liveproxy.emulator.catalog import ModelCatalog, vertex_not_found
 from liveproxy.emulator.endings import Close
-from liveproxy.emulator.options import read_setup
+from liveproxy.emulator.options import SessionOptions, read_setup
 from liveproxy.emulator.pending import Pending
 from liveproxy.emulator.record import Api
 from liveproxy.emulator.replies import fragments, parse_call, tool_result
@@ -186,6 +186,7 @@ def test_read_setup_defaults() -> None:
 def test_read_setup_options() -> None:
     options = read_setup(
         setup_of(
+            model="models/gemini-3.1-flash-live-preview",
             generationConfig={"responseModalities": ["TEXT"]},
             inputAudioTranscription={},
             outputAudioTranscription={},
@@ -219,6 +220,7 @@ def test_read_setup_options() -> None:
 def test_read_setup_enum_numbers_and_disabled_vad() -> None:
     options = read_setup(
         setup_of(
+            model="models/gemini-3.1-flash-live-preview",
             generationConfig={"responseModalities": [1]},
             realtimeInputConfig={"automaticActivityDetection": {"disabled": True}},
             sessionResumption={},
@@ -268,6 +270,121 @@ def test_read_setup_refusals(setup: dict[str, Any], code: int, reason: str) -> N
     with pytest.raises(Close) as caught:
         read_setup(setup, api="developer", api_version="v1alpha", models=ModelCatalog())
     assert (caught.value.code, caught.value.reason) == (code, reason)
+
+
+@pytest.mark.parametrize(
+    ("setup", "reason"),
+    [
+        # The Live API's own rules come first: two modalities, whatever the model.
+        (
+            setup_of(generationConfig={"responseModalities": ["TEXT", "AUDIO"]}),
+            INVALID_ARGUMENT,
+        ),
+        (
+            setup_of(generationConfig={"responseModalities": ["TEXT"]}),
+            "The text content type (CONTENT_TYPE_TEXT) is not supported for this model "
+            "configuration.",
+        ),
+        (setup_of(generationConfig={"thinkingConfig": {}}), "thinking_config is not supported."),
+        (
+            setup_of(proactivity={"proactiveAudio": False}),
+            "proactive_audio is always enabled for this model: omit it.",
+        ),
+        (
+            {
+                "model": "models/gemini-3.8-live-extended-thinking",
+                "tools": [{"functionDeclarations": [{"name": "f", "behavior": "BLOCKING"}]}],
+            },
+            "Function calling behavior BLOCKING is not supported for this model: "
+            "declare functions NON_BLOCKING.",
+        ),
+    ],
+)
+@pytest.mark.parametrize("catalog", [ModelCatalog(), ANY, ModelCatalog(extra=("gemini-x",))])
+def test_read_setup_applies_the_models_rules_however_it_is_served(
+    setup: dict[str, Any], reason: str, catalog: ModelCatalog
+) -> None:
+    with pytest.raises(Close) as caught:
+        read_setup(setup, api="developer", api_version="v1beta", models=catalog)
+    assert (caught.value.code, caught.value.reason) == (1007, reason)
+
+
+def test_a_model_outside_the_table_has_no_rules() -> None:
+    anything = {
+        "generationConfig": {"responseModalities": ["TEXT"], "thinkingConfig": {}},
+        "proactivity": {"proactiveAudio": False},
+        "tools": [{"functionDeclarations": [{"name": "f"}]}],
+    }
+    for model, catalog in (
+        ("models/gemini-x", ModelCatalog(extra=("gemini-x",))),
+        ("tunedModels/mine", ANY),
+    ):
+        options = read_setup(
+            {"model": model, **anything}, api="developer", api_version="v1", models=catalog
+        )
+        assert options.modality == "TEXT"
+        assert options.functions == {"f"}
+        assert not options.non_blocking  # every call blocks, as on the older models
+        assert (options.interaction_status, options.transcribe_only) == (False, False)
+
+
+def test_a_shut_down_model_is_not_found_even_when_served_by_name() -> None:
+    model = "models/gemini-2.0-flash-live-001"
+    for catalog in (ModelCatalog(), ANY, ModelCatalog(extra=(model,))):
+        with pytest.raises(Close) as caught:
+            read_setup({"model": model}, api="developer", api_version="v1", models=catalog)
+        assert (caught.value.code, caught.value.reason) == (1008, model_not_found(model, "v1"))
+
+
+def _developer(setup: dict[str, Any]) -> SessionOptions:
+    return read_setup(setup, api="developer", api_version="v1beta", models=ModelCatalog())
+
+
+def test_which_calls_do_not_wait() -> None:
+    declared = [
+        {"name": "plain"},
+        {"name": "quick", "behavior": "NON_BLOCKING"},
+        {"name": "slow", "behavior": "BLOCKING"},
+        {"name": "unsaid", "behavior": "UNSPECIFIED"},
+        {"name": "numbered", "behavior": 1},
+    ]
+    tools = {"tools": [{"functionDeclarations": declared}]}
+    live = _developer({"model": "models/gemini-3.8-live", **tools})
+    assert live.functions == {"plain", "quick", "slow", "unsaid", "numbered"}
+    assert live.non_blocking == {"plain", "quick", "unsaid"}
+    # The older models: every call blocks, as before, whatever the declaration says.
+    older = _developer({"model": "models/gemini-2.5-flash-native-audio-preview-12-2025", **tools})
+    assert older.functions == live.functions
+    assert not older.non_blocking
+    extended = _developer(
+        {
+            "model": "models/gemini-3.8-live-extended-thinking",
+            "tools": [{"functionDeclarations": [{"name": "a"}, {"name": "b", "behavior": 2}]}],
+        }
+    )
+    assert extended.non_blocking == {"a", "b"}
+
+
+def test_what_each_model_does_differently() -> None:
+    live = _developer({"model": "models/gemini-3.8-live"})
+    assert (live.modality, live.interaction_status, live.transcribe_only) == ("AUDIO", False, False)
+    extended = _developer(
+        {
+            "model": "models/gemini-3.8-live-extended-thinking",
+            "generationConfig": {
+                "thinkingConfig": {"thinkingLevel": "HIGH", "includeThoughts": True}
+            },
+        }
+    )
+    assert (extended.modality, extended.interaction_status) == ("AUDIO", True)
+    assert extended.include_thoughts
+    assert not _developer({"model": "models/gemini-3.8-live-extended-thinking"}).include_thoughts
+    # A transcription model answers in TEXT, asked for or not.
+    for generation in ({}, {"responseModalities": ["TEXT"]}, {"responseModalities": [0]}):
+        transcribe = _developer(
+            {"model": "models/gemini-3.5-transcribe-live", "generationConfig": generation}
+        )
+        assert (transcribe.modality, transcribe.transcribe_only) == ("TEXT", True)
 
 
 def test_vertex_refuses_a_model_with_its_own_reason() -> None:

@@ -25,6 +25,8 @@ from .helpers import silence16, start, tone16
 
 KEY = "test-key"
 MODEL = "gemini-3.8-live"  # in Google's list, which the emulator serves by default
+#: A model that answers in TEXT (gemini-3.8-live outputs AUDIO only).
+TEXT_MODEL = "gemini-3.1-flash-live-preview"
 SCENARIO_TIMEOUT = 20.0
 TEXT = types.LiveConnectConfig(response_modalities=[types.Modality.TEXT])
 
@@ -81,7 +83,7 @@ async def test_text_turn(nursery: trio.Nursery, certificate: tuple[trustme.CA, P
     emulator, context = await start_tls(nursery, certificate)
 
     async def scenario() -> list[types.LiveServerMessage]:
-        async with client(emulator, context).aio.live.connect(model=MODEL, config=TEXT) as s:
+        async with client(emulator, context).aio.live.connect(model=TEXT_MODEL, config=TEXT) as s:
             await s.send_client_content(turns={"role": "user", "parts": [{"text": "hello"}]})
             return await collect_turn(s)
 
@@ -145,7 +147,7 @@ async def test_tool_call_and_response(
         )
         calls: list[types.FunctionCall] = []
         text = ""
-        async with client(emulator, context).aio.live.connect(model=MODEL, config=config) as s:
+        async with client(emulator, context).aio.live.connect(model=TEXT_MODEL, config=config) as s:
             await s.send_realtime_input(text='call get_weather {"location": "Tokyo"}')
             async for message in s.receive():
                 if message.tool_call and message.tool_call.function_calls:
@@ -176,7 +178,7 @@ async def test_session_resumption(
     async def scenario() -> str:
         genai_client = client(emulator, context)
         config = TEXT.model_copy(update={"session_resumption": types.SessionResumptionConfig()})
-        async with genai_client.aio.live.connect(model=MODEL, config=config) as s:
+        async with genai_client.aio.live.connect(model=TEXT_MODEL, config=config) as s:
             await s.send_realtime_input(text="remember me")
             await collect_turn(s)
             update = await anext(s.receive())
@@ -185,7 +187,7 @@ async def test_session_resumption(
             assert handle
         resumption = types.SessionResumptionConfig(handle=handle)
         resumed = TEXT.model_copy(update={"session_resumption": resumption})
-        async with genai_client.aio.live.connect(model=MODEL, config=resumed) as s:
+        async with genai_client.aio.live.connect(model=TEXT_MODEL, config=resumed) as s:
             await s.send_realtime_input(text="again")
             turn = await collect_turn(s)
         return "".join(m.text or "" for m in turn)
@@ -225,7 +227,9 @@ async def test_mid_session_close_and_lifetime_end_surface_as_api_errors(
     async def receive_until_error(text: str | None) -> tuple[list[str], errors.APIError]:
         seen: list[str] = []
         with pytest.raises(errors.APIError) as raised:  # noqa: PT012
-            async with client(emulator, context).aio.live.connect(model=MODEL, config=TEXT) as s:
+            async with client(emulator, context).aio.live.connect(
+                model=TEXT_MODEL, config=TEXT
+            ) as s:
                 if text is not None:
                     await s.send_realtime_input(text=text)
                 while True:

@@ -21,6 +21,7 @@ from liveproxy.protocol.live_models import LIVE_MODELS, SHUT_DOWN
 
 from .helpers import (
     MODEL,
+    TEXT_MODEL,
     VERTEX_MODEL,
     VERTEX_PATH,
     audio_message,
@@ -115,6 +116,79 @@ async def test_invalid_input_closes_1007_with_googles_reason(
     assert await refused(nursery, *frames) == (1007, reason)
 
 
+EXTENDED = "models/gemini-3.8-live-extended-thinking"
+TRANSCRIBE = "models/gemini-3.5-transcribe-live"
+
+
+@pytest.mark.parametrize(
+    ("setup", "reason"),
+    [
+        (
+            {"model": MODEL, "generationConfig": {"thinkingConfig": {"thinkingBudget": 0}}},
+            "thinking_config is not supported.",
+        ),
+        (
+            {"model": MODEL, "proactivity": {"proactive_audio": False}},
+            "proactive_audio is always enabled for this model: omit it.",
+        ),
+        (
+            {"model": MODEL, "generation_config": {"enable_affective_dialog": True}},
+            'Invalid JSON payload received. Unknown name "enable_affective_dialog" at '
+            "'setup.generation_config': Cannot find field.",
+        ),
+        (
+            {"model": MODEL, "generationConfig": {"responseModalities": ["TEXT"]}},
+            "The text content type (CONTENT_TYPE_TEXT) is not supported for this model "
+            "configuration.",
+        ),
+        (
+            {
+                "model": EXTENDED,
+                "generationConfig": {"thinkingConfig": {"thinkingLevel": "MINIMAL"}},
+            },
+            "'minimal' is not a supported thinking level for this model. Allowed values are: "
+            "low, medium, high.",
+        ),
+        (
+            {
+                "model": EXTENDED,
+                "tools": [{"function_declarations": [{"name": "f", "behavior": "BLOCKING"}]}],
+            },
+            "Function calling behavior BLOCKING is not supported for this model: "
+            "declare functions NON_BLOCKING.",
+        ),
+        (
+            {"model": TRANSCRIBE, "generationConfig": {"responseModalities": ["AUDIO"]}},
+            "The audio content type (CONTENT_TYPE_AUDIO) is not supported for this model "
+            "configuration.",
+        ),
+    ],
+)
+async def test_a_setup_the_model_refuses_closes_1007_with_its_reason(
+    nursery: trio.Nursery, setup: dict[str, Any], reason: str
+) -> None:
+    # In either casing: the rules read the setup as the emulator normalised it.
+    assert await refused(nursery, {"setup": setup}) == (1007, reason)
+
+
+async def test_the_models_own_setups_are_accepted(nursery: trio.Nursery) -> None:
+    emulator = await start(nursery)
+    accepted: list[dict[str, Any]] = [
+        {"model": MODEL, "proactivity": {"proactiveAudio": True}},
+        {
+            "model": MODEL,
+            "tools": [{"functionDeclarations": [{"name": "f", "behavior": "BLOCKING"}]}],
+        },
+        {"model": EXTENDED, "generationConfig": {"thinkingConfig": {"thinkingLevel": "HIGH"}}},
+        {"model": TRANSCRIBE, "generationConfig": {"responseModalities": ["TEXT"]}},
+        {"model": TEXT_MODEL, "generationConfig": {"responseModalities": ["TEXT"]}},
+    ]
+    for setup in accepted:
+        async with connect(emulator) as ws:
+            await open_session(ws, **setup)
+    assert len(emulator.connections) == len(accepted)
+
+
 async def test_a_model_outside_googles_list_closes_1008_truncated_to_123_bytes(
     nursery: trio.Nursery,
 ) -> None:
@@ -202,7 +276,7 @@ async def test_setup_is_recorded_normalised_and_answered_in_a_binary_frame(
 ) -> None:
     emulator = await start(nursery)
     setup = {
-        "model": MODEL,
+        "model": TEXT_MODEL,
         "generation_config": {"response_modalities": ["TEXT"], "speech_config": {}},
         "tools": [{"function_declarations": [{"name": "f", "parameters": {"snake_key": 1}}]}],
         # int64 fields as a string or as a number
@@ -217,7 +291,7 @@ async def test_setup_is_recorded_normalised_and_answered_in_a_binary_frame(
         assert frame == b'{"setupComplete":{}}'
     (record,) = emulator.connections
     assert record.setup == {
-        "model": MODEL,
+        "model": TEXT_MODEL,
         "generationConfig": {"responseModalities": ["TEXT"], "speechConfig": {}},
         "tools": [{"functionDeclarations": [{"name": "f", "parameters": {"snake_key": 1}}]}],
         "contextWindowCompression": {
