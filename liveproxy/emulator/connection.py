@@ -200,6 +200,7 @@ class Connection:
             realtime=self._config.speed == "realtime",
             vertex=self._route.api == "vertex",
             checkpoint=conversation.checkpoint,
+            owes=conversation.owes,
             record=self._record,
         )
         send, receive = trio.open_memory_channel[ClientMessage](INPUT_QUEUE)

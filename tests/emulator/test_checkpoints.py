@@ -18,8 +18,8 @@ from liveproxy.emulator.catalog import ModelCatalog
 from liveproxy.emulator.conversation import Conversation
 from liveproxy.emulator.decode import ClientMessage
 from liveproxy.emulator.options import SessionOptions, read_setup
-from liveproxy.emulator.speaker import Turn
 from liveproxy.emulator.store import Checkpoint, HandleStore, SessionState
+from liveproxy.emulator.turns import Turn
 
 from .helpers import MODEL, TEXT_MODEL, silence16, tone16
 
@@ -172,7 +172,7 @@ async def test_replaying_one_message_too_many_or_too_few_shows_in_the_record(shi
 def test_no_checkpoint_while_a_turn_is_owed() -> None:
     options = options_of(
         realtimeInputConfig={"activityHandling": "NO_INTERRUPTION"},
-        tools=[{"functionDeclarations": [{"name": "f"}]}],
+        tools=[{"functionDeclarations": [{"name": "f", "behavior": "BLOCKING"}]}],
     )
     conversation = Conversation(options, SessionState("s"))
     (first,) = conversation.handle(realtime(text="one"))
