@@ -12,10 +12,11 @@ from liveproxy.emulator import EmulatorConfig, Faults, messages
 from liveproxy.emulator.auth import BEARER_INVALID, TOKEN_INVALID, find_credential, refusal
 from liveproxy.emulator.catalog import ModelCatalog, vertex_not_found
 from liveproxy.emulator.endings import Close
+from liveproxy.emulator.interaction import Interaction
 from liveproxy.emulator.options import SessionOptions, read_setup
 from liveproxy.emulator.pending import Pending
 from liveproxy.emulator.record import Api
-from liveproxy.emulator.replies import fragments, parse_call, tool_result
+from liveproxy.emulator.replies import asks_to_think, fragments, parse_call, tool_result
 from liveproxy.emulator.routes import Route, match_route, split_target
 from liveproxy.emulator.store import Checkpoint, HandleStore, SessionState
 from liveproxy.emulator.vad import VadSettings
@@ -416,6 +417,53 @@ def test_tool_result_and_fragments() -> None:
     assert fragments('You said: "a  b"') == ["You", " said:", ' "a', '  b"']
     assert "".join(fragments(" x y ")) == "x y"
     assert fragments("") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "thinks"),
+    [
+        ("think about lunch", True),
+        ("Think!", True),
+        ("what do you THINK of it", True),
+        ("thinking", False),
+        ("rethink", False),
+        ("hello", False),
+    ],
+)
+def test_asks_to_think(text: str, thinks: bool) -> None:
+    assert asks_to_think(text) is thinks
+
+
+def test_usage_counts_thoughts_in_the_total_only() -> None:
+    assert messages.usage({"TEXT": 4}, {"AUDIO": 10}, vertex=False, thoughts=6) == {
+        "promptTokenCount": 4,
+        "responseTokenCount": 10,
+        "thoughtsTokenCount": 6,
+        "totalTokenCount": 20,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 4}],
+        "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": 10}],
+    }
+
+
+def test_interaction_status_stamps_the_first_message_and_every_turn_complete() -> None:
+    part = messages.model_text("x")
+    silent = Interaction(reports=False)
+    assert silent.stamp(part) == part
+    assert silent.at_turn_complete(goes_on=True) is None
+    assert silent.settle() is None
+    status = Interaction(reports=True)
+    assert status.settle() is None  # nothing under way
+    assert status.stamp(part)["serverContent"]["interactionStatus"] == "IN_PROGRESS"
+    assert status.stamp(part) == part  # only the first message of the interaction
+    assert status.stamp(messages.go_away(1)) == messages.go_away(1)
+    assert status.at_turn_complete(goes_on=True) == "IN_PROGRESS"
+    assert status.stamp(part) == part
+    assert status.at_turn_complete(goes_on=False) == "IDLE"
+    assert status.settle() is None
+    # A new interaction; this time ended by a silent tool result.
+    assert status.stamp(part)["serverContent"]["interactionStatus"] == "IN_PROGRESS"
+    assert status.settle() == {"serverContent": {"interactionStatus": "IDLE"}}
+    assert status.settle() is None
 
 
 @pytest.mark.parametrize(
