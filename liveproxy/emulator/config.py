@@ -83,7 +83,9 @@ class EmulatorConfig:
     connection's backend (:data:`liveproxy.protocol.live_models.LIVE_MODELS`); a tuple serves
     exactly those names instead. ``extra_models`` (the command line's ``--model``) are served in
     addition, and ``any_model`` serves every well-formed name. An entry without a ``/`` matches
-    ``models/<entry>`` and ``…/models/<entry>``. Anything else closes 1008 with Google's reason.
+    ``models/<entry>`` and ``…/models/<entry>``. Anything else closes 1008 with Google's reason,
+    and so does a model Google has shut down, whatever these say. A served model has the rules
+    of :data:`~liveproxy.protocol.live_models.LIVE_MODELS` if it is there, none otherwise.
     """
 
     host: str = "127.0.0.1"
