@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 import trio
 
 from liveproxy.emulator import messages, replies
 from liveproxy.emulator.audio import INPUT_RATE, OUTPUT_RATE, pcm_rate, resample, seconds
+from liveproxy.emulator.calls import Answer, Calls, response_text
 from liveproxy.emulator.decode import ClientMessage
 from liveproxy.emulator.endings import Close
 from liveproxy.emulator.options import SessionOptions
@@ -23,7 +23,7 @@ from liveproxy.emulator.speaker import Speaker
 from liveproxy.emulator.store import Checkpoint, SessionState
 from liveproxy.emulator.turns import Call, Turn
 from liveproxy.emulator.vad import EnergyVad, SpeechEnded, SpeechStarted, VadEvent
-from liveproxy.protocol.closes import ENTITY_NOT_FOUND, INVALID_ARGUMENT, INVALID_PAYLOAD, POLICY
+from liveproxy.protocol.closes import INVALID_ARGUMENT, INVALID_PAYLOAD
 
 TURN_QUEUE = 16
 #: How long a model asked to think keeps silent between its two turns (realtime speed).
@@ -61,7 +61,7 @@ class Conversation:
         self._state = state
         self._pending = _carried_over(pending or Pending(), options)
         self._open: list[Turn] = []
-        self._calls: dict[str, Turn] = {}
+        self._calls = Calls(self._pending.cancelled)
         self._consumed = 0
         state.set_system(messages.text_tokens(options.system_text))
 
@@ -93,7 +93,7 @@ class Conversation:
         """Whether the model still owes something as ``finishing`` (the turn being played)
         ends: another turn, or the result of a NON_BLOCKING call (a blocking call's own turn
         is what is owed)."""
-        if any(turn.call is not None and not turn.call.blocking for turn in self._calls.values()):
+        if self._calls.results_owed():
             return True
         return any(
             turn is not finishing and not turn.done and not turn.interrupted.is_set()
@@ -114,13 +114,8 @@ class Conversation:
         self._open = []
 
     def _interrupt_turn(self, turn: Turn) -> None:
-        """Stop ``turn``, and cancel its call unless it is a NON_BLOCKING call already out."""
         turn.interrupt()
-        call = turn.call
-        if call is None or (not call.blocking and turn.called):
-            return
-        if self._calls.pop(call.id, None) is not None:
-            self._pending.cancelled.add(call.id)
+        self._calls.cancel(turn)
 
     def _realtime(self, body: dict[str, Any], audio: bytes | None) -> list[Turn]:
         turns: list[Turn] = []
@@ -194,7 +189,7 @@ class Conversation:
             name, args = call
             call_id = self._state.next_call_id()
             turn = Turn(call=Call(call_id, name, args, blocking=name not in options.non_blocking))
-            self._calls[call_id] = turn
+            self._calls.add(turn)
             return [turn]
         if options.interaction_status and replies.asks_to_think(text):
             return [
@@ -228,28 +223,17 @@ class Conversation:
     def _tool_response(self, body: dict[str, Any]) -> list[Turn]:
         turns: list[Turn] = []
         for response in body.get("functionResponses", []):
-            call_id = response.get("id") or self._pending_call_named(response.get("name", ""))
-            if call_id in self._pending.cancelled:
-                continue
-            turn = self._calls.get(call_id)
-            if turn is None or turn.call is None:
-                raise Close(POLICY, ENTITY_NOT_FOUND)
-            call = turn.call
-            result = response.get("response", {})
-            self._state.add("TEXT", messages.text_tokens(orjson.dumps(result).decode()))
-            if call.blocking:
-                del self._calls[call_id]
-                turn.result = replies.tool_result(call.name, result)
-                turn.answered.set()
-                continue
-            if not response.get("willContinue"):
-                del self._calls[call_id]
-            turns.append(self._scheduled(replies.tool_result(call.name, result), response))
+            answer = self._calls.answer(response)
+            if answer is None:
+                continue  # a late response to a cancelled call: not heard
+            self._state.add("TEXT", messages.text_tokens(response_text(response)))
+            if not answer.blocking:
+                turns.append(self._scheduled(answer))
         return turns
 
-    def _scheduled(self, result: str, response: dict[str, Any]) -> Turn:
-        """The turn a NON_BLOCKING call's ``result`` makes, as its ``scheduling`` says."""
-        scheduling = response.get("scheduling", "SCHEDULING_UNSPECIFIED")
+    def _scheduled(self, answer: Answer) -> Turn:
+        """The turn a NON_BLOCKING call's answer makes, as its ``scheduling`` says."""
+        scheduling = answer.response.get("scheduling", "SCHEDULING_UNSPECIFIED")
         if isinstance(scheduling, int):
             scheduling = _SCHEDULING_NUMBERS.get(scheduling, "SCHEDULING_UNSPECIFIED")
         if scheduling == "SILENT":
@@ -260,14 +244,7 @@ class Conversation:
             )
             if current is not None:
                 self._interrupt_turn(current)
-        return Turn(reply=result)
-
-    def _pending_call_named(self, name: str) -> str:
-        """The oldest pending call to ``name`` (Vertex allows responses without an id)."""
-        for call_id, turn in self._calls.items():
-            if turn.call is not None and turn.call.name == name:
-                return call_id
-        return ""
+        return Turn(reply=answer.reply)
 
 
 def _carried_over(pending: Pending, options: SessionOptions) -> Pending:

@@ -10,6 +10,7 @@ import trio
 
 from liveproxy.emulator import EmulatorConfig, Faults, messages
 from liveproxy.emulator.auth import BEARER_INVALID, TOKEN_INVALID, find_credential, refusal
+from liveproxy.emulator.calls import Answer, Calls
 from liveproxy.emulator.catalog import ModelCatalog, vertex_not_found
 from liveproxy.emulator.endings import Close
 from liveproxy.emulator.interaction import Interaction
@@ -19,6 +20,7 @@ from liveproxy.emulator.record import Api
 from liveproxy.emulator.replies import asks_to_think, fragments, parse_call, tool_result
 from liveproxy.emulator.routes import Route, match_route, split_target
 from liveproxy.emulator.store import Checkpoint, HandleStore, SessionState
+from liveproxy.emulator.turns import Call, Turn
 from liveproxy.emulator.vad import VadSettings
 from liveproxy.protocol.closes import (
     API_KEY_INVALID,
@@ -432,6 +434,38 @@ def test_tool_result_and_fragments() -> None:
 )
 def test_asks_to_think(text: str, thinks: bool) -> None:
     assert asks_to_think(text) is thinks
+
+
+def test_calls_cancelled_answered_and_owed() -> None:
+    calls = Calls(cancelled=set())
+    blocking = Turn(call=Call("c1", "f", {}))
+    queued = Turn(call=Call("c2", "f", {}, blocking=False))
+    out = Turn(call=Call("c3", "f", {}, blocking=False), called=True)
+    for turn in (blocking, queued, out):
+        calls.add(turn)
+    assert calls.results_owed()
+    # Barge-in cancels a blocking call and one not yet sent, not a NON_BLOCKING one already out.
+    for turn in (blocking, queued, out):
+        calls.cancel(turn)
+    assert calls.cancelled == {"c1", "c2"}
+    assert calls.answer({"id": "c1", "response": {}}) is None  # late: ignored
+    # Vertex: no id, the oldest pending call of that name (c3, the others are cancelled).
+    response = {"name": "f", "response": {"a": 1}, "willContinue": True}
+    assert calls.answer(response) == Answer('f returned {"a":1}', response, blocking=False)
+    assert calls.results_owed()  # c3 will continue
+    assert calls.answer({"id": "c3", "response": {}}) is not None
+    assert not calls.results_owed()
+    with pytest.raises(Close) as caught:
+        calls.answer({"id": "c3", "response": {}})
+    assert (caught.value.code, caught.value.reason) == (1008, "Requested entity was not found.")
+    waiting = Turn(call=Call("c4", "g", {}))
+    calls.add(waiting)
+    assert not calls.results_owed()  # a blocking call's own turn is what is owed
+    taken = calls.answer({"id": "c4", "response": {"ok": True}})
+    assert taken is not None
+    assert taken.blocking
+    assert waiting.answered.is_set()
+    assert waiting.result == 'g returned {"ok":true}'
 
 
 def test_usage_counts_thoughts_in_the_total_only() -> None:
