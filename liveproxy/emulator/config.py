@@ -80,10 +80,12 @@ class EmulatorConfig:
     unregistered-caller close).
 
     Models: with ``models`` None (the default) the emulator serves Google's Live models for the
-    connection's backend (:data:`liveproxy.emulator.models.GOOGLE_LIVE_MODELS`); a tuple serves
+    connection's backend (:data:`liveproxy.protocol.live_models.LIVE_MODELS`); a tuple serves
     exactly those names instead. ``extra_models`` (the command line's ``--model``) are served in
     addition, and ``any_model`` serves every well-formed name. An entry without a ``/`` matches
-    ``models/<entry>`` and ``…/models/<entry>``. Anything else closes 1008 with Google's reason.
+    ``models/<entry>`` and ``…/models/<entry>``. Anything else closes 1008 with Google's reason,
+    and so does a model Google has shut down, whatever these say. A served model has the rules
+    of :data:`~liveproxy.protocol.live_models.LIVE_MODELS` if it is there, none otherwise.
     """
 
     host: str = "127.0.0.1"

@@ -17,12 +17,12 @@ import trio
 
 from liveproxy.emulator import messages
 from liveproxy.emulator.auth import refusal
+from liveproxy.emulator.catalog import ModelCatalog
 from liveproxy.emulator.config import EmulatorConfig, Faults
 from liveproxy.emulator.conversation import Conversation, run_conversation
 from liveproxy.emulator.decode import ClientMessage, decode_client
 from liveproxy.emulator.endings import Close, Drop, Ending, PeerGone
 from liveproxy.emulator.lifetime import Lifetime
-from liveproxy.emulator.models import ModelCatalog
 from liveproxy.emulator.options import SessionOptions, read_setup
 from liveproxy.emulator.pending import Pending
 from liveproxy.emulator.record import ConnectionRecord
@@ -200,6 +200,7 @@ class Connection:
             realtime=self._config.speed == "realtime",
             vertex=self._route.api == "vertex",
             checkpoint=conversation.checkpoint,
+            owes=conversation.owes,
             record=self._record,
         )
         send, receive = trio.open_memory_channel[ClientMessage](INPUT_QUEUE)

@@ -10,21 +10,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 import trio
 
 from liveproxy.emulator import messages, replies
 from liveproxy.emulator.audio import INPUT_RATE, OUTPUT_RATE, pcm_rate, resample, seconds
+from liveproxy.emulator.calls import Answer, Calls, response_text
 from liveproxy.emulator.decode import ClientMessage
 from liveproxy.emulator.endings import Close
 from liveproxy.emulator.options import SessionOptions
 from liveproxy.emulator.pending import Pending
-from liveproxy.emulator.speaker import Call, Speaker, Turn
+from liveproxy.emulator.speaker import Speaker
 from liveproxy.emulator.store import Checkpoint, SessionState
+from liveproxy.emulator.turns import Call, Turn
 from liveproxy.emulator.vad import EnergyVad, SpeechEnded, SpeechStarted, VadEvent
-from liveproxy.protocol.closes import ENTITY_NOT_FOUND, INVALID_ARGUMENT, INVALID_PAYLOAD, POLICY
+from liveproxy.protocol.closes import INVALID_ARGUMENT, INVALID_PAYLOAD
 
 TURN_QUEUE = 16
+#: How long a model asked to think keeps silent between its two turns (realtime speed).
+THINK_SECONDS = 3.0
+_SCHEDULING_NUMBERS = {0: "SCHEDULING_UNSPECIFIED", 1: "SILENT", 2: "WHEN_IDLE", 3: "INTERRUPT"}
 
 
 class Conversation:
@@ -33,9 +37,16 @@ class Conversation:
     * Speech (server VAD, or activityStart/activityEnd when it is disabled) makes a turn that
       plays the utterance back at 24 kHz (AUDIO) or answers ``You said: [speech D s]`` (TEXT).
     * ``realtimeInput.text`` and ``clientContent`` with ``turnComplete`` make a text reply, or a
-      function call for ``call NAME {args}``.
+      function call for ``call NAME {args}``, or (on a model that thinks on request) a short
+      answer and a thought-out turn after a pause; a transcription model answers text with an
+      empty turn and speech with its transcript.
+    * A blocking call's turn waits for the response. A NON_BLOCKING call's turn ends once the
+      call is out; its response makes a turn with the result as its ``scheduling`` says:
+      ``INTERRUPT`` interrupts the turn under way and speaks now, ``WHEN_IDLE`` (or unspecified)
+      speaks after the turns already queued, ``SILENT`` makes none (a quiet turn).
     * New activity interrupts the unfinished turns (unless ``NO_INTERRUPTION``; a
-      ``clientContent`` turn always interrupts).
+      ``clientContent`` turn always interrupts). A NON_BLOCKING call already out is not
+      cancelled by it: its result still comes.
 
     Every message :meth:`handle` takes is *consumed*: :attr:`consumed` counts them (the n-th
     message after ``setup`` has index n), and :meth:`checkpoint` captures the conversation with
@@ -50,7 +61,7 @@ class Conversation:
         self._state = state
         self._pending = _carried_over(pending or Pending(), options)
         self._open: list[Turn] = []
-        self._calls: dict[str, Turn] = {}
+        self._calls = Calls(self._pending.cancelled)
         self._consumed = 0
         state.set_system(messages.text_tokens(options.system_text))
 
@@ -71,33 +82,40 @@ class Conversation:
         elif message.kind == "clientContent":
             turns = self._client_content(message.body)
         elif message.kind == "toolResponse":
-            self._tool_response(message.body)
-            turns = []
+            turns = self._tool_response(message.body)
         else:
             turns = []
         self._open = [turn for turn in self._open if not turn.done] + turns
         self._consumed += 1
         return turns
 
+    def owes(self, finishing: Turn) -> bool:
+        """Whether the model still owes something as ``finishing`` (the turn being played)
+        ends: another turn, or the result of a NON_BLOCKING call (a blocking call's own turn
+        is what is owed)."""
+        if self._calls.results_owed():
+            return True
+        return any(
+            turn is not finishing and not turn.done and not turn.interrupted.is_set()
+            for turn in self._open
+        )
+
     def checkpoint(self, finishing: Turn) -> Checkpoint | None:
         """The conversation as a resumption handle keeps it, as ``finishing`` (the turn being
-        played) ends; None while the model still owes another turn (the session is then not
+        played) ends; None while the model still owes something (the session is then not
         resumable, as on Google while it generates or a function call is pending)."""
-        owed = [
-            turn
-            for turn in self._open
-            if turn is not finishing and not turn.done and not turn.interrupted.is_set()
-        ]
-        if owed:
+        if self.owes(finishing):
             return None
         return Checkpoint(self._state.snapshot(), self._pending.copy(), self._consumed)
 
     def _interrupt(self) -> None:
         for turn in self._open:
-            turn.interrupt()
-            if turn.call is not None and self._calls.pop(turn.call.id, None) is not None:
-                self._pending.cancelled.add(turn.call.id)
+            self._interrupt_turn(turn)
         self._open = []
+
+    def _interrupt_turn(self, turn: Turn) -> None:
+        turn.interrupt()
+        self._calls.cancel(turn)
 
     def _realtime(self, body: dict[str, Any], audio: bytes | None) -> list[Turn]:
         turns: list[Turn] = []
@@ -115,7 +133,7 @@ class Conversation:
             self._state.add("IMAGE", messages.IMAGE_TOKENS)
         if "text" in body:
             self._interrupt_on_activity()
-            turns.append(self._user_text(body["text"]))
+            turns += self._user_text(body["text"])
         if body.get("audioStreamEnd") and pending.vad is not None:
             turns += self._vad_events(pending.vad.flush())
         if "activityEnd" in body and pending.capture is not None:
@@ -153,22 +171,36 @@ class Conversation:
         self._state.add("AUDIO", messages.audio_tokens(duration))
         transcript = replies.speech_transcript(duration)
         self._state.heard.append(transcript)
+        if self._options.transcribe_only:
+            return Turn(reply=transcript, transcript=transcript)
         audio = None
         if self._options.modality == "AUDIO":
             audio = resample(pcm, INPUT_RATE, OUTPUT_RATE)
         return Turn(reply=replies.reply_to_speech(transcript), transcript=transcript, audio=audio)
 
-    def _user_text(self, text: str) -> Turn:
+    def _user_text(self, text: str) -> list[Turn]:
         self._state.add("TEXT", messages.text_tokens(text))
         self._state.heard.append(text)
-        call = replies.parse_call(text, self._options.functions)
-        if call is None:
-            return Turn(reply=replies.reply_to_text(text))
-        name, args = call
-        call_id = self._state.next_call_id()
-        turn = Turn(call=Call(call_id, name, args))
-        self._calls[call_id] = turn
-        return turn
+        options = self._options
+        if options.transcribe_only:
+            return [Turn()]
+        call = replies.parse_call(text, options.functions)
+        if call is not None:
+            name, args = call
+            call_id = self._state.next_call_id()
+            turn = Turn(call=Call(call_id, name, args, blocking=name not in options.non_blocking))
+            self._calls.add(turn)
+            return [turn]
+        if options.interaction_status and replies.asks_to_think(text):
+            return [
+                Turn(reply=replies.THINKING_ALOUD),
+                Turn(
+                    reply=replies.reply_to_text(text),
+                    pause=THINK_SECONDS,
+                    thought=replies.thought_about(text),
+                ),
+            ]
+        return [Turn(reply=replies.reply_to_text(text))]
 
     def _client_content(self, body: dict[str, Any]) -> list[Turn]:
         for content in body.get("turns", []):
@@ -186,27 +218,33 @@ class Conversation:
         self._interrupt()
         text = " ".join(self._pending.text)
         self._pending.text = []
-        return [self._user_text(text)]
+        return self._user_text(text)
 
-    def _tool_response(self, body: dict[str, Any]) -> None:
+    def _tool_response(self, body: dict[str, Any]) -> list[Turn]:
+        turns: list[Turn] = []
         for response in body.get("functionResponses", []):
-            call_id = response.get("id") or self._pending_call_named(response.get("name", ""))
-            if call_id in self._pending.cancelled:
-                continue
-            turn = self._calls.pop(call_id, None)
-            if turn is None or turn.call is None:
-                raise Close(POLICY, ENTITY_NOT_FOUND)
-            result = response.get("response", {})
-            self._state.add("TEXT", messages.text_tokens(orjson.dumps(result).decode()))
-            turn.result = replies.tool_result(turn.call.name, result)
-            turn.answered.set()
+            answer = self._calls.answer(response)
+            if answer is None:
+                continue  # a late response to a cancelled call: not heard
+            self._state.add("TEXT", messages.text_tokens(response_text(response)))
+            if not answer.blocking:
+                turns.append(self._scheduled(answer))
+        return turns
 
-    def _pending_call_named(self, name: str) -> str:
-        """The oldest pending call to ``name`` (Vertex allows responses without an id)."""
-        for call_id, turn in self._calls.items():
-            if turn.call is not None and turn.call.name == name:
-                return call_id
-        return ""
+    def _scheduled(self, answer: Answer) -> Turn:
+        """The turn a NON_BLOCKING call's answer makes, as its ``scheduling`` says."""
+        scheduling = answer.response.get("scheduling", "SCHEDULING_UNSPECIFIED")
+        if isinstance(scheduling, int):
+            scheduling = _SCHEDULING_NUMBERS.get(scheduling, "SCHEDULING_UNSPECIFIED")
+        if scheduling == "SILENT":
+            return Turn(quiet=True)
+        if scheduling == "INTERRUPT":
+            current = next(
+                (t for t in self._open if not t.done and not t.interrupted.is_set()), None
+            )
+            if current is not None:
+                self._interrupt_turn(current)
+        return Turn(reply=answer.reply)
 
 
 def _carried_over(pending: Pending, options: SessionOptions) -> Pending:

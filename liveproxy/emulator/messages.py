@@ -60,6 +60,11 @@ def model_text(text: str) -> Message:
     return {"serverContent": {"modelTurn": {"parts": [{"text": text}]}}}
 
 
+def model_thought(text: str) -> Message:
+    """One thought part (``thinkingConfig.includeThoughts``): text marked ``thought``."""
+    return {"serverContent": {"modelTurn": {"parts": [{"text": text, "thought": True}]}}}
+
+
 def input_transcription(text: str) -> Message:
     return {"serverContent": {"inputTranscription": {"text": text}}}
 
@@ -80,27 +85,45 @@ def _details(counts: Mapping[str, int]) -> list[dict[str, Any]]:
     return [{"modality": m, "tokenCount": n} for m, n in sorted(counts.items()) if n]
 
 
-def usage(prompt: Mapping[str, int], response: Mapping[str, int], *, vertex: bool) -> Message:
-    """``usageMetadata`` for a turn; Vertex names the response side ``candidates*``."""
+def usage(
+    prompt: Mapping[str, int], response: Mapping[str, int], *, vertex: bool, thoughts: int = 0
+) -> Message:
+    """``usageMetadata`` for a turn; Vertex names the response side ``candidates*``.
+    ``thoughts`` (``thoughtsTokenCount``) count in the total, not in the response."""
     prompt_total = sum(prompt.values())
     response_total = sum(response.values())
     side = "candidates" if vertex else "response"
     fields: Message = {
         "promptTokenCount": prompt_total,
         f"{side}TokenCount": response_total,
-        "totalTokenCount": prompt_total + response_total,
+        "thoughtsTokenCount": thoughts,
+        "totalTokenCount": prompt_total + response_total + thoughts,
         "promptTokensDetails": _details(prompt),
         f"{side}TokensDetails": _details(response),
     }
     return {key: value for key, value in fields.items() if value}
 
 
-def turn_complete(usage_metadata: Message) -> Message:
-    """``turnComplete``, carrying the turn's ``usageMetadata`` in the same message."""
-    message: Message = {"serverContent": {"turnComplete": True}}
+def turn_complete(usage_metadata: Message, status: str | None = None) -> Message:
+    """``turnComplete``, carrying the turn's ``usageMetadata`` in the same message, and the
+    ``interactionStatus`` after it when the model reports one."""
+    content: Message = {"turnComplete": True}
+    if status is not None:
+        content["interactionStatus"] = status
+    message: Message = {"serverContent": content}
     if usage_metadata:
         message["usageMetadata"] = usage_metadata
     return message
+
+
+def interaction_status(status: str) -> Message:
+    """``interactionStatus`` alone (``IDLE`` once a silent tool result ends the interaction)."""
+    return {"serverContent": {"interactionStatus": status}}
+
+
+def with_status(message: Message, status: str) -> Message:
+    """``message`` (server content) with ``interactionStatus`` added."""
+    return {**message, "serverContent": {**message["serverContent"], "interactionStatus": status}}
 
 
 def tool_call(call_id: str, name: str, args: dict[str, Any]) -> Message:

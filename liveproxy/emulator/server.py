@@ -16,11 +16,11 @@ from typing import NoReturn
 import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest, wrap_server_stream
 
+from liveproxy.emulator.catalog import ModelCatalog
 from liveproxy.emulator.config import EmulatorConfig, Faults
 from liveproxy.emulator.connection import Connection, Shared
 from liveproxy.emulator.gate import GatedStream
 from liveproxy.emulator.handshake import read_request, reject
-from liveproxy.emulator.models import ModelCatalog
 from liveproxy.emulator.record import ConnectionRecord
 from liveproxy.emulator.store import HandleStore
 from liveproxy.emulator.transport import Transport

@@ -28,6 +28,8 @@ from liveproxy.protocol.closes import INVALID_PAYLOAD, POLICY, model_not_found
 Backend = Literal["developer", "vertex"]
 
 THINKING_LEVELS: Final = ("MINIMAL", "LOW", "MEDIUM", "HIGH")
+#: ``Modality`` enum numbers (proto JSON accepts them for the names).
+_MODALITY_NUMBERS: Final = {1: "TEXT", 3: "AUDIO"}
 
 
 @attrs.frozen
@@ -63,14 +65,19 @@ class ModelRules:
     def check(self, setup: Mapping[str, Any]) -> Refusal | None:
         """The refusal of a schema-valid, camelCase ``setup`` body, or None."""
         generation = setup.get("generationConfig") or {}
-        for modality in generation.get("responseModalities") or ():
+        for value in generation.get("responseModalities") or ():
+            modality = _MODALITY_NUMBERS.get(value, value) if isinstance(value, int) else value
             if modality in ("AUDIO", "TEXT") and modality not in self.outputs:
                 return Refusal(INVALID_PAYLOAD, _content_type(modality))
         if "thinkingConfig" in generation:
             if not self.thinking:
                 return Refusal(INVALID_PAYLOAD, "thinking_config is not supported.")
             level = (generation["thinkingConfig"] or {}).get("thinkingLevel")
-            if isinstance(level, str) and level.upper() not in self.thinking_levels:
+            if (
+                isinstance(level, str)
+                and level.upper() not in self.thinking_levels
+                and level.upper() != "THINKING_LEVEL_UNSPECIFIED"
+            ):
                 allowed = ", ".join(x.lower() for x in self.thinking_levels)
                 return Refusal(
                     INVALID_PAYLOAD,

@@ -20,8 +20,12 @@ VERTEX_PATH = "/ws/google.cloud.aiplatform.v1beta1.LlmBidiService/BidiGenerateCo
 KEYED_PATH = DEV_PATH + "?key=test-key"
 #: Google's GA Live model (the proxy's default): served by the emulator's default list.
 MODEL = "models/gemini-3.8-live"
-#: A Vertex model from Google's list, spelt as the SDK sends it with a project and location.
-VERTEX_MODEL = "projects/p/locations/l/publishers/google/models/gemini-live-2.5-flash"
+#: A Developer API model that answers in TEXT, for the tests of TEXT modality: gemini-3.8-live
+#: outputs AUDIO only (and no Vertex model converses in TEXT).
+TEXT_MODEL = "models/gemini-3.1-flash-live-preview"
+#: A Vertex model from Google's list, spelt as the SDK sends it with a project and location
+#: (the proxy's Vertex default).
+VERTEX_MODEL = "projects/p/locations/l/publishers/google/models/gemini-live-2.5-flash-native-audio"
 #: Guard against hung tests: no single wait in these tests is legitimately longer (trio time).
 RECEIVE_TIMEOUT = 30.0
 

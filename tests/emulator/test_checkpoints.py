@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
+from liveproxy.emulator.catalog import ModelCatalog
 from liveproxy.emulator.conversation import Conversation
 from liveproxy.emulator.decode import ClientMessage
-from liveproxy.emulator.models import ModelCatalog
 from liveproxy.emulator.options import SessionOptions, read_setup
-from liveproxy.emulator.speaker import Turn
 from liveproxy.emulator.store import Checkpoint, HandleStore, SessionState
+from liveproxy.emulator.turns import Turn
 
-from .helpers import MODEL, silence16, tone16
+from .helpers import MODEL, TEXT_MODEL, silence16, tone16
 
 Outcome = tuple[str | None, str, int | None]
 
@@ -137,7 +137,7 @@ def _checkpoint(conversation: Conversation) -> Checkpoint:
     ("setup", "messages"),
     [
         ({}, AUTOMATIC),
-        ({"generationConfig": {"responseModalities": ["TEXT"]}}, AUTOMATIC),
+        ({"model": TEXT_MODEL, "generationConfig": {"responseModalities": ["TEXT"]}}, AUTOMATIC),
         (MANUAL_SETUP, MANUAL),
     ],
     ids=["automatic-audio", "automatic-text", "manual"],
@@ -172,7 +172,7 @@ async def test_replaying_one_message_too_many_or_too_few_shows_in_the_record(shi
 def test_no_checkpoint_while_a_turn_is_owed() -> None:
     options = options_of(
         realtimeInputConfig={"activityHandling": "NO_INTERRUPTION"},
-        tools=[{"functionDeclarations": [{"name": "f"}]}],
+        tools=[{"functionDeclarations": [{"name": "f", "behavior": "BLOCKING"}]}],
     )
     conversation = Conversation(options, SessionState("s"))
     (first,) = conversation.handle(realtime(text="one"))

@@ -11,6 +11,7 @@ import trio.testing
 from liveproxy.protocol.closes import INVALID_ARGUMENT
 
 from .helpers import (
+    TEXT_MODEL,
     audio_message,
     close_reason,
     connect,
@@ -89,7 +90,9 @@ async def test_padding_and_silence_duration_follow_the_setup(nursery: trio.Nurse
 async def test_speech_in_text_modality_answers_in_text(nursery: trio.Nursery) -> None:
     emulator = await start(nursery, speed="fast")
     async with connect(emulator) as ws:
-        await open_session(ws, generationConfig={"responseModalities": ["TEXT"]}, **NO_PADDING)
+        await open_session(
+            ws, model=TEXT_MODEL, generationConfig={"responseModalities": ["TEXT"]}, **NO_PADDING
+        )
         await send_audio(ws, tone16(0.4) + silence16(0.6))
         turn = await until_turn_complete(ws)
     assert model_text(turn) == "You said: [speech 0.40 s]"
@@ -103,7 +106,7 @@ async def test_speech_in_text_modality_answers_in_text(nursery: trio.Nursery) ->
 async def test_text_turn_in_text_modality(nursery: trio.Nursery, as_client_content: bool) -> None:
     emulator = await start(nursery, speed="fast")
     async with connect(emulator) as ws:
-        await open_session(ws, generationConfig={"responseModalities": ["TEXT"]})
+        await open_session(ws, model=TEXT_MODEL, generationConfig={"responseModalities": ["TEXT"]})
         if as_client_content:
             await send(
                 ws, {"clientContent": {"turns": [{"role": "user", "parts": [{"text": "Hello"}]}]}}
@@ -275,7 +278,7 @@ async def test_other_input_rates_are_resampled(nursery: trio.Nursery) -> None:
 async def test_non_pcm_audio_and_video_are_accepted_but_not_heard(nursery: trio.Nursery) -> None:
     emulator = await start(nursery, speed="fast")
     async with connect(emulator) as ws:
-        await open_session(ws, generationConfig={"responseModalities": ["TEXT"]})
+        await open_session(ws, model=TEXT_MODEL, generationConfig={"responseModalities": ["TEXT"]})
         await send(ws, {"realtimeInput": {"audio": {"mimeType": "audio/webm", "data": "GkXfow=="}}})
         await send(ws, {"realtimeInput": {"video": {"mimeType": "image/jpeg", "data": "_9j_"}}})
         await send(ws, {"realtimeInput": {"text": "x"}})

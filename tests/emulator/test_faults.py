@@ -14,6 +14,7 @@ from liveproxy.protocol.closes import DEADLINE_EXPIRED
 
 from .helpers import (
     MODEL,
+    TEXT_MODEL,
     close_reason,
     connect,
     model_text,
@@ -24,7 +25,7 @@ from .helpers import (
     until_turn_complete,
 )
 
-TEXT = {"generationConfig": {"responseModalities": ["TEXT"]}}
+TEXT = {"model": TEXT_MODEL, "generationConfig": {"responseModalities": ["TEXT"]}}
 
 
 async def wait_message(ws: WebSocketConnection, limit: float) -> dict[str, object]:

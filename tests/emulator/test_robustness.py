@@ -11,6 +11,7 @@ from tests.wsclient import wait_until
 
 from .helpers import (
     KEYED_PATH,
+    TEXT_MODEL,
     audio_message,
     close_reason,
     connect,
@@ -47,7 +48,7 @@ async def test_messages_above_one_mib_are_accepted(nursery: trio.Nursery) -> Non
     emulator = await start(nursery, speed="fast")
     frame = base64.b64encode(bytes(2 * 2**20)).decode()
     async with connect(emulator) as ws:
-        await open_session(ws, generationConfig={"responseModalities": ["TEXT"]})
+        await open_session(ws, model=TEXT_MODEL, generationConfig={"responseModalities": ["TEXT"]})
         await send(ws, {"realtimeInput": {"video": {"mimeType": "image/jpeg", "data": frame}}})
         await send(ws, {"realtimeInput": {"text": "still alive"}})
         turn = await until_turn_complete(ws)

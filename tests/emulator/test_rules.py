@@ -10,14 +10,17 @@ import trio
 
 from liveproxy.emulator import EmulatorConfig, Faults, messages
 from liveproxy.emulator.auth import BEARER_INVALID, TOKEN_INVALID, find_credential, refusal
+from liveproxy.emulator.calls import Answer, Calls
+from liveproxy.emulator.catalog import ModelCatalog, vertex_not_found
 from liveproxy.emulator.endings import Close
-from liveproxy.emulator.models import GOOGLE_LIVE_MODELS, ModelCatalog, vertex_not_found
-from liveproxy.emulator.options import read_setup
+from liveproxy.emulator.interaction import Interaction
+from liveproxy.emulator.options import SessionOptions, read_setup
 from liveproxy.emulator.pending import Pending
 from liveproxy.emulator.record import Api
-from liveproxy.emulator.replies import fragments, parse_call, tool_result
+from liveproxy.emulator.replies import asks_to_think, fragments, parse_call, tool_result
 from liveproxy.emulator.routes import Route, match_route, split_target
 from liveproxy.emulator.store import Checkpoint, HandleStore, SessionState
+from liveproxy.emulator.turns import Call, Turn
 from liveproxy.emulator.vad import VadSettings
 from liveproxy.protocol.closes import (
     API_KEY_INVALID,
@@ -25,6 +28,7 @@ from liveproxy.protocol.closes import (
     UNREGISTERED_CALLER,
     model_not_found,
 )
+from liveproxy.protocol.live_models import LIVE_MODELS
 
 DEV = Route("developer", "v1beta", "BidiGenerateContent")
 CONSTRAINED = Route("developer", "v1alpha", "BidiGenerateContentConstrained")
@@ -115,9 +119,13 @@ VERTEX_PREFIX = "projects/p/locations/l/publishers/google/models/"
 @pytest.mark.parametrize(
     ("model", "api", "accepted"),
     [
-        *[("models/" + m, "developer", True) for m in GOOGLE_LIVE_MODELS["developer"]],
-        *[(VERTEX_PREFIX + m, "vertex", True) for m in GOOGLE_LIVE_MODELS["vertex"]],
-        ("publishers/google/models/gemini-live-2.5-flash", "vertex", True),  # express mode
+        *[("models/" + m, "developer", True) for m in LIVE_MODELS["developer"]],
+        *[(VERTEX_PREFIX + m, "vertex", True) for m in LIVE_MODELS["vertex"]],
+        ("publishers/google/models/gemini-live-2.5-flash-native-audio", "vertex", True),  # express
+        # Shut down (Developer API), or no longer listed (Vertex).
+        ("models/gemini-live-2.5-flash-preview", "developer", False),
+        ("models/gemini-2.0-flash-live-001", "developer", False),
+        (VERTEX_PREFIX + "gemini-live-2.5-flash", "vertex", False),
         # A typo, or a name only the other backend serves, or in the other backend's spelling.
         ("models/gemini-3.8-lvie", "developer", False),
         ("models/gemini-live-2.5-flash", "developer", False),
@@ -181,6 +189,7 @@ def test_read_setup_defaults() -> None:
 def test_read_setup_options() -> None:
     options = read_setup(
         setup_of(
+            model="models/gemini-3.1-flash-live-preview",
             generationConfig={"responseModalities": ["TEXT"]},
             inputAudioTranscription={},
             outputAudioTranscription={},
@@ -214,6 +223,7 @@ def test_read_setup_options() -> None:
 def test_read_setup_enum_numbers_and_disabled_vad() -> None:
     options = read_setup(
         setup_of(
+            model="models/gemini-3.1-flash-live-preview",
             generationConfig={"responseModalities": [1]},
             realtimeInputConfig={"automaticActivityDetection": {"disabled": True}},
             sessionResumption={},
@@ -265,8 +275,123 @@ def test_read_setup_refusals(setup: dict[str, Any], code: int, reason: str) -> N
     assert (caught.value.code, caught.value.reason) == (code, reason)
 
 
+@pytest.mark.parametrize(
+    ("setup", "reason"),
+    [
+        # The Live API's own rules come first: two modalities, whatever the model.
+        (
+            setup_of(generationConfig={"responseModalities": ["TEXT", "AUDIO"]}),
+            INVALID_ARGUMENT,
+        ),
+        (
+            setup_of(generationConfig={"responseModalities": ["TEXT"]}),
+            "The text content type (CONTENT_TYPE_TEXT) is not supported for this model "
+            "configuration.",
+        ),
+        (setup_of(generationConfig={"thinkingConfig": {}}), "thinking_config is not supported."),
+        (
+            setup_of(proactivity={"proactiveAudio": False}),
+            "proactive_audio is always enabled for this model: omit it.",
+        ),
+        (
+            {
+                "model": "models/gemini-3.8-live-extended-thinking",
+                "tools": [{"functionDeclarations": [{"name": "f", "behavior": "BLOCKING"}]}],
+            },
+            "Function calling behavior BLOCKING is not supported for this model: "
+            "declare functions NON_BLOCKING.",
+        ),
+    ],
+)
+@pytest.mark.parametrize("catalog", [ModelCatalog(), ANY, ModelCatalog(extra=("gemini-x",))])
+def test_read_setup_applies_the_models_rules_however_it_is_served(
+    setup: dict[str, Any], reason: str, catalog: ModelCatalog
+) -> None:
+    with pytest.raises(Close) as caught:
+        read_setup(setup, api="developer", api_version="v1beta", models=catalog)
+    assert (caught.value.code, caught.value.reason) == (1007, reason)
+
+
+def test_a_model_outside_the_table_has_no_rules() -> None:
+    anything = {
+        "generationConfig": {"responseModalities": ["TEXT"], "thinkingConfig": {}},
+        "proactivity": {"proactiveAudio": False},
+        "tools": [{"functionDeclarations": [{"name": "f"}]}],
+    }
+    for model, catalog in (
+        ("models/gemini-x", ModelCatalog(extra=("gemini-x",))),
+        ("tunedModels/mine", ANY),
+    ):
+        options = read_setup(
+            {"model": model, **anything}, api="developer", api_version="v1", models=catalog
+        )
+        assert options.modality == "TEXT"
+        assert options.functions == {"f"}
+        assert not options.non_blocking  # every call blocks, as on the older models
+        assert (options.interaction_status, options.transcribe_only) == (False, False)
+
+
+def test_a_shut_down_model_is_not_found_even_when_served_by_name() -> None:
+    model = "models/gemini-2.0-flash-live-001"
+    for catalog in (ModelCatalog(), ANY, ModelCatalog(extra=(model,))):
+        with pytest.raises(Close) as caught:
+            read_setup({"model": model}, api="developer", api_version="v1", models=catalog)
+        assert (caught.value.code, caught.value.reason) == (1008, model_not_found(model, "v1"))
+
+
+def _developer(setup: dict[str, Any]) -> SessionOptions:
+    return read_setup(setup, api="developer", api_version="v1beta", models=ModelCatalog())
+
+
+def test_which_calls_do_not_wait() -> None:
+    declared = [
+        {"name": "plain"},
+        {"name": "quick", "behavior": "NON_BLOCKING"},
+        {"name": "slow", "behavior": "BLOCKING"},
+        {"name": "unsaid", "behavior": "UNSPECIFIED"},
+        {"name": "numbered", "behavior": 1},
+    ]
+    tools = {"tools": [{"functionDeclarations": declared}]}
+    live = _developer({"model": "models/gemini-3.8-live", **tools})
+    assert live.functions == {"plain", "quick", "slow", "unsaid", "numbered"}
+    assert live.non_blocking == {"plain", "quick", "unsaid"}
+    # The older models: every call blocks, as before, whatever the declaration says.
+    older = _developer({"model": "models/gemini-2.5-flash-native-audio-preview-12-2025", **tools})
+    assert older.functions == live.functions
+    assert not older.non_blocking
+    extended = _developer(
+        {
+            "model": "models/gemini-3.8-live-extended-thinking",
+            "tools": [{"functionDeclarations": [{"name": "a"}, {"name": "b", "behavior": 2}]}],
+        }
+    )
+    assert extended.non_blocking == {"a", "b"}
+
+
+def test_what_each_model_does_differently() -> None:
+    live = _developer({"model": "models/gemini-3.8-live"})
+    assert (live.modality, live.interaction_status, live.transcribe_only) == ("AUDIO", False, False)
+    extended = _developer(
+        {
+            "model": "models/gemini-3.8-live-extended-thinking",
+            "generationConfig": {
+                "thinkingConfig": {"thinkingLevel": "HIGH", "includeThoughts": True}
+            },
+        }
+    )
+    assert (extended.modality, extended.interaction_status) == ("AUDIO", True)
+    assert extended.include_thoughts
+    assert not _developer({"model": "models/gemini-3.8-live-extended-thinking"}).include_thoughts
+    # A transcription model answers in TEXT, asked for or not.
+    for generation in ({}, {"responseModalities": ["TEXT"]}, {"responseModalities": [0]}):
+        transcribe = _developer(
+            {"model": "models/gemini-3.5-transcribe-live", "generationConfig": generation}
+        )
+        assert (transcribe.modality, transcribe.transcribe_only) == ("TEXT", True)
+
+
 def test_vertex_refuses_a_model_with_its_own_reason() -> None:
-    model = VERTEX_PREFIX + "gemini-3.8-live"
+    model = VERTEX_PREFIX + "gemini-3.1-flash-live-preview"  # a Developer API model
     with pytest.raises(Close) as caught:
         read_setup({"model": model}, api="vertex", api_version="v1", models=ModelCatalog())
     assert caught.value.code == 1008
@@ -294,6 +419,85 @@ def test_tool_result_and_fragments() -> None:
     assert fragments('You said: "a  b"') == ["You", " said:", ' "a', '  b"']
     assert "".join(fragments(" x y ")) == "x y"
     assert fragments("") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "thinks"),
+    [
+        ("think about lunch", True),
+        ("Think!", True),
+        ("what do you THINK of it", True),
+        ("thinking", False),
+        ("rethink", False),
+        ("hello", False),
+    ],
+)
+def test_asks_to_think(text: str, thinks: bool) -> None:
+    assert asks_to_think(text) is thinks
+
+
+def test_calls_cancelled_answered_and_owed() -> None:
+    calls = Calls(cancelled=set())
+    blocking = Turn(call=Call("c1", "f", {}))
+    queued = Turn(call=Call("c2", "f", {}, blocking=False))
+    out = Turn(call=Call("c3", "f", {}, blocking=False), called=True)
+    for turn in (blocking, queued, out):
+        calls.add(turn)
+    assert calls.results_owed()
+    # Barge-in cancels a blocking call and one not yet sent, not a NON_BLOCKING one already out.
+    for turn in (blocking, queued, out):
+        calls.cancel(turn)
+    assert calls.cancelled == {"c1", "c2"}
+    assert calls.answer({"id": "c1", "response": {}}) is None  # late: ignored
+    # Vertex: no id, the oldest pending call of that name (c3, the others are cancelled).
+    response = {"name": "f", "response": {"a": 1}, "willContinue": True}
+    assert calls.answer(response) == Answer('f returned {"a":1}', response, blocking=False)
+    assert calls.results_owed()  # c3 will continue
+    assert calls.answer({"id": "c3", "response": {}}) is not None
+    assert not calls.results_owed()
+    with pytest.raises(Close) as caught:
+        calls.answer({"id": "c3", "response": {}})
+    assert (caught.value.code, caught.value.reason) == (1008, "Requested entity was not found.")
+    waiting = Turn(call=Call("c4", "g", {}))
+    calls.add(waiting)
+    assert not calls.results_owed()  # a blocking call's own turn is what is owed
+    taken = calls.answer({"id": "c4", "response": {"ok": True}})
+    assert taken is not None
+    assert taken.blocking
+    assert waiting.answered.is_set()
+    assert waiting.result == 'g returned {"ok":true}'
+
+
+def test_usage_counts_thoughts_in_the_total_only() -> None:
+    assert messages.usage({"TEXT": 4}, {"AUDIO": 10}, vertex=False, thoughts=6) == {
+        "promptTokenCount": 4,
+        "responseTokenCount": 10,
+        "thoughtsTokenCount": 6,
+        "totalTokenCount": 20,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 4}],
+        "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": 10}],
+    }
+
+
+def test_interaction_status_stamps_the_first_message_and_every_turn_complete() -> None:
+    part = messages.model_text("x")
+    silent = Interaction(reports=False)
+    assert silent.stamp(part) == part
+    assert silent.at_turn_complete(goes_on=True) is None
+    assert silent.settle() is None
+    status = Interaction(reports=True)
+    assert status.settle() is None  # nothing under way
+    assert status.stamp(part)["serverContent"]["interactionStatus"] == "IN_PROGRESS"
+    assert status.stamp(part) == part  # only the first message of the interaction
+    assert status.stamp(messages.go_away(1)) == messages.go_away(1)
+    assert status.at_turn_complete(goes_on=True) == "IN_PROGRESS"
+    assert status.stamp(part) == part
+    assert status.at_turn_complete(goes_on=False) == "IDLE"
+    assert status.settle() is None
+    # A new interaction; this time ended by a silent tool result.
+    assert status.stamp(part)["serverContent"]["interactionStatus"] == "IN_PROGRESS"
+    assert status.settle() == {"serverContent": {"interactionStatus": "IDLE"}}
+    assert status.settle() is None
 
 
 @pytest.mark.parametrize(

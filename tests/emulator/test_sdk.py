@@ -19,12 +19,19 @@ from google import genai
 from google.genai import errors, types
 
 from liveproxy.emulator import Emulator, Faults
-from liveproxy.protocol.closes import API_KEY_INVALID, DEADLINE_EXPIRED
+from liveproxy.protocol.closes import (
+    API_KEY_INVALID,
+    DEADLINE_EXPIRED,
+    model_not_found,
+    truncate_reason,
+)
 
 from .helpers import silence16, start, tone16
 
 KEY = "test-key"
 MODEL = "gemini-3.8-live"  # in Google's list, which the emulator serves by default
+#: A model that answers in TEXT (gemini-3.8-live outputs AUDIO only).
+TEXT_MODEL = "gemini-3.1-flash-live-preview"
 SCENARIO_TIMEOUT = 20.0
 TEXT = types.LiveConnectConfig(response_modalities=[types.Modality.TEXT])
 
@@ -81,7 +88,7 @@ async def test_text_turn(nursery: trio.Nursery, certificate: tuple[trustme.CA, P
     emulator, context = await start_tls(nursery, certificate)
 
     async def scenario() -> list[types.LiveServerMessage]:
-        async with client(emulator, context).aio.live.connect(model=MODEL, config=TEXT) as s:
+        async with client(emulator, context).aio.live.connect(model=TEXT_MODEL, config=TEXT) as s:
             await s.send_client_content(turns={"role": "user", "parts": [{"text": "hello"}]})
             return await collect_turn(s)
 
@@ -145,7 +152,7 @@ async def test_tool_call_and_response(
         )
         calls: list[types.FunctionCall] = []
         text = ""
-        async with client(emulator, context).aio.live.connect(model=MODEL, config=config) as s:
+        async with client(emulator, context).aio.live.connect(model=TEXT_MODEL, config=config) as s:
             await s.send_realtime_input(text='call get_weather {"location": "Tokyo"}')
             async for message in s.receive():
                 if message.tool_call and message.tool_call.function_calls:
@@ -176,7 +183,7 @@ async def test_session_resumption(
     async def scenario() -> str:
         genai_client = client(emulator, context)
         config = TEXT.model_copy(update={"session_resumption": types.SessionResumptionConfig()})
-        async with genai_client.aio.live.connect(model=MODEL, config=config) as s:
+        async with genai_client.aio.live.connect(model=TEXT_MODEL, config=config) as s:
             await s.send_realtime_input(text="remember me")
             await collect_turn(s)
             update = await anext(s.receive())
@@ -185,7 +192,7 @@ async def test_session_resumption(
             assert handle
         resumption = types.SessionResumptionConfig(handle=handle)
         resumed = TEXT.model_copy(update={"session_resumption": resumption})
-        async with genai_client.aio.live.connect(model=MODEL, config=resumed) as s:
+        async with genai_client.aio.live.connect(model=TEXT_MODEL, config=resumed) as s:
             await s.send_realtime_input(text="again")
             turn = await collect_turn(s)
         return "".join(m.text or "" for m in turn)
@@ -225,7 +232,9 @@ async def test_mid_session_close_and_lifetime_end_surface_as_api_errors(
     async def receive_until_error(text: str | None) -> tuple[list[str], errors.APIError]:
         seen: list[str] = []
         with pytest.raises(errors.APIError) as raised:  # noqa: PT012
-            async with client(emulator, context).aio.live.connect(model=MODEL, config=TEXT) as s:
+            async with client(emulator, context).aio.live.connect(
+                model=TEXT_MODEL, config=TEXT
+            ) as s:
                 if text is not None:
                     await s.send_realtime_input(text=text)
                 while True:
@@ -243,3 +252,293 @@ async def test_mid_session_close_and_lifetime_end_surface_as_api_errors(
     (time_left,) = seen  # the time actually left once setupComplete was out
     assert time_left.endswith("s")
     assert 0 < float(time_left[:-1]) <= 0.5
+
+
+# --- Each model's rules, as the SDK meets them (protocol/live_models.py).
+
+EXTENDED = "gemini-3.8-live-extended-thinking"
+TRANSCRIBE = "gemini-3.5-transcribe-live"
+WEATHER = types.FunctionDeclaration(name="get_weather", description="weather")
+
+
+def declared(behavior: types.Behavior | None = None) -> types.ToolListUnion:
+    declaration = WEATHER.model_copy(update={"behavior": behavior})
+    return [types.Tool(function_declarations=[declaration])]
+
+
+@pytest.mark.parametrize(
+    ("model", "config", "code", "reason"),
+    [
+        (
+            MODEL,
+            types.LiveConnectConfig(thinking_config=types.ThinkingConfig(thinking_budget=0)),
+            1007,
+            "thinking_config is not supported.",
+        ),
+        (
+            MODEL,
+            types.LiveConnectConfig(proactivity=types.ProactivityConfig(proactive_audio=False)),
+            1007,
+            "proactive_audio is always enabled for this model: omit it.",
+        ),
+        (
+            MODEL,
+            types.LiveConnectConfig(enable_affective_dialog=True),
+            1007,
+            'Invalid JSON payload received. Unknown name "enable_affective_dialog" at '
+            "'setup.generation_config': Cannot find field.",
+        ),
+        (
+            MODEL,
+            TEXT,
+            1007,
+            "The text content type (CONTENT_TYPE_TEXT) is not supported for this model "
+            "configuration.",
+        ),
+        (
+            EXTENDED,
+            types.LiveConnectConfig(
+                thinking_config=types.ThinkingConfig(thinking_level=types.ThinkingLevel.MINIMAL)
+            ),
+            1007,
+            "'minimal' is not a supported thinking level for this model. Allowed values are: "
+            "low, medium, high.",
+        ),
+        (
+            EXTENDED,
+            types.LiveConnectConfig(tools=declared(types.Behavior.BLOCKING)),
+            1007,
+            "Function calling behavior BLOCKING is not supported for this model: "
+            "declare functions NON_BLOCKING.",
+        ),
+        (
+            TRANSCRIBE,
+            types.LiveConnectConfig(response_modalities=[types.Modality.AUDIO]),
+            1007,
+            "The audio content type (CONTENT_TYPE_AUDIO) is not supported for this model "
+            "configuration.",
+        ),
+        (
+            "gemini-2.0-flash-live-001",  # shut down
+            types.LiveConnectConfig(response_modalities=[types.Modality.AUDIO]),
+            1008,
+            truncate_reason(model_not_found("models/gemini-2.0-flash-live-001", "v1")),
+        ),
+        (
+            "gemini-live-2.5-flash-preview",  # shut down
+            TEXT,
+            1008,
+            truncate_reason(model_not_found("models/gemini-live-2.5-flash-preview", "v1")),
+        ),
+    ],
+    ids=[
+        "3.8-thinking",
+        "3.8-proactive-off",
+        "3.8-affective",
+        "3.8-text",
+        "extended-minimal",
+        "extended-blocking",
+        "transcribe-audio",
+        "shut-down-2.0",
+        "shut-down-2.5-preview",
+    ],
+)
+async def test_a_setup_the_model_refuses_is_an_api_error(
+    nursery: trio.Nursery,
+    certificate: tuple[trustme.CA, Path, Path],
+    model: str,
+    config: types.LiveConnectConfig,
+    code: int,
+    reason: str,
+) -> None:
+    emulator, context = await start_tls(nursery, certificate)
+
+    async def scenario() -> errors.APIError:
+        with pytest.raises(errors.APIError) as raised:
+            async with client(emulator, context).aio.live.connect(model=model, config=config):
+                pass
+        return raised.value
+
+    refused = await in_asyncio(scenario)
+    assert (refused.code, refused.details) == (code, reason)
+    (record,) = emulator.connections
+    assert (record.close_code, record.close_reason) == (code, reason)
+
+
+@pytest.mark.parametrize(
+    ("model", "config"),
+    [
+        (
+            EXTENDED,
+            types.LiveConnectConfig(
+                thinking_config=types.ThinkingConfig(thinking_level=types.ThinkingLevel.HIGH)
+            ),
+        ),
+        (MODEL, types.LiveConnectConfig(tools=declared(types.Behavior.NON_BLOCKING))),
+        (MODEL, types.LiveConnectConfig(tools=declared(types.Behavior.BLOCKING))),
+        (MODEL, types.LiveConnectConfig(proactivity=types.ProactivityConfig(proactive_audio=True))),
+        (TEXT_MODEL, TEXT),
+        (TEXT_MODEL, types.LiveConnectConfig(enable_affective_dialog=None)),
+        (TRANSCRIBE, TEXT),
+        (
+            "gemini-2.5-flash-native-audio-preview-12-2025",
+            types.LiveConnectConfig(
+                enable_affective_dialog=True,
+                proactivity=types.ProactivityConfig(proactive_audio=False),
+            ),
+        ),
+    ],
+    ids=[
+        "extended-high",
+        "3.8-non-blocking",
+        "3.8-blocking",
+        "3.8-proactive-on",
+        "3.1-text",
+        "3.1-plain",
+        "transcribe-text",
+        "2.5-affective-proactive",
+    ],
+)
+async def test_a_setup_the_model_accepts_opens_a_session(
+    nursery: trio.Nursery,
+    certificate: tuple[trustme.CA, Path, Path],
+    model: str,
+    config: types.LiveConnectConfig,
+) -> None:
+    emulator, context = await start_tls(nursery, certificate)
+
+    async def scenario() -> None:
+        async with client(emulator, context).aio.live.connect(model=model, config=config):
+            pass
+
+    await in_asyncio(scenario)
+    (record,) = emulator.connections
+    await record.wait_closed()
+    assert record.model == f"models/{model}"
+    assert record.sent[0] == {"setupComplete": {}}
+
+
+async def test_a_non_blocking_call_and_its_result_when_idle(
+    nursery: trio.Nursery, certificate: tuple[trustme.CA, Path, Path]
+) -> None:
+    emulator, context = await start_tls(nursery, certificate)
+
+    async def scenario() -> tuple[list[types.LiveServerMessage], str]:
+        config = types.LiveConnectConfig(
+            tools=declared(),  # NON_BLOCKING by default on gemini-3.8-live
+            output_audio_transcription=types.AudioTranscriptionConfig(),
+        )
+        async with client(emulator, context).aio.live.connect(model=MODEL, config=config) as s:
+            await s.send_realtime_input(text='call get_weather {"city": "Oslo"}')
+            call_turn = await collect_turn(s)  # ends at once: the model does not wait
+            (message,) = [m for m in call_turn if m.tool_call]
+            assert message.tool_call is not None
+            assert message.tool_call.function_calls
+            (call,) = message.tool_call.function_calls
+            await s.send_tool_response(
+                function_responses=[
+                    types.FunctionResponse(
+                        id=call.id,
+                        name=call.name,
+                        response={"tempC": 4},
+                        scheduling=types.FunctionResponseScheduling.WHEN_IDLE,
+                    )
+                ]
+            )
+            result = await collect_turn(s)
+        said = "".join(
+            m.server_content.output_transcription.text or ""
+            for m in result
+            if m.server_content and m.server_content.output_transcription
+        )
+        return call_turn, said
+
+    call_turn, said = await in_asyncio(scenario)
+    assert [bool(m.tool_call) for m in call_turn] == [True, False]
+    last = call_turn[-1].server_content
+    assert last is not None
+    assert last.turn_complete
+    assert said == 'get_weather returned {"tempC":4}'
+    (record,) = emulator.connections
+    assert record.received[1][1]["functionResponses"][0]["scheduling"] == "WHEN_IDLE"
+
+
+async def test_extended_thinking_in_progress_until_idle(
+    nursery: trio.Nursery, certificate: tuple[trustme.CA, Path, Path]
+) -> None:
+    emulator, context = await start_tls(nursery, certificate)
+
+    async def scenario() -> list[types.LiveServerMessage]:
+        config = types.LiveConnectConfig(
+            thinking_config=types.ThinkingConfig(
+                thinking_level=types.ThinkingLevel.HIGH, include_thoughts=True
+            ),
+            output_audio_transcription=types.AudioTranscriptionConfig(),
+        )
+        async with client(emulator, context).aio.live.connect(model=EXTENDED, config=config) as s:
+            await s.send_realtime_input(text="think about lunch")
+            # The SDK reads on past a turnComplete that says IN_PROGRESS, up to IDLE.
+            return await collect_turn(s)
+
+    both = await in_asyncio(scenario)
+    contents = [m.server_content for m in both if m.server_content]
+    assert [c.interaction_status for c in contents if c.interaction_status] == [
+        types.InteractionStatus.IN_PROGRESS,
+        types.InteractionStatus.IN_PROGRESS,
+        types.InteractionStatus.IDLE,
+    ]
+    assert sum(1 for c in contents if c.turn_complete) == 2
+    said = "".join(c.output_transcription.text or "" for c in contents if c.output_transcription)
+    assert said == 'Let me think.You said: "think about lunch"'
+    thoughts = [
+        part.text
+        for c in contents
+        if c.model_turn
+        for part in c.model_turn.parts or []
+        if part.thought
+    ]
+    assert thoughts == ['Thinking about: "think about lunch"']
+    usage = both[-1].usage_metadata
+    assert usage is not None
+    assert usage.thoughts_token_count == 9
+
+
+@pytest.mark.parametrize("scheduling", [None, types.FunctionResponseScheduling.SILENT])
+async def test_extended_thinking_calls_a_tool_and_goes_on_after_turn_complete(
+    nursery: trio.Nursery,
+    certificate: tuple[trustme.CA, Path, Path],
+    scheduling: types.FunctionResponseScheduling | None,
+) -> None:
+    emulator, context = await start_tls(nursery, certificate)
+
+    async def scenario() -> list[types.LiveServerMessage]:
+        config = types.LiveConnectConfig(
+            tools=declared(types.Behavior.NON_BLOCKING),
+            output_audio_transcription=types.AudioTranscriptionConfig(),
+        )
+        seen: list[types.LiveServerMessage] = []
+        async with client(emulator, context).aio.live.connect(model=EXTENDED, config=config) as s:
+            await s.send_realtime_input(text="call get_weather")
+            async for message in s.receive():  # on past turnComplete + IN_PROGRESS, to IDLE
+                seen.append(message)
+                if message.tool_call and message.tool_call.function_calls:
+                    (call,) = message.tool_call.function_calls
+                    response = types.FunctionResponse(
+                        id=call.id, name=call.name, response={"tempC": 4}, scheduling=scheduling
+                    )
+                    await s.send_tool_response(function_responses=[response])
+        return seen
+
+    seen = await in_asyncio(scenario)
+    contents = [m.server_content for m in seen if m.server_content]
+    said = "".join(c.output_transcription.text or "" for c in contents if c.output_transcription)
+    statuses = [c.interaction_status for c in contents if c.interaction_status]
+    assert statuses[0] == types.InteractionStatus.IN_PROGRESS
+    assert statuses[-1] == types.InteractionStatus.IDLE
+    if scheduling is None:
+        assert said == 'get_weather returned {"tempC":4}'
+        assert sum(1 for c in contents if c.turn_complete) == 2
+    else:  # SILENT: no turn; IDLE alone ends the interaction
+        assert said == ""
+        assert contents[-1].interaction_status == types.InteractionStatus.IDLE
+        assert not contents[-1].turn_complete

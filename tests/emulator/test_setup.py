@@ -9,17 +9,19 @@ import orjson
 import pytest
 import trio
 
+from liveproxy.emulator.catalog import vertex_not_found
 from liveproxy.emulator.decode import INVALID_JSON
-from liveproxy.emulator.models import GOOGLE_LIVE_MODELS, vertex_not_found
 from liveproxy.protocol.closes import (
     INVALID_ARGUMENT,
     MEDIA_CHUNKS_DEPRECATED,
     model_not_found,
     truncate_reason,
 )
+from liveproxy.protocol.live_models import LIVE_MODELS, SHUT_DOWN
 
 from .helpers import (
     MODEL,
+    TEXT_MODEL,
     VERTEX_MODEL,
     VERTEX_PATH,
     audio_message,
@@ -114,6 +116,79 @@ async def test_invalid_input_closes_1007_with_googles_reason(
     assert await refused(nursery, *frames) == (1007, reason)
 
 
+EXTENDED = "models/gemini-3.8-live-extended-thinking"
+TRANSCRIBE = "models/gemini-3.5-transcribe-live"
+
+
+@pytest.mark.parametrize(
+    ("setup", "reason"),
+    [
+        (
+            {"model": MODEL, "generationConfig": {"thinkingConfig": {"thinkingBudget": 0}}},
+            "thinking_config is not supported.",
+        ),
+        (
+            {"model": MODEL, "proactivity": {"proactive_audio": False}},
+            "proactive_audio is always enabled for this model: omit it.",
+        ),
+        (
+            {"model": MODEL, "generation_config": {"enable_affective_dialog": True}},
+            'Invalid JSON payload received. Unknown name "enable_affective_dialog" at '
+            "'setup.generation_config': Cannot find field.",
+        ),
+        (
+            {"model": MODEL, "generationConfig": {"responseModalities": ["TEXT"]}},
+            "The text content type (CONTENT_TYPE_TEXT) is not supported for this model "
+            "configuration.",
+        ),
+        (
+            {
+                "model": EXTENDED,
+                "generationConfig": {"thinkingConfig": {"thinkingLevel": "MINIMAL"}},
+            },
+            "'minimal' is not a supported thinking level for this model. Allowed values are: "
+            "low, medium, high.",
+        ),
+        (
+            {
+                "model": EXTENDED,
+                "tools": [{"function_declarations": [{"name": "f", "behavior": "BLOCKING"}]}],
+            },
+            "Function calling behavior BLOCKING is not supported for this model: "
+            "declare functions NON_BLOCKING.",
+        ),
+        (
+            {"model": TRANSCRIBE, "generationConfig": {"responseModalities": ["AUDIO"]}},
+            "The audio content type (CONTENT_TYPE_AUDIO) is not supported for this model "
+            "configuration.",
+        ),
+    ],
+)
+async def test_a_setup_the_model_refuses_closes_1007_with_its_reason(
+    nursery: trio.Nursery, setup: dict[str, Any], reason: str
+) -> None:
+    # In either casing: the rules read the setup as the emulator normalised it.
+    assert await refused(nursery, {"setup": setup}) == (1007, reason)
+
+
+async def test_the_models_own_setups_are_accepted(nursery: trio.Nursery) -> None:
+    emulator = await start(nursery)
+    accepted: list[dict[str, Any]] = [
+        {"model": MODEL, "proactivity": {"proactiveAudio": True}},
+        {
+            "model": MODEL,
+            "tools": [{"functionDeclarations": [{"name": "f", "behavior": "BLOCKING"}]}],
+        },
+        {"model": EXTENDED, "generationConfig": {"thinkingConfig": {"thinkingLevel": "HIGH"}}},
+        {"model": TRANSCRIBE, "generationConfig": {"responseModalities": ["TEXT"]}},
+        {"model": TEXT_MODEL, "generationConfig": {"responseModalities": ["TEXT"]}},
+    ]
+    for setup in accepted:
+        async with connect(emulator) as ws:
+            await open_session(ws, **setup)
+    assert len(emulator.connections) == len(accepted)
+
+
 async def test_a_model_outside_googles_list_closes_1008_truncated_to_123_bytes(
     nursery: trio.Nursery,
 ) -> None:
@@ -126,6 +201,13 @@ async def test_a_model_outside_googles_list_closes_1008_truncated_to_123_bytes(
     assert reason.endswith("bidiGenerateContent. Call")
 
 
+@pytest.mark.parametrize("model", sorted(SHUT_DOWN["developer"]))
+async def test_a_shut_down_model_closes_1008_not_found(nursery: trio.Nursery, model: str) -> None:
+    name = f"models/{model}"
+    code, reason = await refused(nursery, {"setup": {"model": name}})
+    assert (code, reason) == (1008, truncate_reason(model_not_found(name, "v1beta")))
+
+
 async def test_vertex_serves_its_own_list_and_refuses_the_rest_like_vertex(
     nursery: trio.Nursery,
 ) -> None:
@@ -134,7 +216,7 @@ async def test_vertex_serves_its_own_list_and_refuses_the_rest_like_vertex(
     async with connect(emulator, VERTEX_PATH, headers=vertex) as ws:
         await open_session(ws, model=VERTEX_MODEL)
     async with connect(emulator, VERTEX_PATH, headers=vertex) as ws:
-        await open_session(ws, model="publishers/google/models/gemini-live-2.5-flash-native-audio")
+        await open_session(ws, model="publishers/google/models/gemini-3.8-live")
     developer_only = "projects/p/locations/l/publishers/google/models/gemini-live-2.5-flash-preview"
     async with connect(emulator, VERTEX_PATH, headers=vertex) as ws:
         await send(ws, {"setup": {"model": developer_only}})
@@ -144,13 +226,20 @@ async def test_vertex_serves_its_own_list_and_refuses_the_rest_like_vertex(
     assert reason.reason.startswith(f"Publisher Model `{developer_only}`")
 
 
-async def test_every_model_of_googles_developer_list_is_served(nursery: trio.Nursery) -> None:
+async def test_every_model_of_googles_lists_is_served(nursery: trio.Nursery) -> None:
     emulator = await start(nursery)
-    for name in GOOGLE_LIVE_MODELS["developer"]:
+    for name in LIVE_MODELS["developer"]:
         async with connect(emulator) as ws:
             await open_session(ws, model=f"models/{name}")
+    for name in LIVE_MODELS["vertex"]:
+        async with connect(emulator, VERTEX_PATH, headers={"Authorization": "Bearer t"}) as ws:
+            await open_session(ws, model=f"projects/p/locations/l/publishers/google/models/{name}")
     assert [record.model for record in emulator.connections] == [
-        f"models/{name}" for name in GOOGLE_LIVE_MODELS["developer"]
+        *(f"models/{name}" for name in LIVE_MODELS["developer"]),
+        *(
+            f"projects/p/locations/l/publishers/google/models/{name}"
+            for name in LIVE_MODELS["vertex"]
+        ),
     ]
 
 
@@ -187,7 +276,7 @@ async def test_setup_is_recorded_normalised_and_answered_in_a_binary_frame(
 ) -> None:
     emulator = await start(nursery)
     setup = {
-        "model": MODEL,
+        "model": TEXT_MODEL,
         "generation_config": {"response_modalities": ["TEXT"], "speech_config": {}},
         "tools": [{"function_declarations": [{"name": "f", "parameters": {"snake_key": 1}}]}],
         # int64 fields as a string or as a number
@@ -202,7 +291,7 @@ async def test_setup_is_recorded_normalised_and_answered_in_a_binary_frame(
         assert frame == b'{"setupComplete":{}}'
     (record,) = emulator.connections
     assert record.setup == {
-        "model": MODEL,
+        "model": TEXT_MODEL,
         "generationConfig": {"responseModalities": ["TEXT"], "speechConfig": {}},
         "tools": [{"functionDeclarations": [{"name": "f", "parameters": {"snake_key": 1}}]}],
         "contextWindowCompression": {

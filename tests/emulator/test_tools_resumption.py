@@ -11,6 +11,7 @@ from liveproxy.protocol.closes import ENTITY_NOT_FOUND, SESSION_NOT_FOUND
 
 from .helpers import (
     MODEL,
+    TEXT_MODEL,
     close_reason,
     connect,
     kinds,
@@ -26,6 +27,7 @@ from .helpers import (
 )
 
 TOOLS: dict[str, Any] = {
+    "model": TEXT_MODEL,
     "generationConfig": {"responseModalities": ["TEXT"]},
     "tools": [
         {
@@ -69,7 +71,7 @@ async def test_tool_call_then_response_continues_the_turn(nursery: trio.Nursery)
 async def test_undeclared_function_is_just_text(nursery: trio.Nursery) -> None:
     emulator = await start(nursery, speed="fast")
     async with connect(emulator) as ws:
-        await open_session(ws, generationConfig={"responseModalities": ["TEXT"]})
+        await open_session(ws, model=TEXT_MODEL, generationConfig={"responseModalities": ["TEXT"]})
         await send(ws, {"realtimeInput": {"text": WEATHER}})
         turn = await until_turn_complete(ws)
     assert model_text(turn) == f'You said: "{WEATHER}"'
@@ -108,7 +110,7 @@ async def test_barge_in_cancels_a_pending_call(nursery: trio.Nursery) -> None:
 
 async def test_resumption_handle_continues_the_conversation(nursery: trio.Nursery) -> None:
     emulator = await start(nursery, speed="fast")
-    text_only = {"generationConfig": {"responseModalities": ["TEXT"]}}
+    text_only = {"model": TEXT_MODEL, "generationConfig": {"responseModalities": ["TEXT"]}}
     async with connect(emulator) as ws:
         await open_session(ws, sessionResumption={}, **text_only)
         for text in ("one", "two"):

@@ -31,7 +31,6 @@ from .helpers import (
 )
 
 VERTEX_HEADERS = {"Authorization": "Bearer t"}
-TEXT_ONLY = {"generationConfig": {"responseModalities": ["TEXT"]}}
 TRANSPARENT = {"sessionResumption": {"transparent": True}}
 
 
@@ -46,7 +45,7 @@ async def test_vertex_updates_carry_the_index_of_the_last_consumed_message(
 ) -> None:
     emulator = await start(nursery, speed="fast")
     async with connect(emulator, VERTEX_PATH, headers=VERTEX_HEADERS) as ws:
-        await open_session(ws, model=VERTEX_MODEL, **TEXT_ONLY, **TRANSPARENT)
+        await open_session(ws, model=VERTEX_MODEL, **TRANSPARENT)
         await send(ws, {"realtimeInput": {"text": "one"}})
         await until_turn_complete(ws)
         first = update_of(await receive(ws))
@@ -75,14 +74,14 @@ async def test_vertex_updates_carry_the_index_of_the_last_consumed_message(
 async def test_the_index_counts_the_messages_of_each_connection(nursery: trio.Nursery) -> None:
     emulator = await start(nursery, speed="fast")
     async with connect(emulator, VERTEX_PATH, headers=VERTEX_HEADERS) as ws:
-        await open_session(ws, model=VERTEX_MODEL, **TEXT_ONLY, **TRANSPARENT)
+        await open_session(ws, model=VERTEX_MODEL, **TRANSPARENT)
         for text in ("one", "two"):
             await send(ws, {"realtimeInput": {"text": text}})
             await until_turn_complete(ws)
             handle = update_of(await receive(ws))["newHandle"]
     resumption = {"sessionResumption": {"handle": handle, "transparent": True}}
     async with connect(emulator, VERTEX_PATH, headers=VERTEX_HEADERS) as ws:
-        await open_session(ws, model=VERTEX_MODEL, **TEXT_ONLY, **resumption)
+        await open_session(ws, model=VERTEX_MODEL, **resumption)
         await send(ws, {"realtimeInput": {"text": "three"}})
         await until_turn_complete(ws)
         update = update_of(await receive(ws))
@@ -101,7 +100,7 @@ async def test_the_developer_api_accepts_transparent_and_sends_no_index(
 ) -> None:
     emulator = await start(nursery, speed="fast")
     async with connect(emulator) as ws:
-        await open_session(ws, **TEXT_ONLY, **TRANSPARENT)
+        await open_session(ws, **TRANSPARENT)
         await send(ws, {"realtimeInput": {"text": "one"}})
         await until_turn_complete(ws)
         update = update_of(await receive(ws))
@@ -115,7 +114,7 @@ async def test_no_handle_while_the_model_still_owes_a_turn(nursery: trio.Nursery
     emulator = await start(nursery, speed="fast")
     queued = {"realtimeInputConfig": {"activityHandling": "NO_INTERRUPTION"}}
     async with connect(emulator, VERTEX_PATH, headers=VERTEX_HEADERS) as ws:
-        await open_session(ws, model=VERTEX_MODEL, **TEXT_ONLY, **TRANSPARENT, **queued)
+        await open_session(ws, model=VERTEX_MODEL, **TRANSPARENT, **queued)
         await send(ws, {"realtimeInput": {"text": "one"}})
         await send(ws, {"realtimeInput": {"text": "two"}})
         first = await until_turn_complete(ws)

@@ -1,39 +1,26 @@
 """Which models the emulator serves: Google's Live models by default, per backend.
 
-An app whose model name has a typo must fail against the emulator as it fails against Google:
-close 1008 with Google's "not found" reason. The lists are the Live models named in the wire
-protocol reference (``/work/shared/specs/gemini-live.md`` §1.4); they are a moving target, so
-``EmulatorConfig.extra_models`` (``--model``) adds names and ``any_model`` (``--any-model``)
-accepts every well-formed one.
+An app whose model name has a typo, or names a model Google has shut down, must fail against
+the emulator as it fails against Google: close 1008 with Google's "not found" reason. The lists
+are those of :data:`liveproxy.protocol.live_models.LIVE_MODELS`, the one table of today's Live
+models (and of the rules each enforces, which :func:`~liveproxy.emulator.options.read_setup`
+applies); they are a moving target, so ``EmulatorConfig.extra_models`` (``--model``) adds names
+and ``any_model`` (``--any-model``) accepts every well-formed one.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 
 import attrs
 
 from liveproxy.emulator.record import Api
 from liveproxy.protocol.closes import model_not_found
+from liveproxy.protocol.live_models import LIVE_MODELS
 
-#: Google's Live models, by backend, as bare ids. The Developer API takes ``models/<id>``;
-#: Vertex takes ``projects/P/locations/L/publishers/google/models/<id>`` (or, in express mode,
-#: ``publishers/google/models/<id>``).
-GOOGLE_LIVE_MODELS: Mapping[Api, tuple[str, ...]] = {
-    "developer": (
-        "gemini-3.8-live",
-        "gemini-3.1-flash-live-preview",
-        "gemini-2.5-flash-native-audio-preview-12-2025",
-        "gemini-2.5-flash-native-audio-preview-09-2025",
-        "gemini-live-2.5-flash-preview",
-        "gemini-2.0-flash-live-001",
-    ),
-    "vertex": (
-        "gemini-live-2.5-flash-native-audio",
-        "gemini-live-2.5-flash",
-    ),
-}
+# Google's Live models are the bare ids of LIVE_MODELS[api]. The Developer API takes
+# ``models/<id>``; Vertex takes ``projects/P/locations/L/publishers/google/models/<id>`` (or, in
+# express mode, ``publishers/google/models/<id>``).
 
 _WELL_FORMED_PREFIXES = ("models/", "tunedModels/", "publishers/", "projects/")
 _VERTEX_NAME = re.compile(
@@ -51,7 +38,7 @@ def google_serves(model: str, api: Api) -> bool:
     """Whether Google's list for ``api`` has ``model``, spelt the way that backend wants it."""
     pattern = _VERTEX_NAME if api == "vertex" else _DEVELOPER_NAME
     found = pattern.fullmatch(model)
-    return found is not None and found["id"] in GOOGLE_LIVE_MODELS[api]
+    return found is not None and found["id"] in LIVE_MODELS[api]
 
 
 def matches(model: str, entry: str) -> bool:
