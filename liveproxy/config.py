@@ -22,15 +22,14 @@ from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
 from liveproxy.logs import LogFormat
+from liveproxy.protocol.live_models import SHUT_DOWN, Backend, model_id
 from liveproxy.redact import redact_url
 
-#: The Live model used when ``MODEL`` is not set (Gemini's GA Live model as of 2026-09).
+#: The Live model used when ``MODEL`` is not set: Gemini's GA Live model (since 2026-09) on
+#: both backends.
 DEFAULT_MODEL = "gemini-3.8-live"
-#: The same on Vertex AI, which does not list gemini-3.8-live among its Live models.
-DEFAULT_VERTEX_MODEL = "gemini-live-2.5-flash-native-audio"
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-Backend = Literal["developer", "vertex"]
 Mode = Literal["advanced", "simple", "emulator"]
 T = TypeVar("T")
 D = TypeVar("D")
@@ -287,7 +286,7 @@ class Config:
     )
     project_id: str | None = setting("PROJECT_ID", "GOOGLE_CLOUD_PROJECT", parse=str, default=None)
     location: str = setting("LOCATION", parse=str, default="us-central1")
-    #: From the environment, the default is the backend's (:data:`DEFAULT_VERTEX_MODEL`).
+    #: A model Google has shut down is refused at start (:data:`SHUT_DOWN`).
     model: str = setting("MODEL", parse=str, default=DEFAULT_MODEL)
     allowed_models: frozenset[str] = setting("ALLOWED_MODELS", parse=_words, default=frozenset())
     api_version: str | None = setting("API_VERSION", parse=str, default=None)
@@ -409,9 +408,13 @@ class Config:
             raise ConfigError(str(exc)) from None
         values = _read(cls, env)
         config = cls(signin=signin, **values)
-        if "model" not in values and config.backend == "vertex":
-            # Vertex AI does not serve DEFAULT_MODEL: the default is the backend's.
-            config = attrs.evolve(config, model=DEFAULT_VERTEX_MODEL)
+        for name in (config.model, *sorted(config.allowed_models)):
+            if model_id(name) in SHUT_DOWN[config.backend]:
+                variable = "MODEL" if name == config.model else "ALLOWED_MODELS"
+                raise ConfigError(
+                    f"{variable}: {name} has been shut down by Google (every session would be "
+                    f"refused): use {DEFAULT_MODEL}"
+                )
         if config.session_min_seconds > config.session_max_seconds:
             raise ConfigError(
                 "SESSION_MIN_SECONDS must not exceed SESSION_MAX_SECONDS "

@@ -24,6 +24,7 @@ from liveproxy.upstream.target import UpstreamTarget
 from liveproxy.web.app import LiveProxyApp, create_app
 from liveproxy.web.state import ProxyState
 from tests.http import HttpResponse, request
+from tests.models import TEST_MODEL
 from tests.wsclient import BrowserClient, wait_until
 
 pytest_plugins = ["tests.redis_server"]  # the redis_server fixture: a private redis-server
@@ -120,6 +121,7 @@ async def make_proxy(nursery: trio.Nursery, emulator: Emulator) -> AsyncIterator
         upstream = emulator_ or emulator
         settings.setdefault("api_key", "test-key")
         settings.setdefault("upstream_url", upstream.url)
+        settings.setdefault("model", TEST_MODEL)
         config = Config(port=0, **settings)
         app = create_app(config, target=target)
         stop = trio.Event()

@@ -12,6 +12,8 @@ from contextlib import asynccontextmanager
 import attrs
 import trio
 
+from tests.models import TEST_MODEL
+
 
 @attrs.define
 class Served:
@@ -36,10 +38,10 @@ class Served:
 async def liveproxy_process(**settings: str) -> AsyncIterator[Served]:
     """Run ``python -m liveproxy serve`` with ``settings`` as environment variables over ours.
 
-    ``PORT=0`` and ``HOST=127.0.0.1`` unless given. Yields once it listens; on exit, a process
-    still running is killed, and the log holds everything it wrote.
+    ``PORT=0``, ``HOST=127.0.0.1`` and ``MODEL=TEST_MODEL`` unless given. Yields once it
+    listens; on exit, a process still running is killed, and the log holds everything it wrote.
     """
-    env = dict(os.environ, PORT="0", HOST="127.0.0.1")
+    env = dict(os.environ, PORT="0", HOST="127.0.0.1", MODEL=TEST_MODEL)
     env.update(settings)
     log: list[str] = []
     process = await trio.lowlevel.open_process(

@@ -48,10 +48,25 @@ def test_a_project_without_a_key_selects_vertex() -> None:
     config = from_env({"PROJECT_ID": "p1", "LOCATION": "europe-west4"})
     assert (config.backend, config.mode, config.location) == ("vertex", "advanced", "europe-west4")
     assert from_env({"PROJECT_ID": "p1", "GOOGLE_API_KEY": "k"}).backend == "developer"
-    # Each backend's own default model: Vertex does not serve gemini-3.8-live.
-    assert config.model == "gemini-live-2.5-flash-native-audio"
-    assert from_env({"PROJECT_ID": "p1", "GOOGLE_API_KEY": "k"}).model == "gemini-3.8-live"
+    # gemini-3.8-live is GA on both backends: one default.
+    assert config.model == "gemini-3.8-live"
     assert from_env({"PROJECT_ID": "p1", "MODEL": "gemini-x"}).model == "gemini-x"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"MODEL": "gemini-2.0-flash-live-001"}, "MODEL: gemini-2.0-flash-live-001"),
+        ({"MODEL": "models/gemini-live-2.5-flash-preview"}, "MODEL: models/gemini-live-2.5"),
+        ({"ALLOWED_MODELS": "gemini-3.8-live gemini-2.0-flash-live-001"}, "ALLOWED_MODELS: "),
+    ],
+)
+def test_a_model_google_shut_down_is_refused_at_start(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match="has been shut down by Google") as caught:
+        from_env(env)
+    assert str(caught.value).startswith(named)
+    # Vertex never served them under these names: not ours to refuse there.
+    assert from_env({**env, "PROJECT_ID": "p1"}).backend == "vertex"
 
 
 def test_without_the_emulator_nothing_configured_is_simple_mode() -> None:
@@ -337,8 +352,7 @@ def test_each_variable_sets_its_own_field(field: str, name: str) -> None:
     changed = {
         f.name for f in attrs.fields(Config) if getattr(config, f.name) != getattr(default, f.name)
     }
-    # A project without a key selects Vertex AI, and with it Vertex's default model.
-    assert changed == ({field, "model"} if field == "project_id" else {field})
+    assert changed == {field}
 
 
 @pytest.mark.parametrize(("field", "name"), SIGNIN_DECLARED)

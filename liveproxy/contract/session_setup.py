@@ -5,7 +5,9 @@ the way Gemini would refuse it. The browser-friendly shortcuts of the earlier se
 expanded first: transcription flags given as ``true``/``false``, ``tools`` given as one object,
 ``system_instruction`` given as a plain string (as Google's SDKs accept it).
 The server owns the model (unless the browser asks for one in ``ALLOWED_MODELS``),
-context-window compression and session resumption.
+context-window compression and session resumption. A setup the chosen model is known to refuse
+(:mod:`liveproxy.protocol.live_models`) is refused here, in Google's words, before a Gemini
+connection is spent; a model not in that table is passed on unchecked.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from liveproxy.config import Config
 from liveproxy.contract.errors import InvalidSetup
 from liveproxy.protocol.casing import to_camel
 from liveproxy.protocol.gemini_messages import SETUP
+from liveproxy.protocol.live_models import Backend, check_setup, rules_for
 from liveproxy.protocol.schema import SchemaError, normalise
 
 _TRANSCRIPTION_FLAGS = ("inputAudioTranscription", "outputAudioTranscription")
@@ -34,22 +37,27 @@ DEFAULT_SETUP: dict[str, Any] = {
 @attrs.frozen
 class SetupPolicy:
     """What the server owns in a setup: the model (a browser may ask for one of
-    ``allowed_models``) and whether context-window compression is added."""
+    ``allowed_models``), whether context-window compression is added, and the backend whose
+    models' rules a setup is checked against."""
 
     model: str
     allowed_models: frozenset[str] = frozenset()
     context_window_compression: bool = True
+    backend: Backend = "developer"
 
     @classmethod
     def from_config(cls, config: Config) -> SetupPolicy:
-        return cls(config.model, config.allowed_models, config.context_window_compression)
+        return cls(
+            config.model, config.allowed_models, config.context_window_compression, config.backend
+        )
 
 
 def browser_setup(raw: Any, policy: SetupPolicy) -> dict[str, Any]:
     """Validate the browser's ``setup`` object; return it normalised, with the server's fields.
 
     Raises:
-        InvalidSetup: not an object, a field Gemini does not know, or a value of the wrong type.
+        InvalidSetup: not an object, a field Gemini does not know, a value of the wrong type, or
+            a setup the chosen model refuses (its reason as Google words it).
     """
     if not isinstance(raw, dict):
         raise InvalidSetup("setup must be a JSON object")
@@ -75,12 +83,20 @@ def browser_setup(raw: Any, policy: SetupPolicy) -> dict[str, Any]:
     except SchemaError as exc:
         raise InvalidSetup(exc.reason) from None
     model = requested if _allowed(requested, policy) else policy.model
+    refusal = check_setup(model, policy.backend, normalised)
+    if refusal is not None:
+        raise InvalidSetup(f"{model}: {refusal.reason}")
     return _with_server_fields(normalised, model, policy)
 
 
 def default_setup(policy: SetupPolicy) -> dict[str, Any]:
-    """The server's setup for a browser that sent none."""
-    return _with_server_fields(orjson.loads(orjson.dumps(DEFAULT_SETUP)), policy.model, policy)
+    """The server's setup for a browser that sent none (text out for a model without audio)."""
+    setup: dict[str, Any] = orjson.loads(orjson.dumps(DEFAULT_SETUP))
+    rules = rules_for(policy.model, policy.backend)
+    if rules is not None and "AUDIO" not in rules.outputs:
+        setup["generationConfig"]["responseModalities"] = ["TEXT"]
+        del setup["outputAudioTranscription"]
+    return _with_server_fields(setup, policy.model, policy)
 
 
 def _allowed(model: Any, policy: SetupPolicy) -> bool:

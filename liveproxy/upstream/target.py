@@ -8,7 +8,8 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from liveproxy.config import Backend, Config
+from liveproxy.config import Config
+from liveproxy.protocol.live_models import Backend
 from liveproxy.upstream.credentials import Credentials
 
 DEVELOPER_BASE = "wss://generativelanguage.googleapis.com"

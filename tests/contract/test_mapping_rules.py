@@ -32,7 +32,8 @@ from liveproxy.contract.translate import (
 )
 from liveproxy.protocol.gemini_messages import parse_client_message
 
-SERVER_MODEL = "gemini-3.8-live"
+#: A model the rules table does not know: the mapping is tested without any model's rules.
+SERVER_MODEL = "gemini-live-under-test"
 POLICY = SetupPolicy(SERVER_MODEL)
 JPEG = base64.b64encode(b"\xff\xd8\xff\xe0fake-jpeg").decode()
 
@@ -621,3 +622,103 @@ def test_the_upstream_setup_message_names_the_model_path_and_the_handle(
 def test_the_policy_comes_from_the_config() -> None:
     config = Config(model="m", allowed_models=frozenset({"x"}), context_window_compression=False)
     assert SetupPolicy.from_config(config) == SetupPolicy("m", frozenset({"x"}), False)
+    vertex = Config(project_id="p", model="m")
+    assert SetupPolicy.from_config(vertex).backend == "vertex"
+
+
+THINKING = "gemini-3.8-live-extended-thinking"
+TODAY = SetupPolicy("gemini-3.8-live", frozenset({THINKING, "gemini-3.5-transcribe-live"}))
+
+
+@pytest.mark.parametrize(
+    ("setup", "reason"),
+    [
+        (
+            {"generation_config": {"thinking_config": {"thinking_budget": 0}}},
+            "gemini-3.8-live: thinking_config is not supported.",
+        ),
+        (
+            {"generation_config": {"response_modalities": ["TEXT"]}},
+            "gemini-3.8-live: The text content type (CONTENT_TYPE_TEXT) is not supported for "
+            "this model configuration.",
+        ),
+        (
+            {"proactivity": {"proactive_audio": False}},
+            "gemini-3.8-live: proactive_audio is always enabled for this model: omit it.",
+        ),
+        (
+            {"generationConfig": {"enableAffectiveDialog": True}},
+            'gemini-3.8-live: Invalid JSON payload received. Unknown name "enable_affective_dialog"'
+            " at 'setup.generation_config': Cannot find field.",
+        ),
+        (
+            {
+                "model": THINKING,
+                "generationConfig": {"thinkingConfig": {"thinkingLevel": "minimal"}},
+            },
+            f"{THINKING}: 'minimal' is not a supported thinking level for this model. "
+            "Allowed values are: low, medium, high.",
+        ),
+        (
+            {
+                "model": THINKING,
+                "tools": {"function_declarations": [{"name": "f", "behavior": "BLOCKING"}]},
+            },
+            f"{THINKING}: Function calling behavior BLOCKING is not supported for this model: "
+            "declare functions NON_BLOCKING.",
+        ),
+        (
+            {
+                "model": "gemini-3.5-transcribe-live",
+                "generation_config": {"response_modalities": ["AUDIO"]},
+            },
+            "gemini-3.5-transcribe-live: The audio content type (CONTENT_TYPE_AUDIO) is not "
+            "supported for this model configuration.",
+        ),
+    ],
+)
+def test_a_setup_the_chosen_model_refuses_is_refused_in_googles_words(
+    setup: dict[str, Any], reason: str
+) -> None:
+    with pytest.raises(InvalidSetup) as refused:
+        browser_setup(setup, TODAY)
+    assert refused.value.message == reason
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        {"generation_config": {"response_modalities": ["AUDIO"]}, "proactivity": {}},
+        {"proactivity": {"proactive_audio": True}},
+        {"tools": {"function_declarations": [{"name": "f", "behavior": "BLOCKING"}]}},
+        {"model": THINKING, "generation_config": {"thinking_config": {"thinking_level": "HIGH"}}},
+        {
+            "model": "gemini-3.5-transcribe-live",
+            "generationConfig": {"responseModalities": ["TEXT"]},
+        },
+    ],
+)
+def test_what_the_chosen_model_accepts_is_passed_on(setup: dict[str, Any]) -> None:
+    assert browser_setup(setup, TODAY)["model"] == setup.get("model", "gemini-3.8-live")
+
+
+def test_the_rules_are_the_backends_and_an_unknown_model_is_not_checked() -> None:
+    affective = {"generationConfig": {"enableAffectiveDialog": True}}
+    # Vertex's gemini-3.8-live keeps the affective-dialog switch.
+    vertex = SetupPolicy("gemini-3.8-live", backend="vertex")
+    assert browser_setup(affective, vertex)["generationConfig"] == affective["generationConfig"]
+    thinking = {"generationConfig": {"thinkingConfig": {"thinkingBudget": 0}}}
+    assert (
+        browser_setup(thinking, SetupPolicy("gemini-9-live-next"))["model"] == "gemini-9-live-next"
+    )
+
+
+def test_the_default_setup_asks_a_text_only_model_for_text() -> None:
+    transcribe = SetupPolicy("gemini-3.5-transcribe-live")
+    assert default_setup(transcribe) == {
+        "generationConfig": {"responseModalities": ["TEXT"]},
+        "inputAudioTranscription": {},
+        "model": "gemini-3.5-transcribe-live",
+        "contextWindowCompression": {"slidingWindow": {}},
+        "sessionResumption": {},
+    }

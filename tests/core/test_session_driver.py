@@ -29,6 +29,7 @@ from liveproxy.core.services import SessionLimits, SessionServices
 from liveproxy.core.session import Session
 from liveproxy.core.stats import Gauges
 from liveproxy.protocol import closes
+from tests.models import TEST_MODEL
 
 SETUP = orjson.dumps({"setup": {"generation_config": {"response_modalities": ["TEXT"]}}}).decode()
 HANDLE = '{"sessionResumptionUpdate":{"newHandle":"%s","resumable":true}}'
@@ -154,6 +155,7 @@ async def running(
     **settings: object,
 ) -> AsyncIterator[Run]:
     """A session between a fake browser and fake Gemini; its outcome is set when it ends."""
+    settings.setdefault("model", TEST_MODEL)
     config = Config(api_key="k", upstream_ping_interval_seconds=0, **settings)  # type: ignore[arg-type]
     gauges = Gauges()
     gemini = FakeGemini(gauges)

@@ -32,12 +32,19 @@ async def received(proxy: Proxy, count: int) -> list[tuple[str, dict[str, Any]]]
     return record.received[:count]
 
 
-async def test_setup_fields_pass_through_with_the_servers_additions(proxy: Proxy) -> None:
+#: A model that accepts every field of FULL_SETUP (affective dialog among them).
+NATIVE_AUDIO_MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
+
+
+async def test_setup_fields_pass_through_with_the_servers_additions(
+    make_proxy: ProxyFactory,
+) -> None:
+    proxy = await make_proxy(model=NATIVE_AUDIO_MODEL)
     async with proxy.session(FULL_SETUP):
         setup = upstream(proxy).setup
     # What browser_setup makes of it (the rules: tests/contract/test_mapping_rules.py), with the
     # model as the backend names it.
-    assert setup == UPSTREAM_SETUP | {"model": "models/gemini-3.8-live"}
+    assert setup == UPSTREAM_SETUP | {"model": f"models/{NATIVE_AUDIO_MODEL}"}
 
 
 async def test_an_allowed_model_from_the_browser_is_used(make_proxy: ProxyFactory) -> None:

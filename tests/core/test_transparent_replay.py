@@ -18,7 +18,7 @@ import pytest
 import trio
 import trio.testing
 
-from liveproxy.config import DEFAULT_VERTEX_MODEL, Config
+from liveproxy.config import DEFAULT_MODEL, Config
 from liveproxy.contract.translate import AudioAligner, translate_upstream
 from liveproxy.emulator import Emulator, EmulatorConfig, Faults
 from liveproxy.emulator import serve as serve_emulator
@@ -35,7 +35,7 @@ VERTEX = {
     "api_key": None,
     "project_id": "proj-1",
     "location": "europe-west4",
-    "model": DEFAULT_VERTEX_MODEL,
+    "model": DEFAULT_MODEL,
 }
 #: With ``NO_INTERRUPTION`` answers play out and turns queue: nothing depends on timing, so two
 #: runs that deliver the same input upstream end with the same conversation.
@@ -281,7 +281,7 @@ async def test_vertex_asks_for_transparent_resumption_and_the_developer_api_does
 
     vertex = await vertex_proxy(make_proxy, emulator)
     emulator.queue_faults(Faults(drop_after=2))
-    async with vertex.session() as client:
+    async with vertex.session(SETUP) as client:  # Vertex's Live models speak audio only
         await client.send_json({"type": "text", "text": "first"})
         await client.recv_until(has_key("serverContent", "turnComplete"))
         await client.send_json({"type": "text", "text": "second"})

@@ -29,7 +29,7 @@ from liveproxy.config import Config
 from liveproxy.emulator import Emulator
 from liveproxy.serving.server import CLOSE_MARGIN_SECONDS
 from liveproxy.serving.supervisor import KILL_MARGIN_SECONDS
-from tests.conftest import TEXT_SETUP
+from tests.conftest import AUDIO_SETUP
 from tests.deploy import DEPLOY, env_file
 from tests.http import request
 from tests.wsclient import BrowserClient, has_key
@@ -178,7 +178,7 @@ async def test_the_units_command_serves_and_drains_on_its_kill_signal(
             url = f"ws://127.0.0.1:{port}/ws?token={token}"
             async with open_websocket_url(url, extra_headers=[(b"Origin", ORIGIN.encode())]) as ws:
                 client = BrowserClient(ws)
-                await client.send_json(TEXT_SETUP)
+                await client.send_json(AUDIO_SETUP)  # the deployed default model speaks audio
                 assert "setupComplete" in await client.recv_json()
                 await client.send_json({"type": "text", "text": "hello"})
                 with trio.fail_after(5):

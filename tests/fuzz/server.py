@@ -22,6 +22,7 @@ from types import TracebackType
 import psutil
 
 from tests.fuzz.wire import Bystander, http_json
+from tests.models import TEST_MODEL
 
 #: Smaller than the 2 MiB default so crossing the proxy's limit is cheap.
 MAX_MESSAGE_BYTES = 65536
@@ -86,6 +87,7 @@ _SECRET_NAMES = (
 
 SERVER_ENV = {
     "HOST": "127.0.0.1",
+    "MODEL": TEST_MODEL,
     "PORT": "0",
     "LOG_LEVEL": "INFO",
     "MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES),

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from google.auth import credentials as google_credentials
 
-from liveproxy.config import DEFAULT_VERTEX_MODEL, Config
+from liveproxy.config import DEFAULT_MODEL, Config
 from liveproxy.emulator import Emulator
 from liveproxy.upstream.credentials import GoogleAuth
 from liveproxy.upstream.startup import google_target
-from tests.conftest import TEXT_SETUP, ProxyFactory
+from tests.conftest import AUDIO_SETUP, TEXT_SETUP, ProxyFactory
 from tests.wsclient import has_key, texts
 
 
@@ -41,14 +41,14 @@ async def test_vertex_uses_its_url_model_path_and_a_bearer_refreshed_off_the_loo
         "api_key": None,
         "project_id": "proj-1",
         "location": "europe-west4",
-        "model": DEFAULT_VERTEX_MODEL,
+        "model": DEFAULT_MODEL,
     }
     config = Config(upstream_url=emulator.url, **settings)  # type: ignore[arg-type]
     target = await google_target(config, GoogleAuth(stand_in))
     proxy = await make_proxy(target=target, **settings)
     for _ in range(2):
         async with proxy.connect() as client:
-            await client.send_json(TEXT_SETUP)
+            await client.send_json(AUDIO_SETUP)  # Vertex's Live models speak audio only
             setup_complete = await client.recv_json()
             assert setup_complete["setupComplete"]["sessionId"]  # Vertex's extra passes through
             await client.send_json({"type": "text", "text": "hola"})
@@ -57,7 +57,7 @@ async def test_vertex_uses_its_url_model_path_and_a_bearer_refreshed_off_the_loo
     assert first.path == "/ws/google.cloud.aiplatform.v1.LlmBidiService/BidiGenerateContent"
     assert first.api == "vertex"
     assert first.model == (
-        f"projects/proj-1/locations/europe-west4/publishers/google/models/{DEFAULT_VERTEX_MODEL}"
+        f"projects/proj-1/locations/europe-west4/publishers/google/models/{DEFAULT_MODEL}"
     )
     assert (first.credential_kind, first.credential) == ("bearer", "ya29.stand-in-1")
     assert second.credential == "ya29.stand-in-1"  # still valid: not refreshed again

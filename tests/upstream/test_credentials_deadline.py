@@ -23,12 +23,12 @@ import trio
 from google.auth import credentials as google_credentials
 from google.auth import exceptions as google_exceptions
 
-from liveproxy.config import DEFAULT_VERTEX_MODEL, Config
+from liveproxy.config import DEFAULT_MODEL, Config
 from liveproxy.emulator import Emulator
 from liveproxy.upstream.connection import GeminiUpstream
 from liveproxy.upstream.credentials import GoogleAuth
 from liveproxy.upstream.startup import google_target
-from tests.conftest import TEXT_SETUP, Proxy, ProxyFactory
+from tests.conftest import AUDIO_SETUP, Proxy, ProxyFactory
 from tests.core.test_session_endings import assert_error
 from tests.wsclient import Ended
 
@@ -37,7 +37,7 @@ VERTEX = {
     "api_key": None,
     "project_id": "proj-1",
     "location": "europe-west4",
-    "model": DEFAULT_VERTEX_MODEL,
+    "model": DEFAULT_MODEL,
 }
 #: Wall-clock bound on a stuck refresh, so a failing test cannot leave its thread behind.
 THREAD_LIMIT = 30.0
@@ -93,7 +93,7 @@ async def failed_setup(
     """A browser session whose setup hangs until ``ready()`` (its refresh is stuck); then the
     clock passes the setup timeout. How it ended, and how long after the setup (trio time)."""
     async with proxy.connect() as client:
-        await client.send_json(TEXT_SETUP)
+        await client.send_json(AUDIO_SETUP)
         start = trio.current_time()
         await in_real_time(ready)
         clock.jump(SETUP_TIMEOUT)
@@ -125,7 +125,7 @@ async def test_the_browser_leaving_ends_the_session_during_a_hanging_refresh(
 ) -> None:
     proxy = await vertex_proxy(make_proxy, emulator, hanging, setup_timeout_seconds=600)
     async with proxy.connect() as client:
-        await client.send_json(TEXT_SETUP)
+        await client.send_json(AUDIO_SETUP)
         await in_real_time(hanging.started.is_set)
         assert proxy.state.gauges.live_sessions == 1
     left = trio.current_time()
@@ -159,7 +159,7 @@ async def test_a_stuck_refresh_costs_one_thread_and_its_token_serves_later_sessi
 
     async def attempt(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with proxy.connect() as client:
-            await client.send_json(TEXT_SETUP)
+            await client.send_json(AUDIO_SETUP)
             start = trio.current_time()
             task_status.started()
             ended = await client.wait_closed()
@@ -179,7 +179,7 @@ async def test_a_stuck_refresh_costs_one_thread_and_its_token_serves_later_sessi
     mock_clock.rate = 1.0
     hanging.release.set()  # the endpoint answers at last: the abandoned thread stores the token
     await in_real_time(lambda: hanging.valid)
-    async with proxy.session():
+    async with proxy.session(AUDIO_SETUP):
         record = emulator.connections[-1]
     assert (record.credential_kind, record.credential) == ("bearer", "ya29.late")
     assert len(hanging.refresh_threads) == 1  # no second refresh was needed

@@ -8,6 +8,7 @@ import trio
 import liveproxy
 from liveproxy.store import StoreUnavailable, Usage
 from tests.conftest import Proxy, ProxyFactory
+from tests.models import TEST_MODEL
 
 
 async def test_health_reports_the_servers_model_and_version(proxy: Proxy) -> None:
@@ -15,7 +16,7 @@ async def test_health_reports_the_servers_model_and_version(proxy: Proxy) -> Non
     assert response.status == 200
     assert response.json() == {
         "status": "ok",
-        "model": "gemini-3.8-live",
+        "model": TEST_MODEL,
         "version": liveproxy.__version__,
     }
 
