@@ -264,15 +264,16 @@ def read_line(child: Child, timeout: float) -> str | None:
     return line.decode(errors="replace").rstrip("\n") if line else None
 
 
-def start_emulator(log_dir: Path) -> tuple[Child, int]:
+def start_emulator(log_dir: Path, extra: Sequence[str] = ()) -> tuple[Child, int]:
     """The Gemini Live emulator in fast echo mode on a free port, serving the direct mode's
-    model (:data:`~bench.wire.LIVE_MODEL`) too: ``(child, port)``.
+    model (:data:`~bench.wire.LIVE_MODEL`) too: ``(child, port)``. ``extra`` arguments come
+    last, so they win (``--mode conversation``, faults such as ``--stall-after 0``).
 
     Raises:
         ChildFailed: it did not report its address within 20 seconds.
     """
     argv = [sys.executable, "-m", "liveproxy", "emulator", "--host", "127.0.0.1", "--port", "0"]
-    argv += ["--mode", "echo", "--speed", "fast", "--model", LIVE_MODEL]
+    argv += ["--mode", "echo", "--speed", "fast", "--model", LIVE_MODEL, *extra]
     child = spawn("emulator", argv, log_dir, stdout_pipe=True)
     try:
         line = read_line(child, 20.0)
@@ -320,12 +321,14 @@ def start_proxy(
     workers: int = 1,
     ws_compression: bool = False,
     attempts: int = 3,
+    settings: Mapping[str, str | None] | None = None,
 ) -> tuple[Child, int]:
     """``liveproxy serve`` (Hypercorn's trio worker; a supervisor and ``workers`` worker
     processes when ``workers`` > 1) on a free port: ``(child, port)``.
 
     It runs in ``log_dir`` so no ``.env`` file of the checkout changes its settings; its log
-    is ``proxy-w<workers>.log`` there.
+    is ``proxy-w<workers>.log`` there. ``settings`` change :func:`proxy_env`'s environment (a
+    None value removes the variable: liveproxy's default applies).
 
     Raises:
         ChildFailed: it (every worker) did not answer ``GET /api/health`` within 30 seconds.
@@ -335,6 +338,11 @@ def start_proxy(
         port = free_port()
         argv = [sys.executable, "-m", "liveproxy", "serve"]
         env = proxy_env(port, upstream_port, workers, ws_compression)
+        for name, value in (settings or {}).items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
         child = spawn(f"proxy-w{workers}", argv, log_dir, env=env, cwd=log_dir, tree=True)
         if _wait_healthy(child, port, workers, 30.0):
             return child, port
