@@ -44,6 +44,9 @@ class SetupPolicy:
     allowed_models: frozenset[str] = frozenset()
     context_window_compression: bool = True
     backend: Backend = "developer"
+    #: The server's tools' ``functionDeclarations`` (camelCase), added to every setup after the
+    #: browser's own; a browser function of the same name is replaced by the server's.
+    tool_declarations: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def from_config(cls, config: Config) -> SetupPolicy:
@@ -83,6 +86,7 @@ def browser_setup(raw: Any, policy: SetupPolicy) -> dict[str, Any]:
     except SchemaError as exc:
         raise InvalidSetup(exc.reason) from None
     model = requested if _allowed(requested, policy) else policy.model
+    _add_server_tools(normalised, policy.tool_declarations)
     refusal = check_setup(model, policy.backend, normalised)
     if refusal is not None:
         raise InvalidSetup(f"{model}: {refusal.reason}")
@@ -96,6 +100,7 @@ def default_setup(policy: SetupPolicy) -> dict[str, Any]:
     if rules is not None and "AUDIO" not in rules.outputs:
         setup["generationConfig"]["responseModalities"] = ["TEXT"]
         del setup["outputAudioTranscription"]
+    _add_server_tools(setup, policy.tool_declarations)
     return _with_server_fields(setup, policy.model, policy)
 
 
@@ -104,6 +109,25 @@ def _allowed(model: Any, policy: SetupPolicy) -> bool:
         return False
     allowed = policy.allowed_models
     return model in allowed or model.removeprefix("models/") in allowed
+
+
+def _add_server_tools(setup: dict[str, Any], declarations: tuple[dict[str, Any], ...]) -> None:
+    """Add the server's function declarations as one more tool, after the browser's; drop the
+    browser's functions of the same names (the server runs those)."""
+    if not declarations:
+        return
+    names = {d["name"] for d in declarations}
+    tools: list[Any] = []
+    for tool in setup.get("tools") or ():
+        functions = tool.get("functionDeclarations") if isinstance(tool, dict) else None
+        if isinstance(functions, list):
+            kept = [f for f in functions if not (isinstance(f, dict) and f.get("name") in names)]
+            if not kept and len(tool) == 1:
+                continue
+            tool = dict(tool, functionDeclarations=kept)
+        tools.append(tool)
+    tools.append({"functionDeclarations": [dict(d) for d in declarations]})
+    setup["tools"] = tools
 
 
 def _with_server_fields(setup: dict[str, Any], model: str, policy: SetupPolicy) -> dict[str, Any]:

@@ -86,10 +86,24 @@ def browser_text_to_upstream(frame: str) -> str:
     if "type" in data:
         return typed_to_upstream(data)
     if len(data) == 1:
-        kind, body = parse_native(data)
+        kind, body = parse_native(_one_response_wrapped(data))
         return orjson.dumps({kind: body}).decode()
     keys = ", ".join(repr(shown(key)) for key in sorted(data)[:5])
     raise BadMessage(f"unknown message with keys {keys}")
+
+
+def _one_response_wrapped(data: dict[str, Any]) -> dict[str, Any]:
+    """An older client's ``{"tool_response": {"id", "response"}}`` (one function response, not
+    in a list) as Gemini's ``toolResponse.functionResponses``; any other message as it is."""
+    [(key, body)] = data.items()
+    if (
+        key in ("tool_response", "toolResponse")
+        and isinstance(body, dict)
+        and "id" in body
+        and not {"functionResponses", "function_responses"} & body.keys()
+    ):
+        return {"toolResponse": {"functionResponses": [body]}}
+    return data
 
 
 def parse_native(data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -141,6 +155,9 @@ class UpstreamEvent:
     usage: dict[str, Any] | None = None
     #: A ``toolCall`` message, decoded: the session frames it with its stats (not in ``frames``).
     tool_call: dict[str, Any] | None = None
+    #: A ``toolCallCancellation`` message, decoded (not in ``frames``): the session cancels its
+    #: own calls and passes the rest on.
+    tool_cancellation: dict[str, Any] | None = None
     interrupted: bool = False
     generating: bool = False
     turn_complete: bool = False
@@ -184,7 +201,8 @@ def translate_upstream(raw: bytes | str, aligner: AudioAligner) -> UpstreamEvent
 
     Audio parts of ``serverContent.modelTurn`` become binary frames (never of odd length); the
     rest of the message is passed on as JSON text. A ``toolCall`` is decoded into
-    ``tool_call``, for the session to frame with its stats. ``setupComplete`` (the session sends
+    ``tool_call``, for the session to split and frame with its stats; a
+    ``toolCallCancellation`` into ``tool_cancellation``. ``setupComplete`` (the session sends
     the connection's first one itself), ``goAway`` and ``sessionResumptionUpdate`` belong to the
     proxy and are not passed on.
 
@@ -241,6 +259,8 @@ def translate_upstream(raw: bytes | str, aligner: AudioAligner) -> UpstreamEvent
     _note_usage(event, message)
     if "toolCall" in message:
         event.tool_call = message
+    elif "toolCallCancellation" in message:
+        event.tool_cancellation = message
     else:
         frames.append(raw.decode() if isinstance(raw, bytes) else raw)
     return event

@@ -110,3 +110,36 @@ class Upstream(Protocol):
             UpstreamFailed: answered the setup with something other than ``setupComplete``.
         """
         ...
+
+
+@attrs.frozen
+class ToolTerms:
+    """What the engine needs to know of one server tool to run a call to it."""
+
+    #: Seconds a call may take; then its task is cancelled and Gemini gets an error.
+    timeout: float
+    #: Whether the browser sees the call's arguments and result (else only names).
+    mirror: bool = True
+
+
+class ServerTools(Protocol):
+    """The tools the server runs itself, bound to one session (its id, client and claims).
+
+    Implemented by the web layer over :mod:`liveproxy.tools`."""
+
+    def terms(self, name: str) -> ToolTerms | None:
+        """How to run a call to ``name``; None when it is not a server tool (the browser's)."""
+        ...
+
+    async def invoke(self, name: str, args: dict[str, Any]) -> Any:
+        """Run one call and return its result; cancellable (a thread is abandoned, not waited).
+
+        Raises:
+            Exception: whatever the tool raises (the engine answers Gemini with an error).
+        """
+        ...
+
+    def finished(self, name: str, result: str, seconds: float) -> None:
+        """Note how a call ended (``ok``, ``error``, ``timeout``, ``too_large``, ``cancelled``,
+        ``busy``), for logs and metrics; never its arguments or result."""
+        ...

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import attrs
+import orjson
 import trio
 
 from liveproxy.contract.endings import Outcome
@@ -51,6 +52,7 @@ from liveproxy.core.course import Course, Drain
 from liveproxy.core.link import UpstreamLink
 from liveproxy.core.ports import Upstream, UpstreamClosed, UpstreamConnection
 from liveproxy.core.stats import Gauges, SessionCounters
+from liveproxy.core.tool_calls import ToolCalls
 from liveproxy.protocol import closes
 
 STATUS_RECONNECTING: Final = '{"sessionStatus":{"state":"reconnecting"}}'
@@ -97,6 +99,7 @@ class Relay:
         gauges: Gauges,
         setup_timeout: float,
         on_ready: Callable[[], None] = lambda: None,
+        tools: ToolCalls | None = None,
     ) -> None:
         self._upstream = upstream
         self._connections = connections
@@ -108,6 +111,8 @@ class Relay:
         self._gauges = gauges
         self._setup_timeout = setup_timeout
         self._on_ready = on_ready
+        #: The server's tool calls (None: every call goes to the browser).
+        self.tools = tools
         self.audio_out = AudioAligner()
         #: The session's setup, once the browser's first frame decided it.
         self.setup: Setup | None = None
@@ -356,9 +361,20 @@ class Relay:
             self.link.handle_received(event.consumed_index)
         for frame in event.frames:
             self.out.put(frame)
-        if event.tool_call is not None:
+        tool_call = event.tool_call
+        if tool_call is not None and self.tools is not None:
+            tool_call = self.tools.take_call(tool_call)
+        if tool_call is not None:
             stats = self.counters.tool_call_stats()
             try:
-                self.out.put(with_session_stats(event.tool_call, stats))
+                self.out.put(with_session_stats(tool_call, stats))
             except UpstreamDecodeError as exc:
                 raise UpstreamFailed(str(exc)) from None
+        cancellation = event.tool_cancellation
+        if cancellation is not None and self.tools is not None:
+            cancellation = self.tools.take_cancellation(cancellation)
+        if cancellation is not None:
+            try:
+                self.out.put(orjson.dumps(cancellation).decode())
+            except orjson.JSONEncodeError:
+                raise UpstreamFailed("upstream sent JSON nested too deep") from None

@@ -25,12 +25,13 @@ from liveproxy.core.browser_queue import BrowserQueue
 from liveproxy.core.browser_reader import BrowserReader, Setup
 from liveproxy.core.course import Course
 from liveproxy.core.link import UpstreamLink
-from liveproxy.core.ports import BrowserPort
+from liveproxy.core.ports import BrowserPort, ServerTools
 from liveproxy.core.race import Race
 from liveproxy.core.relay import Relay
 from liveproxy.core.resumable import MIN_REMAINING_SECONDS, Resumable, resumable_ending
 from liveproxy.core.services import SessionServices
 from liveproxy.core.stats import SessionCounters
+from liveproxy.core.tool_calls import ToolCalls
 from liveproxy.protocol import closes
 
 
@@ -46,10 +47,12 @@ class Session:
         time_limit: float,
         resumed: Resumable | None = None,
         resume_token: str | None = None,
+        tools: ServerTools | None = None,
     ) -> None:
         """``resumed``: the conversation this socket continues (its handle, setup, stats and
         replay; ``time_limit`` is then what it has left). ``resume_token``: announced to the
-        browser after ``setupComplete`` (None: conversations are not resumable)."""
+        browser after ``setupComplete`` (None: conversations are not resumable). ``tools``: the
+        server's tools, bound to this session (None: every tool call goes to the browser)."""
         self.socket = socket
         self.out = out
         self.services = services
@@ -67,6 +70,7 @@ class Session:
         transparent = upstream is not None and upstream.transparent
         self.link = UpstreamLink(services.limits.upstream_buffer_bytes, transparent=transparent)
         self.course = Course(services.limits.reconnect_attempts)
+        self.tool_calls = None if tools is None else ToolCalls(tools, self.link, out)
         self._setups = trio.open_memory_channel[Setup](1)
         self._resumable_announced = False
         self.relay: Relay | None = None
@@ -101,12 +105,14 @@ class Session:
                 gauges=self.services.gauges,
                 setup_timeout=limits.setup_timeout,
                 on_ready=self._announce_resumable,
+                tools=self.tool_calls,
             )
+            racers = [reader.run, relay.run, self._limit_time, self._await_shutdown]
+            if self.tool_calls is not None:
+                racers.append(self.tool_calls.run)
             outcome: Outcome | None = None
             try:
-                outcome = await Race().run(
-                    reader.run, relay.run, self._limit_time, self._await_shutdown
-                )
+                outcome = await Race().run(*racers)
             finally:
                 code = closes.GOING_AWAY if outcome == SHUTDOWN else closes.NORMAL
                 await relay.close(code)  # bounded and shielded by the upstream adapter

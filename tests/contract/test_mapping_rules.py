@@ -318,9 +318,9 @@ RECEIVE_RULES: list[tuple[str, str, UpstreamEvent]] = [
         UpstreamEvent(frames=['{"serverContent":{"outputTranscription":{"text":"hi"}}}']),
     ),
     (
-        "toolCallCancellation passes on",
+        "toolCallCancellation is held for the session to cancel its own calls",
         '{"toolCallCancellation":{"ids":["1"]}}',
-        UpstreamEvent(frames=['{"toolCallCancellation":{"ids":["1"]}}']),
+        UpstreamEvent(tool_cancellation={"toolCallCancellation": {"ids": ["1"]}}),
     ),
     (
         "a toolCall is held for the session to add its stats (usage noted)",
@@ -722,3 +722,45 @@ def test_the_default_setup_asks_a_text_only_model_for_text() -> None:
         "contextWindowCompression": {"slidingWindow": {}},
         "sessionResumption": {},
     }
+
+
+# Server-side tools in the setup, and an older client's one tool response -------------------
+
+SERVER_TOOL = {"name": "get_time", "description": "Now", "parameters": {"type": "object"}}
+
+
+def test_the_servers_tools_come_after_the_browsers_and_replace_one_of_the_same_name() -> None:
+    policy = SetupPolicy(SERVER_MODEL, tool_declarations=(SERVER_TOOL,))
+    raw = {
+        "tools": [
+            {"function_declarations": [{"name": "get_weather"}, {"name": "get_time"}]},
+            {"google_search": {}},
+        ]
+    }
+    setup = browser_setup(raw, policy)
+    assert setup["tools"] == [
+        {"functionDeclarations": [{"name": "get_weather"}]},
+        {"googleSearch": {}},
+        {"functionDeclarations": [SERVER_TOOL]},
+    ]
+    assert default_setup(policy)["tools"] == [{"functionDeclarations": [SERVER_TOOL]}]
+    alone = browser_setup({"tools": {"function_declarations": [{"name": "get_time"}]}}, policy)
+    assert alone["tools"] == [{"functionDeclarations": [SERVER_TOOL]}]
+
+
+def test_without_server_tools_the_setup_has_only_the_browsers() -> None:
+    assert "tools" not in browser_setup({}, SetupPolicy(SERVER_MODEL))
+
+
+@pytest.mark.parametrize("key", ["tool_response", "toolResponse"])
+def test_an_older_clients_single_tool_response_is_wrapped(key: str) -> None:
+    frame = orjson.dumps({key: {"id": "c1", "name": "f", "response": {"ok": 1}}}).decode()
+    assert orjson.loads(browser_text_to_upstream(frame)) == {
+        "toolResponse": {"functionResponses": [{"id": "c1", "name": "f", "response": {"ok": 1}}]}
+    }
+
+
+def test_a_single_tool_response_with_an_unknown_field_is_still_refused() -> None:
+    frame = orjson.dumps({"tool_response": {"id": "c1", "nonsense": 1}}).decode()
+    with pytest.raises(BadMessage, match="nonsense"):
+        browser_text_to_upstream(frame)

@@ -23,7 +23,7 @@ from liveproxy.contract.errors import SessionError, SlowClient, UpstreamFailed, 
 from liveproxy.contract.session_setup import upstream_setup_message
 from liveproxy.core.browser_queue import BrowserQueue
 from liveproxy.core.course import DRAIN_QUIET
-from liveproxy.core.ports import BrowserGone, Frame, UpstreamClosed
+from liveproxy.core.ports import BrowserGone, Frame, ServerTools, UpstreamClosed
 from liveproxy.core.resumable import Resumable
 from liveproxy.core.services import SessionLimits, SessionServices
 from liveproxy.core.session import Session
@@ -152,6 +152,7 @@ async def running(
     stuck: bool = False,
     resumed: Resumable | None = None,
     resume_token: str | None = None,
+    tools: ServerTools | None = None,
     **settings: object,
 ) -> AsyncIterator[Run]:
     """A session between a fake browser and fake Gemini; its outcome is set when it ends."""
@@ -175,6 +176,7 @@ async def running(
         time_limit=time_limit,
         resumed=resumed,
         resume_token=resume_token,
+        tools=tools,
     )
     run = Run(browser, to_session, gemini, services, session)
 
