@@ -150,4 +150,4 @@ def _specs_of_entry_point(
     spec = spec_of(loaded)
     if spec is None:
         raise ToolLoadError(f"{where} is neither a module nor a @tool function")
-    yield spec, entry_point.value
+    yield spec, f"{spec.fn.__module__}.{spec.fn.__qualname__}"
