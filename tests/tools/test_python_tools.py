@@ -124,7 +124,10 @@ def test_entry_points(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     registry = load_tools()
     assert {"sync_tool", "async_tool", "lone"} <= set(registry.tools)
     assert load_tools(entry_points=False).tools == {}
-    with pytest.raises(ToolLoadError, match=rf"two tools are named lone: module {lone} .* and entry point one = {lone}:lone"):
+    with pytest.raises(
+        ToolLoadError,
+        match=rf"two tools are named lone: module {lone} .* and entry point one = {lone}:lone",
+    ):
         load_tools(modules=[lone])
     (dist / "entry_points.txt").write_text(
         f"[liveproxy.tools]\nbad = {lone}:missing\n", encoding="utf-8"

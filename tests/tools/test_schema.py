@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any, Literal, Optional
 
 import pytest
+import trio
 
 from liveproxy.tools import ToolContext, ToolLoadError, load_tools, tool
 from liveproxy.tools.declare import spec_of
 from liveproxy.tools.python import python_tool
 from liveproxy.tools.server_tool import ServerTool
-import trio
 
 
 def _loaded(fn: Any) -> ServerTool:
