@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/liveproxy serve
+	$(BIN)/liveproxy serve --example-tools
 
 emulator: $(STAMP)
 	$(BIN)/liveproxy emulator

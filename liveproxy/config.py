@@ -227,6 +227,15 @@ def _words(raw: str) -> frozenset[str]:
     return frozenset(raw.replace(",", " ").split())
 
 
+def _word_list(raw: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(raw.replace(",", " ").split()))
+
+
+def _tool_names(raw: str) -> frozenset[str] | None:
+    names = _words(raw)
+    return None if names == {"all"} else names
+
+
 #: HS256 needs a key of at least 256 bits.
 MIN_SECRET_BYTES = 32
 
@@ -366,6 +375,14 @@ class Config:
     )
     #: ``host:port`` (``[::1]:port`` for IPv6) of the Prometheus listener; None: no metrics.
     metrics_bind: str | None = setting("METRICS_BIND", parse=_bind, default=None)
+    #: Python modules whose ``@tool`` functions the server runs itself (in this order).
+    tools_modules: tuple[str, ...] = setting("TOOLS_MODULES", parse=_word_list, default=())
+    #: A TOML file of HTTP tools.
+    tools_file: Path | None = setting("TOOLS_FILE", parse=Path, default=None)
+    #: Which of the configured tools are offered (None: all).
+    server_tools: frozenset[str] | None = setting("SERVER_TOOLS", parse=_tool_names, default=None)
+    #: Worker threads for sync tools, per process (a hung tool holds its thread until it returns).
+    tool_threads: int = setting("TOOL_THREADS", parse=_int_in(1, 256), default=8)
 
     @property
     def backend(self) -> Backend:

@@ -6,8 +6,8 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import attrs
 import trio
@@ -34,9 +34,17 @@ class Served:
                 await trio.sleep(0.01)
 
 
+def liveproxy_process(**settings: str) -> AbstractAsyncContextManager[Served]:
+    """:func:`liveproxy_serve` without arguments."""
+    return liveproxy_serve((), settings)
+
+
 @asynccontextmanager
-async def liveproxy_process(**settings: str) -> AsyncIterator[Served]:
-    """Run ``python -m liveproxy serve`` with ``settings`` as environment variables over ours.
+async def liveproxy_serve(
+    argv: Sequence[str], settings: Mapping[str, str]
+) -> AsyncIterator[Served]:
+    """Run ``python -m liveproxy serve ARGV`` with ``settings`` as environment variables over
+    ours.
 
     ``PORT=0``, ``HOST=127.0.0.1`` and ``MODEL=TEST_MODEL`` unless given. Yields once it
     listens; on exit, a process still running is killed, and the log holds everything it wrote.
@@ -45,7 +53,7 @@ async def liveproxy_process(**settings: str) -> AsyncIterator[Served]:
     env.update(settings)
     log: list[str] = []
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "liveproxy", "serve"], env=env, stderr=subprocess.PIPE
+        [sys.executable, "-m", "liveproxy", "serve", *argv], env=env, stderr=subprocess.PIPE
     )
     try:
         assert process.stderr is not None

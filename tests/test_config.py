@@ -322,6 +322,10 @@ SAMPLES = {
     "SESSION_LEASE_SECONDS": "5",
     "RESUME_WINDOW_SECONDS": "0",
     "METRICS_BIND": "127.0.0.1:9464",
+    "TOOLS_MODULES": "shop.tools, crm.tools",
+    "TOOLS_FILE": "/etc/liveproxy/tools.toml",
+    "SERVER_TOOLS": "get_time",
+    "TOOL_THREADS": "2",
 }
 SIGNIN_SAMPLES = {
     "AUTH_JWT_SECRET": "s" * 32,
@@ -340,6 +344,13 @@ def test_every_declared_variable_has_a_sample() -> None:
     assert sorted(SIGNIN_SAMPLES) == sorted(name for _, name in SIGNIN_DECLARED)
     # Settings that are not read from the environment have no variable.
     assert "upstream_max_message_bytes" not in {field for field, _ in DECLARED}
+
+
+def test_tool_settings_keep_their_order_and_all_means_every_tool() -> None:
+    config = from_env({"TOOLS_MODULES": "b.tools a.tools, b.tools", "SERVER_TOOLS": "all"})
+    assert config.tools_modules == ("b.tools", "a.tools")
+    assert config.server_tools is None
+    assert from_env({"SERVER_TOOLS": "x, y"}).server_tools == frozenset({"x", "y"})
 
 
 def test_the_environment_s_defaults_are_the_fields_defaults() -> None:

@@ -18,7 +18,7 @@ import socket
 import sys
 from collections.abc import Iterator, Sequence
 from functools import partial
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import attrs
 import hypercorn.config
@@ -32,6 +32,7 @@ from liveproxy.serving.loop_watch import LoopWatch
 from liveproxy.serving.metrics_listener import process_metrics, serve_metrics
 from liveproxy.serving.worker import WorkerSpec
 from liveproxy.store.opening import open_store
+from liveproxy.tools import ToolLoadError, load_tools
 from liveproxy.web.app import LiveProxyApp, create_app
 
 log = logging.getLogger("liveproxy")
@@ -279,6 +280,8 @@ async def _stop_when_orphaned(stop: trio.Event) -> None:
     stop.set()
 
 
+#: The module of the example server tools ``make run`` serves.
+EXAMPLE_TOOLS: Final = "liveproxy.tools.examples"
 #: ``liveproxy serve --help`` starts with this.
 DESCRIPTION = (
     "Serve the proxy: the demo page at /, the HTTP API (/api/auth, /api/health, /api/ready, "
@@ -296,6 +299,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="interface to listen on (default: HOST or 127.0.0.1)")
     parser.add_argument(
         "--port", type=int, help="port to listen on, 0 picks a free one (default: PORT or 8000)"
+    )
+    parser.add_argument(
+        "--example-tools",
+        action="store_true",
+        help=f"also run the example server tools ({EXAMPLE_TOOLS}), as `make run` does",
     )
 
 
@@ -315,6 +323,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except ConfigError as exc:
         print(f"liveproxy: configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.example_tools and EXAMPLE_TOOLS not in config.tools_modules:
+        config = attrs.evolve(config, tools_modules=(*config.tools_modules, EXAMPLE_TOOLS))
+        os.environ["TOOLS_MODULES"] = ",".join(config.tools_modules)  # for the workers
+    try:  # every tool is checked once, before any worker starts
+        trio.run(_check_tools, config)
+    except ToolLoadError as exc:
+        print(f"liveproxy: tools error: {exc}", file=sys.stderr)
+        return 2
     worker = WorkerSpec.from_env(os.environ)
     logs.configure(config.log_level, config.log_format, worker.id if worker else None)
     status = 0
@@ -332,6 +348,21 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"liveproxy: {_first(group)}", file=sys.stderr)
         status = 1
     return status
+
+
+async def _check_tools(config: Config) -> None:
+    """Load the configured tools and let them go.
+
+    Raises:
+        ToolLoadError: one cannot be loaded.
+    """
+    registry = load_tools(
+        modules=config.tools_modules,
+        tools_file=config.tools_file,
+        selected=config.server_tools,
+        threads=config.tool_threads,
+    )
+    await registry.aclose()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

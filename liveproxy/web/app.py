@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import trio
 from quart_trio import QuartTrio
 
@@ -21,6 +22,7 @@ from liveproxy.core.stats import Gauges
 from liveproxy.redact import SECRETS
 from liveproxy.store import StateStore
 from liveproxy.store.memory import MemoryStore
+from liveproxy.tools import ToolRegistry, load_tools
 from liveproxy.upstream.connection import GeminiUpstream
 from liveproxy.upstream.startup import SharedEmulator, resolve_target
 from liveproxy.upstream.target import UpstreamTarget
@@ -49,6 +51,7 @@ def create_app(
     store: StateStore | None = None,
     emulator: SharedEmulator | None = None,
     metrics: Metrics = NO_METRICS,
+    tools: ToolRegistry | None = None,
 ) -> LiveProxyApp:
     """Build the app for ``config`` (default: from the environment) on ``store`` (default: a
     :class:`MemoryStore`; :func:`~liveproxy.store.opening.open_store` opens the others).
@@ -57,18 +60,33 @@ def create_app(
     key, Vertex AI with Application Default Credentials, or, with no credentials, the built-in
     Gemini Live emulator: ``emulator`` when given (a supervisor's, shared by its workers),
     else one started in the app's own nursery. ``metrics`` counts sessions, sockets and the
-    auth route's answers (see :mod:`liveproxy.web.metrics`).
+    auth route's answers (see :mod:`liveproxy.web.metrics`). ``tools`` (default: loaded from
+    ``TOOLS_MODULES``, the ``liveproxy.tools`` entry points and ``TOOLS_FILE``) are declared in
+    every session's setup and run by the server; their HTTP client is closed when serving ends.
+
+    Raises:
+        ToolLoadError: a configured tool cannot be loaded (the server must not start).
     """
     config = config or Config.from_env()
     SECRETS.add(config.api_key, config.signin.jwt_secret)
     app = LiveProxyApp(__name__, static_folder=None)
     store = store or MemoryStore(trio.current_time, config.session_lease_seconds)
     gauges = Gauges()
+    if tools is None:
+        tools = load_tools(
+            modules=config.tools_modules,
+            tools_file=config.tools_file,
+            selected=config.server_tools,
+            threads=config.tool_threads,
+        )
+    limits = SessionLimits.from_config(config)
+    setup_policy = attrs.evolve(limits.setup_policy, tool_declarations=tuple(tools.declarations()))
     state = ProxyState(
         config=config,
         store=store,
+        tools=tools,
         services=SessionServices(
-            limits=SessionLimits.from_config(config),
+            limits=attrs.evolve(limits, setup_policy=setup_policy),
             upstream=None if target is None else GeminiUpstream(target, gauges.upstream_opened),
             gauges=gauges,
             shutdown_now=trio.Event(),
@@ -91,6 +109,7 @@ def create_app(
     @app.after_serving
     async def stop_renewing() -> None:
         renewals.cancel()
+        await tools.aclose()
 
     add_auth_routes(app, state)
     add_routes(app, state)

@@ -26,6 +26,8 @@ What is counted, and when (never per frame: each count is a write to a memory-ma
   the error code the client got (``rate_limited``, ``forbidden_origin``,
   ``payload_too_large``...), read from the response by :class:`TokenResults`. Requests that
   Hypercorn itself refuses (malformed HTTP) never reach it and are not counted.
+- ``liveproxy_tool_calls_total{tool, result}``, ``liveproxy_tool_seconds{tool}``: each server
+  tool call when it ends (tool names are the operator's, a bounded set).
 - ``liveproxy_frames_total{direction}``: WebSocket messages received from (``browser_in``) and
   sent to (``browser_out``) browsers on the session paths, refused sockets' too; each socket's
   counts are added when it closes.
@@ -48,6 +50,8 @@ from liveproxy.web.asgi import ASGIMessage, Receive, Send
 DIRECTORY_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 #: Seconds from a session's start to ``setupComplete``.
 SETUP_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+#: Seconds a server tool call took.
+TOOL_BUCKETS: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 #: The most of an auth error response read for its code.
 MAX_SNIFFED_BYTES: Final = 4096
 _CODE: Final = re.compile(r"[a-z0-9_]{1,64}")
@@ -79,6 +83,9 @@ class Metrics:
 
     def socket_frames(self, browser_in: int, browser_out: int) -> None:
         """A browser socket closed after these many messages in each direction."""
+
+    def tool_finished(self, tool: str, result: str, seconds: float) -> None:
+        """A server tool call ended with ``result`` after ``seconds``."""
 
 
 #: The metrics of a process without ``METRICS_BIND``.
@@ -144,6 +151,20 @@ class PrometheusMetrics(Metrics):
             ["direction"],
             registry=None,
         )
+        self._tool_calls = Counter(
+            "liveproxy_tool_calls",
+            "Server tool calls ended, by tool and result (ok, error, timeout, too_large, "
+            "cancelled, busy).",
+            ["tool", "result"],
+            registry=None,
+        )
+        self._tool_seconds = Histogram(
+            "liveproxy_tool_seconds",
+            "Seconds a server tool call took, by tool.",
+            ["tool"],
+            buckets=TOOL_BUCKETS,
+            registry=None,
+        )
         self._frames_in = frames.labels("browser_in")
         self._frames_out = frames.labels("browser_out")
         self._tokens.labels("issued")  # shown as 0 before the first one
@@ -169,6 +190,10 @@ class PrometheusMetrics(Metrics):
 
     def token_result(self, result: str) -> None:
         self._tokens.labels(result).inc()
+
+    def tool_finished(self, tool: str, result: str, seconds: float) -> None:
+        self._tool_calls.labels(tool, result).inc()
+        self._tool_seconds.labels(tool).observe(seconds)
 
     def socket_frames(self, browser_in: int, browser_out: int) -> None:
         if browser_in:

@@ -1,5 +1,6 @@
-"""What the app's routes share: the configuration, the state store and leases, the draining
-flag, and what sessions are lent (limits, upstream, gauges, the shutdown event)."""
+"""What the app's routes share: the configuration, the state store and leases, the server's
+tools, the draining flag, and what sessions are lent (limits, upstream, gauges, the shutdown
+event)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from liveproxy.config import Config
 from liveproxy.core.services import SessionServices
 from liveproxy.core.stats import Gauges
 from liveproxy.store import StateStore
+from liveproxy.tools import ToolRegistry
 from liveproxy.web.leases import LeaseKeeper
 
 
@@ -22,6 +24,8 @@ class ProxyState:
     store: StateStore
     services: SessionServices
     leases: LeaseKeeper
+    #: The tools the server runs itself (none unless configured).
+    tools: ToolRegistry = attrs.field(factory=ToolRegistry.empty)
     draining: bool = False
 
     @property

@@ -21,6 +21,7 @@ from liveproxy.contract.payloads import ErrorEvent, SessionEnd
 from liveproxy.core.browser_queue import BrowserQueue
 from liveproxy.core.session import Session
 from liveproxy.logs import fields
+from liveproxy.tools import ToolContext
 from liveproxy.web import resume
 from liveproxy.web.admission import STORE_TIMEOUT_SECONDS, Admitted, admit, end_lease
 from liveproxy.web.asgi import ASGIMessage, Receive, Send
@@ -28,6 +29,7 @@ from liveproxy.web.browser_socket import BrowserSocket
 from liveproxy.web.clients import client_hash
 from liveproxy.web.metrics import NO_METRICS, Metrics
 from liveproxy.web.origins import OriginPolicy
+from liveproxy.web.session_tools import SessionTools
 from liveproxy.web.state import ProxyState
 
 log = logging.getLogger("liveproxy")
@@ -100,6 +102,7 @@ async def _run(
         time_limit=time_limit,
         resumed=resumed,
         resume_token=resume_token,
+        tools=_session_tools(state, admitted, metrics),
     )
     counters = session.counters
     counters.on_setup = lambda: metrics.setup_completed(trio.current_time() - admitted.opened_at)
@@ -144,6 +147,15 @@ async def _run(
         _log_end(admitted.session_id, session, outcome, grant.client)
         metrics.session_ended(outcome, counters.reconnects - reconnects)
         _finish(queue, session, outcome)
+
+
+def _session_tools(state: ProxyState, admitted: Admitted, metrics: Metrics) -> SessionTools | None:
+    """The server's tools bound to this session (None when the server has none)."""
+    if not state.tools.tools:
+        return None
+    grant = admitted.lease.grant
+    context = ToolContext(admitted.session_id, client_hash(grant.client), {})
+    return SessionTools(state.tools, context, metrics)
 
 
 def _finish(queue: BrowserQueue, session: Session, outcome: Outcome) -> None:

@@ -13,13 +13,19 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 import trio
+from trio_websocket import open_websocket_url
 
 import liveproxy
 from liveproxy.cli import build_parser, main
 from liveproxy.emulator import cli as emulator_cli
 from liveproxy.serving import server
+from tests.conftest import TEXT_SETUP
+from tests.http import request
+from tests.served import liveproxy_serve
+from tests.wsclient import BrowserClient, has_key, texts
 
 #: The ``liveproxy`` script pip installed next to this Python.
 SCRIPT = str(Path(sys.executable).with_name("liveproxy"))
@@ -71,8 +77,10 @@ def test_serve_help_shows_its_own_options(capsys: pytest.CaptureFixture[str]) ->
     assert exited.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: liveproxy serve [-h] [--host HOST] [--port PORT]")
-    assert "default: HOST or 127.0.0.1" in out
-    assert "default: PORT or 8000" in out
+    words = " ".join(out.split())  # as argparse wraps them
+    assert "default: HOST or 127.0.0.1" in words
+    assert "default: PORT or 8000" in words
+    assert "--example-tools also run the example server tools" in words
 
 
 def test_emulator_help_shows_its_own_options(capsys: pytest.CaptureFixture[str]) -> None:
@@ -195,3 +203,49 @@ async def test_an_address_not_of_this_host_is_one_line_too(workers: str) -> None
     reason = f"[Errno {errno.EADDRNOTAVAIL}] {os.strerror(errno.EADDRNOTAVAIL)}"
     expected = f"liveproxy: cannot listen on 192.0.2.1:8000: {reason}\n"
     assert (done.returncode, done.stderr.decode()) == (1, expected)
+
+
+def test_a_tool_that_cannot_be_loaded_stops_serve_with_a_clear_error_and_exit_2(
+    tmp_path: Path,
+) -> None:
+    env = dict(os.environ, TOOLS_MODULES="no_such_tools_module", PORT="0")
+    done = subprocess.run(
+        [sys.executable, "-m", "liveproxy", "serve"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("liveproxy: tools error: ")
+    assert "no_such_tools_module" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+async def test_make_runs_example_tool_runs_in_every_worker() -> None:
+    # `make run` is `liveproxy serve --example-tools`: its get_time runs on the server, in each
+    # worker the supervisor starts.
+    settings = {"WORKERS": "2", "AUTH_RATE_LIMIT": "0"}
+    async with liveproxy_serve(("--example-tools",), settings) as host:
+        for _ in range(2):
+            token = (await request("127.0.0.1", host.port, "POST", "/api/auth")).json()
+            url = f"ws://127.0.0.1:{host.port}/ws?token={token['session_token']}"
+            async with open_websocket_url(url) as ws:
+                client = BrowserClient(ws)
+                await client.send_json(TEXT_SETUP)
+                assert "setupComplete" in await client.recv_json()
+                await client.send_json(
+                    {"type": "text", "text": 'call get_time {"timezone": "UTC"}'}
+                )
+                with trio.fail_after(10):
+                    frames = await client.recv_until(has_key("serverContent", "turnComplete"))
+            [result] = [
+                orjson.loads(f)["serverToolResult"]
+                for f in frames
+                if isinstance(f, str) and "serverToolResult" in f
+            ]
+            assert result["name"] == "get_time"
+            assert result["response"]["timezone"] == "UTC"
+            assert "get_time returned" in "".join(texts(frames))

@@ -1,0 +1,181 @@
+"""Server-side tools through a real proxy and the emulator: Python tools from a module (sync in
+a worker thread, async in the session), a tool that raises, one that times out, one cancelled by
+a barge-in, the browser's own tool beside them, and an older client's one-response shorthand.
+
+The emulator turns the text ``call NAME {json}`` into a function call of a declared ``NAME`` and
+answers the response with ``NAME returned {response}``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import textwrap
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import trio
+import trio.testing
+
+from tests.conftest import TEXT_SETUP, ProxyFactory
+from tests.wsclient import BrowserClient, Frame, has_key, texts
+
+MODULE = """
+import threading
+import trio
+from liveproxy.tools import ToolContext, tool
+
+cancelled = []
+
+@tool("The status of an order.")
+def order_status(order_id: str) -> dict:
+    return {"order": order_id, "status": "shipped", "thread": threading.current_thread().name}
+
+@tool("How many items are in stock.")
+async def stock(sku: str, context: ToolContext) -> int:
+    await trio.sleep(0)
+    return len(sku) + len(context.session_id) * 0
+
+@tool("Always fails.")
+def broken() -> dict:
+    raise RuntimeError("the warehouse is closed")
+
+@tool("Takes too long.", timeout=2)
+async def sluggish() -> dict:
+    await trio.sleep(60)
+    return {}
+
+@tool("Waits until cancelled.", timeout=120, mirror=False)
+async def waits() -> dict:
+    try:
+        await trio.sleep(100)
+    except trio.Cancelled:
+        cancelled.append("waits")
+        raise
+    return {}
+"""
+BROWSER_TOOL: dict[str, Any] = {
+    "function_declarations": [{"name": "get_weather", "parameters": {"type": "object"}}]
+}
+
+
+@pytest.fixture
+def tools_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A module of server tools, importable by the name yielded (unique per test)."""
+    name = f"shop_tools_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(MODULE))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return name
+
+
+def event(frame: Frame, key: str) -> dict[str, Any] | None:
+    if not isinstance(frame, str):
+        return None
+    value = orjson.loads(frame).get(key)
+    return value if isinstance(value, dict) else None
+
+
+async def ask(client: BrowserClient, text: str) -> list[Frame]:
+    await client.send_json({"type": "text", "text": text})
+    return await client.recv_until(has_key("serverContent", "turnComplete"))
+
+
+async def test_python_tools_run_on_the_server_and_the_model_gets_their_results(
+    make_proxy: ProxyFactory, tools_module: str
+) -> None:
+    proxy = await make_proxy(tools_modules=(tools_module,))
+    setup = {"setup": TEXT_SETUP["setup"] | {"tools": BROWSER_TOOL}}
+    async with proxy.session(setup) as client:
+        frames = await ask(client, 'call order_status {"order_id": "A-17"}')
+        calls = [e for f in frames if (e := event(f, "serverToolCall"))]
+        results = [e for f in frames if (e := event(f, "serverToolResult"))]
+        said = "".join(texts(frames))
+        stock = await ask(client, 'call stock {"sku": "abc"}')
+        await client.send_json({"type": "text", "text": 'call get_weather {"location": "X"}'})
+        browser_call = await client.recv_until(has_key("toolCall"))
+    upstream = proxy.emulator.connections[-1]
+    assert upstream.setup is not None
+    declared = [f["name"] for t in upstream.setup["tools"] for f in t["functionDeclarations"]]
+    assert declared == ["get_weather", "order_status", "stock", "broken", "sluggish", "waits"]
+    assert calls == [{"id": calls[0]["id"], "name": "order_status", "args": {"order_id": "A-17"}}]
+    [result] = results
+    assert result["response"]["status"] == "shipped"
+    assert result["response"]["thread"] != "MainThread"  # a sync tool runs in a worker thread
+    assert 'order_status returned {"order":"A-17","status":"shipped"' in said
+    assert 'stock returned {"result":3}' in "".join(texts(stock))
+    # The browser's own tool still comes to the browser, to answer itself.
+    assert any(event(f, "toolCall") for f in browser_call)
+    assert not any(event(f, "serverToolCall") for f in browser_call)
+
+
+async def test_a_tool_that_raises_gets_the_model_an_error_and_the_session_goes_on(
+    make_proxy: ProxyFactory, tools_module: str
+) -> None:
+    proxy = await make_proxy(tools_modules=(tools_module,))
+    async with proxy.session() as client:
+        failed = "".join(texts(await ask(client, "call broken")))
+        after = "".join(texts(await ask(client, "still there?")))
+    error = '{"error":{"message":"the warehouse is closed","retryable":false}}'
+    assert f"broken returned {error}" in failed
+    assert 'You said: "still there?"' in after
+
+
+# A sync tool waits in a thread, which trio's autojump clock does not see: only async tools
+# run under it (it would jump past a thread's work to the timeout).
+async def test_a_tool_that_takes_too_long_gets_the_model_an_error_at_its_timeout(
+    make_proxy: ProxyFactory, tools_module: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    proxy = await make_proxy(tools_modules=(tools_module,))
+    async with proxy.session() as client:
+        slow = await ask(client, "call sluggish")
+        after = "".join(texts(await ask(client, "still there?")))
+    [result] = [e for f in slow if (e := event(f, "serverToolResult"))]
+    assert result["error"] == {"message": "the tool took longer than 2 s", "retryable": True}
+    assert result["seconds"] == pytest.approx(2.0, abs=0.01)
+    assert 'sluggish returned {"error":{"message":"the tool took longer than 2 s"' in "".join(
+        texts(slow)
+    )
+    assert 'You said: "still there?"' in after
+
+
+async def test_a_barge_in_cancels_a_running_call_and_no_response_is_sent(
+    make_proxy: ProxyFactory, tools_module: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    proxy = await make_proxy(tools_modules=(tools_module,))
+    async with proxy.session() as client:
+        await client.send_json({"type": "text", "text": "call waits"})
+        started = await client.recv_until(lambda f: event(f, "serverToolCall") is not None)
+        frames = await ask(client, "never mind")
+        ended = [e for f in frames if (e := event(f, "serverToolResult"))]
+    module = importlib.import_module(tools_module)
+    assert module.cancelled == ["waits"]
+    assert event(started[-1], "serverToolCall") == {"id": ended[0]["id"], "name": "waits"}
+    assert ended == [{"id": ended[0]["id"], "name": "waits", "seconds": ended[0]["seconds"]}]
+    upstream = proxy.emulator.connections[-1]
+    assert not [kind for kind, _ in upstream.received if kind == "toolResponse"]
+    assert not any(event(f, "toolCallCancellation") for f in frames)  # the server's own call
+
+
+async def test_an_older_clients_single_tool_response_answers_its_call(
+    make_proxy: ProxyFactory,
+) -> None:
+    proxy = await make_proxy()
+    setup = {"setup": TEXT_SETUP["setup"] | {"tools": BROWSER_TOOL}}
+    async with proxy.session(setup) as client:
+        await client.send_json({"type": "text", "text": 'call get_weather {"location": "X"}'})
+        frames = await client.recv_until(has_key("toolCall"))
+        [call] = [e for f in frames if (e := event(f, "toolCall"))]
+        function_call = call["functionCalls"][0]
+        await client.send_json(
+            {
+                "tool_response": {
+                    "id": function_call["id"],
+                    "name": "get_weather",
+                    "response": {"sky": "clear"},
+                }
+            }
+        )
+        answer = await client.recv_until(has_key("serverContent", "turnComplete"))
+    assert 'get_weather returned {"sky":"clear"}' in "".join(texts(answer))
