@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import cattrs
 import orjson
+from cattrs.gen import make_dict_unstructure_fn, override
 from cattrs.preconf.orjson import make_converter as make_orjson_converter
 
 from liveproxy.contract.errors import BadMessage
@@ -18,6 +19,7 @@ from liveproxy.contract.payloads import (
     AuthRequest,
     BrowserInput,
     ErrorEvent,
+    ModelInfo,
     SessionEnd,
 )
 from liveproxy.protocol.casing import to_snake
@@ -67,6 +69,17 @@ def make_converter(*, forbid_extra_keys: bool = False) -> cattrs.Converter:
 
 
 CONVERTER = make_converter()
+#: ``/api/status``'s model entries are camelCase on the wire, as every proxy-sent object but
+#: the ``stats`` of ``sessionEnd``/``error``.
+CONVERTER.register_unstructure_hook(
+    ModelInfo,
+    make_dict_unstructure_fn(
+        ModelInfo,
+        CONVERTER,
+        thinking_levels=override(rename="thinkingLevels"),
+        interaction_status=override(rename="interactionStatus"),
+    ),
+)
 
 
 def structure(data: Any, cls: type[T]) -> T:

@@ -48,9 +48,28 @@ class Health:
 
 
 @attrs.frozen
+class ModelInfo:
+    """One model a browser may ask for (``setup.model``), as ``/api/status`` lists it: what
+    the page may put in its setup. Fields of a model not in the proxy's table (passed on
+    unchecked) are None."""
+
+    name: str
+    #: The server's ``MODEL``: what a setup without ``model`` gets.
+    default: bool
+    #: The response modalities it outputs (``AUDIO``, ``TEXT``).
+    outputs: list[str] | None
+    #: The ``thinkingConfig.thinkingLevel`` values it takes; empty: no ``thinkingConfig`` at all.
+    thinking_levels: list[str] | None
+    #: It reports ``serverContent.interactionStatus`` (``IN_PROGRESS`` until ``IDLE``).
+    interaction_status: bool
+
+
+@attrs.frozen
 class Status:
     mode: str
     missing: list[str]
+    #: The server's model first, then ``ALLOWED_MODELS`` sorted.
+    models: list[ModelInfo] = attrs.Factory(list)
     status: str = "ok"
 
 

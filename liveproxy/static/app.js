@@ -8,6 +8,7 @@ import { answerToolCall, TOOLS } from "./tools.js";
 const $ = (id) => document.getElementById(id);
 const ui = {
   form: $("settings"),
+  model: $("model"),
   connect: $("connect"),
   disconnect: $("disconnect"),
   mute: $("mute"),
@@ -35,6 +36,9 @@ const STAT_IDS = {
 };
 window.liveproxyDemo = { stats };
 
+const LIVE_STATUS = "Live: speak, or type a message.";
+
+let models = []; // /api/status's: [{name, default, outputs, thinkingLevels, interactionStatus}]
 let session = null;
 let live = false; // setupComplete seen, socket still open
 let muted = false;
@@ -74,6 +78,25 @@ function showNotice(text) {
   ui.notice.hidden = !text;
 }
 
+/** The chosen model's entry in /api/status (undefined before the server answered). */
+function chosenModel() {
+  return models.find((model) => model.name === ui.model.value);
+}
+
+/** Offer only the answers the chosen model gives (a model the server does not know, outputs
+ * null, may give either): the setup never asks for one it would refuse. */
+function applyModel() {
+  const outputs = chosenModel()?.outputs ?? ["AUDIO", "TEXT"];
+  const radios = [...ui.form.elements.modality];
+  for (const radio of radios) radio.disabled = !outputs.includes(radio.value);
+  if (!outputs.includes(ui.form.elements.modality.value)) {
+    radios.find((radio) => !radio.disabled).checked = true;
+  }
+  const speaks = outputs.includes("AUDIO");
+  $("voice").disabled = !speaks;
+  $("output-transcription").disabled = !speaks;
+}
+
 /** The setup message, from the settings form (snake_case, as the proxy accepts it). */
 function buildSetup() {
   const modality = ui.form.elements.modality.value;
@@ -81,6 +104,8 @@ function buildSetup() {
     generation_config: { response_modalities: [modality] },
     tools: TOOLS,
   };
+  const model = chosenModel();
+  if (model && !model.default) setup.model = model.name; // the server's own needs no naming
   if (modality === "AUDIO") {
     setup.generation_config.speech_config = {
       voice_config: { prebuilt_voice_config: { voice_name: $("voice").value } },
@@ -97,6 +122,7 @@ function setConnected(connected) {
   ui.connect.disabled = connected;
   ui.disconnect.disabled = !connected;
   for (const element of ui.form.elements) element.disabled = connected;
+  if (!connected) applyModel();
 }
 
 function setLive(on) {
@@ -146,7 +172,7 @@ function sessionHandlers() {
   return {
     onOpen: () => setStatus("open", "Connected; waiting for the model…"),
     async onSetupComplete() {
-      setStatus("live", "Live: speak, or type a message.");
+      setStatus("live", LIVE_STATUS);
       setLive(true);
       ui.textInput.focus();
       try {
@@ -189,7 +215,7 @@ function sessionHandlers() {
     onReconnected({ resumed, timeLimit }) {
       startTimer(timeLimit);
       setLive(true);
-      setStatus("live", "Live: speak, or type a message.");
+      setStatus("live", LIVE_STATUS);
       showNotice("");
       addNote(resumed ? "reconnected — conversation kept" : "new session — the conversation could not be kept");
     },
@@ -268,6 +294,11 @@ function showServerContent(content) {
     if (turn.model) turn.model.dataset.interrupted = "true";
   }
   if (content.turnComplete) finishTurn();
+  // A model that reports it may go on after turnComplete: the interaction ends at IDLE.
+  if (content.interactionStatus && live) {
+    if (content.interactionStatus === "IDLE") setStatus("live", LIVE_STATUS);
+    else setStatus("thinking", "Live: thinking…");
+  }
 }
 
 // --- tools ----------------------------------------------------------------------------------
@@ -345,6 +376,7 @@ async function showMode() {
     );
     const model = health.model ? ` (${health.model})` : "";
     ui.form.dataset.mode = status.mode;
+    showModels(status.models ?? []);
     $("mode").textContent = {
       emulator: "Using the built-in Gemini Live emulator: it answers by playing your speech back.",
       advanced: `Talking to Gemini${model} through this server; the API key stays on the server.`,
@@ -355,4 +387,15 @@ async function showMode() {
   }
 }
 
+/** The model picker: the server's model (selected) and ALLOWED_MODELS; hidden when there is
+ * no choice. */
+function showModels(list) {
+  models = list;
+  const label = (m) => (m.default ? `${m.name} (default)` : m.name);
+  ui.model.replaceChildren(...models.map((m) => new Option(label(m), m.name, m.default, m.default)));
+  ui.model.hidden = ui.model.labels[0].hidden = models.length < 2;
+  applyModel();
+}
+
+ui.model.addEventListener("change", applyModel);
 showMode();

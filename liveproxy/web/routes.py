@@ -10,7 +10,9 @@ from quart import Response
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from liveproxy.contract.payloads import Health, Status
+from liveproxy.config import Config
+from liveproxy.contract.payloads import Health, ModelInfo, Status
+from liveproxy.protocol.live_models import Backend, model_id, rules_for
 from liveproxy.protocol.schema import shown
 from liveproxy.store import StoreUnavailable
 from liveproxy.web.responses import error_response, json_response
@@ -35,6 +37,7 @@ def add_routes(app: QuartTrio, state: ProxyState) -> None:
     """``/api/health``, ``/api/ready``, ``/api/status``, ``/`` and ``/static/...``; every
     error (404, 405, an exception) in the error shape."""
     config = state.config
+    models = status_models(config)
 
     @app.get("/api/health")
     async def health() -> Response:
@@ -59,7 +62,7 @@ def add_routes(app: QuartTrio, state: ProxyState) -> None:
 
     @app.get("/api/status")
     async def status() -> Response:
-        return json_response(Status(mode=config.mode, missing=config.missing))
+        return json_response(Status(mode=config.mode, missing=config.missing, models=models))
 
     @app.get("/")
     async def index() -> Response:
@@ -78,6 +81,31 @@ def add_routes(app: QuartTrio, state: ProxyState) -> None:
     async def internal_error(exc: Exception) -> Response:
         log.exception("request failed", exc_info=exc)
         return error_response(500, "internal_error", "the server failed to answer this request")
+
+
+def status_models(config: Config) -> list[ModelInfo]:
+    """The models a browser may ask for: the server's ``MODEL`` (the default), then each of
+    ``ALLOWED_MODELS`` (sorted; the default is not listed twice), with the rules the page
+    needs to build a setup the model accepts."""
+    default = model_id(config.model)
+    others = sorted(name for name in config.allowed_models if model_id(name) != default)
+    return [
+        _model_info(name, config.backend, default=i == 0)
+        for i, name in enumerate([config.model, *others])
+    ]
+
+
+def _model_info(name: str, backend: Backend, *, default: bool) -> ModelInfo:
+    rules = rules_for(name, backend)
+    if rules is None:  # not in the table: passed on unchecked, so nothing is known of it
+        return ModelInfo(name, default, None, None, interaction_status=False)
+    return ModelInfo(
+        name,
+        default,
+        outputs=sorted(rules.outputs),
+        thinking_levels=list(rules.thinking_levels) if rules.thinking else [],
+        interaction_status=rules.interaction_status,
+    )
 
 
 async def _static(name: str) -> Response:

@@ -14,16 +14,25 @@ Output: screenshots ``live.png`` (mid-conversation) and ``ended.png`` in the tes
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
-from playwright.sync_api import ConsoleMessage, Page, Response, expect, sync_playwright
+from playwright.sync_api import (
+    ConsoleMessage,
+    Page,
+    Response,
+    WebSocket,
+    expect,
+    sync_playwright,
+)
 
 from liveproxy.config import Config
 from liveproxy.emulator import Emulator, EmulatorConfig, Faults
@@ -86,12 +95,14 @@ def drive_page(
             page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
             page.on("console", partial(_console, console, problems))
             page.on("response", lambda r: tokens.append(r) if r.url.endswith("/api/auth") else None)
+            setups: list[dict[str, Any]] = []
+            page.on("websocket", partial(record_setups, setups))
 
             page.goto(f"{base_url}/")
             expect(page.locator("#mode")).to_contain_text("Talking to Gemini")
             try:
                 talk_and_type(page, wav, out_dir)
-                short_text_session(page)
+                short_session_on_the_default_model(page)
                 refuse_upstream()
                 refused_session(page)
             except AssertionError:
@@ -105,8 +116,22 @@ def drive_page(
             shown = page.content() + "\n".join(console)
             assert not [s for s in secrets if s in shown], "a session token reached the page"
             assert problems == []
+            # The default model (gemini-3.8-live) speaks only: every setup asked for audio.
+            modalities = [s["generation_config"]["response_modalities"] for s in setups]
+            assert modalities == [["AUDIO"]] * 3, setups
+            assert not [s for s in setups if "model" in s], "the server's own model was named"
         finally:
             browser.close()
+
+
+def record_setups(setups: list[dict[str, Any]], socket: WebSocket) -> None:
+    """Keep the ``setup`` of every socket the page opens (its first text frame)."""
+
+    def sent(payload: str | bytes) -> None:
+        if isinstance(payload, str) and payload.startswith('{"setup"'):
+            setups.append(json.loads(payload)["setup"])
+
+    socket.on("framesent", sent)
 
 
 def _console(console: list[str], problems: list[str], message: ConsoleMessage) -> None:
@@ -167,11 +192,13 @@ def talk_and_type(page: Page, wav: SpeechWav, out_dir: Path) -> None:
     page.screenshot(path=out_dir / "ended.png")
 
 
-def short_text_session(page: Page) -> None:
-    """A 3-second TEXT session (microphone muted): a typed turn answered in text parts, then
-    the server's time limit ends it and the page says so."""
+def short_session_on_the_default_model(page: Page) -> None:
+    """A 3-second session (microphone muted): the server's model speaks only, so the page
+    offers no text answers; a typed turn is answered (its transcript), then the server's time
+    limit ends the session and the page says so."""
     page.get_by_label("Session length (seconds)").fill("3")
-    page.get_by_label("Text", exact=True).check()
+    expect(page.get_by_label("Text", exact=True)).to_be_disabled()
+    expect(page.get_by_label("Audio", exact=True)).to_be_checked()
     page.get_by_role("button", name="Connect", exact=True).click()
     expect(page.locator("#status")).to_have_attribute("data-state", "live")
     expect(page.locator("#timer")).to_have_text(re.compile(r"^0:0[0-3]$"))

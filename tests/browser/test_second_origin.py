@@ -1,9 +1,10 @@
 """The demo page served from a second origin, in headless Chromium: CORS as a browser enforces it.
 
 One liveproxy serves the page (its origin is the page's); the page talks to another through
-``?server=``. Allowed in ``ALLOWED_ORIGINS``, a typed turn is answered; not allowed, the
-browser blocks the preflighted sign-in and the page says why. (A disallowed origin's ``/ws``
-getting 4003 is in ``tests/web/test_access.py``: a browser gives a page no way to open it.)
+``?server=``. Allowed in ``ALLOWED_ORIGINS``, the page reads its models and a typed turn is
+answered; not allowed, the browser blocks the preflighted sign-in and the page says why. (A
+disallowed origin's ``/ws`` getting 4003 is in ``tests/web/test_access.py``: a browser gives a
+page no way to open it.)
 """
 
 from __future__ import annotations
@@ -81,7 +82,9 @@ def drive(page_server: str, allowing: str, refusing: str, wav: Path, out_dir: Pa
 
 
 def typed_turn(page: Page) -> None:
-    page.get_by_label("Text", exact=True).check()
+    """A typed turn, answered in speech (the default model gives no text answers: the page
+    read that from the allowing server's /api/status) and shown by its transcript."""
+    expect(page.get_by_label("Text", exact=True)).to_be_disabled()
     page.get_by_role("button", name="Connect", exact=True).click()
     expect(page.locator("#status")).to_have_attribute("data-state", "live")
     page.get_by_role("button", name="Mute microphone").click()

@@ -15,6 +15,7 @@ from liveproxy.emulator import Emulator
 from liveproxy.upstream.credentials import GoogleAuth
 from liveproxy.upstream.startup import google_target
 from tests.conftest import AUDIO_SETUP, TEXT_SETUP, ProxyFactory
+from tests.models import TEST_MODEL_STATUS
 from tests.wsclient import has_key, texts
 
 
@@ -96,7 +97,12 @@ async def test_without_credentials_the_builtin_emulator_is_the_upstream(
     caplog.set_level(logging.INFO, logger="liveproxy")
     proxy = await make_proxy(api_key=None, upstream_url=None)
     status = await proxy.http("GET", "/api/status")
-    assert status.json() == {"status": "ok", "mode": "emulator", "missing": ["GOOGLE_API_KEY"]}
+    assert status.json() == {
+        "status": "ok",
+        "mode": "emulator",
+        "missing": ["GOOGLE_API_KEY"],
+        "models": [TEST_MODEL_STATUS],
+    }
     assert any("built-in Gemini Live emulator" in r.getMessage() for r in caplog.records)
     async with proxy.session(TEXT_SETUP) as client:
         await client.send_json({"type": "text", "text": "anyone there?"})
@@ -110,7 +116,12 @@ async def test_simple_mode_reports_what_is_missing_and_sessions_fail_clearly(
 ) -> None:
     proxy = await make_proxy(api_key=None, upstream_url=None, use_emulator=False)
     status = await proxy.http("GET", "/api/status")
-    assert status.json() == {"status": "ok", "mode": "simple", "missing": ["GOOGLE_API_KEY"]}
+    assert status.json() == {
+        "status": "ok",
+        "mode": "simple",
+        "missing": ["GOOGLE_API_KEY"],
+        "models": [TEST_MODEL_STATUS],
+    }
     async with proxy.connect() as client:
         await client.send_json(TEXT_SETUP)
         ended = await client.wait_closed()

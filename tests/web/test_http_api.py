@@ -8,7 +8,7 @@ import trio
 import liveproxy
 from liveproxy.store import StoreUnavailable, Usage
 from tests.conftest import Proxy, ProxyFactory
-from tests.models import TEST_MODEL
+from tests.models import TEST_MODEL, TEST_MODEL_STATUS
 
 
 async def test_health_reports_the_servers_model_and_version(proxy: Proxy) -> None:
@@ -23,8 +23,48 @@ async def test_health_reports_the_servers_model_and_version(proxy: Proxy) -> Non
 
 async def test_status_with_credentials_is_advanced_and_names_no_secret(proxy: Proxy) -> None:
     response = await proxy.http("GET", "/api/status")
-    assert response.json() == {"status": "ok", "mode": "advanced", "missing": []}
+    assert response.json() == {
+        "status": "ok",
+        "mode": "advanced",
+        "missing": [],
+        "models": [TEST_MODEL_STATUS],
+    }
     assert b"test-key" not in response.body
+
+
+async def test_status_lists_the_default_model_then_the_allowed_ones_with_their_rules(
+    make_proxy: ProxyFactory,
+) -> None:
+    proxy = await make_proxy(
+        model="gemini-3.8-live",
+        allowed_models=frozenset(
+            {"gemini-9-live-unknown", "gemini-3.8-live-extended-thinking", "gemini-3.8-live"}
+        ),
+    )
+    models = (await proxy.http("GET", "/api/status")).json()["models"]
+    assert models == [
+        {
+            "name": "gemini-3.8-live",
+            "default": True,
+            "outputs": ["AUDIO"],
+            "thinkingLevels": [],  # any thinkingConfig is refused
+            "interactionStatus": False,
+        },
+        {
+            "name": "gemini-3.8-live-extended-thinking",
+            "default": False,
+            "outputs": ["AUDIO"],
+            "thinkingLevels": ["LOW", "MEDIUM", "HIGH"],
+            "interactionStatus": True,
+        },
+        {  # not in the proxy's table: passed on unchecked, nothing known of it
+            "name": "gemini-9-live-unknown",
+            "default": False,
+            "outputs": None,
+            "thinkingLevels": None,
+            "interactionStatus": False,
+        },
+    ]
 
 
 @pytest.mark.parametrize(

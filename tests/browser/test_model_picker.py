@@ -1,0 +1,166 @@
+"""The demo page's model picker, in headless Chromium, against liveproxy and the emulator.
+
+The server's model is the default (``gemini-3.8-live``, audio only) and ``ALLOWED_MODELS`` names
+three more. The picker lists them (the default first), and the answer radios follow the chosen
+model: Text is offered for the model that answers in text and a typed turn comes back in text
+parts; an audio-only model disables Text and picks Audio by itself; the extended-thinking model
+reports ``interactionStatus``, and the status line says "thinking…" until it is ``IDLE``.
+
+The fake microphone plays silence, so only the typed turns are answered.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from playwright.sync_api import Page, WebSocket, expect, sync_playwright
+
+from liveproxy.config import DEFAULT_MODEL, Config
+from liveproxy.emulator import Emulator, EmulatorConfig
+from liveproxy.emulator import serve as serve_emulator
+from liveproxy.serving.server import serve
+from tests.browser.chromium import launch
+from tests.browser.speech_wav import write_silent_wav
+from tests.models import TEST_MODEL
+
+pytestmark = pytest.mark.browser
+
+WAIT_MS = 15_000
+AUDIO_ONLY = "gemini-2.5-flash-native-audio-preview-12-2025"
+THINKING = "gemini-3.8-live-extended-thinking"
+LIVE = "Live: speak, or type a message."
+#: Every text the status line shows, in order (installed before the page's own scripts run).
+WATCH_STATUS = """
+window.__statuses = [];
+new MutationObserver(() => {
+  const text = document.getElementById("status")?.textContent;
+  if (text && window.__statuses.at(-1) !== text) window.__statuses.push(text);
+}).observe(document, { subtree: true, childList: true, characterData: true });
+"""
+
+
+@pytest.mark.usefixtures("chromium")
+async def test_the_picker_lists_the_allowed_models_and_offers_what_each_outputs(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    emulator: Emulator = await nursery.start(serve_emulator, EmulatorConfig(speed="fast"))
+    config = Config(
+        api_key="k",
+        upstream_url=emulator.url,
+        port=0,
+        allowed_models=frozenset({TEST_MODEL, AUDIO_ONLY, THINKING}),
+    )
+    assert config.model == DEFAULT_MODEL == "gemini-3.8-live"
+    stop = trio.Event()
+    urls: list[str] = await nursery.start(partial(serve, config, stop=stop))
+    wav = write_silent_wav(tmp_path / "silence.wav")
+    try:
+        with trio.fail_after(120):
+            await trio.to_thread.run_sync(drive, urls[0], wav, tmp_path, abandon_on_cancel=True)
+    finally:
+        stop.set()
+
+
+def drive(base_url: str, wav: Path, out_dir: Path) -> None:
+    expect.set_options(timeout=WAIT_MS)
+    with sync_playwright() as playwright:
+        browser = launch(playwright, wav)
+        try:
+            context = browser.new_context()
+            context.grant_permissions(["microphone"], origin=base_url)
+            page = context.new_page()
+            page.set_default_timeout(WAIT_MS)
+            problems: list[str] = []
+            page.on("pageerror", lambda error: problems.append(str(error)))
+            setups: list[dict[str, Any]] = []
+            page.on("websocket", partial(record_setups, setups))
+            page.add_init_script(WATCH_STATUS)
+            page.goto(f"{base_url}/")
+            expect(page.locator("#mode")).to_contain_text("Talking to Gemini")
+            try:
+                pick_models(page)
+                text_answers(page)
+                thinking(page)
+            except AssertionError:
+                page.screenshot(path=out_dir / "failure.png")
+                print(page.locator("main").inner_text())
+                raise
+            assert problems == []
+            assert [s.get("model") for s in setups] == [TEST_MODEL, THINKING]
+            text_setup, thinking_setup = setups
+            assert text_setup["generation_config"] == {"response_modalities": ["TEXT"]}
+            assert "output_audio_transcription" not in text_setup
+            assert thinking_setup["generation_config"]["response_modalities"] == ["AUDIO"]
+        finally:
+            browser.close()
+
+
+def record_setups(setups: list[dict[str, Any]], socket: WebSocket) -> None:
+    def sent(payload: str | bytes) -> None:
+        if isinstance(payload, str) and payload.startswith('{"setup"'):
+            setups.append(json.loads(payload)["setup"])
+
+    socket.on("framesent", sent)
+
+
+def pick_models(page: Page) -> None:
+    """The default first, then ALLOWED_MODELS sorted; Text follows the chosen model."""
+    picker = page.get_by_label("Model", exact=True)
+    expect(picker).to_be_visible()
+    expect(picker.locator("option")).to_have_text(
+        [f"{DEFAULT_MODEL} (default)", AUDIO_ONLY, TEST_MODEL, THINKING]
+    )
+    expect(picker).to_have_value(DEFAULT_MODEL)
+    text = page.get_by_label("Text", exact=True)
+    audio = page.get_by_label("Audio", exact=True)
+    expect(text).to_be_disabled()
+    expect(audio).to_be_checked()
+
+    picker.select_option(TEST_MODEL)
+    expect(text).to_be_enabled()
+    text.check()
+    picker.select_option(AUDIO_ONLY)  # Text is no longer possible: Audio is chosen for the user
+    expect(text).to_be_disabled()
+    expect(audio).to_be_checked()
+    expect(page.get_by_label("Voice", exact=True)).to_be_enabled()
+
+
+def text_answers(page: Page) -> None:
+    """The model that answers in text: a typed turn is answered in text parts."""
+    page.get_by_label("Model", exact=True).select_option(TEST_MODEL)
+    page.get_by_label("Text", exact=True).check()
+    typed_turn(page, "hello in text")
+    page.get_by_role("button", name="Disconnect").click()
+    expect(page.locator("#status")).to_have_attribute("data-state", "ended")
+    # After the session the form is back, still following the chosen model.
+    expect(page.get_by_label("Text", exact=True)).to_be_enabled()
+    expect(page.get_by_label("Text", exact=True)).to_be_checked()
+
+
+def thinking(page: Page) -> None:
+    """The extended-thinking model: "thinking…" while the interaction is IN_PROGRESS."""
+    page.get_by_label("Model", exact=True).select_option(THINKING)
+    expect(page.get_by_label("Audio", exact=True)).to_be_checked()
+    page.evaluate("() => (window.__statuses = [])")
+    typed_turn(page, "think about it")
+    expect(page.locator("#status")).to_have_text(LIVE)  # IDLE came
+    statuses = page.evaluate("() => window.__statuses")
+    assert "Live: thinking…" in statuses, statuses
+    assert statuses.index("Live: thinking…") < len(statuses) - 1, statuses
+    page.get_by_role("button", name="Disconnect").click()
+    expect(page.locator("#status")).to_have_attribute("data-state", "ended")
+
+
+def typed_turn(page: Page, words: str) -> None:
+    page.get_by_role("button", name="Connect", exact=True).click()
+    expect(page.locator("#status")).to_have_attribute("data-state", "live")
+    text_box = page.get_by_label("Type a message")
+    text_box.fill(words)
+    text_box.press("Enter")
+    said = page.locator("#transcript li[data-speaker='model']")
+    expect(said.filter(has_text=f'You said: "{words}"')).to_have_count(1)
