@@ -193,6 +193,13 @@ function sessionHandlers() {
     onToolCallCancellation({ ids = [] }) {
       for (const id of ids) logTool(`Call ${id} was cancelled by the model.`, "cancelled");
     },
+    onServerToolCall({ name, args }) {
+      logTool(`${name}(${args ? JSON.stringify(args) : "…"}) running on the server…`, "server-running");
+    },
+    onServerToolResult({ name, response, error, seconds }) {
+      const outcome = error ? `failed: ${error.message}` : `→ ${response ? JSON.stringify(response) : "done"}`;
+      logTool(`${name} on the server ${outcome} (${seconds} s)`, error ? "server-failed" : "server-done");
+    },
     onUsage(usage) {
       if (usage.totalTokenCount) {
         stats.tokens = usage.totalTokenCount;

@@ -86,7 +86,7 @@ export const SERVER = new URL(new URLSearchParams(location.search).get("server")
  * starts a new session with the same setup if the server no longer has the conversation.
  * `handlers` are optional callbacks:
  *   onOpen(), onSetupComplete(), onAudio(ArrayBuffer), onServerContent(obj), onToolCall(obj),
- *   onToolCallCancellation(obj), onUsage(obj), onSessionStatus(obj), onNotice(error),
+ *   onToolCallCancellation(obj), onServerToolCall(obj), onServerToolResult(obj), onUsage(obj), onSessionStatus(obj), onNotice(error),
  *   onReconnecting(ending), onReconnected({resumed, timeLimit}),
  *   onEnd({code, reason, final, local, text})
  */
@@ -176,6 +176,9 @@ export class LiveSession {
     if (message.serverContent) h.onServerContent?.(message.serverContent);
     if (message.toolCall) h.onToolCall?.(message.toolCall);
     if (message.toolCallCancellation) h.onToolCallCancellation?.(message.toolCallCancellation);
+    // The server's own tools: shown, never answered.
+    if (message.serverToolCall) h.onServerToolCall?.(message.serverToolCall);
+    if (message.serverToolResult) h.onServerToolResult?.(message.serverToolResult);
     if (message.usageMetadata) h.onUsage?.(message.usageMetadata);
     if (message.sessionStatus) h.onSessionStatus?.(message.sessionStatus);
     if (message.sessionEnd) this.final = message;
