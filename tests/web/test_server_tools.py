@@ -9,8 +9,11 @@ answers the response with ``NAME returned {response}``.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 import textwrap
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +21,13 @@ import orjson
 import pytest
 import trio
 import trio.testing
+from trio_websocket import open_websocket_url
 
 from tests.conftest import TEXT_SETUP, ProxyFactory
+from tests.http import request
+from tests.served import liveproxy_serve
+from tests.tools.test_http_tools import Server
+from tests.tools.test_http_tools import _handle as handle_http
 from tests.wsclient import BrowserClient, Frame, has_key, texts
 
 MODULE = """
@@ -179,3 +187,66 @@ async def test_an_older_clients_single_tool_response_answers_its_call(
         )
         answer = await client.recv_until(has_key("serverContent", "turnComplete"))
     assert 'get_weather returned {"sky":"clear"}' in "".join(texts(answer))
+
+
+async def test_an_http_tool_and_an_installed_plugin_in_a_real_process(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    # The HTTP tool's server is the one of tests/tools (real HTTP, h11); the plug-in is an
+    # installed distribution (a dist-info with a liveproxy.tools entry point) on the process's
+    # path. The process runs its built-in emulator.
+    http = Server()
+    listeners = await nursery.start(
+        partial(trio.serve_tcp, partial(handle_http, http), 0, host="127.0.0.1")
+    )
+    port = listeners[0].socket.getsockname()[1]
+    (tmp_path / "tools.toml").write_text(
+        '[[tool]]\nname = "echo"\ndescription = "Echoes."\n'
+        f'url = "http://127.0.0.1:{port}/echo"\n'
+        '[tool.headers]\nAuthorization = "Bearer ${CRM_TOKEN}"\n',
+        encoding="utf-8",
+    )
+    plugins = tmp_path / "site"
+    plugins.mkdir()
+    (plugins / "crm_plugin.py").write_text(
+        "from liveproxy.tools import tool\n\n"
+        "@tool('A plug-in tool.')\n"
+        "def plugged(n: int) -> dict:\n"
+        "    return {'twice': 2 * n}\n",
+        encoding="utf-8",
+    )
+    dist = plugins / "crm_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: crm-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[liveproxy.tools]\ncrm = crm_plugin\n")
+    settings = {
+        "TOOLS_FILE": str(tmp_path / "tools.toml"),
+        "CRM_TOKEN": "crm-secret-1",
+        "PYTHONPATH": os.pathsep.join([str(plugins), *sys.path]),
+        "LOG_LEVEL": "DEBUG",
+    }
+    async with liveproxy_serve((), settings) as host:
+        token = (await request("127.0.0.1", host.port, "POST", "/api/auth")).json()
+        url = f"ws://127.0.0.1:{host.port}/ws?token={token['session_token']}"
+        async with open_websocket_url(url) as ws:
+            client = BrowserClient(ws)
+            await client.send_json(TEXT_SETUP)
+            assert "setupComplete" in await client.recv_json()
+            with trio.fail_after(10):
+                echoed = "".join(texts(await ask(client, 'call echo {"city": "Oslo"}')))
+                plugged = "".join(texts(await ask(client, 'call plugged {"n": 21}')))
+        log = host.text
+    [(target, headers, body)] = http.requests
+    posted = orjson.loads(body)
+    assert target == "/echo"
+    assert headers["authorization"] == "Bearer crm-secret-1"
+    assert posted["name"] == "echo"
+    assert posted["args"] == {"city": "Oslo"}
+    assert posted["session_id"]
+    assert posted["client"]
+    assert 'echo returned {"got":{"name":"echo","args":{"city":"Oslo"}' in echoed
+    assert 'plugged returned {"twice":42}' in plugged
+    assert "tool echo: ok" in log
+    assert "tool plugged: ok" in log
+    assert "crm-secret-1" not in log  # not even at DEBUG
+    assert "Oslo" not in log  # arguments and results are never logged
