@@ -23,8 +23,11 @@ import trio
 import trio.testing
 from trio_websocket import open_websocket_url
 
+from liveproxy.emulator import Emulator, EmulatorConfig, Faults
+from liveproxy.emulator import serve as serve_emulator
 from tests.conftest import TEXT_SETUP, ProxyFactory
 from tests.http import request
+from tests.metrics_scrape import metrics_port, until_scraped
 from tests.served import liveproxy_serve
 from tests.tools.test_http_tools import Server
 from tests.tools.test_http_tools import _handle as handle_http
@@ -54,6 +57,11 @@ def broken() -> dict:
 async def sluggish() -> dict:
     await trio.sleep(60)
     return {}
+
+@tool("Answers after 3 s.")
+async def sluggish_ok() -> dict:
+    await trio.sleep(3)
+    return {"waited": 3}
 
 @tool("Waits until cancelled.", timeout=120, mirror=False)
 async def waits() -> dict:
@@ -106,7 +114,15 @@ async def test_python_tools_run_on_the_server_and_the_model_gets_their_results(
     upstream = proxy.emulator.connections[-1]
     assert upstream.setup is not None
     declared = [f["name"] for t in upstream.setup["tools"] for f in t["functionDeclarations"]]
-    assert declared == ["get_weather", "order_status", "stock", "broken", "sluggish", "waits"]
+    assert declared == [
+        "get_weather",
+        "order_status",
+        "stock",
+        "broken",
+        "sluggish",
+        "sluggish_ok",
+        "waits",
+    ]
     assert calls == [{"id": calls[0]["id"], "name": "order_status", "args": {"order_id": "A-17"}}]
     [result] = results
     assert result["response"]["status"] == "shipped"
@@ -224,6 +240,7 @@ async def test_an_http_tool_and_an_installed_plugin_in_a_real_process(
         "CRM_TOKEN": "crm-secret-1",
         "PYTHONPATH": os.pathsep.join([str(plugins), *sys.path]),
         "LOG_LEVEL": "DEBUG",
+        "METRICS_BIND": "127.0.0.1:0",
     }
     async with liveproxy_serve((), settings) as host:
         token = (await request("127.0.0.1", host.port, "POST", "/api/auth")).json()
@@ -235,7 +252,13 @@ async def test_an_http_tool_and_an_installed_plugin_in_a_real_process(
             with trio.fail_after(10):
                 echoed = "".join(texts(await ask(client, 'call echo {"city": "Oslo"}')))
                 plugged = "".join(texts(await ask(client, 'call plugged {"n": 21}')))
+        port = await metrics_port(host)
+        counted = await until_scraped(
+            port, "liveproxy_tool_calls_total", 1, tool="plugged", result="ok"
+        )
         log = host.text
+    assert counted.value("liveproxy_tool_calls_total", tool="echo", result="ok") == 1
+    assert counted.value("liveproxy_tool_seconds_count", tool="echo") == 1
     [(target, headers, body)] = http.requests
     posted = orjson.loads(body)
     assert target == "/echo"
@@ -250,3 +273,35 @@ async def test_an_http_tool_and_an_installed_plugin_in_a_real_process(
     assert "tool plugged: ok" in log
     assert "crm-secret-1" not in log  # not even at DEBUG
     assert "Oslo" not in log  # arguments and results are never logged
+
+
+async def test_a_go_away_during_a_server_call_answers_it_once_and_switches_after(
+    make_proxy: ProxyFactory,
+    tools_module: str,
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # goAway right after "call sluggish_ok" (message 1), 20 s before the connection closes; the
+    # tool takes 3 s. No handle is given while a call is pending (the conversation owes its
+    # result), so the switch waits for it: the result goes once, to the connection that made
+    # the call, and the conversation moves on with a handle that includes it.
+    emulator: Emulator = await nursery.start(
+        serve_emulator, EmulatorConfig(speed="fast", go_away_lead_seconds=20.0)
+    )
+    emulator.queue_faults(Faults(go_away_after=1))
+    proxy = await make_proxy(emulator_=emulator, tools_modules=(tools_module,))
+    async with proxy.session() as client:
+        frames = await ask(client, "call sluggish_ok")
+        frames += await client.recv_until(has_key("sessionStatus"))
+        frames += await client.recv_until(has_key("sessionStatus"))
+        after = await ask(client, "and now?")
+    statuses = [e["state"] for f in frames if (e := event(f, "sessionStatus"))]
+    assert statuses == ["reconnecting", "resumed"]
+    assert 'sluggish_ok returned {"waited":3}' in "".join(texts(frames))
+    assert 'You said: "and now?"' in "".join(texts(after))
+    old, new = emulator.connections
+    sent = [kind for record in (old, new) for kind, _ in record.received]
+    assert sent.count("toolResponse") == 1
+    assert [kind for kind, _ in old.received].count("toolResponse") == 1
+    assert new.setup is not None
+    assert new.setup["sessionResumption"]["handle"] == old.issued[-1].handle
