@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from liveproxy.config import (
-    BotCheckSettings,
     DEFAULT_MODEL,
+    BotCheckSettings,
     Config,
     ConfigError,
     SignInSettings,
