@@ -283,6 +283,92 @@ def settings_from_env(env: Mapping[str, str]) -> SignInSettings:
     return settings
 
 
+#: ``BOT_CHECK`` values: the verifiers of :mod:`liveproxy.web.bot_check`.
+BotProvider = Literal["recaptcha-enterprise", "recaptcha", "turnstile", "hcaptcha"]
+BOT_PROVIDERS: Final[tuple[BotProvider, ...]] = (
+    "recaptcha-enterprise",
+    "recaptcha",
+    "turnstile",
+    "hcaptcha",
+)
+
+
+def _bot_provider(raw: str) -> BotProvider:
+    for provider in BOT_PROVIDERS:
+        if raw.lower() == provider:
+            return provider
+    raise ValueError(f"expected one of {', '.join(BOT_PROVIDERS)}")
+
+
+def _score(raw: str) -> float:
+    value = float(raw)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("expected a score from 0.0 to 1.0")
+    return value
+
+
+def _http_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("expected an http:// or https:// URL")
+    return raw.rstrip("/")
+
+
+def _hostnames(raw: str) -> frozenset[str]:
+    return frozenset(w.lower() for w in raw.replace(",", " ").split())
+
+
+@attrs.frozen(kw_only=True)
+class BotCheckSettings:
+    """``BOT_CHECK`` and its ``BOT_CHECK_*`` settings (``provider`` None: no bot check)."""
+
+    provider: BotProvider | None = setting("BOT_CHECK", parse=_bot_provider, default=None)
+    #: The secret key; for reCAPTCHA Enterprise, the Google Cloud API key.
+    secret: str | None = setting("BOT_CHECK_SECRET", parse=str, default=None, repr=_secret_repr)
+    site_key: str | None = setting("BOT_CHECK_SITE_KEY", parse=str, default=None)
+    project: str | None = setting("BOT_CHECK_PROJECT", parse=str, default=None)
+    action: str = setting("BOT_CHECK_ACTION", parse=str, default="LOGIN")
+    min_score: float = setting("BOT_CHECK_MIN_SCORE", parse=_score, default=0.5)
+    #: The verifier's base URL (None: the provider's own).
+    url: str | None = setting(
+        "BOT_CHECK_URL", parse=_http_url, default=None, repr=lambda u: repr(u and redact_url(u))
+    )
+    #: The hostnames a token may have been made on (empty: see :mod:`liveproxy.web.bot_check`).
+    hostnames: frozenset[str] = setting(
+        "BOT_CHECK_HOSTNAMES", parse=_hostnames, default=frozenset()
+    )
+    #: The most one verification may take, connecting and reading included.
+    timeout_seconds: float = 5.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.provider is not None
+
+
+def bot_check_from_env(env: Mapping[str, str]) -> BotCheckSettings:
+    """The bot check settings of ``env``.
+
+    Raises:
+        ConfigError: a value does not parse; ``BOT_CHECK`` is set without ``BOT_CHECK_SECRET``
+            (or, for reCAPTCHA Enterprise, without ``BOT_CHECK_SITE_KEY`` and
+            ``BOT_CHECK_PROJECT``); a ``BOT_CHECK_*`` setting is set without ``BOT_CHECK``.
+    """
+    settings = BotCheckSettings(**_read(BotCheckSettings, env))
+    if settings.provider is None:
+        for _, where in env_settings(BotCheckSettings):
+            name = next((n for n in where.names if env.get(n, "").strip()), None)
+            if name is not None:
+                raise ConfigError(f"{name} is set but BOT_CHECK is not (the bot check is off)")
+        return settings
+    needed = ["BOT_CHECK_SECRET"]
+    if settings.provider == "recaptcha-enterprise":
+        needed += ["BOT_CHECK_SITE_KEY", "BOT_CHECK_PROJECT"]
+    missing = [name for name in needed if not env.get(name, "").strip()]
+    if missing:
+        raise ConfigError(f"BOT_CHECK={settings.provider} needs {' and '.join(missing)}")
+    return settings
+
+
 @attrs.frozen(kw_only=True)
 class Config:
     """Every setting of the proxy. Build it with :meth:`from_env`; tests build it directly.
@@ -318,6 +404,8 @@ class Config:
     trusted_proxies: tuple[IPNetwork, ...] = setting("TRUSTED_PROXIES", parse=_networks, default=())
     #: The ``AUTH_*`` settings, read as a group by :func:`settings_from_env`.
     signin: SignInSettings = attrs.field(factory=SignInSettings)
+    #: The ``BOT_CHECK*`` settings, read as a group by :func:`bot_check_from_env`.
+    bot_check: BotCheckSettings = attrs.field(factory=BotCheckSettings)
     log_level: str = setting("LOG_LEVEL", parse=_log_level, default="INFO")
     log_format: LogFormat = setting("LOG_FORMAT", parse=_log_format, default="text")
 
@@ -424,7 +512,7 @@ class Config:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         values = _read(cls, env)
-        config = cls(signin=signin, **values)
+        config = cls(signin=signin, bot_check=bot_check_from_env(env), **values)
         for name in (config.model, *sorted(config.allowed_models)):
             if model_id(name) in SHUT_DOWN[config.backend]:
                 variable = "MODEL" if name == config.model else "ALLOWED_MODELS"

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from liveproxy.config import (
     DEFAULT_MODEL,
+    BotCheckSettings,
     Config,
     ConfigError,
     SignInSettings,
@@ -333,7 +334,24 @@ SIGNIN_SAMPLES = {
     "AUTH_JWT_AUDIENCE": "app",
     "AUTH_JWT_ISSUER": "idp",
 }
+BOT_CHECK_SAMPLES = {
+    "BOT_CHECK": "turnstile",
+    "BOT_CHECK_SECRET": "0x-secret-1",
+    "BOT_CHECK_SITE_KEY": "0x-site-1",
+    "BOT_CHECK_PROJECT": "project-9",
+    "BOT_CHECK_ACTION": "SIGNUP",
+    "BOT_CHECK_MIN_SCORE": "0.7",
+    "BOT_CHECK_URL": "http://127.0.0.1:9999",
+    "BOT_CHECK_HOSTNAMES": "App.example, www.app.example",
+}
+BOT_CHECK_PARSED = {
+    "BOT_CHECK_MIN_SCORE": 0.7,
+    "BOT_CHECK_HOSTNAMES": frozenset({"app.example", "www.app.example"}),
+}
 DECLARED = [(field, name) for field, where in env_settings(Config) for name in where.names]
+BOT_CHECK_DECLARED = [
+    (field, name) for field, where in env_settings(BotCheckSettings) for name in where.names
+]
 SIGNIN_DECLARED = [
     (field, name) for field, where in env_settings(SignInSettings) for name in where.names
 ]
@@ -342,6 +360,7 @@ SIGNIN_DECLARED = [
 def test_every_declared_variable_has_a_sample() -> None:
     assert sorted(SAMPLES) == sorted(name for _, name in DECLARED)
     assert sorted(SIGNIN_SAMPLES) == sorted(name for _, name in SIGNIN_DECLARED)
+    assert sorted(BOT_CHECK_SAMPLES) == sorted(name for _, name in BOT_CHECK_DECLARED)
     # Settings that are not read from the environment have no variable.
     assert "upstream_max_message_bytes" not in {field for field, _ in DECLARED}
 
@@ -383,6 +402,50 @@ def test_each_sign_in_variable_sets_its_own_field(field: str, name: str) -> None
     }
     assert changed == {field}
     assert getattr(signin, field) == SIGNIN_SAMPLES[name]
+
+
+@pytest.mark.parametrize(("field", "name"), BOT_CHECK_DECLARED)
+def test_each_bot_check_variable_sets_its_own_field(field: str, name: str) -> None:
+    env = {"BOT_CHECK": "recaptcha", "BOT_CHECK_SECRET": "s-0"}
+    base = from_env(env).bot_check
+    bot_check = from_env(env | {name: BOT_CHECK_SAMPLES[name]}).bot_check
+    changed = {
+        f.name
+        for f in attrs.fields(BotCheckSettings)
+        if getattr(bot_check, f.name) != getattr(base, f.name)
+    }
+    assert changed == {field}
+    expected = BOT_CHECK_PARSED.get(name, BOT_CHECK_SAMPLES[name])
+    assert getattr(bot_check, field) == expected
+
+
+def test_the_bot_check_is_off_by_default_and_its_secret_never_shown() -> None:
+    assert from_env({}).bot_check == BotCheckSettings()
+    assert not from_env({}).bot_check.enabled
+    config = from_env({"BOT_CHECK": "hcaptcha", "BOT_CHECK_SECRET": "0xSECRET-abc"})
+    assert config.bot_check.provider == "hcaptcha"
+    assert "0xSECRET-abc" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"BOT_CHECK": "captcha"}, "BOT_CHECK='captcha' is invalid: expected one of"),
+        ({"BOT_CHECK": "turnstile"}, "BOT_CHECK=turnstile needs BOT_CHECK_SECRET"),
+        (
+            {"BOT_CHECK": "recaptcha-enterprise", "BOT_CHECK_SECRET": "k"},
+            "needs BOT_CHECK_SITE_KEY and BOT_CHECK_PROJECT",
+        ),
+        ({"BOT_CHECK_SECRET": "k"}, "BOT_CHECK_SECRET is set but BOT_CHECK is not"),
+        ({"BOT_CHECK_MIN_SCORE": "2"}, "expected a score from 0.0 to 1.0"),
+        ({"BOT_CHECK_URL": "ftp://x"}, "expected an http:// or https:// URL"),
+    ],
+)
+def test_a_bot_check_without_what_it_needs_is_a_clear_error(
+    env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        from_env(env)
 
 
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")

@@ -17,10 +17,12 @@ from cattrs.preconf.orjson import make_converter as make_orjson_converter
 from liveproxy.contract.errors import BadMessage
 from liveproxy.contract.payloads import (
     AuthRequest,
+    BotCheckInfo,
     BrowserInput,
     ErrorEvent,
     ModelInfo,
     SessionEnd,
+    Status,
 )
 from liveproxy.protocol.casing import to_snake
 from liveproxy.protocol.schema import shown
@@ -80,6 +82,13 @@ CONVERTER.register_unstructure_hook(
         interaction_status=override(rename="interactionStatus"),
     ),
 )
+CONVERTER.register_unstructure_hook(
+    BotCheckInfo,
+    make_dict_unstructure_fn(BotCheckInfo, CONVERTER, site_key=override(rename="siteKey")),
+)
+CONVERTER.register_unstructure_hook(
+    Status, make_dict_unstructure_fn(Status, CONVERTER, bot_check=override(rename="botCheck"))
+)
 
 
 def structure(data: Any, cls: type[T]) -> T:
@@ -107,14 +116,17 @@ def to_json(obj: Any) -> bytes:
 
 #: Resume tokens are 43 characters; anything much longer is not one.
 MAX_RESUME_TOKEN_CHARS = 256
+#: A bot check's token (Turnstile's are at most 2048 characters; reCAPTCHA's a few KiB).
+MAX_BOT_TOKEN_CHARS = 4096
 
 
 def decode_auth_request(body: bytes) -> AuthRequest:
     """Parse the optional ``POST /api/auth`` body (none, empty, or a JSON object).
 
     Raises:
-        DecodeError: not JSON, not an object, ``session_duration`` not an integer, or
-            ``resume`` not a short string.
+        DecodeError: not JSON, not an object, ``session_duration`` not an integer,
+            ``resume`` not a short string, or the bot token (``recaptcha_token`` or
+            ``bot_token``, not both) not a string of at most 4096 characters.
     """
     if not body.strip():
         return AuthRequest()
@@ -130,13 +142,29 @@ def decode_auth_request(body: bytes) -> AuthRequest:
         not isinstance(resume, str) or not 0 < len(resume) <= MAX_RESUME_TOKEN_CHARS
     ):
         raise DecodeError("resume must be the token of a sessionResumable message")
+    bot_token = _bot_token(data)
     if data.get("session_duration") is None:
-        return AuthRequest(resume=resume)
+        return AuthRequest(resume=resume, bot_token=bot_token)
     try:
         request = structure({"session_duration": data["session_duration"]}, AuthRequest)
     except DecodeError:
         raise DecodeError("session_duration must be an integer number of seconds") from None
-    return AuthRequest(request.session_duration, resume)
+    return AuthRequest(request.session_duration, resume, bot_token)
+
+
+def _bot_token(data: dict[str, Any]) -> str | None:
+    """``recaptcha_token`` (the seed app's name) or ``bot_token``; None when neither is given."""
+    given = [data[name] for name in ("recaptcha_token", "bot_token") if data.get(name) is not None]
+    if not given:
+        return None
+    if len(given) > 1:
+        raise DecodeError("send one of recaptcha_token and bot_token, not both")
+    token = given[0]
+    if not isinstance(token, str) or not 0 < len(token) <= MAX_BOT_TOKEN_CHARS:
+        raise DecodeError(
+            f"the bot token must be a string of 1 to {MAX_BOT_TOKEN_CHARS} characters"
+        )
+    return token
 
 
 def decode_browser_input(data: dict[str, Any]) -> BrowserInput:

@@ -20,6 +20,8 @@ class AuthRequest:
     session_duration: int | None = None
     #: A ``sessionResumable`` token: continue that conversation instead of starting one.
     resume: str | None = None
+    #: The bot check's token (``recaptcha_token`` or ``bot_token`` in the body).
+    bot_token: str | None = None
 
 
 @attrs.frozen
@@ -65,11 +67,21 @@ class ModelInfo:
 
 
 @attrs.frozen
+class BotCheckInfo:
+    """The bot check a page must pass (``BOT_CHECK``): what to load, never the secret."""
+
+    provider: str
+    site_key: str | None
+
+
+@attrs.frozen
 class Status:
     mode: str
     missing: list[str]
     #: The server's model first, then ``ALLOWED_MODELS`` sorted.
     models: list[ModelInfo] = attrs.Factory(list)
+    #: None: no bot check.
+    bot_check: BotCheckInfo | None = None
     status: str = "ok"
 
 

@@ -39,6 +39,16 @@ window.liveproxyDemo = { stats };
 const LIVE_STATUS = "Live: speak, or type a message.";
 
 let models = []; // /api/status's: [{name, default, outputs, thinkingLevels, interactionStatus}]
+let botCheck = null; // /api/status's botCheck: {provider, siteKey}, or null
+
+/** What the page says when the server requires a bot check it cannot pass. */
+function botCheckMessage(check) {
+  return (
+    `This server requires a bot check (${check.provider}) at sign-in. This demo page cannot ` +
+    "pass it: the provider's script must load from the internet, on a site its key allows. " +
+    "Use your own app, or run the server without BOT_CHECK to try this page."
+  );
+}
 let session = null;
 let live = false; // setupComplete seen, socket still open
 let muted = false;
@@ -133,6 +143,11 @@ function setLive(on) {
 }
 
 async function connect() {
+  if (botCheck) {
+    // The server would answer 400 bot_check_required: say why instead.
+    showEnding(botCheckMessage(botCheck));
+    return;
+  }
   audio.prepare(); // first, while we are still inside the click (autoplay rules)
   setConnected(true);
   ui.ending.hidden = true;
@@ -384,6 +399,8 @@ async function showMode() {
     const model = health.model ? ` (${health.model})` : "";
     ui.form.dataset.mode = status.mode;
     showModels(status.models ?? []);
+    botCheck = status.botCheck ?? null;
+    if (botCheck) showNotice(botCheckMessage(botCheck));
     $("mode").textContent = {
       emulator: "Using the built-in Gemini Live emulator: it answers by playing your speech back.",
       advanced: `Talking to Gemini${model} through this server; the API key stays on the server.`,

@@ -68,7 +68,7 @@ def create_app(
         ToolLoadError: a configured tool cannot be loaded (the server must not start).
     """
     config = config or Config.from_env()
-    SECRETS.add(config.api_key, config.signin.jwt_secret)
+    SECRETS.add(config.api_key, config.signin.jwt_secret, config.bot_check.secret)
     app = LiveProxyApp(__name__, static_folder=None)
     store = store or MemoryStore(trio.current_time, config.session_lease_seconds)
     gauges = Gauges()

@@ -2,9 +2,12 @@
 
 The checks run in this order, each refusing with the error shape: the server draining (503
 ``shutting_down``); sign-in when configured (401 ``unauthorized``, 503 ``not_ready`` without
-keys); the body (400 ``bad_request``); the client's sign-in bucket, before anything else touches
-the store (429 ``rate_limited``: a resume, or a guess at one, is a sign-in too); the resume, when
-asked (404 ``resume_not_found``); then the store's admission (429 ``too_many_sessions``, 503
+keys); the body (400 ``bad_request``; with ``BOT_CHECK``, 400 ``bot_check_required`` without a
+bot token, unless it asks for a resume); the client's sign-in bucket, before anything else
+touches the store or the bot check's verifier (429 ``rate_limited``: a resume, or a guess at
+one, is a sign-in too); the bot check, for a new session (403 ``bot_check_failed``, 503
+``bot_check_unavailable``: see :mod:`~liveproxy.web.bot_check`); the resume, when asked (404
+``resume_not_found``); then the store's admission (429 ``too_many_sessions``, 503
 ``at_capacity``). A resume refused after its conversation was taken puts it back, until its
 own expiry. The store unreachable at any step is 503 ``state_unavailable``.
 """
@@ -13,11 +16,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from liveproxy.config import SignInSettings
+from liveproxy.config import BotCheckSettings, SignInSettings
 from liveproxy.contract.codec import DecodeError, decode_auth_request
 from liveproxy.contract.payloads import AuthRequest, AuthResponse
 from liveproxy.store import (
@@ -33,6 +37,9 @@ from liveproxy.web import resume
 from liveproxy.web.clients import client_ip
 from liveproxy.web.responses import Refusal, json_response, state_unavailable
 from liveproxy.web.state import ProxyState
+
+if TYPE_CHECKING:
+    from liveproxy.web.bot_check import BotCheck
 
 log = logging.getLogger("liveproxy")
 
@@ -54,6 +61,12 @@ class AuthRoute:
             per_client=config.max_sessions_per_client,
         )
         self._sign_in = sign_in_check(config.signin)
+        self._bot_check = bot_check(config.bot_check)
+
+    async def aclose(self) -> None:
+        """Close the bot check's HTTP client, if any."""
+        if self._bot_check is not None:
+            await self._bot_check.aclose()
 
     async def answer(self) -> Response:
         """The answer to the request being served."""
@@ -69,10 +82,19 @@ class AuthRoute:
         if self._sign_in is not None:
             identity = await self._sign_in(request.headers.get("Authorization"))
         body = await _body()
+        checked = self._bot_check is not None and body.resume is None
+        if checked and body.bot_token is None:
+            raise Refusal(
+                400,
+                "bot_check_required",
+                "this server requires a bot check: send its token as recaptcha_token or bot_token",
+            )
         client = identity or self._client_address()
         await self._take_sign_in(client)
         origin = request.headers.get("Origin")
         if body.resume is None:
+            if checked and body.bot_token is not None:
+                await self._pass_bot_check(body.bot_token)
             return await self._admit(Grant(self._duration(body), origin=origin, client=client))
         conversation, state = await resume.take(self._state.store, body.resume, origin, client)
         grant = Grant(state.time_limit, origin=origin, client=client, resume=conversation.state)
@@ -93,6 +115,34 @@ class AuthRoute:
             request.headers.getlist("X-Forwarded-For"),
             self._config.trusted_proxies,
         )
+
+    async def _pass_bot_check(self, token: str) -> None:
+        """Raises: Refusal: 403 ``bot_check_failed``, 503 ``bot_check_unavailable``."""
+        from liveproxy.web.bot_check import (
+            BotCheckFailed,
+            BotCheckUnavailable,
+            expected_hostnames,
+        )
+
+        assert self._bot_check is not None
+        hostnames = expected_hostnames(
+            self._config.bot_check, self._config.allowed_origins, request.headers.get("Host")
+        )
+        try:
+            await self._bot_check.verify(
+                token,
+                hostnames=hostnames,
+                remote_ip=self._client_address(),
+                user_agent=request.headers.get("User-Agent"),
+            )
+        except BotCheckUnavailable as exc:
+            log.warning("bot check unavailable: %s: no token issued", exc.message)
+            raise Refusal(
+                503, "bot_check_unavailable", f"the bot check is unavailable: {exc}"
+            ) from None
+        except BotCheckFailed as exc:
+            log.info("bot check failed: %s", exc)
+            raise Refusal(403, "bot_check_failed", f"the bot check failed: {exc}") from None
 
     async def _take_sign_in(self, client: str) -> None:
         """Spend one of the client's sign-ins. Raises: Refusal: 429 ``rate_limited``."""
@@ -163,8 +213,23 @@ def sign_in_check(settings: SignInSettings) -> SignInCheck | None:
     return check
 
 
+def bot_check(settings: BotCheckSettings) -> BotCheck | None:
+    """The bot check, or None when ``BOT_CHECK`` is off (httpx is then not imported here)."""
+    if not settings.enabled:
+        return None
+    from liveproxy.web.bot_check import BotCheck
+
+    return BotCheck(settings)
+
+
 def add_auth_routes(app: QuartTrio, state: ProxyState) -> None:
-    """Serve the sign-in route at every path of ``AUTH_PATHS``."""
-    view = AuthRoute(state).answer  # a coroutine function, as Quart wants a view
+    """Serve the sign-in route at every path of ``AUTH_PATHS``; its bot check's client is
+    closed when serving ends."""
+    route = AuthRoute(state)
+    view = route.answer  # a coroutine function, as Quart wants a view
     for path in state.config.auth_paths:
         app.add_url_rule(path, f"auth {path}", view, methods=["POST"])
+
+    @app.after_serving
+    async def close_bot_check() -> None:
+        await route.aclose()

@@ -11,7 +11,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from liveproxy.config import Config
-from liveproxy.contract.payloads import Health, ModelInfo, Status
+from liveproxy.contract.payloads import BotCheckInfo, Health, ModelInfo, Status
 from liveproxy.protocol.live_models import Backend, model_id, rules_for
 from liveproxy.protocol.schema import shown
 from liveproxy.store import StoreUnavailable
@@ -38,6 +38,8 @@ def add_routes(app: QuartTrio, state: ProxyState) -> None:
     error (404, 405, an exception) in the error shape."""
     config = state.config
     models = status_models(config)
+    bot = config.bot_check
+    bot_check = None if bot.provider is None else BotCheckInfo(bot.provider, bot.site_key)
 
     @app.get("/api/health")
     async def health() -> Response:
@@ -62,7 +64,9 @@ def add_routes(app: QuartTrio, state: ProxyState) -> None:
 
     @app.get("/api/status")
     async def status() -> Response:
-        return json_response(Status(mode=config.mode, missing=config.missing, models=models))
+        return json_response(
+            Status(mode=config.mode, missing=config.missing, models=models, bot_check=bot_check)
+        )
 
     @app.get("/")
     async def index() -> Response:

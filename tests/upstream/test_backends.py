@@ -102,6 +102,7 @@ async def test_without_credentials_the_builtin_emulator_is_the_upstream(
         "mode": "emulator",
         "missing": ["GOOGLE_API_KEY"],
         "models": [TEST_MODEL_STATUS],
+        "botCheck": None,
     }
     assert any("built-in Gemini Live emulator" in r.getMessage() for r in caplog.records)
     async with proxy.session(TEXT_SETUP) as client:
@@ -121,6 +122,7 @@ async def test_simple_mode_reports_what_is_missing_and_sessions_fail_clearly(
         "mode": "simple",
         "missing": ["GOOGLE_API_KEY"],
         "models": [TEST_MODEL_STATUS],
+        "botCheck": None,
     }
     async with proxy.connect() as client:
         await client.send_json(TEXT_SETUP)

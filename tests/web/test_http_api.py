@@ -28,6 +28,7 @@ async def test_status_with_credentials_is_advanced_and_names_no_secret(proxy: Pr
         "mode": "advanced",
         "missing": [],
         "models": [TEST_MODEL_STATUS],
+        "botCheck": None,
     }
     assert b"test-key" not in response.body
 
