@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import liveproxy
-
 from liveproxy.config import (
     DEFAULT_MODEL,
     Config,
@@ -19,7 +18,6 @@ from liveproxy.config import (
     env_settings,
     split_bind,
 )
-
 
 #: A directory with an index.html.
 DEMO_DIR = Path(liveproxy.__file__).parent / "static"
