@@ -16,7 +16,9 @@ from tests.http import HttpResponse, request
 from tests.served import Served, liveproxy_process
 from tests.wsclient import BrowserClient, has_key
 
-INDEX = b'<!doctype html><title>seed app</title><script type="module" src="/assets/app-3f9a1c2b.js">'
+INDEX = (
+    b'<!doctype html><title>seed app</title><script type="module" src="/assets/app-3f9a1c2b.js">'
+)
 SCRIPT = b"export const answer = 42;\n" * 200
 SECRET = b"outside the directory\n"
 ASSET = "/assets/app-3f9a1c2b.js"
@@ -173,9 +175,7 @@ async def test_nothing_outside_the_directory_is_served(tmp_path: Path, path: str
         assert SECRET not in answer.body
 
 
-async def test_the_seed_app_on_one_origin_needs_no_cors(
-    tmp_path: Path, emulator: Emulator
-) -> None:
+async def test_the_seed_app_on_one_origin_needs_no_cors(tmp_path: Path, emulator: Emulator) -> None:
     async with liveproxy_process(
         STATIC_DIR=str(build_app(tmp_path)), GOOGLE_API_KEY="k", UPSTREAM_URL=emulator.url
     ) as served:
@@ -204,7 +204,8 @@ async def test_the_seed_app_on_one_origin_needs_no_cors(
         assert foreign.status == 403
         token = signed_in.json()["session_token"]
         async with open_websocket_url(
-            f"ws://127.0.0.1:{served.port}/ws?token={token}", extra_headers=[(b"Origin", origin.encode())]
+            f"ws://127.0.0.1:{served.port}/ws?token={token}",
+            extra_headers=[(b"Origin", origin.encode())],
         ) as ws:
             client = BrowserClient(ws)
             await client.send_json({"setup": {}})
