@@ -165,7 +165,7 @@ class StaticFiles:
         accepted = tuple(e for e, _ in ENCODINGS if request.accept_encodings.quality(e) > 0)
         found = await trio.to_thread.run_sync(choose, self.root, name, accepted)
         fallback = found is Lookup.MISSING and self.fallback is not None
-        if fallback and self.fallback is not None:
+        if found is Lookup.MISSING and self.fallback is not None:  # a client-side route
             found = await trio.to_thread.run_sync(choose, self.root, self.fallback, accepted)
         if not isinstance(found, Found):
             return _not_found(name)
