@@ -231,6 +231,16 @@ def _word_list(raw: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(raw.replace(",", " ").split()))
 
 
+def _app_directory(raw: str) -> Path:
+    """A built front end: an existing directory with an ``index.html``."""
+    path = Path(raw)
+    if not path.is_dir():
+        raise ValueError("not a directory (expected a built front end, e.g. dist/)")
+    if not (path / "index.html").is_file():
+        raise ValueError("has no index.html (expected a built front end, e.g. dist/)")
+    return path
+
+
 def _tool_names(raw: str) -> frozenset[str] | None:
     names = _words(raw)
     return None if names == {"all"} else names
@@ -471,6 +481,8 @@ class Config:
     server_tools: frozenset[str] | None = setting("SERVER_TOOLS", parse=_tool_names, default=None)
     #: Worker threads for sync tools, per process (a hung tool holds its thread until it returns).
     tool_threads: int = setting("TOOL_THREADS", parse=_int_in(1, 256), default=8)
+    #: The app's built front end, served at ``/`` (None: ``/`` leads to the demo page).
+    static_dir: Path | None = setting("STATIC_DIR", parse=_app_directory, default=None)
 
     @property
     def backend(self) -> Backend:

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import liveproxy
 from liveproxy.config import (
     DEFAULT_MODEL,
     BotCheckSettings,
@@ -18,6 +19,9 @@ from liveproxy.config import (
     env_settings,
     split_bind,
 )
+
+#: A directory with an index.html.
+DEMO_DIR = Path(liveproxy.__file__).parent / "static"
 
 
 def from_env(env: dict[str, str], env_file: Path | None = None) -> Config:
@@ -269,6 +273,19 @@ def test_workers_and_the_state_store() -> None:
         from_env({"WORKERS": "2", "STATE_URL": "memory:"})
 
 
+def test_the_static_dir_must_be_a_built_front_end(tmp_path: Path) -> None:
+    assert from_env({}).static_dir is None
+    assert from_env({"STATIC_DIR": str(DEMO_DIR)}).static_dir == DEMO_DIR
+    (tmp_path / "file").write_text("x")
+    for missing, why in [
+        (tmp_path / "nope", "not a directory"),
+        (tmp_path / "file", "not a directory"),
+        (tmp_path, "has no index.html"),
+    ]:
+        with pytest.raises(ConfigError, match=f"^STATIC_DIR=.* is invalid: {why}"):
+            from_env({"STATIC_DIR": str(missing)})
+
+
 def test_the_metrics_listener() -> None:
     assert from_env({}).metrics_bind is None
     assert from_env({"METRICS_BIND": "127.0.0.1:9464"}).metrics_bind == "127.0.0.1:9464"
@@ -327,6 +344,7 @@ SAMPLES = {
     "TOOLS_FILE": "/etc/liveproxy/tools.toml",
     "SERVER_TOOLS": "get_time",
     "TOOL_THREADS": "2",
+    "STATIC_DIR": str(DEMO_DIR),
 }
 SIGNIN_SAMPLES = {
     "AUTH_JWT_SECRET": "s" * 32,

@@ -75,10 +75,11 @@ export class SessionError extends Error {
 }
 
 /**
- * Where the proxy is: this page's own server, or the one named by `?server=<url>` (a page served
- * from another origin, e.g. an app's dev server; that origin must be in ALLOWED_ORIGINS).
+ * Where the proxy is: this page's own server (the page is at its /demo/, so one level up), or the
+ * one named by `?server=<url>` (a page served from another origin, e.g. an app's dev server; that
+ * origin must be in ALLOWED_ORIGINS).
  */
-export const SERVER = new URL(new URLSearchParams(location.search).get("server") ?? ".", document.baseURI);
+export const SERVER = new URL(new URLSearchParams(location.search).get("server") ?? "..", document.baseURI);
 
 /**
  * One session with the proxy, across sockets: after a close the conversation survives (see

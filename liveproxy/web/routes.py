@@ -1,4 +1,5 @@
-"""The plain HTTP routes: health, readiness, status, the demo page, and every error's shape."""
+"""The plain HTTP routes: health, readiness, status, the app's front end (``STATIC_DIR``), the
+demo page, and every error's shape."""
 
 from __future__ import annotations
 
@@ -6,36 +7,30 @@ import logging
 from pathlib import Path
 
 import trio
-from quart import Response
+from quart import Response, redirect, request
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from liveproxy.config import Config
 from liveproxy.contract.payloads import BotCheckInfo, Health, ModelInfo, Status
 from liveproxy.protocol.live_models import Backend, model_id, rules_for
-from liveproxy.protocol.schema import shown
 from liveproxy.store import StoreUnavailable
 from liveproxy.web.responses import error_response, json_response
 from liveproxy.web.state import ProxyState
+from liveproxy.web.static_files import StaticFiles
 
 log = logging.getLogger("liveproxy")
 
-STATIC_DIR = Path(__file__).parent.parent / "static"
+#: The demo page's files, served at ``/demo/``.
+DEMO_DIR = Path(__file__).parent.parent / "static"
 #: How long a readiness probe waits for the state store.
 READY_TIMEOUT_SECONDS = 2.0
-_CONTENT_TYPES = {
-    ".html": "text/html; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".png": "image/png",
-    ".svg": "image/svg+xml",
-    ".wav": "audio/wav",
-}
 
 
 def add_routes(app: QuartTrio, state: ProxyState) -> None:
-    """``/api/health``, ``/api/ready``, ``/api/status``, ``/`` and ``/static/...``; every
-    error (404, 405, an exception) in the error shape."""
+    """``/api/health``, ``/api/ready``, ``/api/status``, the app (``STATIC_DIR``) or a redirect
+    to the demo page at ``/``, the demo page at ``/demo/``; every error (404, 405, an
+    exception) in the error shape."""
     config = state.config
     models = status_models(config)
     bot = config.bot_check
@@ -68,13 +63,15 @@ def add_routes(app: QuartTrio, state: ProxyState) -> None:
             Status(mode=config.mode, missing=config.missing, models=models, bot_check=bot_check)
         )
 
-    @app.get("/")
-    async def index() -> Response:
-        return await _static("index.html")
+    add_demo_routes(app)
+    if config.static_dir is None:
 
-    @app.get("/static/<path:name>")
-    async def static(name: str) -> Response:
-        return await _static(name)
+        @app.get("/")
+        async def index() -> Response:
+            return _relative_redirect("demo/")
+
+    else:
+        add_app_routes(app, config)
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
@@ -112,14 +109,45 @@ def _model_info(name: str, backend: Backend, *, default: bool) -> ModelInfo:
     )
 
 
-async def _static(name: str) -> Response:
-    try:
-        path = (STATIC_DIR / name).resolve()
-        found = STATIC_DIR.resolve() in path.parents and path.is_file()
-    except (ValueError, OSError):  # a NUL in the name, a name too long for the OS
-        found = False
-    if not found:
-        return error_response(404, "not_found", f"no such file: {shown(name)}")
-    content_type = _CONTENT_TYPES.get(path.suffix, "application/octet-stream")
-    data = await trio.Path(path).read_bytes()
-    return Response(data, content_type=content_type, headers={"Cache-Control": "no-cache"})
+def add_demo_routes(app: QuartTrio) -> None:
+    """The demo page at ``/demo/`` (relative URLs: its files beside it, the API one level up)."""
+    demo = StaticFiles(DEMO_DIR)
+
+    @app.get("/demo")
+    async def demo_slash() -> Response:
+        return _relative_redirect("demo/")
+
+    @app.get("/demo/")
+    async def demo_page() -> Response:
+        return await demo.serve("index.html")
+
+    @app.get("/demo/<path:name>")
+    async def demo_file(name: str) -> Response:
+        return await demo.serve(name)
+
+
+def add_app_routes(app: QuartTrio, config: Config) -> None:
+    """The app of ``STATIC_DIR`` at ``/``: its files by path, its ``index.html`` for any other
+    ``GET`` outside ``/api/``, the WebSocket paths and the auth paths (client-side routing)."""
+    assert config.static_dir is not None
+    site = StaticFiles(config.static_dir, fallback="index.html", app_cache=True)
+    ours = ("/api", *config.ws_paths, *config.auth_paths)
+
+    @app.get("/")
+    async def app_index() -> Response:
+        return await site.serve("index.html")
+
+    @app.get("/<path:name>")
+    async def app_file(name: str) -> Response:
+        path = request.path.rstrip("/")
+        if path in config.auth_paths:  # a POST route: the method is what is wrong
+            raise MethodNotAllowed(valid_methods=["POST"])
+        if any(path == p or path.startswith(p.rstrip("/") + "/") for p in ours):
+            raise NotFound()
+        return await site.serve(name)
+
+
+def _relative_redirect(location: str) -> Response:
+    """A 302 to ``location`` (relative, so it works under a path prefix), query kept."""
+    query = request.query_string.decode("latin-1")
+    return redirect(f"{location}?{query}" if query else location)  # type: ignore[return-value]

@@ -1,4 +1,5 @@
-"""End to end: the demo page at ``/`` in headless Chromium, against liveproxy and the emulator.
+"""End to end: the demo page (``/``, which leads to ``/demo/``) in headless Chromium, against
+liveproxy and the emulator.
 
 Chromium's fake microphone loops a generated speech-like WAV (:mod:`.speech_wav`); the emulator
 (speed ``fast``) hears each utterance with its energy VAD and answers with it, resampled to 24 kHz.

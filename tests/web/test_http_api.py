@@ -182,8 +182,28 @@ async def test_ready_is_503_when_no_upstream_can_work(make_proxy: ProxyFactory) 
 
 
 @pytest.mark.parametrize(
-    "path", ["/static/app.js%00.png", "/static/%00", "/static/" + "a" * 5000 + ".js"]
+    "path", ["/demo/app.js%00.png", "/demo/%00", "/demo/" + "a" * 5000 + ".js", "/demo/.x"]
 )
 async def test_a_static_name_the_os_refuses_is_404(proxy: Proxy, path: str) -> None:
     answer = await proxy.http("GET", path)
     assert (answer.status, answer.json()["error"]["code"]) == (404, "not_found")
+
+
+async def test_the_demo_page_is_at_demo_and_the_root_leads_there(proxy: Proxy) -> None:
+    page = await proxy.http("GET", "/demo/")
+    assert (page.status, page.headers["content-type"]) == (200, "text/html; charset=utf-8")
+    assert page.headers["cache-control"] == "no-cache"
+    assert b'src="app.js"' in page.body  # its files beside it, relative
+    script = await proxy.http("GET", "/demo/session.js")
+    assert script.headers["content-type"] == "text/javascript; charset=utf-8"
+    assert b'get("server") ?? ".."' in script.body  # the API one level up
+    # Without STATIC_DIR the root is the demo page's (relative, so it works under a prefix).
+    for path, location in [
+        ("/", "demo/"),
+        ("/?server=http://other:8000/", "demo/?server=http://other:8000/"),
+        ("/demo", "demo/"),
+    ]:
+        answer = await proxy.http("GET", path)
+        assert (answer.status, answer.headers["location"]) == (302, location)
+    assert (await proxy.http("GET", "/static/app.js")).status == 404
+    assert (await proxy.http("GET", "/orders/17")).status == 404
