@@ -13,7 +13,12 @@ from trio_websocket import open_websocket_url
 from liveproxy.emulator import Emulator
 from liveproxy.web.static_files import IMMUTABLE, NO_CACHE, SHORT, is_hashed
 from tests.http import HttpResponse, request
+from tests.metrics_scrape import metrics_port, until_scraped
 from tests.served import Served, liveproxy_process
+from tests.web.test_bot_check import PROJECT as BOT_PROJECT
+from tests.web.test_bot_check import SECRET as BOT_SECRET
+from tests.web.test_bot_check import SITE_KEY as BOT_SITE_KEY
+from tests.web.test_bot_check import start_verifier
 from tests.wsclient import BrowserClient, has_key
 
 INDEX = (
@@ -175,32 +180,40 @@ async def test_nothing_outside_the_directory_is_served(tmp_path: Path, path: str
         assert SECRET not in answer.body
 
 
-async def test_the_seed_app_on_one_origin_needs_no_cors(tmp_path: Path, emulator: Emulator) -> None:
-    async with liveproxy_process(
-        STATIC_DIR=str(build_app(tmp_path)), GOOGLE_API_KEY="k", UPSTREAM_URL=emulator.url
-    ) as served:
+async def test_the_seed_app_on_one_origin_needs_no_cors(
+    tmp_path: Path, emulator: Emulator, nursery: trio.Nursery
+) -> None:
+    # The seed's deployment in two settings: its built front end in STATIC_DIR, its
+    # reCAPTCHA Enterprise check on sign-in (a local fake of Google's verifier here).
+    verifier = await start_verifier(nursery, "recaptcha-enterprise")
+    settings = {
+        "STATIC_DIR": str(build_app(tmp_path)),
+        "GOOGLE_API_KEY": "k",
+        "UPSTREAM_URL": emulator.url,
+        "BOT_CHECK": "recaptcha-enterprise",
+        "BOT_CHECK_SECRET": BOT_SECRET,
+        "BOT_CHECK_SITE_KEY": BOT_SITE_KEY,
+        "BOT_CHECK_PROJECT": BOT_PROJECT,
+        "BOT_CHECK_URL": f"http://127.0.0.1:{verifier.port}",
+        "METRICS_BIND": "127.0.0.1:0",
+        "LOG_LEVEL": "DEBUG",
+    }
+    async with liveproxy_process(**settings) as served:
         origin = f"http://127.0.0.1:{served.port}"
         page = await get(served, "/orders/17")
         assert page.body == INDEX
         assert (await get(served, ASSET)).body == SCRIPT
-        signed_in = await request(
-            "127.0.0.1",
-            served.port,
-            "POST",
-            "/api/auth",
-            b'{"session_duration": 60}',
-            headers={"Origin": origin},
-        )
+
+        async def sign_in(body: bytes, page_origin: str = origin) -> HttpResponse:
+            headers = {"Origin": page_origin}
+            return await request("127.0.0.1", served.port, "POST", "/api/auth", body, headers)
+
+        without = await sign_in(b'{"session_duration": 60}')
+        assert (without.status, without.json()["error"]["code"]) == (400, "bot_check_required")
+        signed_in = await sign_in(b'{"session_duration": 60, "recaptcha_token": "good-seed"}')
         assert signed_in.status == 200, signed_in.body
         # Nothing configured made that work: the page's origin is the server's own.
-        foreign = await request(
-            "127.0.0.1",
-            served.port,
-            "POST",
-            "/api/auth",
-            b"{}",
-            headers={"Origin": "https://elsewhere.example"},
-        )
+        foreign = await sign_in(b'{"recaptcha_token": "good-2"}', "https://elsewhere.example")
         assert foreign.status == 403
         token = signed_in.json()["session_token"]
         async with open_websocket_url(
@@ -211,3 +224,12 @@ async def test_the_seed_app_on_one_origin_needs_no_cors(tmp_path: Path, emulator
             await client.send_json({"setup": {}})
             with trio.fail_after(10):
                 await client.recv_until(has_key("setupComplete"))
+        port = await metrics_port(served)
+        counted = await until_scraped(
+            port, "liveproxy_tokens_total", 1, result="bot_check_required"
+        )
+        assert counted.value("liveproxy_tokens_total", result="issued") == 1
+        log = served.text
+    [checked] = verifier.requests
+    assert checked["checked"] == {"token": "good-seed"}  # the request had its shape
+    assert BOT_SECRET not in log
