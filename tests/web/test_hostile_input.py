@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import orjson
 import pytest
 import trio
+import trio.testing
 
+from liveproxy.emulator import Emulator, EmulatorConfig, Faults
+from liveproxy.emulator import serve as serve_emulator
+from liveproxy.serving.hypercorn_fixes import AppQueue
+from liveproxy.web.asgi import ASGIMessage, Receive, Send
 from tests.conftest import TEXT_SETUP, Proxy, ProxyFactory
 from tests.core.test_session_endings import assert_error
 from tests.fuzz.wire import BINARY, PING, PONG, TEXT, encode_frame
@@ -181,6 +187,53 @@ async def test_a_flood_of_tiny_frames_is_rate_limited_and_a_neighbour_is_unaffec
         assert error["code"] == "rate_limited"
         await neighbour.send_json({"type": "text", "text": "hello"})
         await neighbour.recv_until(has_key("serverContent", "turnComplete"))
+
+
+async def test_a_stalled_session_has_one_message_queued_and_a_neighbour_goes_on(
+    make_proxy: ProxyFactory, nursery: trio.Nursery
+) -> None:
+    """Upstream reads nothing; the client sends messages of MAX_MESSAGE_BYTES without end.
+    Hypercorn queues one of them for the app (not ten) and stops reading the client."""
+    # An emulator of its own: a stalled connection outlives its client until the test ends.
+    upstream: Emulator = await nursery.start(serve_emulator, EmulatorConfig(speed="fast"))
+    proxy = await make_proxy(emulator_=upstream, shutdown_grace_seconds=0)
+    message = bytes(proxy.state.config.max_message_bytes)
+    queues: list[AppQueue] = []
+    app: Any = proxy.app.asgi_app
+
+    async def observed(scope: ASGIMessage, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            queues.append(getattr(receive, "__self__"))  # noqa: B009 - Hypercorn's AppQueue.get
+        await app(scope, receive, send)
+
+    async def flood(stream: trio.SocketStream) -> None:
+        frame = encode_frame(BINARY, message)
+        while True:
+            await stream.send_all(frame)
+
+    async with proxy.session() as neighbour:
+        proxy.app.asgi_app = observed  # type: ignore[method-assign,assignment]
+        proxy.emulator.queue_faults(Faults(stall_after=0))
+        stream = await open_raw(proxy.port)
+        await upgrade(stream, f"/ws?token={await proxy.token()}")
+        with trio.fail_after(10):
+            answer = await read_head(stream)
+            await stream.send_all(encode_frame(TEXT, orjson.dumps(TEXT_SETUP)))
+            while b"setupComplete" not in answer:
+                answer += await stream.receive_some(65536)
+        async with trio.open_nursery() as flooding:
+            flooding.start_soon(flood, stream)
+            with trio.fail_after(60):
+                await trio.testing.wait_all_tasks_blocked(cushion=0.5)  # the flood is stuck
+            [queue] = queues
+            assert queue.queued_bytes == sys.getsizeof(message)
+            await neighbour.send_json({"type": "text", "text": "hello"})
+            await neighbour.recv_until(has_key("serverContent", "turnComplete"))
+            flooding.cancel_scope.cancel()
+    proxy.stop.set()  # the stalled session ends, and its connection closes
+    with trio.fail_after(10):
+        await read_answer(stream)
+    await stream.aclose()
 
 
 @pytest.mark.parametrize(
