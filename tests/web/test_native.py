@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,7 +29,7 @@ from liveproxy.protocol.closes import UNREGISTERED_CALLER, truncate_reason
 from tests.conftest import Proxy, ProxyFactory
 from tests.http import request
 from tests.models import TEST_MODEL
-from tests.wsclient import BrowserClient
+from tests.wsclient import BrowserClient, has_key, texts
 
 SCENARIO_TIMEOUT = 20.0
 TEXT = types.LiveConnectConfig(response_modalities=[types.Modality.TEXT])
@@ -327,3 +329,44 @@ async def test_a_message_gemini_would_refuse_closes_with_1007(proxy: Proxy) -> N
         ended = await BrowserClient(ws).wait_closed()
     assert ended.code == 1007
     assert ended.frames == []  # no error event: Gemini sends none
+
+
+# Server tools -------------------------------------------------------------------------------------
+
+TOOLS_MODULE = """
+from liveproxy.tools import tool
+
+@tool("How many items are in stock.")
+async def stock(sku: str) -> int:
+    return len(sku)
+"""
+
+
+async def test_server_tools_run_and_only_the_clients_calls_reach_it(
+    make_proxy: ProxyFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"native_tools_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(TOOLS_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    proxy = await make_proxy(tools_modules=(name,))
+    token = (await mint(proxy))["name"]
+    weather = {"functionDeclarations": [{"name": "get_weather", "parameters": {"type": "object"}}]}
+    setup = {"setup": {"generationConfig": {"responseModalities": ["TEXT"]}, "tools": [weather]}}
+    async with open_websocket(
+        "127.0.0.1", proxy.port, f"{PATH}?access_token={token}", use_ssl=False
+    ) as ws:
+        client = BrowserClient(ws)
+        await client.send_json(setup)
+        assert await client.recv_json() == {"setupComplete": {}}
+        await client.send_json({"realtimeInput": {"text": 'call stock {"sku": "abc"}'}})
+        served = await client.recv_until(has_key("serverContent", "turnComplete"))
+        await client.send_json({"realtimeInput": {"text": 'call get_weather {"city": "X"}'}})
+        [call] = [m for m in map(json.loads, await client.recv_until(has_key("toolCall")))]
+        [function_call] = call["toolCall"]["functionCalls"]
+        response = {"id": function_call["id"], "name": "get_weather", "response": {"t": 21}}
+        await client.send_json({"toolResponse": {"functionResponses": [response]}})
+        answered = await client.recv_until(has_key("serverContent", "turnComplete"))
+    assert 'stock returned {"result":3}' in "".join(texts(served))
+    assert not any("serverToolCall" in f or "serverToolResult" in f for f in served)
+    assert set(call) == {"toolCall"}  # as Gemini sent it: no sessionStats
+    assert 'get_weather returned {"t":21}' in "".join(texts(answered))
