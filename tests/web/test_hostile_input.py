@@ -14,6 +14,7 @@ import trio.testing
 from liveproxy.emulator import Emulator, EmulatorConfig, Faults
 from liveproxy.emulator import serve as serve_emulator
 from liveproxy.serving.hypercorn_fixes import AppQueue
+from liveproxy.web.app import MAX_BODY_BYTES
 from liveproxy.web.asgi import ASGIMessage, Receive, Send
 from tests.conftest import TEXT_SETUP, Proxy, ProxyFactory
 from tests.core.test_session_endings import assert_error
@@ -343,8 +344,8 @@ async def _receive(stream: trio.SocketStream) -> bytes:
         return b""
 
 
-@pytest.mark.parametrize("size", [4097, 16 * 1024 * 1024])
-async def test_an_auth_body_over_4_kib_is_413_and_the_connection_closes(
+@pytest.mark.parametrize("size", [MAX_BODY_BYTES + 1, 16 * 1024 * 1024])
+async def test_an_auth_body_over_20_kib_is_413_and_the_connection_closes(
     proxy: Proxy, size: int
 ) -> None:
     head = b"POST /api/auth HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size
@@ -355,16 +356,16 @@ async def test_an_auth_body_over_4_kib_is_413_and_the_connection_closes(
     assert data.count(b"HTTP/1.1") == 1
 
 
-async def test_a_chunked_auth_body_over_4_kib_is_413(proxy: Proxy) -> None:
+async def test_a_chunked_auth_body_over_20_kib_is_413(proxy: Proxy) -> None:
     head = b"POST /api/auth HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
     chunk = b"%x\r\n%s\r\n" % (1024, b" " * 1024)
-    data = await post_raw(proxy, head, [chunk] * 8)
+    data = await post_raw(proxy, head, [chunk] * 24)
     assert data.startswith(b"HTTP/1.1 413")
 
 
-async def test_an_auth_body_of_exactly_4_kib_is_read(proxy: Proxy) -> None:
+async def test_an_auth_body_of_exactly_20_kib_is_read(proxy: Proxy) -> None:
     body = b'{"session_duration": 90}'
-    body += b" " * (4096 - len(body))
+    body += b" " * (MAX_BODY_BYTES - len(body))
     response = await proxy.http("POST", "/api/auth", body)
     assert response.status == 200
     assert response.json()["session_time_limit"] == 90
@@ -382,9 +383,10 @@ async def test_a_body_that_stops_arriving_is_408_and_the_connection_closes(
     assert data.count(b"HTTP/1.1") == 1  # closed: the second request got no answer
 
 
-async def test_a_body_over_4_kib_is_413_on_any_path(proxy: Proxy) -> None:
-    head = b"POST /no/such/path HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
-    data = await post_raw(proxy, head, [b" " * 5000])
+async def test_a_body_over_20_kib_is_413_on_any_path(proxy: Proxy) -> None:
+    size = MAX_BODY_BYTES + 1
+    head = b"POST /no/such/path HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size
+    data = await post_raw(proxy, head, [b" " * size])
     assert data.startswith(b"HTTP/1.1 413")
 
 
