@@ -39,6 +39,9 @@ class Grant:
     #: :mod:`liveproxy.contract.native`), None for a session token. Such a grant is spent only
     #: on the Gemini-native endpoint.
     ephemeral: str | None = None
+    #: The signed-in user's JWT claims (JSON text, opaque to the store; bounded by the token's
+    #: size), None without sign-in: what the server's tools see of the user.
+    claims: str | None = None
 
 
 @attrs.frozen

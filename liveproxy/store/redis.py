@@ -285,6 +285,7 @@ def _encode_grant(grant: Grant) -> bytes:
             "client": grant.client,
             "resume": grant.resume,
             "ephemeral": grant.ephemeral,
+            "claims": grant.claims,
         }
     )
 
@@ -298,7 +299,8 @@ def _decode_grant(raw: ResponseType) -> Grant:
         origin = fields.get("origin")
         resume = fields.get("resume")
         ephemeral = fields.get("ephemeral")
-        for text in (resume, ephemeral):
+        claims = fields.get("claims")
+        for text in (resume, ephemeral, claims):
             if not (text is None or isinstance(text, str)):
                 raise TypeError(type(text).__name__)
         return Grant(
@@ -307,6 +309,7 @@ def _decode_grant(raw: ResponseType) -> Grant:
             client=str(fields.get("client", "")),
             resume=resume,
             ephemeral=ephemeral,
+            claims=claims,
         )
     except (ValueError, TypeError, KeyError, AttributeError):
         raise StoreUnavailable("Redis state store: a stored grant is malformed") from None

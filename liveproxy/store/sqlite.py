@@ -66,12 +66,13 @@ OPEN_ATTEMPTS = 5
 
 #: ``PRAGMA user_version`` once the schema is made: opening a made file writes nothing.
 #: 1: tokens, leases, buckets. 2: ``tokens.resume``, and ``conversations``. 3:
-#: ``tokens.ephemeral`` (an ephemeral token's constraints).
-SCHEMA_VERSION = 3
+#: ``tokens.ephemeral`` (an ephemeral token's constraints). 4: ``tokens.claims`` (the JWT
+#: claims of a signed-in user).
+SCHEMA_VERSION = 4
 
 _SCHEMA = (
-    # Its ``resume`` and ``ephemeral`` columns are added after (:data:`_ADDED_COLUMNS`), as to
-    # an older file.
+    # Its ``resume``, ``ephemeral`` and ``claims`` columns are added after
+    # (:data:`_ADDED_COLUMNS`), as to an older file.
     """CREATE TABLE IF NOT EXISTS tokens (
         key TEXT PRIMARY KEY,
         client TEXT NOT NULL,
@@ -108,7 +109,11 @@ _SCHEMA = (
 )
 
 #: Columns added to an older file's tables (``ALTER TABLE ... ADD COLUMN``, if not there yet).
-_ADDED_COLUMNS = (("tokens", "resume", "TEXT"), ("tokens", "ephemeral", "TEXT"))
+_ADDED_COLUMNS = (
+    ("tokens", "resume", "TEXT"),
+    ("tokens", "ephemeral", "TEXT"),
+    ("tokens", "claims", "TEXT"),
+)
 
 _UPSERT_LEASE = """
     INSERT INTO leases (id, client, origin, session_time_limit, expires_at)
@@ -273,8 +278,8 @@ class SqliteStore:
                     return too_many_sessions(limits, wait)
             db.execute(
                 "INSERT INTO tokens"
-                " (key, client, origin, session_time_limit, expires_at, resume, ephemeral)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " (key, client, origin, session_time_limit, expires_at, resume, ephemeral,"
+                " claims) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     key,
                     client,
@@ -283,6 +288,7 @@ class SqliteStore:
                     now + limits.token_ttl,
                     grant.resume,
                     grant.ephemeral,
+                    grant.claims,
                 ),
             )
             return None
@@ -293,12 +299,13 @@ class SqliteStore:
         def body(db: sqlite3.Connection) -> Lease | None:
             found = db.execute(
                 "DELETE FROM tokens WHERE key = ?"
-                " RETURNING client, origin, session_time_limit, expires_at, resume, ephemeral",
+                " RETURNING client, origin, session_time_limit, expires_at, resume, ephemeral,"
+                " claims",
                 (key,),
             ).fetchall()
             if not found:
                 return None
-            client, origin, session_time_limit, expires_at, resume, ephemeral = found[0]
+            client, origin, session_time_limit, expires_at, resume, ephemeral, claims = found[0]
             if expires_at <= now:
                 return None  # deleted all the same: it can never be spent
             grant = Grant(
@@ -307,6 +314,7 @@ class SqliteStore:
                 client=client,
                 resume=resume,
                 ephemeral=ephemeral,
+                claims=claims,
             )
             db.execute(
                 _UPSERT_LEASE,

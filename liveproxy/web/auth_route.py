@@ -18,6 +18,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+import attrs
+import orjson
 from quart import Response, request
 from quart_trio import QuartTrio
 
@@ -43,8 +45,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("liveproxy")
 
-#: The sign-in check: the client's identity (``sub:<hash>``) for an ``Authorization`` header.
-SignInCheck = Callable[[str | None], Awaitable[str]]
+
+@attrs.frozen
+class SignedIn:
+    """Who signed in: the client for the limits (``sub:<hash>``) and the JWT's claims (JSON
+    text, for the server's tools)."""
+
+    client: str
+    claims: str
+
+
+#: The sign-in check: who signed in, for an ``Authorization`` header.
+SignInCheck = Callable[[str | None], Awaitable[SignedIn]]
 
 
 class AuthRoute:
@@ -79,9 +91,9 @@ class AuthRoute:
     async def _answer(self) -> Response:
         if self._state.draining:
             raise Refusal(503, "shutting_down", "the server is shutting down")
-        identity = None
+        signed_in = None
         if self._sign_in is not None:
-            identity = await self._sign_in(request.headers.get("Authorization"))
+            signed_in = await self._sign_in(request.headers.get("Authorization"))
         body = await _body()
         checked = self._bot_check is not None and body.resume is None
         if checked and body.bot_token is None:
@@ -90,16 +102,19 @@ class AuthRoute:
                 "bot_check_required",
                 "this server requires a bot check: send its token as recaptcha_token or bot_token",
             )
-        client = identity or self._client_address()
+        client = signed_in.client if signed_in else self._client_address()
+        claims = signed_in.claims if signed_in else None
         await self._take_sign_in(client)
         origin = request.headers.get("Origin")
         if body.resume is None:
             if checked and body.bot_token is not None:
                 await self._pass_bot_check(body.bot_token)
-            grant = Grant(self._duration(body), origin=origin, client=client)
+            grant = Grant(self._duration(body), origin=origin, client=client, claims=claims)
             return await self._admit(ephemeral.constrained_grant(body, grant, *self._policies))
         conversation, state = await resume.take(self._state.store, body.resume, origin, client)
-        grant = Grant(state.time_limit, origin=origin, client=client, resume=conversation.state)
+        grant = Grant(
+            state.time_limit, origin=origin, client=client, resume=conversation.state, claims=claims
+        )
         return await self._admit(grant, (body.resume, conversation))
 
     def _duration(self, body: AuthRequest) -> int:
@@ -194,8 +209,8 @@ def sign_in_check(settings: SignInSettings) -> SignInCheck | None:
     """The sign-in check, or None when sign-in is off (PyJWT and cryptography, about 9 MiB of
     memory, are then never imported).
 
-    The check returns the client's identity (a hash of the JWT's ``sub``), or raises the
-    refusal: 401 ``unauthorized`` with ``WWW-Authenticate: Bearer``, 503 ``not_ready`` without
+    The check returns who signed in (a hash of the JWT's ``sub``, and its claims), or raises
+    the refusal: 401 ``unauthorized`` with ``WWW-Authenticate: Bearer``, 503 ``not_ready`` without
     signing keys.
     """
     if not settings.enabled:
@@ -204,15 +219,15 @@ def sign_in_check(settings: SignInSettings) -> SignInCheck | None:
 
     signin = SignIn(settings)
 
-    async def check(authorization: str | None) -> str:
+    async def check(authorization: str | None) -> SignedIn:
         try:
-            subject = await signin.verify(authorization)
+            claims = await signin.claims(authorization)
         except KeysUnavailable as exc:
             raise Refusal(503, "not_ready", exc.message) from None
         except Unauthorized as exc:
             headers = (("WWW-Authenticate", "Bearer"),)
             raise Refusal(401, exc.code, exc.message, headers=headers) from None
-        return f"sub:{identity_hash(subject)}"
+        return SignedIn(f"sub:{identity_hash(claims['sub'])}", orjson.dumps(claims).decode())
 
     return check
 

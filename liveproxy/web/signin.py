@@ -19,7 +19,7 @@ import logging
 import math
 import ssl
 from collections.abc import Callable
-from typing import ClassVar, Final
+from typing import Any, ClassVar, Final
 
 import attrs
 import httpcore  # noqa: F401  # httpx imports it at its first client: here, not mid-sign-in
@@ -109,6 +109,16 @@ class SignIn:
         """The ``sub`` of the Bearer token in ``authorization`` (the header's value).
 
         Raises:
+            Unauthorized, KeysUnavailable: as :meth:`claims` raises.
+        """
+        subject: str = (await self.claims(authorization))["sub"]
+        return subject
+
+    async def claims(self, authorization: str | None) -> dict[str, Any]:
+        """The claims of the Bearer token in ``authorization`` (the header's value), once it is
+        verified; its ``sub`` is a non-empty string.
+
+        Raises:
             Unauthorized: the header is missing or not Bearer; the token is too large, malformed,
                 of an algorithm not allowed, names an unknown key, is badly signed, expired, not
                 yet valid, for another audience or issuer, or has no ``exp`` or ``sub``.
@@ -141,7 +151,7 @@ class SignIn:
                 raise Unauthorized(f"the token's algorithm {_shown(alg)} does not match its key's")
         return self._decode(token, key, str(alg))
 
-    def _decode(self, token: str, key: jwt.PyJWK | str, alg: str) -> str:
+    def _decode(self, token: str, key: jwt.PyJWK | str, alg: str) -> dict[str, Any]:
         settings = self.settings
         try:
             claims = jwt.decode(
@@ -162,7 +172,7 @@ class SignIn:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
             raise Unauthorized("the token's subject (sub) is not a non-empty string")
-        return sub
+        return claims
 
 
 def _bearer_token(authorization: str | None) -> str:

@@ -13,6 +13,7 @@ import logging
 import secrets
 from typing import Any
 
+import orjson
 import trio
 
 from liveproxy.contract.codec import encode_error, encode_session_end
@@ -168,12 +169,25 @@ async def _run(
 
 
 def _session_tools(state: ProxyState, admitted: Admitted, metrics: Metrics) -> SessionTools | None:
-    """The server's tools bound to this session (None when the server has none)."""
+    """The server's tools bound to this session (None when the server has none): the client is
+    the JWT's ``sub`` for a signed-in user, else a hash of the address."""
     if not state.tools.tools:
         return None
     grant = admitted.lease.grant
-    context = ToolContext(admitted.session_id, client_hash(grant.client), {})
+    claims = _claims(grant.claims)
+    client = str(claims["sub"]) if "sub" in claims else client_hash(grant.client)
+    context = ToolContext(admitted.session_id, client, claims)
     return SessionTools(state.tools, context, metrics)
+
+
+def _claims(text: str | None) -> dict[str, Any]:
+    """A grant's claims; none for a grant without, or whose stored text is not a JSON object
+    (the store's reply is not trusted to be well formed)."""
+    try:
+        claims = orjson.loads(text) if text is not None else {}
+    except orjson.JSONDecodeError:
+        return {}
+    return claims if isinstance(claims, dict) else {}
 
 
 def _finish(queue: BrowserQueue, session: Session, outcome: Outcome) -> None:

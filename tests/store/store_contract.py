@@ -208,6 +208,16 @@ class StoreContract:
             assert lease.grant == grant
             assert await store.start_session(token, "s2") is None  # one use
 
+    async def test_a_signed_in_grant_keeps_its_claims_through_the_token(self) -> None:
+        async with self.open(FakeClock(), LEASE_SECONDS) as store:
+            claims = '{"sub": "user-7", "plan": "pro", "n\u00e4me": "J\u00fcrgen"}'
+            grant = Grant(60, origin=None, client="sub:abc", claims=claims)
+            token = await store.admit(grant, ROOMY)
+            assert isinstance(token, str)
+            lease = await store.start_session(token, "s1")
+            assert lease is not None
+            assert lease.grant == grant
+
     async def test_a_conversation_is_taken_back_once_by_its_origin_and_client(self) -> None:
         clock = FakeClock()
         async with self.open(clock, LEASE_SECONDS) as store:

@@ -12,17 +12,20 @@ import importlib
 import os
 import sys
 import textwrap
+import time
 import uuid
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import jwt
 import orjson
 import pytest
 import trio
 import trio.testing
 from trio_websocket import open_websocket_url
 
+from liveproxy.config import SignInSettings
 from liveproxy.emulator import Emulator, EmulatorConfig, Faults
 from liveproxy.emulator import serve as serve_emulator
 from tests.conftest import TEXT_SETUP, ProxyFactory
@@ -62,6 +65,11 @@ async def sluggish() -> dict:
 async def sluggish_ok() -> dict:
     await trio.sleep(3)
     return {"waited": 3}
+
+@tool("Who is asking.")
+def whoami(context: ToolContext) -> dict:
+    return {"client": context.client, "plan": context.claims.get("plan"),
+            "session": bool(context.session_id)}
 
 @tool("Waits until cancelled.", timeout=120, mirror=False)
 async def waits() -> dict:
@@ -121,6 +129,7 @@ async def test_python_tools_run_on_the_server_and_the_model_gets_their_results(
         "broken",
         "sluggish",
         "sluggish_ok",
+        "whoami",
         "waits",
     ]
     assert calls == [{"id": calls[0]["id"], "name": "order_status", "args": {"order_id": "A-17"}}]
@@ -305,3 +314,36 @@ async def test_a_go_away_during_a_server_call_answers_it_once_and_switches_after
     assert [kind for kind, _ in old.received].count("toolResponse") == 1
     assert new.setup is not None
     assert new.setup["sessionResumption"]["handle"] == old.issued[-1].handle
+
+
+async def test_a_tool_sees_the_signed_in_users_subject_and_claims(
+    make_proxy: ProxyFactory, tools_module: str
+) -> None:
+    secret = "s" * 32
+    proxy = await make_proxy(
+        tools_modules=(tools_module,), signin=SignInSettings(jwt_secret=secret)
+    )
+    claims = {"sub": "user-42", "plan": "pro", "exp": int(time.time()) + 60}
+    bearer = jwt.encode(claims, secret, algorithm="HS256")
+    signed_in = await request(
+        "127.0.0.1",
+        proxy.port,
+        "POST",
+        "/api/auth",
+        b"{}",
+        headers={"Authorization": f"Bearer {bearer}"},
+    )
+    assert signed_in.status == 200, signed_in.body
+    async with proxy.connect(signed_in.json()["session_token"]) as client:
+        await client.send_json(TEXT_SETUP)
+        assert "setupComplete" in await client.recv_json()
+        frames = await ask(client, "call whoami")
+    [result] = [e for f in frames if (e := event(f, "serverToolResult"))]
+    assert result["response"] == {"client": "user-42", "plan": "pro", "session": True}
+    # Without sign-in the client is a hash of the address, and there are no claims.
+    anonymous = await make_proxy(tools_modules=(tools_module,))
+    async with anonymous.session() as client:
+        frames = await ask(client, "call whoami")
+    [result] = [e for f in frames if (e := event(f, "serverToolResult"))]
+    assert result["response"]["plan"] is None
+    assert result["response"]["client"] not in ("", "127.0.0.1")
