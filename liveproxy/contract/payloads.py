@@ -6,7 +6,7 @@ Gemini's own messages are not modelled here: the proxy passes them through as Ge
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
@@ -122,6 +122,8 @@ class SessionStats:
     total_token_count: int
     prompt_token_count: int
     response_token_count: int
+    #: The session's metered usage (``liveproxy.core.usage.UsageTotals.to_dict``).
+    usage: dict[str, Any] = attrs.Factory(dict)
 
 
 @attrs.frozen
