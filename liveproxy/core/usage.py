@@ -186,3 +186,20 @@ class UsageMeter:
             audio_in_bytes=self.audio_in_bytes,
             audio_out_bytes=self.audio_out_bytes,
         )
+
+
+def usage_since(after: UsageTotals, before: UsageTotals) -> UsageTotals:
+    """What was used between ``before`` and ``after`` (one socket of a resumed conversation)."""
+    tokens: dict[str, dict[str, int]] = {}
+    for kind, by_modality in after.tokens.items():
+        earlier = before.tokens.get(kind, {})
+        for modality, count in by_modality.items():
+            used = count - earlier.get(modality, 0)
+            if used > 0:
+                tokens.setdefault(kind, {})[modality] = used
+    return UsageTotals(
+        tokens=tokens,
+        total_tokens=max(0, after.total_tokens - before.total_tokens),
+        audio_in_bytes=max(0, after.audio_in_bytes - before.audio_in_bytes),
+        audio_out_bytes=max(0, after.audio_out_bytes - before.audio_out_bytes),
+    )
