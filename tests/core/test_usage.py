@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from liveproxy.core.usage import UNSPECIFIED, UsageMeter, UsageTotals, read_report
+from liveproxy.core.usage import UNSPECIFIED, UsageMeter, UsageTotals, read_report, usage_since
 
 
 def report(prompt: int, response: int, **extra: Any) -> dict[str, Any]:
@@ -166,3 +166,20 @@ def test_a_resumed_conversation_goes_on_from_its_totals() -> None:
 
 def test_empty_totals() -> None:
     assert UsageMeter().totals() == UsageTotals()
+
+
+def test_what_one_socket_used_is_the_difference_of_totals() -> None:
+    before = UsageTotals(tokens={"prompt": {"TEXT": 5}}, total_tokens=5, audio_in_bytes=10)
+    after = UsageTotals(
+        tokens={"prompt": {"TEXT": 8, "AUDIO": 2}, "response": {"TEXT": 1}},
+        total_tokens=11,
+        audio_in_bytes=10,
+        audio_out_bytes=4,
+    )
+    assert usage_since(after, before) == UsageTotals(
+        tokens={"prompt": {"TEXT": 3, "AUDIO": 2}, "response": {"TEXT": 1}},
+        total_tokens=6,
+        audio_out_bytes=4,
+    )
+    assert usage_since(after, UsageTotals()) == after
+    assert usage_since(before, before) == UsageTotals()
