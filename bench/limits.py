@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import hypercorn.config
 import psutil
 import trio
 
@@ -61,8 +60,6 @@ BODY_TIMEOUT = DEFAULT.request_body_timeout_seconds
 PER_CLIENT = DEFAULT.max_sessions_per_client
 assert DEFAULT.auth_rate_limit is not None
 SIGN_INS, SIGN_IN_PERIOD = DEFAULT.auth_rate_limit
-#: Hypercorn's ``max_app_queue_size``: messages that wait for the app in its channel.
-APP_QUEUE: int = hypercorn.config.Config.max_app_queue_size
 
 SAMPLE_SECONDS = 0.01
 #: The RSS is steady once it moved less than this over this long.
@@ -513,7 +510,7 @@ def cases(n: int, heavy: int) -> list[Case]:
     """Every case but the store's, each for its own proxy process."""
     binary = b"\x01\x00" * (MAX_MESSAGE_BYTES // 2)
     widest = widest_turn()
-    in_flight = f"Hypercorn's queue ({APP_QUEUE}) + 2 messages, + 1 written upstream"
+    in_flight = "Hypercorn's queue (MAX_MESSAGE_BYTES) + 2 messages, + 1 written upstream"
     buffer = f"UPSTREAM_BUFFER_BYTES ({UPSTREAM_BUFFER_BYTES // KIB} KiB) + 1 message, as above"
     replay = f"{UpstreamLink.REPLAY_LIMIT} turns and REPLAY_BYTES ({REPLAY_BYTES // MIB} MiB)"
     stall = ("--stall-after", "0")

@@ -19,6 +19,7 @@ from liveproxy.contract.payloads import (
     AuthRequest,
     BotCheckInfo,
     BrowserInput,
+    EphemeralRequest,
     ErrorEvent,
     ModelInfo,
     SessionEnd,
@@ -120,13 +121,24 @@ MAX_RESUME_TOKEN_CHARS = 256
 MAX_BOT_TOKEN_CHARS = 4096
 
 
+#: The largest ``ephemeral.config`` taken, as JSON.
+MAX_EPHEMERAL_CONFIG_BYTES = 16 * 1024
+#: The longest ``ephemeral.model`` taken.
+MAX_MODEL_CHARS = 256
+#: At most this many ``lock_additional_fields``, each at most :data:`MAX_FIELD_CHARS` long.
+MAX_LOCKED_FIELDS = 32
+MAX_FIELD_CHARS = 64
+_EPHEMERAL_KEYS = frozenset({"model", "config", "lock_additional_fields", "uses", "expire_seconds"})
+
+
 def decode_auth_request(body: bytes) -> AuthRequest:
     """Parse the optional ``POST /api/auth`` body (none, empty, or a JSON object).
 
     Raises:
         DecodeError: not JSON, not an object, ``session_duration`` not an integer,
-            ``resume`` not a short string, or the bot token (``recaptcha_token`` or
-            ``bot_token``, not both) not a string of at most 4096 characters.
+            ``resume`` not a short string, the bot token (``recaptcha_token`` or ``bot_token``,
+            not both) not a string of at most 4096 characters, or an ``ephemeral`` object out of
+            its bounds (see :func:`decode_ephemeral`).
     """
     if not body.strip():
         return AuthRequest()
@@ -143,13 +155,20 @@ def decode_auth_request(body: bytes) -> AuthRequest:
     ):
         raise DecodeError("resume must be the token of a sessionResumable message")
     bot_token = _bot_token(data)
+    ephemeral = None
+    if data.get("ephemeral") is not None:
+        if resume is not None:
+            raise DecodeError("ephemeral and resume cannot be asked for together")
+        ephemeral = decode_ephemeral(data["ephemeral"])
     if data.get("session_duration") is None:
-        return AuthRequest(resume=resume, bot_token=bot_token)
+        return AuthRequest(resume=resume, bot_token=bot_token, ephemeral=ephemeral)
     try:
         request = structure({"session_duration": data["session_duration"]}, AuthRequest)
     except DecodeError:
         raise DecodeError("session_duration must be an integer number of seconds") from None
-    return AuthRequest(request.session_duration, resume, bot_token)
+    return AuthRequest(
+        request.session_duration, resume=resume, bot_token=bot_token, ephemeral=ephemeral
+    )
 
 
 def _bot_token(data: dict[str, Any]) -> str | None:
@@ -165,6 +184,57 @@ def _bot_token(data: dict[str, Any]) -> str | None:
             f"the bot token must be a string of 1 to {MAX_BOT_TOKEN_CHARS} characters"
         )
     return token
+
+
+def decode_ephemeral(value: Any) -> EphemeralRequest:
+    """Parse ``POST /api/auth``'s ``ephemeral`` object (keys in either casing, all optional).
+
+    Raises:
+        DecodeError: not an object; an unknown key; ``model`` not a string of 1 to 256
+            characters; ``config`` not an object or over 16 KiB as JSON;
+            ``lock_additional_fields`` not a list of at most 32 short strings; ``uses`` other
+            than 1 (a token starts one session, for now); ``expire_seconds`` not an integer.
+    """
+    if not isinstance(value, dict):
+        raise DecodeError("ephemeral must be a JSON object")
+    fields = {to_snake(k): v for k, v in value.items()}
+    unknown = sorted(set(fields) - _EPHEMERAL_KEYS)
+    if unknown:
+        raise DecodeError(f"ephemeral has an unknown field {shown(unknown[0])!r}")
+    model = fields.get("model")
+    if model is not None and not (isinstance(model, str) and 0 < len(model) <= MAX_MODEL_CHARS):
+        raise DecodeError(f"ephemeral.model must be a model's name (1 to {MAX_MODEL_CHARS} chars)")
+    config = fields.get("config")
+    if config is not None:
+        if not isinstance(config, dict):
+            raise DecodeError("ephemeral.config must be a JSON object (a Gemini setup)")
+        if len(orjson.dumps(config)) > MAX_EPHEMERAL_CONFIG_BYTES:
+            raise DecodeError(
+                f"ephemeral.config must be at most {MAX_EPHEMERAL_CONFIG_BYTES} bytes of JSON"
+            )
+    locked = fields.get("lock_additional_fields")
+    if locked is not None and not (
+        isinstance(locked, list)
+        and len(locked) <= MAX_LOCKED_FIELDS
+        and all(isinstance(f, str) and 0 < len(f) <= MAX_FIELD_CHARS for f in locked)
+    ):
+        raise DecodeError(
+            f"ephemeral.lock_additional_fields must be a list of at most {MAX_LOCKED_FIELDS}"
+            " field names"
+        )
+    uses = fields.get("uses", 1)
+    if uses != 1 or isinstance(uses, bool):
+        raise DecodeError("ephemeral.uses: only 1 is supported (a token starts one session)")
+    expire = fields.get("expire_seconds")
+    if expire is not None and (isinstance(expire, bool) or not isinstance(expire, int)):
+        raise DecodeError("ephemeral.expire_seconds must be an integer number of seconds")
+    return EphemeralRequest(
+        model=model,
+        config=config,
+        lock_additional_fields=None if locked is None else tuple(locked),
+        uses=1,
+        expire_seconds=expire,
+    )
 
 
 def decode_browser_input(data: dict[str, Any]) -> BrowserInput:

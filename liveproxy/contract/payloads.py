@@ -16,12 +16,32 @@ from liveproxy import __version__
 
 
 @attrs.frozen
+class EphemeralRequest:
+    """``POST /api/auth``'s ``ephemeral`` object: mint a token for the Gemini-native endpoint
+    with these constraints (see :mod:`liveproxy.contract.native`), shaped like Google's
+    ``auth_tokens.create``. Bounds are checked by the codec."""
+
+    #: The model every session of the token uses, whatever the client's setup says.
+    model: str | None = None
+    #: A Gemini setup object (``BidiGenerateContentSetup``'s fields, either casing).
+    config: dict[str, Any] | None = None
+    #: Google SDK's ``lock_additional_fields``: None, ``[]`` or field names.
+    lock_additional_fields: tuple[str, ...] | None = None
+    #: Sessions the token starts (only 1 for now).
+    uses: int = 1
+    #: The session's time limit asked for (clamped like ``session_duration``).
+    expire_seconds: int | None = None
+
+
+@attrs.frozen
 class AuthRequest:
     session_duration: int | None = None
     #: A ``sessionResumable`` token: continue that conversation instead of starting one.
     resume: str | None = None
     #: The bot check's token (``recaptcha_token`` or ``bot_token`` in the body).
     bot_token: str | None = None
+    #: Mint an ephemeral token for the Gemini-native endpoint instead of a session token.
+    ephemeral: EphemeralRequest | None = None
 
 
 @attrs.frozen

@@ -85,7 +85,7 @@ def browser_setup(raw: Any, policy: SetupPolicy) -> dict[str, Any]:
         normalised = normalise(SETUP, setup, "setup")
     except SchemaError as exc:
         raise InvalidSetup(exc.reason) from None
-    model = requested if _allowed(requested, policy) else policy.model
+    model = requested if allows_model(requested, policy) else policy.model
     _add_server_tools(normalised, policy.tool_declarations)
     refusal = check_setup(model, policy.backend, normalised)
     if refusal is not None:
@@ -104,7 +104,9 @@ def default_setup(policy: SetupPolicy) -> dict[str, Any]:
     return _with_server_fields(setup, policy.model, policy)
 
 
-def _allowed(model: Any, policy: SetupPolicy) -> bool:
+def allows_model(model: Any, policy: SetupPolicy) -> bool:
+    """Whether a setup may ask for ``model`` (a name in ``ALLOWED_MODELS``, bare or as
+    ``models/...``; a setup asking for another gets the server's)."""
     if not isinstance(model, str) or not model:
         return False
     allowed = policy.allowed_models

@@ -244,18 +244,51 @@ def translate_upstream(raw: bytes | str, aligner: AudioAligner) -> UpstreamEvent
                     _note_usage(event, message)
                     return event
         _note_content(event, content)
+    _the_rest(event, message, raw)
+    return event
+
+
+def translate_upstream_native(raw: bytes | str) -> UpstreamEvent:
+    """Translate one upstream message for a Gemini-native client: passed on as Gemini sent it
+    (as text; audio stays inline base64 JSON), noted for the session as
+    :func:`translate_upstream` notes it. ``toolCall`` and ``toolCallCancellation`` are decoded
+    the same way (the session passes on what is not the server's, without ``sessionStats``);
+    ``setupComplete``, ``goAway`` and ``sessionResumptionUpdate`` belong to the proxy.
+
+    Raises:
+        UpstreamDecodeError: the message is not a JSON object.
+    """
+    try:
+        message = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise UpstreamDecodeError("upstream sent a frame that is not JSON") from None
+    if not isinstance(message, dict):
+        raise UpstreamDecodeError("upstream sent JSON that is not an object")
+    event = UpstreamEvent()
+    content = message.get("serverContent")
+    if isinstance(content, dict):
+        event.generating = isinstance(content.get("modelTurn"), dict)
+        _note_content(event, content)
+    _the_rest(event, message, raw.decode() if isinstance(raw, bytes) else raw)
+    return event
+
+
+def _the_rest(event: UpstreamEvent, message: dict[str, Any], raw: bytes | str) -> None:
+    """Note what ``message`` (without audio parts) says beyond its content, and pass ``raw``
+    on unless the proxy or the session takes it."""
+    frames = event.frames
     if "setupComplete" in message:
-        return event  # the connection's first message, consumed by upstream.open_connection
+        return  # the connection's first message, consumed by upstream.open_connection
     if "goAway" in message:
         go_away = message["goAway"]
         event.go_away = str(go_away.get("timeLeft", "0s")) if isinstance(go_away, dict) else "0s"
-        return event
+        return
     if "sessionResumptionUpdate" in message:
         update = message["sessionResumptionUpdate"]
         if isinstance(update, dict) and update.get("resumable") and update.get("newHandle"):
             event.resumption_handle = str(update["newHandle"])
             event.consumed_index = _message_index(update.get("lastConsumedClientMessageIndex", 0))
-        return event
+        return
     _note_usage(event, message)
     if "toolCall" in message:
         event.tool_call = message
@@ -263,7 +296,6 @@ def translate_upstream(raw: bytes | str, aligner: AudioAligner) -> UpstreamEvent
         event.tool_cancellation = message
     else:
         frames.append(raw.decode() if isinstance(raw, bytes) else raw)
-    return event
 
 
 _INT64_MAX: Final = 2**63 - 1

@@ -45,6 +45,7 @@ from liveproxy.contract.translate import (
     UpstreamDecodeError,
     UpstreamEvent,
     translate_upstream,
+    translate_upstream_native,
     with_session_stats,
 )
 from liveproxy.core.browser_queue import BrowserQueue
@@ -100,6 +101,7 @@ class Relay:
         setup_timeout: float,
         on_ready: Callable[[], None] = lambda: None,
         tools: ToolCalls | None = None,
+        native: bool = False,
     ) -> None:
         self._upstream = upstream
         self._connections = connections
@@ -113,6 +115,9 @@ class Relay:
         self._on_ready = on_ready
         #: The server's tool calls (None: every call goes to the browser).
         self.tools = tools
+        #: A Gemini-native client: messages passed on as Gemini sent them, no ``sessionStatus``
+        #: (see :func:`~liveproxy.contract.translate.translate_upstream_native`).
+        self.native = native
         self.audio_out = AudioAligner()
         #: The session's setup, once the browser's first frame decided it.
         self.setup: Setup | None = None
@@ -149,7 +154,7 @@ class Relay:
             if ending is not None:
                 return ending
             self.link.replay_after_drop()
-            self.out.put(STATUS_RECONNECTING)
+            self._status(STATUS_RECONNECTING)
             end = await self._resume()
 
     async def close(self, code: int) -> None:
@@ -193,7 +198,7 @@ class Relay:
         else:
             self.counters.reconnects += 1
             self._gauges.reconnects += 1
-            self.out.put(STATUS_RESUMED)
+            self._status(STATUS_RESUMED)
         end = await self._serve(connection)
         await self.close(closes.NORMAL)
         return end
@@ -259,7 +264,7 @@ class Relay:
         Raises:
             UpstreamFailed: the handle was refused.
         """
-        self.out.put(STATUS_RECONNECTING)
+        self._status(STATUS_RECONNECTING)
         opened: UpstreamConnection | None = None
         old_end: list[UpstreamClosed] = []
 
@@ -293,7 +298,7 @@ class Relay:
         self.connection, self.beside = new, old
         self.counters.reconnects += 1
         self._gauges.reconnects += 1
-        self.out.put(STATUS_RESUMED)
+        self._status(STATUS_RESUMED)
         if drain is not None and not closed:
             await self._read(old, drain)
         self.beside = None
@@ -340,7 +345,10 @@ class Relay:
             except UpstreamClosed as closed:
                 return closed
             try:
-                event = translate_upstream(raw, self.audio_out)
+                if self.native:
+                    event = translate_upstream_native(raw)
+                else:
+                    event = translate_upstream(raw, self.audio_out)
             except UpstreamDecodeError as exc:
                 raise UpstreamFailed(str(exc)) from None
             self._apply(event, follow=follow and drain is None)
@@ -348,6 +356,12 @@ class Relay:
                 drain.on_event(event, trio.current_time())
             elif course.on_event(event, trio.current_time()):
                 return SWITCH
+
+    def _status(self, frame: str) -> None:
+        """Tell a browser-protocol client the session's state (a native client is told
+        nothing: Gemini has no such message)."""
+        if not self.native:
+            self.out.put(frame)
 
     def _apply(self, event: UpstreamEvent, *, follow: bool = True) -> None:
         """Count ``event`` and queue its frames for the browser; with ``follow`` (not a
@@ -374,11 +388,13 @@ class Relay:
         if tool_call is not None and self.tools is not None:
             tool_call = self.tools.take_call(tool_call)
         if tool_call is not None:
-            stats = self.counters.tool_call_stats()
             try:
-                self.out.put(with_session_stats(tool_call, stats))
-            except UpstreamDecodeError as exc:
-                raise UpstreamFailed(str(exc)) from None
+                if self.native:  # as Gemini sent it
+                    self.out.put(orjson.dumps(tool_call).decode())
+                else:
+                    self.out.put(with_session_stats(tool_call, self.counters.tool_call_stats()))
+            except (UpstreamDecodeError, orjson.JSONEncodeError):
+                raise UpstreamFailed("upstream sent JSON nested too deep") from None
         cancellation = event.tool_cancellation
         if cancellation is not None and self.tools is not None:
             cancellation = self.tools.take_cancellation(cancellation)

@@ -21,6 +21,7 @@ import trio
 
 from liveproxy.contract.codec import encode_session_resumable
 from liveproxy.contract.endings import SHUTDOWN, TIME_LIMIT, Outcome
+from liveproxy.contract.payloads import EphemeralRequest
 from liveproxy.core.browser_queue import BrowserQueue
 from liveproxy.core.browser_reader import BrowserReader, Setup
 from liveproxy.core.course import Course
@@ -48,17 +49,21 @@ class Session:
         resumed: Resumable | None = None,
         resume_token: str | None = None,
         tools: ServerTools | None = None,
+        native: EphemeralRequest | None = None,
     ) -> None:
         """``resumed``: the conversation this socket continues (its handle, setup, stats and
         replay; ``time_limit`` is then what it has left). ``resume_token``: announced to the
         browser after ``setupComplete`` (None: conversations are not resumable). ``tools``: the
-        server's tools, bound to this session (None: every tool call goes to the browser)."""
+        server's tools, bound to this session (None: every tool call goes to the browser).
+        ``native``: the socket speaks Gemini's own protocol, with these constraints from its
+        ephemeral token (see :mod:`liveproxy.contract.native`)."""
         self.socket = socket
         self.out = out
         self.services = services
         self.time_limit = time_limit
         self.resumed = resumed
         self.resume_token = resume_token
+        self.native = native
         self._started_at = now = trio.current_time()
         self.counters = (
             SessionCounters(started_at=now)
@@ -70,7 +75,9 @@ class Session:
         transparent = upstream is not None and upstream.transparent
         self.link = UpstreamLink(services.limits.upstream_buffer_bytes, transparent=transparent)
         self.course = Course(services.limits.reconnect_attempts)
-        self.tool_calls = None if tools is None else ToolCalls(tools, self.link, out)
+        self.tool_calls = (
+            None if tools is None else ToolCalls(tools, self.link, out, mirror=native is None)
+        )
         self._setups = trio.open_memory_channel[Setup](1)
         self._resumable_announced = False
         self.relay: Relay | None = None
@@ -92,6 +99,7 @@ class Session:
             setups=None if self.resumed is not None else send_setup,
             policy=limits.setup_policy,
             setup_timeout=limits.setup_timeout,
+            native=self.native,
         )
         async with trio.open_nursery() as connections:
             relay = self.relay = Relay(
@@ -106,6 +114,7 @@ class Session:
                 setup_timeout=limits.setup_timeout,
                 on_ready=self._announce_resumable,
                 tools=self.tool_calls,
+                native=self.native is not None,
             )
             racers = [reader.run, relay.run, self._limit_time, self._await_shutdown]
             if self.tool_calls is not None:

@@ -58,8 +58,12 @@ class ToolCalls:
         out: BrowserQueue,
         *,
         clock: Callable[[], float] = trio.current_time,
+        mirror: bool = True,
     ) -> None:
+        """Without ``mirror`` (a Gemini-native client, which has no such messages), the
+        browser is not shown ``serverToolCall``/``serverToolResult``."""
         self._tools = tools
+        self._mirrors = mirror
         self._link = link
         self._out = out
         self._clock = clock
@@ -200,6 +204,8 @@ class ToolCalls:
         await self._link.send(message, replayable=True)
 
     def _mirror(self, call: _Call, kind: str, details: dict[str, Any]) -> None:
+        if not self._mirrors:
+            return
         shown = {"id": call.id, "name": call.name}
         if call.terms.mirror:
             shown |= details

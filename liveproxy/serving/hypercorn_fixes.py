@@ -46,17 +46,26 @@ has a test that fails without each).
    to reach liveproxy: the preface is answered 505 and the connection closed, and an
    ``Upgrade: h2c`` is ignored (RFC 9110 7.8 lets a server do so): the request is answered
    in HTTP/1.1.
+9. **Messages queued for an app, in bytes** (:class:`AppQueue`). Hypercorn's channel to the app
+   holds ``max_app_queue_size`` (10) events whatever their size: ten messages of
+   ``MAX_MESSAGE_BYTES`` each (20 MiB) for an app that reads none, such as a session whose
+   upstream stalled. Here the ``websocket.receive`` messages queued for an app take at most
+   ``websocket_max_message_size`` bytes together (one message over it only in an empty queue),
+   other events only their place among the ten. A message that does not fit waits in Hypercorn's
+   reader of that connection, so the client's sends back up into its own socket; once the app
+   has returned it is dropped (fix 5).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import re
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, cast
 
+import attrs
 import h11
 import hypercorn.config
 import hypercorn.protocol
@@ -134,7 +143,7 @@ def _leaf_types(exc: BaseException) -> list[str]:
 
 
 class AppTaskGroup(TaskGroup):
-    """Hypercorn's per-connection task group; events for a finished app are dropped."""
+    """Hypercorn's per-connection task group; each app is fed through an :class:`AppQueue`."""
 
     async def spawn_app(
         self,
@@ -143,13 +152,13 @@ class AppTaskGroup(TaskGroup):
         scope: Scope,
         send: Callable[[ASGISendEvent | None], Awaitable[None]],
     ) -> Callable[[ASGIReceiveEvent], Awaitable[None]]:
-        to_app, app_receives = trio.open_memory_channel[ASGIReceiveEvent](config.max_app_queue_size)
+        queue = AppQueue(config.max_app_queue_size, config.websocket_max_message_size)
 
         async def app_then_close(*args: Any) -> None:
             try:
                 await app(*args)
             finally:
-                app_receives.close()  # before Hypercorn's own cleanup, which may feed the app
+                queue.close()  # before Hypercorn's own cleanup, which may feed the app
 
         assert self._nursery is not None
         self._nursery.start_soon(
@@ -157,17 +166,77 @@ class AppTaskGroup(TaskGroup):
             cast(AppWrapper, app_then_close),
             config,
             scope,
-            app_receives.receive,
+            queue.get,
             send,
             trio.to_thread.run_sync,
             trio.from_thread.run,
         )
+        return queue.put
 
-        async def put(event: ASGIReceiveEvent) -> None:
-            with contextlib.suppress(trio.BrokenResourceError):  # the app returned: nobody reads
-                await to_app.send(event)
 
-        return put
+def message_bytes(event: ASGIReceiveEvent) -> int:
+    """The memory a ``websocket.receive`` event's message takes (0 for any other event)."""
+    if event["type"] != "websocket.receive":
+        return 0
+    message = event.get("bytes") or event.get("text")
+    return sys.getsizeof(message) if message else 0
+
+
+@attrs.define(eq=False)
+class AppQueue:
+    """The events Hypercorn has read for one app and the app has not received (fixes 5, 9).
+
+    At most ``max_events`` events, whose ``websocket.receive`` messages take at most
+    ``max_bytes`` together (:func:`message_bytes`), unless one alone takes more. :meth:`get`
+    is the app's ``receive``, :meth:`put` Hypercorn's; once the app has returned
+    (:meth:`close`), events put, and any put waiting for room, are dropped.
+    """
+
+    max_events: int
+    max_bytes: int
+    #: The bytes of the messages in the queue.
+    queued_bytes: int = attrs.field(default=0, init=False)
+    _closed: bool = attrs.field(default=False, init=False)
+    _room: trio.Event = attrs.field(factory=trio.Event, init=False)  # set when bytes leave
+    _to_app: trio.MemorySendChannel[ASGIReceiveEvent] = attrs.field(init=False)
+    _from_hypercorn: trio.MemoryReceiveChannel[ASGIReceiveEvent] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        channel = trio.open_memory_channel[ASGIReceiveEvent](self.max_events)
+        self._to_app, self._from_hypercorn = channel
+
+    async def put(self, event: ASGIReceiveEvent) -> None:
+        """Queue ``event`` once there is room for it (in events, and in bytes for a message)."""
+        size = message_bytes(event)
+        while size and self.queued_bytes and self.queued_bytes + size > self.max_bytes:
+            if self._closed:
+                return
+            await self._room.wait()
+        self.queued_bytes += size
+        try:
+            await self._to_app.send(event)
+        except trio.BrokenResourceError:  # the app returned: nobody reads
+            self._release(size)
+        except BaseException:  # cancelled: the event was not queued
+            self._release(size)
+            raise
+
+    async def get(self) -> ASGIReceiveEvent:
+        event = await self._from_hypercorn.receive()
+        self._release(message_bytes(event))
+        return event
+
+    def close(self) -> None:
+        """The app has returned: nothing more is received, what is put is dropped."""
+        self._closed = True
+        self._from_hypercorn.close()
+        self._room.set()
+
+    def _release(self, size: int) -> None:
+        if size:
+            self.queued_bytes -= size
+            self._room.set()
+            self._room = trio.Event()
 
 
 class Http11Only(H11Protocol):

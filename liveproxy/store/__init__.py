@@ -35,6 +35,10 @@ class Grant:
     client: str = ""
     #: A resumed conversation's state (see :class:`Conversation`), None for a new session.
     resume: str | None = None
+    #: An ephemeral token's constraints (JSON text, opaque to the store: see
+    #: :mod:`liveproxy.contract.native`), None for a session token. Such a grant is spent only
+    #: on the Gemini-native endpoint.
+    ephemeral: str | None = None
 
 
 @attrs.frozen

@@ -284,6 +284,7 @@ def _encode_grant(grant: Grant) -> bytes:
             "origin": grant.origin,
             "client": grant.client,
             "resume": grant.resume,
+            "ephemeral": grant.ephemeral,
         }
     )
 
@@ -296,13 +297,16 @@ def _decode_grant(raw: ResponseType) -> Grant:
         fields = orjson.loads(raw)
         origin = fields.get("origin")
         resume = fields.get("resume")
-        if not (resume is None or isinstance(resume, str)):
-            raise TypeError(type(resume).__name__)
+        ephemeral = fields.get("ephemeral")
+        for text in (resume, ephemeral):
+            if not (text is None or isinstance(text, str)):
+                raise TypeError(type(text).__name__)
         return Grant(
             int(fields["session_time_limit"]),
             origin=None if origin is None else str(origin),
             client=str(fields.get("client", "")),
             resume=resume,
+            ephemeral=ephemeral,
         )
     except (ValueError, TypeError, KeyError, AttributeError):
         raise StoreUnavailable("Redis state store: a stored grant is malformed") from None

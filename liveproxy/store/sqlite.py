@@ -65,11 +65,13 @@ BUSY_TIMEOUT = 1.0
 OPEN_ATTEMPTS = 5
 
 #: ``PRAGMA user_version`` once the schema is made: opening a made file writes nothing.
-#: 1: tokens, leases, buckets. 2: ``tokens.resume``, and ``conversations``.
-SCHEMA_VERSION = 2
+#: 1: tokens, leases, buckets. 2: ``tokens.resume``, and ``conversations``. 3:
+#: ``tokens.ephemeral`` (an ephemeral token's constraints).
+SCHEMA_VERSION = 3
 
 _SCHEMA = (
-    # Its ``resume`` column is added after (:data:`_ADDED_COLUMNS`), as to a version 1 file.
+    # Its ``resume`` and ``ephemeral`` columns are added after (:data:`_ADDED_COLUMNS`), as to
+    # an older file.
     """CREATE TABLE IF NOT EXISTS tokens (
         key TEXT PRIMARY KEY,
         client TEXT NOT NULL,
@@ -105,8 +107,8 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS conversations_by_expiry ON conversations (expires_at)",
 )
 
-#: Columns added to a version 1 table (``ALTER TABLE ... ADD COLUMN``, if not there yet).
-_ADDED_COLUMNS = (("tokens", "resume", "TEXT"),)
+#: Columns added to an older file's tables (``ALTER TABLE ... ADD COLUMN``, if not there yet).
+_ADDED_COLUMNS = (("tokens", "resume", "TEXT"), ("tokens", "ephemeral", "TEXT"))
 
 _UPSERT_LEASE = """
     INSERT INTO leases (id, client, origin, session_time_limit, expires_at)
@@ -270,8 +272,9 @@ class SqliteStore:
                     wait = limits.token_ttl if oldest is None else oldest - now
                     return too_many_sessions(limits, wait)
             db.execute(
-                "INSERT INTO tokens (key, client, origin, session_time_limit, expires_at, resume)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO tokens"
+                " (key, client, origin, session_time_limit, expires_at, resume, ephemeral)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     key,
                     client,
@@ -279,6 +282,7 @@ class SqliteStore:
                     grant.session_time_limit,
                     now + limits.token_ttl,
                     grant.resume,
+                    grant.ephemeral,
                 ),
             )
             return None
@@ -289,15 +293,21 @@ class SqliteStore:
         def body(db: sqlite3.Connection) -> Lease | None:
             found = db.execute(
                 "DELETE FROM tokens WHERE key = ?"
-                " RETURNING client, origin, session_time_limit, expires_at, resume",
+                " RETURNING client, origin, session_time_limit, expires_at, resume, ephemeral",
                 (key,),
             ).fetchall()
             if not found:
                 return None
-            client, origin, session_time_limit, expires_at, resume = found[0]
+            client, origin, session_time_limit, expires_at, resume, ephemeral = found[0]
             if expires_at <= now:
                 return None  # deleted all the same: it can never be spent
-            grant = Grant(session_time_limit, origin=origin, client=client, resume=resume)
+            grant = Grant(
+                session_time_limit,
+                origin=origin,
+                client=client,
+                resume=resume,
+                ephemeral=ephemeral,
+            )
             db.execute(
                 _UPSERT_LEASE,
                 (lease_id, client, origin, session_time_limit, now + self._lease_seconds),

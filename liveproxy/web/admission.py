@@ -18,7 +18,7 @@ import trio
 from liveproxy.contract.codec import encode_error
 from liveproxy.contract.endings import UNAUTHORIZED
 from liveproxy.contract.errors import AtCapacity, SessionError, StateUnavailable
-from liveproxy.contract.payloads import ErrorEvent
+from liveproxy.contract.payloads import EphemeralRequest, ErrorEvent
 from liveproxy.core.stats import SessionCounters
 from liveproxy.logs import SESSION_ID
 from liveproxy.store import Lease, StateStore, StoreUnavailable
@@ -38,11 +38,13 @@ STORE_TIMEOUT_SECONDS = 5.0
 
 @attrs.frozen
 class Admitted:
-    """A socket whose token was spent: its session's id, its lease, when it was accepted."""
+    """A socket whose token was spent: its session's id, its lease, when it was accepted, and
+    (a Gemini-native client's) its ephemeral token's constraints."""
 
     session_id: str
     lease: Lease
     opened_at: float
+    native: EphemeralRequest | None = None
 
 
 async def admit(
@@ -79,7 +81,8 @@ async def admit(
         metrics.socket_refused(StateUnavailable.code)
         await refuse(socket, StateUnavailable("the state store is unreachable"))
         return None
-    if lease is None or lease.grant.origin != origin:  # a token is bound to the page that minted it
+    # A token is bound to the page that minted it; an ephemeral one to the native endpoint.
+    if lease is None or lease.grant.origin != origin or lease.grant.ephemeral is not None:
         if lease is not None:
             await end_lease(state.store, lease)
         log.debug("socket refused: unknown, spent or expired token, or another origin's")

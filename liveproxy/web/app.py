@@ -37,8 +37,9 @@ from liveproxy.web.state import ProxyState
 from liveproxy.web.usage_log import UsageLog
 from liveproxy.web.ws_route import SessionRoute
 
-#: The largest request body read (``POST /api/auth`` takes a few bytes of JSON).
-MAX_BODY_BYTES = 4096
+#: The largest request body read (``POST /api/auth`` takes a few bytes of JSON, or an
+#: ephemeral token's constraints: a setup of up to 16 KiB).
+MAX_BODY_BYTES = 20 * 1024
 
 
 class LiveProxyApp(QuartTrio):

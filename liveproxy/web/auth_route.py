@@ -33,7 +33,7 @@ from liveproxy.store import (
     StoreUnavailable,
     rate_limited,
 )
-from liveproxy.web import resume
+from liveproxy.web import ephemeral, resume
 from liveproxy.web.clients import client_ip
 from liveproxy.web.responses import Refusal, json_response, state_unavailable
 from liveproxy.web.state import ProxyState
@@ -62,6 +62,7 @@ class AuthRoute:
         )
         self._sign_in = sign_in_check(config.signin)
         self._bot_check = bot_check(config.bot_check)
+        self._policies = (config, state.services.limits.setup_policy)  # for ephemeral tokens
 
     async def aclose(self) -> None:
         """Close the bot check's HTTP client, if any."""
@@ -95,7 +96,8 @@ class AuthRoute:
         if body.resume is None:
             if checked and body.bot_token is not None:
                 await self._pass_bot_check(body.bot_token)
-            return await self._admit(Grant(self._duration(body), origin=origin, client=client))
+            grant = Grant(self._duration(body), origin=origin, client=client)
+            return await self._admit(ephemeral.constrained_grant(body, grant, *self._policies))
         conversation, state = await resume.take(self._state.store, body.resume, origin, client)
         grant = Grant(state.time_limit, origin=origin, client=client, resume=conversation.state)
         return await self._admit(grant, (body.resume, conversation))
@@ -173,6 +175,8 @@ class AuthRoute:
                 await resume.put_back(store, *resumed)
             raise Refusal(admitted.status, admitted.code, admitted.message, admitted.retry_after)
         log.debug("token issued")
+        if grant.ephemeral is not None:
+            return ephemeral.ephemeral_answer(admitted, grant, self._limits.token_ttl)
         limit = grant.session_time_limit
         return json_response(AuthResponse(session_token=admitted, session_time_limit=limit))
 

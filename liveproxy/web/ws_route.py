@@ -1,4 +1,5 @@
-"""The ``/ws`` route at the ASGI level: an admitted browser WebSocket runs its session.
+"""The ``/ws`` route at the ASGI level: an admitted browser WebSocket runs its session (and so
+does a Gemini-native client's at Google's paths: :mod:`liveproxy.web.native_route`).
 
 Served below Quart (see :class:`SessionRoute`) so the audio hot path skips Quart's per-message
 task hop and signal dispatch. The route owns the browser writer: Hypercorn writes to sockets in
@@ -18,6 +19,7 @@ import trio
 from liveproxy.contract.codec import encode_error, encode_session_end
 from liveproxy.contract.endings import Outcome, outcome_code
 from liveproxy.contract.errors import SessionError, SlowClient
+from liveproxy.contract.native import native_close
 from liveproxy.contract.payloads import ErrorEvent, SessionEnd
 from liveproxy.core.browser_queue import BrowserQueue
 from liveproxy.core.session import Session
@@ -30,6 +32,7 @@ from liveproxy.web.asgi import ASGIMessage, Receive, Send
 from liveproxy.web.browser_socket import BrowserSocket
 from liveproxy.web.clients import client_hash
 from liveproxy.web.metrics import NO_METRICS, Metrics
+from liveproxy.web.native_route import admit_native, is_native_path
 from liveproxy.web.origins import OriginPolicy
 from liveproxy.web.session_tools import SessionTools
 from liveproxy.web.state import ProxyState
@@ -54,26 +57,35 @@ class SessionRoute:
         self._paths = frozenset(state.config.ws_paths)
 
     async def __call__(self, scope: ASGIMessage, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and scope["path"] in self._paths:
+        if scope["type"] == "websocket" and (
+            scope["path"] in self._paths or is_native_path(scope["path"])
+        ):
             socket = BrowserSocket(
                 scope, receive, send, max_message_bytes=self._state.config.max_message_bytes
             )
-            await serve_session(self._state, socket, self._policy, self._metrics)
+            native = scope["path"] not in self._paths
+            await serve_session(self._state, socket, self._policy, self._metrics, native=native)
         else:
             await self._app(scope, receive, send)
 
 
 async def serve_session(
-    state: ProxyState, socket: BrowserSocket, policy: OriginPolicy, metrics: Metrics = NO_METRICS
+    state: ProxyState,
+    socket: BrowserSocket,
+    policy: OriginPolicy,
+    metrics: Metrics = NO_METRICS,
+    *,
+    native: bool = False,
 ) -> None:
-    """Admit and run one browser session; the socket is closed on return.
+    """Admit and run one browser session (``native``: a Gemini-native client's, see
+    :mod:`liveproxy.web.native_route`); the socket is closed on return.
 
     Cancelled when the browser leaves (Hypercorn cancels the app), which ends the session's
     tasks too.
     """
     state.gauges.browser_opened(1)
     try:
-        admitted = await admit(state, socket, policy, metrics)
+        admitted = await (admit_native if native else admit)(state, socket, policy, metrics)
         if admitted is not None:
             await _run(state, socket, admitted, metrics)
     finally:
@@ -96,7 +108,9 @@ async def _run(
     resumed = resume.continued(grant)
     conversation_id = resumed.conversation_id if resumed else admitted.session_id
     time_limit = resumed.remaining_seconds if resumed else grant.session_time_limit
-    resume_token = secrets.token_urlsafe(32) if config.resume_window_seconds else None
+    # Native clients are offered no resumption yet (their resumption handles are not served).
+    resumable = config.resume_window_seconds and admitted.native is None
+    resume_token = secrets.token_urlsafe(32) if resumable else None
     queue = BrowserQueue(config.browser_queue_bytes)
     session = Session(
         socket,
@@ -106,6 +120,7 @@ async def _run(
         resumed=resumed,
         resume_token=resume_token,
         tools=_session_tools(state, admitted, metrics),
+        native=admitted.native,
     )
     counters = session.counters
     carried = counters.usage.totals()  # what a resumed conversation brought
@@ -170,7 +185,12 @@ async def _run(
         assert outcome is not None
         _log_end(admitted.session_id, session, outcome, grant.client, used)
         metrics.session_ended(outcome, counters.reconnects - reconnects)
-        _finish(queue, session, outcome, usage_dict(counters.usage.totals(), model, state.prices))
+        if admitted.native is not None:  # Gemini sends no last event: a close frame, its way
+            queue.finish(None, *native_close(outcome))
+        else:
+            _finish(
+                queue, session, outcome, usage_dict(counters.usage.totals(), model, state.prices)
+            )
 
 
 def _session_tools(state: ProxyState, admitted: Admitted, metrics: Metrics) -> SessionTools | None:

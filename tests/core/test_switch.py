@@ -30,12 +30,12 @@ from tests.wsclient import has_key
 
 SESSIONS = 3
 FRAMES = 40
-#: A frame every 20 ms (a microphone sends one every 20 to 100 ms); a connection lives 600 ms,
-#: its goAway 400 ms before its end (Gemini's lead is about 50 s: time enough to open the new
-#: connection, even on a loaded machine).
+#: A frame every 20 ms (a microphone sends one every 20 to 100 ms); a connection lives 1.2 s,
+#: its goAway 800 ms before its end (Gemini's lead is about 50 s: here time enough to open the
+#: new connection even on a machine busy with other tests; 400 ms was not, once in ~100 runs).
 PACE = 0.02
-LIFETIME = 0.6
-GO_AWAY_LEAD = 0.4
+LIFETIME = 1.2
+GO_AWAY_LEAD = 0.8
 
 
 async def echo_upstream(request: WebSocketRequest, connections: list[int]) -> None:

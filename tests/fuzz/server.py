@@ -50,15 +50,15 @@ SETTLE_SECONDS = 10.0
 STALL_BOUND = 2.0
 #: How far above its RSS at an example's start the process may go while the example runs.
 #: One connection can make it hold, by the limits (MAX_MESSAGE_BYTES 64 KiB here): the message
-#: being assembled (64 KiB, counted as memory) and up to 10 whole ones queued for the app
-#: (Hypercorn's ``max_app_queue_size``: 640 KiB); the message parsed (a 64 KiB JSON of empty
-#: objects is ~1.5 MiB of Python objects), once by the proxy and once by the in-process
-#: emulator; the turns kept to replay (2 MiB), BROWSER_QUEUE_BYTES (480 KB) and
-#: UPSTREAM_BUFFER_BYTES (256 KiB): about 7 MiB, and an example has one such connection at a
-#: time (the resume lane a few in a row). 32 MiB is 4 times that, room for the allocators
-#: (pymalloc arenas, glibc's per-thread arenas) and the sampler's 20 ms of lag; a frame held
-#: whole past the limit (1 MiB frames, 8 MiB deflate bombs) or per-frame state kept for a
-#: flood of thousands crosses it.
+#: being assembled (64 KiB, counted as memory) and whole ones queued for the app (64 KiB
+#: together, fix 9 of ``hypercorn_fixes``; Hypercorn alone queues 10: 640 KiB); the message
+#: parsed (a 64 KiB JSON of empty objects is ~1.5 MiB of Python objects), once by the proxy and
+#: once by the in-process emulator; the turns kept to replay (2 MiB), BROWSER_QUEUE_BYTES
+#: (480 KB) and UPSTREAM_BUFFER_BYTES (256 KiB): about 7 MiB, and an example has one such
+#: connection at a time (the resume lane a few in a row). 32 MiB is 4 times that, room for the
+#: allocators (pymalloc arenas, glibc's per-thread arenas) and the sampler's 20 ms of lag; a
+#: frame held whole past the limit (1 MiB frames, 8 MiB deflate bombs) or per-frame state kept
+#: for a flood of thousands crosses it.
 PEAK_BUDGET = 32 * 1024 * 1024
 PEAK_INTERVAL = 0.02
 

@@ -11,11 +11,12 @@ import hypercorn.protocol.h11
 import hypercorn.trio
 import pytest
 import trio
+import trio.testing
 from hypercorn.protocol.ws_stream import FrameTooLargeError, WSStream
 from wsproto.events import BytesMessage, TextMessage
 
 from liveproxy.serving import hypercorn_fixes
-from liveproxy.serving.hypercorn_fixes import BoundedMessageBuffer
+from liveproxy.serving.hypercorn_fixes import AppQueue, BoundedMessageBuffer, message_bytes
 from tests.fuzz.wire import TEXT, encode_frame
 from tests.http import request
 from tests.rawws import open_raw, read_answer, upgrade
@@ -37,6 +38,43 @@ def test_the_buffer_counts_text_in_utf8_bytes() -> None:
     assert buffer.length == 4
     with pytest.raises(FrameTooLargeError):
         buffer.extend(TextMessage(data="ééé", message_finished=True))
+
+
+def receive(data: bytes) -> Any:
+    return {"type": "websocket.receive", "bytes": data, "text": None}
+
+
+async def test_the_app_queue_holds_messages_up_to_its_bytes_unless_one_alone_is_larger() -> None:
+    queue = AppQueue(max_events=10, max_bytes=100)
+    first, second = receive(bytes(60)), receive(bytes(60))
+    await queue.put(first)
+    await queue.put({"type": "websocket.disconnect", "code": 1000})  # counted only as an event
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(queue.put, second)
+        await trio.testing.wait_all_tasks_blocked()
+        assert queue.queued_bytes == message_bytes(first)  # the second waits for room
+        assert await queue.get() is first
+    assert queue.queued_bytes == message_bytes(second)
+    assert (await queue.get())["type"] == "websocket.disconnect"
+    assert await queue.get() is second
+    large = receive(bytes(500))
+    await queue.put(large)  # alone in the queue
+    assert queue.queued_bytes == message_bytes(large)
+
+
+async def test_a_put_waiting_for_room_is_dropped_when_cancelled_or_when_the_app_returns() -> None:
+    queue = AppQueue(max_events=10, max_bytes=100)
+    await queue.put(receive(bytes(60)))
+    with trio.move_on_after(0.01):
+        await queue.put(receive(bytes(60)))
+    assert queue.queued_bytes == message_bytes(receive(bytes(60)))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(queue.put, receive(bytes(60)))
+        await trio.testing.wait_all_tasks_blocked()
+        queue.close()  # the waiting put returns: the nursery can exit
+    await queue.put(receive(b"later"))  # dropped at once
+    with pytest.raises(trio.ClosedResourceError):
+        await queue.get()
 
 
 async def asgi_echo(scope: Any, receive: Any, send: Any) -> None:

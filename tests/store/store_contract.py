@@ -197,6 +197,17 @@ class StoreContract:
             assert lease is not None
             assert lease.grant == grant
 
+    async def test_an_ephemeral_grant_keeps_its_constraints_through_the_token(self) -> None:
+        async with self.open(FakeClock(), LEASE_SECONDS) as store:
+            constraints = '{"model": "m", "config": {"t\u00e9": 1}, "lock": [], "uses": 1}'
+            grant = Grant(42, origin="https://app.example", client="a", ephemeral=constraints)
+            token = await store.admit(grant, ROOMY)
+            assert isinstance(token, str)
+            lease = await store.start_session(token, "s1")
+            assert lease is not None
+            assert lease.grant == grant
+            assert await store.start_session(token, "s2") is None  # one use
+
     async def test_a_conversation_is_taken_back_once_by_its_origin_and_client(self) -> None:
         clock = FakeClock()
         async with self.open(clock, LEASE_SECONDS) as store:

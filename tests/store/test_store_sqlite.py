@@ -371,7 +371,7 @@ async def test_a_version_1_file_is_migrated_in_place_keeping_its_rows(tmp_path: 
     clock = FakeClock()
     make_v1_file(path, clock.now)
     async with open_sqlite_store(str(path), clock, LEASE_SECONDS) as store:
-        assert user_version(path) == SCHEMA_VERSION == 2
+        assert user_version(path) == SCHEMA_VERSION == 3
         assert await store.usage() == Usage(tokens=1, sessions=1)  # nothing was lost
         lease = await store.start_session("old-token", "s1")  # minted by the old release
         assert lease == Lease("s1", Grant(90, origin="https://app.example", client="a"))
@@ -379,6 +379,10 @@ async def test_a_version_1_file_is_migrated_in_place_keeping_its_rows(tmp_path: 
         token = await store.admit(resumed, ROOMY)
         assert isinstance(token, str)
         assert (await store.start_session(token, "s2")) == Lease("s2", resumed)
+        ephemeral = Grant(90, client="a", ephemeral='{"uses": 1}')  # the version 3 column
+        token = await store.admit(ephemeral, ROOMY)
+        assert isinstance(token, str)
+        assert (await store.start_session(token, "s3")) == Lease("s3", ephemeral)
         await store.keep_conversation("r", Conversation(None, "a", "{}"), 60)
         assert rows(path, "SELECT client, tokens FROM buckets") == [("a", 2.0)]
     # The old release, restarted on the file, sets its version back (its tables unchanged);
@@ -388,7 +392,7 @@ async def test_a_version_1_file_is_migrated_in_place_keeping_its_rows(tmp_path: 
     async with open_sqlite_store(str(path), clock, LEASE_SECONDS) as store:
         assert user_version(path) == SCHEMA_VERSION
         assert await store.take_conversation("r", None, "a") == Conversation(None, "a", "{}")
-        assert await store.usage() == Usage(tokens=0, sessions=3)
+        assert await store.usage() == Usage(tokens=0, sessions=4)
 
 
 async def test_processes_migrating_a_version_1_file_at_once(tmp_path: Path) -> None:

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import orjson
 import pytest
 import trio
+import trio.testing
 
+from liveproxy.emulator import Emulator, EmulatorConfig, Faults
+from liveproxy.emulator import serve as serve_emulator
+from liveproxy.serving.hypercorn_fixes import AppQueue
+from liveproxy.web.app import MAX_BODY_BYTES
+from liveproxy.web.asgi import ASGIMessage, Receive, Send
 from tests.conftest import TEXT_SETUP, Proxy, ProxyFactory
 from tests.core.test_session_endings import assert_error
 from tests.fuzz.wire import BINARY, PING, PONG, TEXT, encode_frame
@@ -183,6 +190,53 @@ async def test_a_flood_of_tiny_frames_is_rate_limited_and_a_neighbour_is_unaffec
         await neighbour.recv_until(has_key("serverContent", "turnComplete"))
 
 
+async def test_a_stalled_session_has_one_message_queued_and_a_neighbour_goes_on(
+    make_proxy: ProxyFactory, nursery: trio.Nursery
+) -> None:
+    """Upstream reads nothing; the client sends messages of MAX_MESSAGE_BYTES without end.
+    Hypercorn queues one of them for the app (not ten) and stops reading the client."""
+    # An emulator of its own: a stalled connection outlives its client until the test ends.
+    upstream: Emulator = await nursery.start(serve_emulator, EmulatorConfig(speed="fast"))
+    proxy = await make_proxy(emulator_=upstream, shutdown_grace_seconds=0)
+    message = bytes(proxy.state.config.max_message_bytes)
+    queues: list[AppQueue] = []
+    app: Any = proxy.app.asgi_app
+
+    async def observed(scope: ASGIMessage, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            queues.append(getattr(receive, "__self__"))  # noqa: B009 - Hypercorn's AppQueue.get
+        await app(scope, receive, send)
+
+    async def flood(stream: trio.SocketStream) -> None:
+        frame = encode_frame(BINARY, message)
+        while True:
+            await stream.send_all(frame)
+
+    async with proxy.session() as neighbour:
+        proxy.app.asgi_app = observed  # type: ignore[method-assign,assignment]
+        proxy.emulator.queue_faults(Faults(stall_after=0))
+        stream = await open_raw(proxy.port)
+        await upgrade(stream, f"/ws?token={await proxy.token()}")
+        with trio.fail_after(10):
+            answer = await read_head(stream)
+            await stream.send_all(encode_frame(TEXT, orjson.dumps(TEXT_SETUP)))
+            while b"setupComplete" not in answer:
+                answer += await stream.receive_some(65536)
+        async with trio.open_nursery() as flooding:
+            flooding.start_soon(flood, stream)
+            with trio.fail_after(60):
+                await trio.testing.wait_all_tasks_blocked(cushion=0.5)  # the flood is stuck
+            [queue] = queues
+            assert queue.queued_bytes == sys.getsizeof(message)
+            await neighbour.send_json({"type": "text", "text": "hello"})
+            await neighbour.recv_until(has_key("serverContent", "turnComplete"))
+            flooding.cancel_scope.cancel()
+    proxy.stop.set()  # the stalled session ends, and its connection closes
+    with trio.fail_after(10):
+        await read_answer(stream)
+    await stream.aclose()
+
+
 @pytest.mark.parametrize(
     "frame",
     [
@@ -290,8 +344,8 @@ async def _receive(stream: trio.SocketStream) -> bytes:
         return b""
 
 
-@pytest.mark.parametrize("size", [4097, 16 * 1024 * 1024])
-async def test_an_auth_body_over_4_kib_is_413_and_the_connection_closes(
+@pytest.mark.parametrize("size", [MAX_BODY_BYTES + 1, 16 * 1024 * 1024])
+async def test_an_auth_body_over_20_kib_is_413_and_the_connection_closes(
     proxy: Proxy, size: int
 ) -> None:
     head = b"POST /api/auth HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size
@@ -302,16 +356,16 @@ async def test_an_auth_body_over_4_kib_is_413_and_the_connection_closes(
     assert data.count(b"HTTP/1.1") == 1
 
 
-async def test_a_chunked_auth_body_over_4_kib_is_413(proxy: Proxy) -> None:
+async def test_a_chunked_auth_body_over_20_kib_is_413(proxy: Proxy) -> None:
     head = b"POST /api/auth HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
     chunk = b"%x\r\n%s\r\n" % (1024, b" " * 1024)
-    data = await post_raw(proxy, head, [chunk] * 8)
+    data = await post_raw(proxy, head, [chunk] * 24)
     assert data.startswith(b"HTTP/1.1 413")
 
 
-async def test_an_auth_body_of_exactly_4_kib_is_read(proxy: Proxy) -> None:
+async def test_an_auth_body_of_exactly_20_kib_is_read(proxy: Proxy) -> None:
     body = b'{"session_duration": 90}'
-    body += b" " * (4096 - len(body))
+    body += b" " * (MAX_BODY_BYTES - len(body))
     response = await proxy.http("POST", "/api/auth", body)
     assert response.status == 200
     assert response.json()["session_time_limit"] == 90
@@ -329,9 +383,10 @@ async def test_a_body_that_stops_arriving_is_408_and_the_connection_closes(
     assert data.count(b"HTTP/1.1") == 1  # closed: the second request got no answer
 
 
-async def test_a_body_over_4_kib_is_413_on_any_path(proxy: Proxy) -> None:
-    head = b"POST /no/such/path HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
-    data = await post_raw(proxy, head, [b" " * 5000])
+async def test_a_body_over_20_kib_is_413_on_any_path(proxy: Proxy) -> None:
+    size = MAX_BODY_BYTES + 1
+    head = b"POST /no/such/path HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size
+    data = await post_raw(proxy, head, [b" " * size])
     assert data.startswith(b"HTTP/1.1 413")
 
 
