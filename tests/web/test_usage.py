@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 import trio
-from trio_websocket import open_websocket_url
+from trio_websocket import open_websocket, open_websocket_url
 
 from liveproxy.emulator import ConnectionRecord, Emulator, Faults
 from tests import pcm
@@ -273,3 +273,38 @@ async def test_a_real_process_counts_usage_in_its_metrics_and_log(
     ended = next(line for line in served.log if "session_ended" in line or " ended after " in line)
     assert "audio_in_seconds=0.500" in ended
     assert "Traceback" not in served.text
+
+
+NATIVE_PATH = (
+    "/ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContentConstrained"
+)
+
+
+async def test_a_gemini_native_session_is_metered_too(
+    make_proxy: ProxyFactory, emulator: Emulator, tmp_path: Path
+) -> None:
+    emulator.set_faults(Faults(repeat_usage=True))
+    log = tmp_path / "usage.jsonl"
+    proxy = await make_proxy(usage_log=log)
+    minted = await request("127.0.0.1", proxy.port, "POST", "/api/auth", b'{"ephemeral": {}}')
+    token = minted.json()["name"].removeprefix("auth_tokens/")
+    resource = f"{NATIVE_PATH}?access_token={token}"
+    async with open_websocket("127.0.0.1", proxy.port, resource, use_ssl=False) as ws:
+        setup = {"model": f"models/{TEST_MODEL}", "generationConfig": {}}
+        setup["generationConfig"] = {"responseModalities": ["TEXT"]}
+        await ws.send_message(orjson.dumps({"setup": setup}).decode())
+        assert orjson.loads(await ws.get_message()) == {"setupComplete": {}}
+        for text in ("one", "two"):
+            await ws.send_message(orjson.dumps({"realtimeInput": {"text": text}}).decode())
+            while (
+                not orjson.loads(await ws.get_message())
+                .get("serverContent", {})
+                .get("turnComplete")
+            ):
+                pass
+    await wait_until(lambda: log.exists() and len(records(log)) == 1)
+    (record,) = records(log)
+    tokens, total = added_up(turn_reports(emulator.connections))
+    assert record["model"] == TEST_MODEL
+    assert record["usage"]["tokens"] == tokens
+    assert record["usage"]["total_tokens"] == total > 0
