@@ -483,6 +483,10 @@ class Config:
     tool_threads: int = setting("TOOL_THREADS", parse=_int_in(1, 256), default=8)
     #: The app's built front end, served at ``/`` (None: ``/`` leads to the demo page).
     static_dir: Path | None = setting("STATIC_DIR", parse=_app_directory, default=None)
+    #: A file each ended session's usage record is appended to (JSON lines; None: none).
+    usage_log: Path | None = setting("USAGE_LOG", parse=Path, default=None)
+    #: The operator's price table (TOML, see :mod:`liveproxy.core.prices`; None: no cost).
+    prices_file: Path | None = setting("PRICES_FILE", parse=Path, default=None)
 
     @property
     def backend(self) -> Backend:

@@ -345,6 +345,8 @@ SAMPLES = {
     "SERVER_TOOLS": "get_time",
     "TOOL_THREADS": "2",
     "STATIC_DIR": str(DEMO_DIR),
+    "USAGE_LOG": "/var/log/liveproxy/usage.jsonl",
+    "PRICES_FILE": "/etc/liveproxy/prices.toml",
 }
 SIGNIN_SAMPLES = {
     "AUTH_JWT_SECRET": "s" * 32,

@@ -142,6 +142,8 @@ class SessionStats:
     total_token_count: int
     prompt_token_count: int
     response_token_count: int
+    #: The session's metered usage (``liveproxy.core.usage.UsageTotals.to_dict``).
+    usage: dict[str, Any] = attrs.Factory(dict)
 
 
 @attrs.frozen

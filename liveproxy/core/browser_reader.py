@@ -173,6 +173,7 @@ class BrowserReader:
             pcm = self.audio_in.align(frame)
             if pcm:
                 self.counters.audio_chunks_sent += 1
+                self.counters.usage.audio_in_bytes += len(pcm)
                 await self.link.send(audio_to_upstream(pcm))
             return
         try:

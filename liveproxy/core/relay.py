@@ -125,6 +125,8 @@ class Relay:
         #: or the old one draining): :meth:`close` closes both when the session is over.
         self.connection: UpstreamConnection | None = None
         self.beside: UpstreamConnection | None = None
+        #: The connection whose usage reports are being metered (read last).
+        self._metered: UpstreamConnection | None = None
 
     async def run(self) -> Outcome | None:
         """Connect once the setup is known, relay, and resume on goAway or drops as told.
@@ -323,6 +325,9 @@ class Relay:
             SlowClient: the browser's queue overflowed.
         """
         course = self.course
+        if connection is not self._metered:  # its reports start over (core.usage)
+            self._metered = connection
+            self.counters.usage.new_connection()
         while True:
             deadline = course.switch_at if drain is None else drain.until
             try:
@@ -371,9 +376,13 @@ class Relay:
             self.out.drop_audio()
         if event.usage is not None:
             self.counters.note_usage(event.usage)
+        if event.turn_complete:
+            self.counters.usage.turn_complete()
         if follow and event.resumption_handle is not None:
             self.link.handle_received(event.consumed_index)
         for frame in event.frames:
+            if isinstance(frame, bytes):
+                self.counters.usage.audio_out_bytes += len(frame)
             self.out.put(frame)
         tool_call = event.tool_call
         if tool_call is not None and self.tools is not None:

@@ -9,6 +9,7 @@ import attrs
 import trio
 
 from liveproxy.contract.payloads import SessionStats
+from liveproxy.core.usage import UsageMeter, UsageTotals
 
 
 @attrs.frozen
@@ -21,6 +22,8 @@ class Totals:
     prompt_token_count: int = 0
     response_token_count: int = 0
     reconnects: int = 0
+    #: The metered usage (:mod:`liveproxy.core.usage`); absent from states kept before it.
+    usage: UsageTotals = attrs.Factory(UsageTotals)
 
 
 @attrs.define
@@ -29,6 +32,8 @@ class SessionCounters:
 
     ``message_count`` counts messages received from Gemini, ``audio_chunks_sent`` the browser
     audio frames forwarded to Gemini; token counts are those of the latest ``usageMetadata``.
+    ``usage`` meters every turn's tokens and the audio each way (summed, see
+    :mod:`liveproxy.core.usage`).
     """
 
     started_at: float
@@ -38,16 +43,21 @@ class SessionCounters:
     prompt_token_count: int = 0
     response_token_count: int = 0
     reconnects: int = 0
+    usage: UsageMeter = attrs.Factory(UsageMeter)
     #: Called once, by :meth:`setup_completed` (the server's metrics).
     on_setup: Callable[[], None] | None = attrs.field(default=None, repr=False)
 
     @classmethod
     def continuing(cls, totals: Totals, elapsed: float, now: float) -> SessionCounters:
         """Counters that go on from ``totals``, as if started ``elapsed`` seconds before ``now``."""
-        return cls(started_at=now - elapsed, **attrs.asdict(totals))
+        fields = attrs.asdict(totals, recurse=False)
+        fields["usage"] = UsageMeter.continuing(totals.usage)
+        return cls(started_at=now - elapsed, **fields)
 
     def totals(self) -> Totals:
-        return Totals(**{f.name: getattr(self, f.name) for f in attrs.fields(Totals)})
+        fields = {f.name: getattr(self, f.name) for f in attrs.fields(Totals)}
+        fields["usage"] = self.usage.totals()
+        return Totals(**fields)
 
     def setup_completed(self) -> None:
         """The socket's ``setupComplete`` is on its way to the browser."""
@@ -56,7 +66,9 @@ class SessionCounters:
             hook()
 
     def note_usage(self, usage: dict[str, Any]) -> None:
-        """Take the token counts of a ``usageMetadata`` (Developer API or Vertex names)."""
+        """Take the token counts of a ``usageMetadata`` (Developer API or Vertex names), and
+        meter it."""
+        self.usage.report(usage)
         self.total_token_count = _int(usage.get("totalTokenCount"), self.total_token_count)
         self.prompt_token_count = _int(usage.get("promptTokenCount"), self.prompt_token_count)
         response = usage.get("responseTokenCount", usage.get("candidatesTokenCount"))
@@ -73,6 +85,7 @@ class SessionCounters:
             total_token_count=self.total_token_count,
             prompt_token_count=self.prompt_token_count,
             response_token_count=self.response_token_count,
+            usage=self.usage.totals().to_dict(),
         )
 
     def tool_call_stats(self) -> dict[str, Any]:

@@ -148,6 +148,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="send goAway after N messages, close 1011 when its time is up",
     )
+    faults.add_argument(
+        "--repeat-usage",
+        action="store_true",
+        help="send each turn's usageMetadata again, alone, after its turnComplete",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every connection")
 
 
@@ -176,6 +181,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         stall_after=args.stall_after,
         malformed_after=args.malformed_after,
         go_away_after=args.go_away_after,
+        repeat_usage=args.repeat_usage,
     )
     return EmulatorConfig(
         host=args.host,

@@ -62,6 +62,9 @@ class Faults:
     #: Send ``goAway`` after N client messages (``timeLeft`` = the go-away lead) and close 1011
     #: when that time is up.
     go_away_after: int | None = attrs.field(default=None, validator=_optional_count)
+    #: Send each turn's ``usageMetadata`` again, alone (empty ``serverContent``), right after
+    #: its ``turnComplete``: the same turn reported twice, as some models do.
+    repeat_usage: bool = False
 
 
 def _names(values: str | Iterable[str]) -> tuple[str, ...]:

@@ -116,6 +116,11 @@ def turn_complete(usage_metadata: Message, status: str | None = None) -> Message
     return message
 
 
+def usage_only(usage_metadata: Message) -> Message:
+    """A ``usageMetadata`` on its own (with an empty ``serverContent``)."""
+    return {"serverContent": {}, "usageMetadata": usage_metadata}
+
+
 def interaction_status(status: str) -> Message:
     """``interactionStatus`` alone (``IDLE`` once a silent tool result ends the interaction)."""
     return {"serverContent": {"interactionStatus": status}}

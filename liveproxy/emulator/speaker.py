@@ -191,6 +191,8 @@ class Speaker:
         usage = messages.usage(prompt, response, vertex=self.vertex, thoughts=thoughts)
         status = self._interaction.at_turn_complete(self.owes(turn))
         await send(messages.turn_complete(usage, status))
+        if usage and self.record is not None and self.record.faults.repeat_usage:
+            await self.transport.send(messages.usage_only(usage))  # not an interaction's start
         if self.options.resumption:
             await send(self._resumption_update(turn))
 

@@ -27,6 +27,7 @@ import trio
 
 from liveproxy import logs
 from liveproxy.config import Config, ConfigError
+from liveproxy.core.prices import PricesError, read_prices
 from liveproxy.serving import hypercorn_fixes
 from liveproxy.serving.loop_watch import LoopWatch
 from liveproxy.serving.metrics_listener import process_metrics, serve_metrics
@@ -320,7 +321,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         config = Config.from_env()
         overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
         config = attrs.evolve(config, **overrides)
-    except ConfigError as exc:
+        read_prices(config.prices_file)  # checked once, before any worker starts
+    except (ConfigError, PricesError) as exc:
         print(f"liveproxy: configuration error: {exc}", file=sys.stderr)
         return 2
     if args.example_tools and EXAMPLE_TOOLS not in config.tools_modules:

@@ -17,6 +17,7 @@ import trio
 from quart_trio import QuartTrio
 
 from liveproxy.config import Config
+from liveproxy.core.prices import read_prices
 from liveproxy.core.services import SessionLimits, SessionServices
 from liveproxy.core.stats import Gauges
 from liveproxy.redact import SECRETS
@@ -33,6 +34,7 @@ from liveproxy.web.origins import Cors, OriginPolicy
 from liveproxy.web.request_body import BoundedBodies
 from liveproxy.web.routes import add_routes
 from liveproxy.web.state import ProxyState
+from liveproxy.web.usage_log import UsageLog
 from liveproxy.web.ws_route import SessionRoute
 
 #: The largest request body read (``POST /api/auth`` takes a few bytes of JSON, or an
@@ -67,6 +69,7 @@ def create_app(
 
     Raises:
         ToolLoadError: a configured tool cannot be loaded (the server must not start).
+        PricesError: ``PRICES_FILE`` cannot be read or is not a price table.
     """
     config = config or Config.from_env()
     SECRETS.add(config.api_key, config.signin.jwt_secret, config.bot_check.secret)
@@ -93,6 +96,8 @@ def create_app(
             shutdown_now=trio.Event(),
         ),
         leases=LeaseKeeper(store, config.session_lease_seconds),
+        usage_log=None if config.usage_log is None else UsageLog(config.usage_log),
+        prices=read_prices(config.prices_file),
     )
     app.proxy = state
     app.metrics = metrics

@@ -28,6 +28,9 @@ What is counted, and when (never per frame: each count is a write to a memory-ma
   Hypercorn itself refuses (malformed HTTP) never reach it and are not counted.
 - ``liveproxy_tool_calls_total{tool, result}``, ``liveproxy_tool_seconds{tool}``: each server
   tool call when it ends (tool names are the operator's, a bounded set).
+- ``liveproxy_tokens_used_total{model, kind, modality}``, ``liveproxy_audio_seconds_total
+  {direction}`` (``in``: from browsers, ``out``: to them): what each session's socket used
+  (:mod:`liveproxy.core.usage`), added when it ends, cancelled or not.
 - ``liveproxy_frames_total{direction}``: WebSocket messages received from (``browser_in``) and
   sent to (``browser_out``) browsers on the session paths, refused sockets' too; each socket's
   counts are added when it closes.
@@ -44,6 +47,11 @@ import orjson
 
 from liveproxy.contract.endings import Outcome, outcome_code
 from liveproxy.contract.errors import SlowClient
+from liveproxy.core.usage import (
+    AUDIO_IN_BYTES_PER_SECOND,
+    AUDIO_OUT_BYTES_PER_SECOND,
+    UsageTotals,
+)
 from liveproxy.web.asgi import ASGIMessage, Receive, Send
 
 #: The environment variable prometheus_client reads (and worker processes inherit).
@@ -86,6 +94,9 @@ class Metrics:
 
     def tool_finished(self, tool: str, result: str, seconds: float) -> None:
         """A server tool call ended with ``result`` after ``seconds``."""
+
+    def session_usage(self, model: str, usage: UsageTotals) -> None:
+        """A session's socket, now over, used ``usage`` of ``model``."""
 
 
 #: The metrics of a process without ``METRICS_BIND``.
@@ -165,6 +176,18 @@ class PrometheusMetrics(Metrics):
             buckets=TOOL_BUCKETS,
             registry=None,
         )
+        self._tokens_used = Counter(
+            "liveproxy_tokens_used",
+            "Tokens sessions used, by model, token kind and modality.",
+            ["model", "kind", "modality"],
+            registry=None,
+        )
+        self._audio_seconds = Counter(
+            "liveproxy_audio_seconds",
+            "Seconds of audio sessions streamed: in (from browsers) and out (to them).",
+            ["direction"],
+            registry=None,
+        )
         self._frames_in = frames.labels("browser_in")
         self._frames_out = frames.labels("browser_out")
         self._tokens.labels("issued")  # shown as 0 before the first one
@@ -194,6 +217,17 @@ class PrometheusMetrics(Metrics):
     def tool_finished(self, tool: str, result: str, seconds: float) -> None:
         self._tool_calls.labels(tool, result).inc()
         self._tool_seconds.labels(tool).observe(seconds)
+
+    def session_usage(self, model: str, usage: UsageTotals) -> None:
+        for kind, by_modality in usage.tokens.items():
+            for modality, tokens in by_modality.items():
+                self._tokens_used.labels(model, kind, modality).inc(tokens)
+        if usage.audio_in_bytes:
+            self._audio_seconds.labels("in").inc(usage.audio_in_bytes / AUDIO_IN_BYTES_PER_SECOND)
+        if usage.audio_out_bytes:
+            self._audio_seconds.labels("out").inc(
+                usage.audio_out_bytes / AUDIO_OUT_BYTES_PER_SECOND
+            )
 
     def socket_frames(self, browser_in: int, browser_out: int) -> None:
         if browser_in:

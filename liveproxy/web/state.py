@@ -8,11 +8,13 @@ import attrs
 import trio
 
 from liveproxy.config import Config
+from liveproxy.core.prices import Prices
 from liveproxy.core.services import SessionServices
 from liveproxy.core.stats import Gauges
 from liveproxy.store import StateStore
 from liveproxy.tools import ToolRegistry
 from liveproxy.web.leases import LeaseKeeper
+from liveproxy.web.usage_log import UsageLog
 
 
 @attrs.define(eq=False)
@@ -27,6 +29,10 @@ class ProxyState:
     #: The tools the server runs itself (none unless configured).
     tools: ToolRegistry = attrs.field(factory=ToolRegistry.empty)
     draining: bool = False
+    #: Where ended sessions' usage records go (``USAGE_LOG``; None: nowhere).
+    usage_log: UsageLog | None = None
+    #: The operator's prices (``PRICES_FILE``; None: no cost is claimed).
+    prices: Prices | None = None
 
     @property
     def gauges(self) -> Gauges:

@@ -13,6 +13,7 @@ import logging
 import secrets
 from typing import Any
 
+import attrs
 import orjson
 import trio
 
@@ -23,9 +24,10 @@ from liveproxy.contract.native import native_close
 from liveproxy.contract.payloads import ErrorEvent, SessionEnd
 from liveproxy.core.browser_queue import BrowserQueue
 from liveproxy.core.session import Session
+from liveproxy.core.usage import UsageTotals, usage_since
 from liveproxy.logs import fields
 from liveproxy.tools import ToolContext
-from liveproxy.web import resume
+from liveproxy.web import resume, usage_log
 from liveproxy.web.admission import STORE_TIMEOUT_SECONDS, Admitted, admit, end_lease
 from liveproxy.web.asgi import ASGIMessage, Receive, Send
 from liveproxy.web.browser_socket import BrowserSocket
@@ -35,6 +37,7 @@ from liveproxy.web.native_route import admit_native, is_native_path
 from liveproxy.web.origins import OriginPolicy
 from liveproxy.web.session_tools import SessionTools
 from liveproxy.web.state import ProxyState
+from liveproxy.web.usage_log import usage_dict, usage_record
 
 log = logging.getLogger("liveproxy")
 
@@ -121,6 +124,8 @@ async def _run(
         native=admitted.native,
     )
     counters = session.counters
+    carried = counters.usage.totals()  # what a resumed conversation brought
+    wall_started = usage_log.now()
     counters.on_setup = lambda: metrics.setup_completed(trio.current_time() - admitted.opened_at)
     reconnects = counters.reconnects  # a conversation resumed on this socket brings its own
     async with trio.open_nursery() as nursery:
@@ -159,13 +164,34 @@ async def _run(
                     kept = session.resumable(outcome, conversation_id)
                     window = config.resume_window_seconds
                     await resume.keep(state.store, kept, resume_token, grant, window)
+            used = usage_since(counters.usage.totals(), carried)
+            model = _model(session)
+            if model is not None:
+                metrics.session_usage(model, used)
+            if state.usage_log is not None:
+                record = usage_record(
+                    session_id=admitted.session_id,
+                    conversation_id=conversation_id,
+                    client=client_hash(grant.client),
+                    model=model,
+                    started=wall_started,
+                    ended=usage_log.now(),
+                    reason=None if outcome is None else outcome_code(outcome),
+                    usage=used,
+                    conversation=None if resumed is None else counters.usage.totals(),
+                    prices=state.prices,
+                )
+                with trio.CancelScope(shield=True):
+                    await state.usage_log.write(record)  # bounded
         assert outcome is not None
-        _log_end(admitted.session_id, session, outcome, grant.client)
+        _log_end(admitted.session_id, session, outcome, grant.client, used)
         metrics.session_ended(outcome, counters.reconnects - reconnects)
         if admitted.native is not None:  # Gemini sends no last event: a close frame, its way
             queue.finish(None, *native_close(outcome))
         else:
-            _finish(queue, session, outcome)
+            _finish(
+                queue, session, outcome, usage_dict(counters.usage.totals(), model, state.prices)
+            )
 
 
 def _session_tools(state: ProxyState, admitted: Admitted, metrics: Metrics) -> SessionTools | None:
@@ -190,9 +216,17 @@ def _claims(text: str | None) -> dict[str, Any]:
     return claims if isinstance(claims, dict) else {}
 
 
-def _finish(queue: BrowserQueue, session: Session, outcome: Outcome) -> None:
-    """Queue the session's last message and close code (the contract's endings table)."""
-    stats = session.counters.snapshot()
+def _model(session: Session) -> str | None:
+    """The model the session's setup chose (None: no setup came)."""
+    setup = session.relay.setup if session.relay is not None else None
+    model = setup.get("model") if setup is not None else None
+    return model if isinstance(model, str) else None
+
+
+def _finish(queue: BrowserQueue, session: Session, outcome: Outcome, usage: dict[str, Any]) -> None:
+    """Queue the session's last message and close code (the contract's endings table), its
+    stats showing ``usage`` (the conversation's, with its cost when priced)."""
+    stats = attrs.evolve(session.counters.snapshot(), usage=usage)
     if isinstance(outcome, SessionError):
         event = encode_error(ErrorEvent(outcome.code, outcome.message, stats))
         queue.finish(event, outcome.close_code, outcome.code, drop=isinstance(outcome, SlowClient))
@@ -203,17 +237,27 @@ def _finish(queue: BrowserQueue, session: Session, outcome: Outcome) -> None:
         queue.finish(None, outcome.close_code)
 
 
-def _log_end(session_id: str, session: Session, outcome: Outcome, client: str) -> None:
+def _log_end(
+    session_id: str, session: Session, outcome: Outcome, client: str, used: UsageTotals
+) -> None:
+    """The ``session_ended`` line; its token and audio totals are this socket's (``used``)."""
     counters = session.counters
     reason = outcome_code(outcome)
+    tokens = {
+        f"tokens_{kind}": sum(by_modality.values()) for kind, by_modality in used.tokens.items()
+    }
     log.info(
-        "session %s ended after %.1fs: %s (messages=%d audio_in=%d reconnects=%d)",
+        "session %s ended after %.1fs: %s (messages=%d audio_in=%d reconnects=%d tokens=%d"
+        " audio_in_seconds=%.3f audio_out_seconds=%.3f)",
         session_id,
         counters.elapsed(),
         reason,
         counters.message_count,
         counters.audio_chunks_sent,
         counters.reconnects,
+        used.total_tokens,
+        used.audio_in_seconds,
+        used.audio_out_seconds,
         extra=fields(
             "session_ended",
             reason=reason,
@@ -222,6 +266,10 @@ def _log_end(session_id: str, session: Session, outcome: Outcome, client: str) -
             messages=counters.message_count,
             audio_in=counters.audio_chunks_sent,
             reconnects=counters.reconnects,
+            tokens=used.total_tokens,
+            **tokens,
+            audio_in_seconds=used.audio_in_seconds,
+            audio_out_seconds=used.audio_out_seconds,
         ),
     )
     if isinstance(outcome, SessionError):

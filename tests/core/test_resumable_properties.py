@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from liveproxy.core import resumable as resumable_module
 from liveproxy.core.resumable import MAX_STATE_BYTES, Resumable
 from liveproxy.core.stats import Totals
+from liveproxy.core.usage import KINDS, MODALITIES, UsageTotals
 
 #: Few examples per property: these run with every ``make test``, on a fixed seed.
 FEW = settings(max_examples=80, deadline=None, database=None, derandomize=True)
@@ -65,6 +66,17 @@ small_states = st.builds(
         prompt_token_count=counts,
         response_token_count=counts,
         reconnects=counts,
+        usage=st.builds(
+            UsageTotals,
+            tokens=st.dictionaries(
+                st.sampled_from([name for name, _, _ in KINDS]),
+                st.dictionaries(st.sampled_from(sorted(MODALITIES)), counts, max_size=3),
+                max_size=3,
+            ),
+            total_tokens=counts,
+            audio_in_bytes=counts,
+            audio_out_bytes=counts,
+        ),
     ),
     replay=st.lists(texts, max_size=4).map(tuple),
 )
@@ -111,6 +123,15 @@ def test_the_limit_is_in_bytes_and_a_state_of_exactly_the_limit_is_kept(char: st
     over = attrs.evolve(empty, replay=(text + "x",))
     assert len(whole_encoding(over).encode()) == MAX_STATE_BYTES + 1
     assert over.to_json() is None
+
+
+def test_a_state_kept_before_metering_comes_back_with_no_usage() -> None:
+    state = Resumable(
+        conversation_id="c", handle="h", setup={}, remaining_seconds=1.0, elapsed_seconds=2.0
+    )
+    fields = _state_dict(state)
+    del fields["totals"]["usage"]
+    assert Resumable.from_json(orjson.dumps(fields).decode()).totals.usage == UsageTotals()
 
 
 def _state_dict(state: Resumable) -> dict[str, Any]:

@@ -21,6 +21,7 @@ STATS_KEYS = {
     "total_token_count",
     "prompt_token_count",
     "response_token_count",
+    "usage",
 }
 
 

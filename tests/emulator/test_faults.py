@@ -184,3 +184,15 @@ async def test_withheld_setup_complete_keeps_reading(
     record = emulator.connections[0]
     assert record.received == [("realtimeInput", {"text": "hello?"})]
     assert record.sent == []
+
+
+async def test_repeat_usage_sends_each_turns_report_again_alone(nursery: trio.Nursery) -> None:
+    emulator = await start(nursery, speed="fast")
+    emulator.set_faults(Faults(repeat_usage=True))
+    async with connect(emulator) as ws:
+        await open_session(ws, **TEXT)
+        await send(ws, {"realtimeInput": {"text": "hello"}})
+        turn = await until_turn_complete(ws)
+        again = await receive(ws)
+    assert again == {"serverContent": {}, "usageMetadata": turn[-1]["usageMetadata"]}
+    assert turn[-1]["usageMetadata"]["promptTokenCount"] > 0

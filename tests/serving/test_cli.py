@@ -249,3 +249,22 @@ async def test_make_runs_example_tool_runs_in_every_worker() -> None:
             assert result["name"] == "get_time"
             assert result["response"]["timezone"] == "UTC"
             assert "get_time returned" in "".join(texts(frames))
+
+
+def test_a_bad_prices_file_stops_serve_with_a_clear_error_and_exit_2(tmp_path: Path) -> None:
+    prices = tmp_path / "prices.toml"
+    prices.write_text('[models."m"]\nprompt = { SMELL = 1.0 }\n')
+    env = dict(os.environ, PRICES_FILE=str(prices), PORT="0")
+    done = subprocess.run(
+        [sys.executable, "-m", "liveproxy", "serve"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("liveproxy: configuration error: PRICES_FILE ")
+    assert "SMELL" in done.stderr
+    assert "Traceback" not in done.stderr
