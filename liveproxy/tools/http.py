@@ -185,13 +185,16 @@ async def _read(response: httpx.Response, target: HttpTarget, where: str) -> byt
     if not 200 <= status < 300:
         retryable = status >= 500 or status in _RETRYABLE
         raise ToolFailed(f"{where}: the server answered {status}", retryable=retryable)
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        # Asked for identity: a compressed answer could inflate past any bound in one chunk.
+        raise ToolFailed(f"{where}: the answer is compressed ({encoding})", retryable=False)
     length = response.headers.get("Content-Length", "")
     if length.isdigit() and int(length) > target.max_bytes:
         raise ToolResultTooLarge(target.max_bytes)
     chunks: list[bytes] = []
     size = 0
-    # Decoded bytes are counted (a server may compress even though asked not to).
-    async for chunk in response.aiter_bytes():
+    async for chunk in response.aiter_raw():
         size += len(chunk)
         if size > target.max_bytes:
             raise ToolResultTooLarge(target.max_bytes)

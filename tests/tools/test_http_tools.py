@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import AsyncIterator
 from functools import partial
@@ -68,6 +69,17 @@ async def _handle(server: Server, stream: trio.SocketStream) -> None:
         await answer(403, b"{}")
     elif target == "/text":
         await answer(200, b"hello", "text/plain")
+    elif target == "/bomb":
+        # 10 MiB of zeros, gzipped to ~10 KiB, though identity was asked for.
+        content = gzip.compress(bytes(10 * 1024 * 1024))
+        head = [
+            ("Content-Type", "application/json"),
+            ("Content-Encoding", "gzip"),
+            ("Content-Length", str(len(content))),
+        ]
+        data = connection.send(h11.Response(status_code=200, headers=head))
+        data += connection.send(h11.Data(data=content)) + connection.send(h11.EndOfMessage())
+        await stream.send_all(data)
     elif target == "/list":
         await answer(200, b"[1, 2]")
     elif target == "/big":
@@ -110,7 +122,7 @@ async def registry(
         f'[[tool]]\nname = "{name}"\ndescription = "{name}."\n'
         f'url = "http://127.0.0.1:{server.port}/{name}"\ntimeout = 30\n'
         '[tool.headers]\nAuthorization = "Bearer ${TOOL_TOKEN}"\n\n'
-        for name in ("echo", "fail", "forbidden", "text", "list", "big", "slow")
+        for name in ("echo", "fail", "forbidden", "text", "list", "big", "slow", "bomb")
     )
     path = tmp_path / "tools.toml"
     path.write_text(tables, encoding="utf-8")
@@ -188,3 +200,13 @@ async def test_a_slow_server_is_cancelled_by_the_caller(
     assert [target for target, _, _ in server.requests] == ["/slow"]
     # The client still works after a cancelled request.
     assert "got" in await registry.tools["echo"].invoke({}, CONTEXT)
+
+
+async def test_a_compressed_answer_is_refused_not_inflated(
+    server: Server, registry: ToolRegistry
+) -> None:
+    with pytest.raises(ToolFailed, match=r"the answer is compressed \(gzip\)") as failed:
+        await registry.tools["bomb"].invoke({}, CONTEXT)
+    assert not failed.value.retryable
+    [(_, headers, _)] = [r for r in server.requests if r[0] == "/bomb"]
+    assert headers["accept-encoding"] == "identity"
