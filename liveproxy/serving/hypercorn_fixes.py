@@ -235,8 +235,9 @@ class AppQueue:
     def _release(self, size: int) -> None:
         if size:
             self.queued_bytes -= size
-            self._room.set()
-            self._room = trio.Event()
+            if self._room.statistics().tasks_waiting:  # a new Event only when a put waits
+                self._room.set()
+                self._room = trio.Event()
 
 
 class Http11Only(H11Protocol):
