@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
-from playwright.sync_api import Browser, Playwright
+from playwright.sync_api import Browser, Page, Playwright
 from playwright.sync_api import Error as PlaywrightError
 
 #: Debian's package; ``LIVEPROXY_CHROMIUM`` points elsewhere (e.g. ``/usr/bin/chromium-browser``).
@@ -72,3 +72,15 @@ def launch(playwright: Playwright, fake_microphone: Path) -> Browser:
         return playwright.chromium.launch(executable_path=str(CHROMIUM), args=args, timeout=30_000)
     except PlaywrightError as exc:
         unavailable(f"{CHROMIUM} failed to launch: {exc.message.splitlines()[0]}")
+
+
+def open_page(browser: Browser, origin: str, timeout_ms: float) -> tuple[Page, list[str]]:
+    """A page in a new context that may use the microphone on ``origin``, waiting at most
+    ``timeout_ms`` for anything; the page's uncaught errors are appended to the list returned."""
+    context = browser.new_context()
+    context.grant_permissions(["microphone"], origin=origin)
+    page = context.new_page()
+    page.set_default_timeout(timeout_ms)
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    return page, problems

@@ -15,7 +15,7 @@ from liveproxy.config import Config
 from liveproxy.emulator import Emulator, EmulatorConfig
 from liveproxy.emulator import serve as serve_emulator
 from liveproxy.serving.server import serve
-from tests.browser.chromium import launch
+from tests.browser.chromium import launch, open_page
 from tests.browser.speech_wav import write_speech_wav
 from tests.browser.test_second_origin import typed_turn
 
@@ -47,12 +47,7 @@ def drive(base_url: str, wav: Path) -> None:
     with sync_playwright() as playwright:
         browser = launch(playwright, wav)
         try:
-            context = browser.new_context()
-            context.grant_permissions(["microphone"], origin=base_url)
-            page = context.new_page()
-            page.set_default_timeout(WAIT_MS)
-            problems: list[str] = []
-            page.on("pageerror", lambda error: problems.append(str(error)))
+            page, problems = open_page(browser, base_url, WAIT_MS)
             page.goto(f"{base_url}/")
             expect(page).to_have_title("seed app")
             page.goto(f"{base_url}/demo/")

@@ -24,7 +24,7 @@ from liveproxy.config import DEFAULT_MODEL, Config
 from liveproxy.emulator import Emulator, EmulatorConfig
 from liveproxy.emulator import serve as serve_emulator
 from liveproxy.serving.server import serve
-from tests.browser.chromium import launch
+from tests.browser.chromium import launch, open_page
 from tests.browser.speech_wav import write_silent_wav
 from tests.models import TEST_MODEL
 
@@ -71,12 +71,7 @@ def drive(base_url: str, wav: Path, out_dir: Path) -> None:
     with sync_playwright() as playwright:
         browser = launch(playwright, wav)
         try:
-            context = browser.new_context()
-            context.grant_permissions(["microphone"], origin=base_url)
-            page = context.new_page()
-            page.set_default_timeout(WAIT_MS)
-            problems: list[str] = []
-            page.on("pageerror", lambda error: problems.append(str(error)))
+            page, problems = open_page(browser, base_url, WAIT_MS)
             setups: list[dict[str, Any]] = []
             page.on("websocket", partial(record_setups, setups))
             page.add_init_script(WATCH_STATUS)
