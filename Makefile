@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run emulator test lint bench fuzz clean
+.PHONY: install run emulator test lint bench fuzz clean vendor
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,3 +39,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Rebuild the demo's copy of Google's JS SDK (liveproxy/static/vendor/genai.mjs and its licenses)
+# from vendor/package-lock.json; needs npm. Nothing else does: the bundle is committed.
+vendor:
+	cd vendor && npm ci --no-audit --no-fund && node build.mjs

@@ -1,0 +1,2 @@
+// What genai.mjs exports: the browser build of Google's JS SDK, whole.
+export * from "@google/genai/web";
