@@ -1,0 +1,257 @@
+"""The demo's SDK page (``/demo/sdk.html``) in headless Chromium: Google's own JS SDK
+(``@google/genai``, the copy bundled in ``liveproxy/static/vendor/``) holding a conversation
+through liveproxy's Gemini-native endpoint with an ephemeral token the page mints itself.
+
+One liveproxy serves the page (its origin is the page's); the page talks to another, whose
+``ALLOWED_ORIGINS`` names the first, through ``?server=``; both relay to the emulator. Every
+request the browser makes is recorded: none leaves the two origins (no CDN).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import trio
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from liveproxy.config import Config
+from liveproxy.emulator import Emulator, EmulatorConfig, Faults
+from liveproxy.emulator import serve as serve_emulator
+from liveproxy.serving.server import serve
+from tests.browser.chromium import launch, open_page
+from tests.browser.speech_wav import write_silent_wav, write_speech_wav
+from tests.models import TEST_MODEL
+
+pytestmark = pytest.mark.browser
+
+WAIT_MS = 15_000
+#: The socket the SDK opens: Google's path after the double slash it writes, the token in the query.
+SDK_SOCKET = re.compile(
+    r"^ws://127\.0\.0\.1:\d+//ws/google\.ai\.generativelanguage\.v1alpha\.GenerativeService\."
+    r"BidiGenerateContentConstrained\?access_token=auth_tokens/[\w-]+$"
+)
+
+
+class Servers:
+    """The emulator, the proxy serving the page and the proxy the page talks to."""
+
+    def __init__(self, emulator: Emulator, page_server: str, api: str) -> None:
+        self.emulator = emulator
+        self.page_server = page_server
+        self.api = api
+
+    @property
+    def page_url(self) -> str:
+        return f"{self.page_server}/demo/sdk.html?server={self.api}/"
+
+
+async def start_proxy(nursery: trio.Nursery, emulator: Emulator, **settings: object) -> str:
+    config = Config(api_key="k", upstream_url=emulator.url, port=0, model=TEST_MODEL, **settings)  # type: ignore[arg-type]
+    urls: list[str] = await nursery.start(partial(serve, config, stop=trio.Event()))
+    return urls[0]
+
+
+async def start_servers(nursery: trio.Nursery) -> Servers:
+    emulator: Emulator = await nursery.start(serve_emulator, EmulatorConfig(speed="fast"))
+    page_server = await start_proxy(nursery, emulator)
+    api = await start_proxy(nursery, emulator, allowed_origins=frozenset({page_server}))
+    return Servers(emulator, page_server, api)
+
+
+async def in_browser(wav: Path, scenario: Callable[[Browser], None]) -> None:
+    """Run ``scenario`` with a Chromium whose microphone plays ``wav``, in a worker thread."""
+
+    def run() -> None:
+        expect.set_options(timeout=WAIT_MS)
+        with sync_playwright() as playwright:
+            browser = launch(playwright, wav)
+            try:
+                scenario(browser)
+            finally:
+                browser.close()
+
+    with trio.fail_after(120):
+        await trio.to_thread.run_sync(run, abandon_on_cancel=True)
+
+
+def connect(page: Page, servers: Servers, modality: str) -> None:
+    page.goto(servers.page_url)
+    expect(page.locator("#mode")).to_contain_text(f"Server: {servers.api}")
+    page.get_by_label(modality, exact=True).check()
+    page.get_by_role("button", name="Connect", exact=True).click()
+    expect(page.locator("#status")).to_have_attribute("data-state", "live")
+
+
+def say(page: Page, text: str) -> None:
+    text_box = page.get_by_label("Type a message")
+    text_box.fill(text)
+    text_box.press("Enter")
+
+
+def model_said(page: Page, text: str) -> None:
+    said = page.locator("#transcript li[data-speaker='model']")
+    expect(said.filter(has_text=text)).to_have_count(1)
+
+
+def stat(page: Page, name: str) -> int:
+    value = page.evaluate(f"window.liveproxySdk.stats.{name}")
+    assert isinstance(value, int)
+    return value
+
+
+def disconnect(page: Page) -> None:
+    page.get_by_role("button", name="Disconnect").click()
+    expect(page.locator("#status")).to_have_attribute("data-state", "ended")
+    expect(page.locator("#ending")).to_contain_text("You ended the session.")
+
+
+@pytest.mark.usefixtures("chromium")
+async def test_text_both_ways_and_a_tool_call_answered_by_the_page(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    servers = await start_servers(nursery)
+
+    def scenario(browser: Browser) -> None:
+        page, problems = open_page(browser, servers.page_server, WAIT_MS)
+        sockets: list[str] = []
+        page.on("websocket", lambda socket: sockets.append(socket.url))
+        connect(page, servers, "Text")
+        say(page, "hello from the SDK")
+        model_said(page, 'You said: "hello from the SDK"')
+        say(page, 'call get_weather {"location": "Tokyo"}')
+        answered = page.locator("#tool-log li[data-kind='answered']")
+        expect(answered).to_contain_text('get_weather({"location":"Tokyo"})')
+        model_said(page, 'get_weather returned {"location":"Tokyo","forecast":"sunny"')
+        disconnect(page)
+        assert problems == []
+        (socket,) = sockets
+        assert SDK_SOCKET.match(socket), socket
+        assert socket.startswith(servers.api.replace("http", "ws", 1))
+
+    await in_browser(write_silent_wav(tmp_path / "silence.wav"), scenario)
+    (record,) = servers.emulator.connections
+    assert record.model == f"models/{TEST_MODEL}"
+    kinds = [kind for kind, _ in record.received if kind != "realtimeInput"]
+    assert kinds == ["clientContent", "clientContent", "toolResponse"]
+    response = next(body for kind, body in record.received if kind == "toolResponse")
+    (answer,) = response["functionResponses"]
+    assert answer["name"] == "get_weather"
+    assert answer["response"]["canned"] is True
+
+
+@pytest.mark.usefixtures("chromium")
+async def test_audio_both_ways(nursery: trio.Nursery, tmp_path: Path) -> None:
+    servers = await start_servers(nursery)
+    wav = write_speech_wav(tmp_path / "speech.wav")
+
+    def scenario(browser: Browser) -> None:
+        page, problems = open_page(browser, servers.page_server, WAIT_MS)
+        connect(page, servers, "Audio")
+        # The fake microphone's first utterance, heard and transcribed by the emulator ...
+        heard = page.locator("#transcript li[data-speaker='user']")
+        expect(heard.filter(has_text=re.compile(r"\[speech \d\.\d\d s\]"))).not_to_have_count(0)
+        # ... answered in speech, its transcript shown and its audio played.
+        model_said(page, "You said: [speech")
+        page.wait_for_function("window.liveproxySdk.stats.samplesPlayed > 2400")
+        assert stat(page, "framesSent") > 5
+        assert stat(page, "chunksReceived") > 0
+        assert stat(page, "bytesReceived") >= 2 * stat(page, "chunksReceived")
+        disconnect(page)
+        assert problems == []
+
+    await in_browser(wav.path, scenario)
+    (record,) = servers.emulator.connections
+    audio = [
+        chunk
+        for kind, body in record.received
+        if kind == "realtimeInput"
+        for chunk in [body.get("audio")]
+        if chunk is not None
+    ]
+    assert audio
+    assert {chunk["mimeType"] for chunk in audio} == {"audio/pcm;rate=16000"}
+
+
+@pytest.mark.usefixtures("chromium")
+async def test_a_go_away_switch_goes_unnoticed_by_the_sdk(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    servers = await start_servers(nursery)
+    servers.emulator.queue_faults(Faults(go_away_after=1))
+
+    def scenario(browser: Browser) -> None:
+        page, problems = open_page(browser, servers.page_server, WAIT_MS)
+        sockets: list[str] = []
+        page.on("websocket", lambda socket: sockets.append(socket.url))
+        connect(page, servers, "Text")
+        say(page, "one")
+        model_said(page, 'You said: "one"')
+        wait_for_switch(page, servers)
+        say(page, "two")
+        model_said(page, 'You said: "two"')
+        expect(page.locator("#status")).to_have_attribute("data-state", "live")
+        assert stat(page, "reconnects") == 0
+        assert page.locator("#notice").is_hidden()  # no goAway reached the page
+        disconnect(page)
+        assert problems == []
+        assert len(sockets) == 1  # one socket, all along
+
+    await in_browser(write_silent_wav(tmp_path / "silence.wav"), scenario)
+    first, second = servers.emulator.connections
+    assert second.resumed_handle is not None  # the same conversation, on a new connection
+    texts = [
+        body["turns"][0]["parts"][0]["text"]
+        for record in (first, second)
+        for kind, body in record.received
+        if kind == "clientContent"
+    ]
+    assert texts == ["one", "two"]
+
+
+def wait_for_switch(page: Page, servers: Servers) -> None:
+    """Wait (polling the page's clock, not sleeping here) until the proxy moved upstream."""
+    connections = servers.emulator.connections
+    for _ in range(150):
+        if len(connections) >= 2 and connections[0].close_code is not None:
+            return
+        page.wait_for_timeout(100)
+    raise AssertionError("the proxy did not switch connections")
+
+
+@pytest.mark.usefixtures("chromium")
+async def test_the_page_needs_no_network_but_the_proxy(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    servers = await start_servers(nursery)
+    ours = {urlsplit(servers.page_server).netloc, urlsplit(servers.api).netloc}
+
+    def scenario(browser: Browser) -> None:
+        page, problems = open_page(browser, servers.page_server, WAIT_MS)
+        requested: list[str] = []
+        page.context.on("request", lambda request: requested.append(request.url))
+        page.on("websocket", lambda socket: requested.append(socket.url))
+        # Anything else is refused, so a page that needed a CDN would fail here too.
+        page.context.route(
+            re.compile(r"^https?://"),
+            lambda route: (
+                route.continue_()
+                if urlsplit(route.request.url).netloc in ours
+                else route.abort("blockedbyclient")
+            ),
+        )
+        connect(page, servers, "Text")
+        say(page, "offline")
+        model_said(page, 'You said: "offline"')
+        disconnect(page)
+        assert problems == []
+        hosts = {urlsplit(url).netloc for url in requested if not url.startswith("data:")}
+        assert hosts == ours
+        paths = {urlsplit(url).path for url in requested}
+        assert "/demo/vendor/genai.mjs" in paths
+
+    await in_browser(write_silent_wav(tmp_path / "silence.wav"), scenario)
