@@ -169,6 +169,7 @@ async function connect() {
     showEnding(error.message);
     return;
   }
+  if (!session) return; // it ended as soon as it was set up (onEnd said why)
   setStatus("live", LIVE_STATUS);
   setLive(true);
   ui.textInput.focus();

@@ -255,3 +255,32 @@ async def test_the_page_needs_no_network_but_the_proxy(
         assert "/demo/vendor/genai.mjs" in paths
 
     await in_browser(write_silent_wav(tmp_path / "silence.wav"), scenario)
+
+
+@pytest.mark.usefixtures("chromium")
+async def test_a_server_refusing_the_pages_origin_mints_no_token_and_the_page_says_why(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    emulator: Emulator = await nursery.start(serve_emulator, EmulatorConfig(speed="fast"))
+    page_server = await start_proxy(nursery, emulator)
+    refusing = await start_proxy(
+        nursery, emulator, allowed_origins=frozenset({"https://app.example.com"})
+    )
+
+    def scenario(browser: Browser) -> None:
+        page, problems = open_page(browser, page_server, WAIT_MS)
+        sockets: list[str] = []
+        page.on("websocket", lambda socket: sockets.append(socket.url))
+        page.goto(f"{page_server}/demo/sdk.html?server={refusing}/")
+        expect(page.locator("#mode")).to_have_text("The server did not answer; is it running?")
+        page.get_by_role("button", name="Connect", exact=True).click()
+        expect(page.locator("#ending")).to_contain_text(
+            f"does not allow this page's origin ({page_server}; see ALLOWED_ORIGINS)"
+        )
+        expect(page.locator("#status")).to_have_attribute("data-state", "ended")
+        expect(page.get_by_role("button", name="Connect", exact=True)).to_be_enabled()
+        assert sockets == []  # no token, no socket
+        assert problems == []
+
+    await in_browser(write_silent_wav(tmp_path / "silence.wav"), scenario)
+    assert emulator.connections == []
