@@ -138,6 +138,7 @@ export class SdkSession {
       this.#end(ending);
       return;
     }
+    let failure = null; // the last attempt's error, said at the end
     for (const [attempt, delay] of RETRY_DELAYS.entries()) {
       this.handlers.onReconnecting?.({ ...ending, attempt: attempt + 1 });
       await new Promise((resolve) => {
@@ -152,17 +153,22 @@ export class SdkSession {
           this.#end({ ...ending, text: error.message });
           return;
         }
+        failure = error;
         continue; // the server is not back yet, or the socket failed before its setup
       }
       if (this.closedByUs) {
-        this.session?.close();
+        // Closed while connecting: this close is not a drop (its onclose finds no session).
+        const session = this.session;
+        this.session = null;
+        session?.close();
         break;
       }
       this.reconnects += 1;
       this.handlers.onReconnected?.({ handle: this.handle });
       return;
     }
-    this.#end({ ...ending, local: this.closedByUs });
+    const text = failure && !this.closedByUs ? `${describeClose(ending)} Last attempt: ${failure.message}` : undefined;
+    this.#end({ ...ending, local: this.closedByUs, text });
   }
 
   #end(ending) {

@@ -196,7 +196,7 @@ function sessionHandlers() {
       count("reconnects");
       setLive(true);
       setStatus("live", LIVE_STATUS);
-      addNote("reconnected with the latest resumption handle — conversation kept");
+      addNote("reconnected with the latest resumption handle");
     },
     onEnd(ending) {
       setLive(false);
