@@ -10,7 +10,9 @@ import { build } from "esbuild";
 const here = dirname(fileURLToPath(import.meta.url));
 const out = join(here, "..", "liveproxy", "static", "vendor");
 
+const sdk = JSON.parse(readFileSync(join(here, "node_modules", "@google", "genai", "package.json"), "utf8"));
 const result = await build({
+  banner: { js: `/* @google/genai ${sdk.version} (${sdk.license}), bundled by liveproxy's make vendor: see genai.LICENSE.txt */` },
   entryPoints: [join(here, "entry.mjs")],
   outfile: join(out, "genai.mjs"),
   bundle: true,
