@@ -19,7 +19,7 @@ import pytest
 import trio
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from liveproxy.config import Config
+from liveproxy.config import BotCheckSettings, Config
 from liveproxy.emulator import Emulator, EmulatorConfig, Faults
 from liveproxy.emulator import serve as serve_emulator
 from liveproxy.serving.server import serve
@@ -258,13 +258,19 @@ async def test_the_page_needs_no_network_but_the_proxy(
 
 
 @pytest.mark.usefixtures("chromium")
-async def test_a_server_refusing_the_pages_origin_mints_no_token_and_the_page_says_why(
+async def test_a_server_refusing_the_pages_origin_or_asking_a_bot_check_gets_no_socket(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
     emulator: Emulator = await nursery.start(serve_emulator, EmulatorConfig(speed="fast"))
     page_server = await start_proxy(nursery, emulator)
     refusing = await start_proxy(
         nursery, emulator, allowed_origins=frozenset({"https://app.example.com"})
+    )
+    guarded = await start_proxy(
+        nursery,
+        emulator,
+        allowed_origins=frozenset({page_server}),
+        bot_check=BotCheckSettings(provider="turnstile", secret="s", site_key="site"),
     )
 
     def scenario(browser: Browser) -> None:
@@ -278,6 +284,11 @@ async def test_a_server_refusing_the_pages_origin_mints_no_token_and_the_page_sa
             f"does not allow this page's origin ({page_server}; see ALLOWED_ORIGINS)"
         )
         expect(page.locator("#status")).to_have_attribute("data-state", "ended")
+        expect(page.get_by_role("button", name="Connect", exact=True)).to_be_enabled()
+        page.goto(f"{page_server}/demo/sdk.html?server={guarded}/")
+        expect(page.locator("#notice")).to_contain_text("requires a bot check (turnstile)")
+        page.get_by_role("button", name="Connect", exact=True).click()
+        expect(page.locator("#ending")).to_contain_text("requires a bot check (turnstile)")
         expect(page.get_by_role("button", name="Connect", exact=True)).to_be_enabled()
         assert sockets == []  # no token, no socket
         assert problems == []
