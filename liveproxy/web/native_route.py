@@ -10,8 +10,16 @@ Admission is the browser socket's (:mod:`liveproxy.web.admission`: draining, ori
 the token spent for a lease bound to the origin that minted it), refused the way Google
 refuses: past the upgrade, a close frame and no JSON event. No token: 1008 "Method doesn't allow
 unregistered callers"; a token unknown, spent, expired, minted for another origin or not an
-ephemeral one: 1007 "Missing or malformed auth token"; a disallowed origin 1008; at capacity or
-without the state store 1011. Nothing is dialled upstream for a refused socket.
+ephemeral one: 1007 "Missing or malformed auth token"; a disallowed origin 1008; at capacity
+(here or across the store, or the client's ``MAX_SESSIONS_PER_CLIENT``) or without the state
+store 1011; a resumption handle that names no conversation for this origin and client 1008
+"BidiGenerateContent session not found". Nothing is dialled upstream for a refused socket.
+
+Resumption: a setup with ``sessionResumption`` is answered with a liveproxy handle
+(``sessionResumptionUpdate``, see :mod:`liveproxy.web.ws_route`), the browser protocol's resume
+token under Google's name. A setup resuming that handle with the same token (even with its
+uses spent, until its ``expireTime``) continues the conversation kept under it
+(:mod:`liveproxy.web.resume`), with its stored setup.
 """
 
 from __future__ import annotations
@@ -21,12 +29,22 @@ import secrets
 from typing import Final
 from urllib.parse import parse_qs
 
+import attrs
 import trio
 
-from liveproxy.contract.native import MALFORMED_TOKEN, read_constraints
+from liveproxy.contract.errors import InvalidSetup, SessionError
+from liveproxy.contract.native import (
+    MALFORMED_TOKEN,
+    asked_resumption,
+    native_close,
+    read_constraints,
+)
+from liveproxy.core.ports import BrowserGone, Frame
+from liveproxy.core.resumable import Resumable
 from liveproxy.logs import SESSION_ID
 from liveproxy.protocol import closes
-from liveproxy.store import StoreUnavailable
+from liveproxy.store import Lease, Limits, Refused, StoreUnavailable
+from liveproxy.web import resume
 from liveproxy.web.admission import SHUTTING_DOWN, Admitted, end_lease
 from liveproxy.web.asgi import ASGIMessage, header
 from liveproxy.web.browser_socket import BrowserSocket
@@ -36,6 +54,9 @@ from liveproxy.web.origins import OriginPolicy
 from liveproxy.web.state import ProxyState
 
 log = logging.getLogger("liveproxy")
+
+#: Why a native socket whose first message did not come in time is closed (1007).
+NO_SETUP: Final = "no setup message came in time"
 
 #: Google's Live API paths served (``v1`` is not: Google takes no ephemeral token there).
 NATIVE_PATHS: Final = frozenset(
@@ -73,7 +94,12 @@ async def admit_native(
     state: ProxyState, socket: BrowserSocket, policy: OriginPolicy, metrics: Metrics
 ) -> Admitted | None:
     """Accept and authorise a native client's socket; None when it was refused (and closed)
-    or left. Sets :data:`~liveproxy.logs.SESSION_ID` for the admitted session."""
+    or left. Sets :data:`~liveproxy.logs.SESSION_ID` for the admitted session.
+
+    The token is checked first; then the setup is read (and given back to the socket for the
+    session), and the token spent for its lease: a setup resuming a handle spends no use; a handle that names no conversation kept for this
+    origin and client closes 1008 "BidiGenerateContent session not found", as Google does.
+    """
     if state.draining:
         metrics.socket_refused("shutting_down")
         await socket.reject(503, SHUTTING_DOWN)
@@ -96,14 +122,39 @@ async def admit_native(
         metrics.socket_refused("unauthorized")
         await socket.close(closes.POLICY, closes.UNREGISTERED_CALLER)
         return None
-    session_id = secrets.token_hex(8)
-    SESSION_ID.set(session_id)
-    try:
-        lease = await state.store.start_session(token, session_id)
+    try:  # a token that cannot open a session here is refused at once, as Google refuses it
+        known = await state.store.ephemeral_grant(token)
     except StoreUnavailable:
         log.warning("state store unreachable: a session's token could not be checked")
         metrics.socket_refused("state_unavailable")
         await socket.close(closes.INTERNAL, "the state store is unreachable")
+        return None
+    if known is None or known.origin != origin:
+        log.debug("native socket refused: unknown, spent or expired token, or another origin's")
+        metrics.socket_refused("unauthorized")
+        await socket.close(closes.INVALID_PAYLOAD, MALFORMED_TOKEN)
+        return None
+    first = await _first_frame(state, socket, metrics)
+    if first is None:
+        return None
+    socket.unread(first)
+    asked, handle = asked_resumption(first)
+    session_id = secrets.token_hex(8)
+    SESSION_ID.set(session_id)
+    config = state.config
+    limits = Limits(config.token_ttl_seconds, config.max_sessions, config.max_sessions_per_client)
+    try:
+        lease = await state.store.start_native(
+            token, session_id, limits, resuming=handle is not None
+        )
+    except StoreUnavailable:
+        log.warning("state store unreachable: a session's token could not be checked")
+        metrics.socket_refused("state_unavailable")
+        await socket.close(closes.INTERNAL, "the state store is unreachable")
+        return None
+    if isinstance(lease, Refused):
+        metrics.socket_refused(lease.code)
+        await socket.close(closes.INTERNAL, lease.message)
         return None
     constraints = None
     if lease is not None and lease.grant.origin == origin and lease.grant.ephemeral is not None:
@@ -118,4 +169,58 @@ async def admit_native(
         metrics.socket_refused("unauthorized")
         await socket.close(closes.INVALID_PAYLOAD, MALFORMED_TOKEN)
         return None
-    return Admitted(session_id, lease, opened_at, native=constraints)
+    if handle is not None:
+        try:
+            resumed = await _take_conversation(state, lease, handle)
+        except StoreUnavailable:
+            log.warning("state store unreachable: no conversation resumed")
+            await end_lease(state.store, lease)
+            metrics.socket_refused("state_unavailable")
+            await socket.close(closes.INTERNAL, "the state store is unreachable")
+            return None
+        if resumed is None:
+            await end_lease(state.store, lease)
+            metrics.socket_refused("resume_not_found")
+            await socket.close(closes.POLICY, closes.SESSION_NOT_FOUND)
+            return None
+        lease = attrs.evolve(lease, grant=attrs.evolve(lease.grant, resume=resumed))
+    return Admitted(session_id, lease, opened_at, native=constraints, resumption=asked)
+
+
+async def _first_frame(state: ProxyState, socket: BrowserSocket, metrics: Metrics) -> Frame | None:
+    """The client's first message (its setup), read within the setup timeout; None when the
+    client left, sent none in time (closed 1007) or a frame the socket refuses (closed as the
+    session would close it)."""
+    try:
+        with trio.move_on_after(state.config.setup_timeout_seconds):
+            return await socket.receive()
+    except BrowserGone:
+        return None
+    except SessionError as exc:
+        metrics.socket_refused(exc.code)
+        await socket.close(*native_close(exc))
+        return None
+    metrics.socket_refused(InvalidSetup.code)
+    await socket.close(closes.INVALID_PAYLOAD, NO_SETUP)
+    return None
+
+
+async def _take_conversation(state: ProxyState, lease: Lease, handle: str) -> str | None:
+    """The state of the conversation kept under ``handle`` for the lease's origin and client,
+    taken (single use); None: unknown, used, expired, someone else's or unreadable.
+
+    Raises:
+        StoreUnavailable: from the store.
+    """
+    grant = lease.grant
+    conversation = await state.store.take_conversation(
+        handle, grant.origin, resume.resume_client(grant.client)
+    )
+    if conversation is None:
+        return None
+    try:
+        Resumable.from_json(conversation.state)
+    except ValueError:
+        log.warning("a kept conversation's state is unreadable: it cannot be resumed")
+        return None
+    return conversation.state
