@@ -153,9 +153,10 @@ class StateStore(Protocol):
         token spent or not. None also for a missing or unknown token, or one that is not an
         ephemeral token's.
 
-        A lease that adds a place (the token keeps uses, or a resume) must fit ``limits``, the
-        token itself not counted: else the :class:`Refused` (``at_capacity`` or
-        ``too_many_sessions``), and nothing is spent.
+        A lease that adds a place must fit ``limits``, as :meth:`admit` counts them: else the
+        :class:`Refused` (``at_capacity`` or ``too_many_sessions``), and nothing is spent. A
+        token holds its place until its last use (or its TTL), so every lease but the last
+        use's adds one (and a resume's).
         """
         ...
 

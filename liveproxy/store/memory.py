@@ -127,7 +127,7 @@ class MemoryStore:
         else:
             grant = entry.grant
         if resuming or not last:
-            refused = self._lease_refused(grant.client, limits, now, counted=entry is not None)
+            refused = self._lease_refused(grant.client, limits, now)
             if refused is not None:
                 return refused
         if not resuming and entry is not None:
@@ -140,18 +140,12 @@ class MemoryStore:
         self._leases[lease_id] = _Entry(now + self._lease_seconds, grant)
         return Lease(lease_id, grant)
 
-    def _lease_refused(
-        self, client: str, limits: Limits, now: float, *, counted: bool
-    ) -> Refused | None:
-        """Why one more lease for ``client`` does not fit, or None (a token ``counted`` in the
-        tokens held is left out: it is the one the lease is for)."""
-        own = 1 if counted else 0
-        if len(self._tokens) - own + len(self._leases) >= limits.max_sessions:
+    def _lease_refused(self, client: str, limits: Limits, now: float) -> Refused | None:
+        """Why one more lease for ``client`` does not fit, or None."""
+        if len(self._tokens) + len(self._leases) >= limits.max_sessions:
             return at_capacity(limits)
-        held = (
-            self._tokens_of[client]
-            - own
-            + sum(1 for lease in self._leases.values() if lease.grant.client == client)
+        held = self._tokens_of[client] + sum(
+            1 for lease in self._leases.values() if lease.grant.client == client
         )
         if limits.per_client and held >= limits.per_client:
             return too_many_sessions(limits, self._retry_for(client, now, limits))

@@ -247,9 +247,7 @@ else
 end
 local last = in_tokens and used + 1 == uses
 if resuming or not last then
-  local own = 0
-  if in_tokens then own = 1 end
-  if live(P .. 'tokens') - own + live(P .. 'leases') >= tonumber(ARGV[7]) then
+  if live(P .. 'tokens') + live(P .. 'leases') >= tonumber(ARGV[7]) then
     return {'capacity'}
   end
   local per_client = tonumber(ARGV[8])
@@ -257,7 +255,7 @@ if resuming or not last then
     local own_tokens, own_leases = P .. 'ct:' .. client, P .. 'cl:' .. client
     redis.call('ZREMRANGEBYSCORE', own_tokens, '-inf', num(now))
     redis.call('ZREMRANGEBYSCORE', own_leases, '-inf', num(now))
-    local held = redis.call('ZCARD', own_tokens) - own + redis.call('ZCARD', own_leases)
+    local held = redis.call('ZCARD', own_tokens) + redis.call('ZCARD', own_leases)
     if held >= per_client then
       local oldest = redis.call('ZRANGE', own_tokens, 0, 0, 'WITHSCORES')
       local wait = tonumber(ARGV[9])

@@ -402,7 +402,7 @@ class SqliteStore:
             used = row[8] or 0
             last = in_tokens and used + 1 == grant.uses
             if resuming or not last:
-                refused = _lease_refused(db, grant.client, limits, key if in_tokens else None, now)
+                refused = _lease_refused(db, grant.client, limits, now)
                 if refused is not None:
                     return refused
             if not resuming:
@@ -513,22 +513,19 @@ def _grant(row: tuple[Any, ...]) -> Grant:
 
 
 def _lease_refused(
-    db: sqlite3.Connection, client: str, limits: Limits, token: str | None, now: float
+    db: sqlite3.Connection, client: str, limits: Limits, now: float
 ) -> Refused | None:
-    """Why one more lease for ``client`` does not fit (expired rows already deleted), or None;
-    the ``token`` the lease is for (if unspent) is not counted."""
-    other = token or ""
+    """Why one more lease for ``client`` does not fit (expired rows already deleted), or None."""
     (held_total,) = db.execute(
-        "SELECT (SELECT COUNT(*) FROM tokens WHERE key != ?) + (SELECT COUNT(*) FROM leases)",
-        (other,),
+        "SELECT (SELECT COUNT(*) FROM tokens) + (SELECT COUNT(*) FROM leases)"
     ).fetchone()
     if held_total >= limits.max_sessions:
         return at_capacity(limits)
     if limits.per_client:
         (held,) = db.execute(
-            "SELECT (SELECT COUNT(*) FROM tokens WHERE client = ? AND key != ?)"
+            "SELECT (SELECT COUNT(*) FROM tokens WHERE client = ?)"
             " + (SELECT COUNT(*) FROM leases WHERE client = ?)",
-            (client, other, client),
+            (client, client),
         ).fetchone()
         if held >= limits.per_client:
             (oldest,) = db.execute(

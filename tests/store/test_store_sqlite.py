@@ -177,6 +177,12 @@ WORKER = textwrap.dedent(
                     lease_id = f"{sys.argv[4]}-{i}"
                     if await retrying(lambda: store.start_session(token, lease_id)):
                         won.append(i)
+            elif mode == "native":
+                limits = Limits(token_ttl=30, max_sessions=10000)
+                for i, token in enumerate(json.loads(arg)):
+                    lease_id = f"{sys.argv[4]}-{i}"
+                    if await retrying(lambda: store.start_native(token, lease_id, limits)):
+                        won.append(i)
             elif mode == "take":
                 for i, token in enumerate(json.loads(arg)):
                     if await retrying(lambda: store.take_conversation(token, None, f"c{i}")):
@@ -240,6 +246,20 @@ async def test_processes_racing_on_the_same_tokens_spend_each_once(tmp_path: Pat
     assert spent == list(range(200))  # every token once, none twice
     assert rows(path, "SELECT COUNT(*) FROM leases") == [(200,)]
     assert rows(path, "SELECT COUNT(*) FROM tokens") == [(0,)]
+
+
+async def test_processes_racing_on_multi_use_tokens_spend_each_use_once(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    grant = Grant(90, client="a", ephemeral="{}", uses=2)
+    async with open_sqlite_store(str(path), FakeClock(), LEASE_SECONDS) as store:
+        tokens = [await store.admit(grant, Limits(30, max_sessions=1000)) for _ in range(100)]
+    won = await trio.to_thread.run_sync(race, "native", path, json.dumps(tokens))
+    # 4 processes try each token once: exactly its 2 uses succeed, the last one spent once.
+    for i in range(100):
+        assert sum(each.count(i) for each in won) == 2
+    assert rows(path, "SELECT COUNT(*) FROM leases") == [(200,)]
+    assert rows(path, "SELECT COUNT(*) FROM tokens") == [(0,)]
+    assert rows(path, "SELECT COUNT(*) FROM spent_tokens") == [(100,)]
 
 
 async def test_processes_admitting_at_once_never_exceed_capacity(tmp_path: Path) -> None:
