@@ -97,8 +97,9 @@ async def admit_native(
     or left. Sets :data:`~liveproxy.logs.SESSION_ID` for the admitted session.
 
     The token is checked first; then the setup is read (and given back to the socket for the
-    session), and the token spent for its lease: a setup resuming a handle spends no use; a handle that names no conversation kept for this
-    origin and client closes 1008 "BidiGenerateContent session not found", as Google does.
+    session), and the token spent for its lease: a setup resuming a handle spends no use; a
+    handle that names no conversation kept for this origin and client closes 1008
+    "BidiGenerateContent session not found", as Google does.
     """
     if state.draining:
         metrics.socket_refused("shutting_down")

@@ -134,7 +134,9 @@ async def test_two_stores_racing_on_a_tokens_last_uses_spend_each_once(
             assert isinstance(token, str)
             leases: list[Lease] = []
 
-            async def spend(store: RedisStore, n: int, token: str = token) -> None:
+            async def spend(
+                store: RedisStore, n: int, token: str = token, leases: list[Lease] = leases
+            ) -> None:
                 answer = await store.start_native(token, f"s{n}", ROOMY)
                 if answer is not None:
                     assert isinstance(answer, Lease)
