@@ -9,9 +9,8 @@ and decides expiry with it; the keys also carry real TTLs (the logical lifetime 
 Key layout, under a prefix (``liveproxy:`` unless told otherwise), ``{client}`` being the
 grant's client and ``{key}`` a :func:`~liveproxy.store.token_key` hash (never a token):
 
-- ``t:{key}``: hash ``grant`` (the grant as JSON), ``client``, and for
-  :meth:`RedisStore.start_native` ``uses``, ``used`` (sessions started), ``limit`` (the
-  session's time limit) and ``eph`` (``1``: an ephemeral token's): an unspent token.
+- ``t:{key}``: hash ``grant`` (the grant as JSON), ``client``, and once a multi-use token
+  started a session ``used`` (how many): an unspent token.
 - ``tokens``: sorted set of every token's ``{key}``, scored by its expiry.
 - ``ct:{client}``: sorted set of the client's token ``{key}``, scored by expiry.
 - ``leases``: sorted set of every lease id, scored by its expiry.
@@ -122,6 +121,11 @@ local function add_lease(id, client, seconds)
   redis.call('ZADD', P .. 'cl:' .. client, expires, id)
   keep(P .. 'cl:' .. client, seconds)
 end
+local function ephemeral_grant(text)
+  local ok, grant = pcall(cjson.decode, text)
+  if not ok or type(grant) ~= 'table' or type(grant['ephemeral']) ~= 'string' then return nil end
+  return grant
+end
 local function drop_lease(id, client)
   redis.call('ZREM', P .. 'leases', id)
   redis.call('HDEL', P .. 'lc', id)
@@ -151,8 +155,8 @@ return num(wait)
 """
 )
 
-# ARGV: prefix, now, key, client, grant JSON, token_ttl, max_sessions, per_client, uses,
-# session time limit, ephemeral ('1' or '0'). Returns {'ok'}, {'capacity'} or {'client', wait}.
+# ARGV: prefix, now, key, client, grant JSON, token_ttl, max_sessions, per_client.
+# Returns {'ok'}, {'capacity'} or {'client', wait}.
 _ADMIT = (
     _COMMON
     + """
@@ -174,8 +178,7 @@ if per_client > 0 then
   end
 end
 local expires = num(now + ttl)
-redis.call('HSET', P .. 't:' .. key, 'grant', ARGV[5], 'client', client,
-  'uses', ARGV[9], 'used', '0', 'limit', ARGV[10], 'eph', ARGV[11])
+redis.call('HSET', P .. 't:' .. key, 'grant', ARGV[5], 'client', client)
 keep(P .. 't:' .. key, ttl)
 redis.call('ZADD', P .. 'tokens', expires, key)
 keep(P .. 'tokens', ttl)
@@ -209,10 +212,10 @@ _EPHEMERAL_GRANT = (
     _COMMON
     + """
 local key = ARGV[3]
-local fields = redis.call('HMGET', P .. 't:' .. key, 'grant', 'eph')
+local text = redis.call('HGET', P .. 't:' .. key, 'grant')
 local expires = redis.call('ZSCORE', P .. 'tokens', key)
-if fields[1] and expires and tonumber(expires) > now then
-  if fields[2] == '1' then return fields[1] end
+if text and expires and tonumber(expires) > now then
+  if ephemeral_grant(text) then return text end
   return false
 end
 local spent = redis.call('HMGET', P .. 's:' .. key, 'grant', 'until')
@@ -229,15 +232,16 @@ _START_NATIVE = (
 prune()
 local key, resuming = ARGV[3], ARGV[6] == '1'
 local tkey = P .. 't:' .. key
-local fields = redis.call('HMGET', tkey, 'grant', 'client', 'uses', 'used', 'limit', 'eph')
+local fields = redis.call('HMGET', tkey, 'grant', 'client', 'used')
 local expires = redis.call('ZSCORE', P .. 'tokens', key)
 local in_tokens = fields[1] and expires and tonumber(expires) > now
 local grant, client, uses, used, resume_until
 if in_tokens then
-  if fields[6] ~= '1' then return false end
+  local decoded = ephemeral_grant(fields[1])
+  if not decoded then return false end
   grant, client = fields[1], fields[2] or ''
-  uses, used = tonumber(fields[3] or '1'), tonumber(fields[4] or '0')
-  resume_until = tonumber(expires) + tonumber(fields[5] or '0')
+  uses, used = tonumber(decoded['uses']) or 1, tonumber(fields[3] or '0')
+  resume_until = tonumber(expires) + (tonumber(decoded['session_time_limit']) or 0)
 elseif resuming then
   local spent = redis.call('HMGET', P .. 's:' .. key, 'grant', 'client', 'until')
   if not spent[1] or not spent[3] or tonumber(spent[3]) <= now then return false end
@@ -475,9 +479,6 @@ class RedisStore:
                 _number(limits.token_ttl),
                 str(limits.max_sessions),
                 str(limits.per_client),
-                str(grant.uses),
-                str(grant.session_time_limit),
-                "0" if grant.ephemeral is None else "1",
             )
         )
         match reply:

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import coredis
+import orjson
 import pytest
 import trio
 
@@ -149,6 +150,24 @@ async def test_two_stores_racing_on_a_tokens_last_uses_spend_each_once(
             for lease in leases:
                 await host_a.end_session(lease)
         assert await host_b.usage() == Usage(tokens=0, sessions=0)
+
+
+async def test_an_older_releases_ephemeral_token_is_one_use(redis_server: RedisServer) -> None:
+    clock = FakeClock()
+    async with (
+        open_redis_store(redis_server.url, clock, LEASE_SECONDS) as store,
+        raw_client(redis_server) as client,
+    ):
+        old = {"session_time_limit": 90, "client": "a", "ephemeral": "{}"}  # no "uses"
+        for token, grant in (("old", orjson.dumps(old)), ("garbled", b"{not json")):
+            key = token_key(token)
+            await client.hset(f"{PREFIX}t:{key}".encode(), {b"grant": grant, b"client": b"a"})
+            await client.zadd(f"{PREFIX}tokens".encode(), {key.encode(): clock.now + 30})
+        assert isinstance(await store.start_native("old", "s1", ROOMY), Lease)
+        assert await store.start_native("old", "s2", ROOMY) is None
+        assert await store.start_native("old", "r", ROOMY, resuming=True) is not None
+        assert await store.start_native("garbled", "s3", ROOMY) is None
+        assert await store.ephemeral_grant("garbled") is None
 
 
 async def every_call_fails_in_time(store: RedisStore) -> None:
