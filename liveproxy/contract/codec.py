@@ -128,6 +128,8 @@ MAX_MODEL_CHARS = 256
 #: At most this many ``lock_additional_fields``, each at most :data:`MAX_FIELD_CHARS` long.
 MAX_LOCKED_FIELDS = 32
 MAX_FIELD_CHARS = 64
+#: The most sessions one ephemeral token may start (``uses``; 0 is unlimited until its TTL).
+MAX_EPHEMERAL_USES = 1000
 _EPHEMERAL_KEYS = frozenset({"model", "config", "lock_additional_fields", "uses", "expire_seconds"})
 
 
@@ -192,8 +194,8 @@ def decode_ephemeral(value: Any) -> EphemeralRequest:
     Raises:
         DecodeError: not an object; an unknown key; ``model`` not a string of 1 to 256
             characters; ``config`` not an object or over 16 KiB as JSON;
-            ``lock_additional_fields`` not a list of at most 32 short strings; ``uses`` other
-            than 1 (a token starts one session, for now); ``expire_seconds`` not an integer.
+            ``lock_additional_fields`` not a list of at most 32 short strings; ``uses`` not an
+            integer from 0 (unlimited) to 1000; ``expire_seconds`` not an integer.
     """
     if not isinstance(value, dict):
         raise DecodeError("ephemeral must be a JSON object")
@@ -223,8 +225,10 @@ def decode_ephemeral(value: Any) -> EphemeralRequest:
             " field names"
         )
     uses = fields.get("uses", 1)
-    if uses != 1 or isinstance(uses, bool):
-        raise DecodeError("ephemeral.uses: only 1 is supported (a token starts one session)")
+    if isinstance(uses, bool) or not isinstance(uses, int) or not 0 <= uses <= MAX_EPHEMERAL_USES:
+        raise DecodeError(
+            f"ephemeral.uses must be an integer from 0 (unlimited) to {MAX_EPHEMERAL_USES}"
+        )
     expire = fields.get("expire_seconds")
     if expire is not None and (isinstance(expire, bool) or not isinstance(expire, int)):
         raise DecodeError("ephemeral.expire_seconds must be an integer number of seconds")
@@ -232,7 +236,7 @@ def decode_ephemeral(value: Any) -> EphemeralRequest:
         model=model,
         config=config,
         lock_additional_fields=None if locked is None else tuple(locked),
-        uses=1,
+        uses=uses,
         expire_seconds=expire,
     )
 

@@ -31,6 +31,7 @@ from typing import Any, Final
 
 import orjson
 
+from liveproxy.contract.codec import MAX_RESUME_TOKEN_CHARS
 from liveproxy.contract.endings import Outcome
 from liveproxy.contract.errors import (
     InvalidSetup,
@@ -48,6 +49,44 @@ from liveproxy.protocol.schema import SchemaError, normalise
 
 #: Google's reason for a token that is missing its form, unknown, spent or expired.
 MALFORMED_TOKEN: Final = "Missing or malformed auth token"
+#: A handle that names no conversation (see :func:`asked_resumption`).
+UNKNOWN_HANDLE: Final = "\x00unknown"
+
+
+def asked_resumption(first: bytes | str) -> tuple[bool, str | None]:
+    """Whether a native client's first message (its setup, unchecked) asks for session
+    resumption, and the handle it resumes (None: a new session).
+
+    ``setup.sessionResumption`` (either casing) is an object; its ``handle``, when a non-empty
+    string, is the handle (empty or absent: a new session, as Google takes it). A handle that is
+    not a string of at most 256 characters can name no conversation: it comes back as
+    :data:`UNKNOWN_HANDLE`. Anything that is not such a setup asks for nothing (the setup's own
+    validation then refuses it).
+    """
+    try:
+        data = orjson.loads(first)
+    except orjson.JSONDecodeError:
+        return False, None
+    setup = data.get("setup") if isinstance(data, dict) else None
+    if not isinstance(setup, dict):
+        return False, None
+    asked = setup.get("sessionResumption", setup.get("session_resumption"))
+    if not isinstance(asked, dict):
+        return False, None
+    handle = asked.get("handle")
+    if handle is None or handle == "":
+        return True, None
+    if not isinstance(handle, str) or len(handle) > MAX_RESUME_TOKEN_CHARS:
+        return True, UNKNOWN_HANDLE
+    return True, handle
+
+
+def resumption_update(handle: str) -> str:
+    """``{"sessionResumptionUpdate": {"newHandle", "resumable": true}}``, as Gemini sends it,
+    with a liveproxy handle."""
+    return orjson.dumps(
+        {"sessionResumptionUpdate": {"newHandle": handle, "resumable": True}}
+    ).decode()
 
 
 class InvalidMessage(SessionError):

@@ -27,7 +27,8 @@ class EphemeralRequest:
     config: dict[str, Any] | None = None
     #: Google SDK's ``lock_additional_fields``: None, ``[]`` or field names.
     lock_additional_fields: tuple[str, ...] | None = None
-    #: Sessions the token starts (only 1 for now).
+    #: Sessions the token starts (0: unlimited until ``newSessionExpireTime``); resuming one
+    #: spends none.
     uses: int = 1
     #: The session's time limit asked for (clamped like ``session_duration``).
     expire_seconds: int | None = None

@@ -21,6 +21,7 @@ import trio
 
 from liveproxy.contract.codec import encode_session_resumable
 from liveproxy.contract.endings import SHUTDOWN, TIME_LIMIT, Outcome
+from liveproxy.contract.native import resumption_update
 from liveproxy.contract.payloads import EphemeralRequest
 from liveproxy.core.browser_queue import BrowserQueue
 from liveproxy.core.browser_reader import BrowserReader, Setup
@@ -53,7 +54,9 @@ class Session:
     ) -> None:
         """``resumed``: the conversation this socket continues (its handle, setup, stats and
         replay; ``time_limit`` is then what it has left). ``resume_token``: announced to the
-        browser after ``setupComplete`` (None: conversations are not resumable). ``tools``: the
+        browser after ``setupComplete`` (``sessionResumable``; a native client's
+        ``sessionResumptionUpdate``, the token its handle), None: conversations are not
+        resumable. ``tools``: the
         server's tools, bound to this session (None: every tool call goes to the browser).
         ``native``: the socket speaks Gemini's own protocol, with these constraints from its
         ephemeral token (see :mod:`liveproxy.contract.native`)."""
@@ -143,6 +146,9 @@ class Session:
         if self.resume_token is None or self._resumable_announced:
             return
         self._resumable_announced = True
+        if self.native is not None:
+            self.out.put(resumption_update(self.resume_token))
+            return
         window = self.services.limits.resume_window
         self.out.put(encode_session_resumable(self.resume_token, window))
 

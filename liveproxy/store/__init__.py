@@ -42,6 +42,9 @@ class Grant:
     #: The signed-in user's JWT claims (JSON text, opaque to the store; bounded by the token's
     #: size), None without sign-in: what the server's tools see of the user.
     claims: str | None = None
+    #: How many sessions the token starts (an ephemeral token's ``uses``): 0 is unlimited
+    #: until the token's TTL. A resumed session spends none (:meth:`StateStore.start_native`).
+    uses: int = 1
 
 
 @attrs.frozen
@@ -133,6 +136,30 @@ class StateStore(Protocol):
         """
         ...
 
+    async def ephemeral_grant(self, token: str) -> Grant | None:
+        """The grant of ephemeral ``token`` while it may still open a session (unspent within
+        its TTL, or until its :func:`resume_until` once it started one), spending nothing; None
+        otherwise. A check before :meth:`start_native`, which decides."""
+        ...
+
+    async def start_native(
+        self, token: str | None, lease_id: str, limits: Limits, *, resuming: bool = False
+    ) -> Lease | Refused | None:
+        """Take a lease named ``lease_id`` for a session of the ephemeral ``token``, in one step.
+
+        A new session spends one of the token's uses (the last one spends the token) and is
+        refused (None) once the token is past its TTL or has no use left. A resumed session
+        (``resuming``) spends none: it is accepted until the token's :func:`resume_until`, the
+        token spent or not. None also for a missing or unknown token, or one that is not an
+        ephemeral token's.
+
+        A lease that adds a place must fit ``limits``, as :meth:`admit` counts them: else the
+        :class:`Refused` (``at_capacity`` or ``too_many_sessions``), and nothing is spent. A
+        token holds its place until its last use (or its TTL), so every lease but the last
+        use's adds one (and a resume's).
+        """
+        ...
+
     async def renew(self, leases: Collection[Lease]) -> None:
         """Extend these leases by the lease time, re-creating any the store lost."""
         ...
@@ -171,6 +198,12 @@ class StateStore(Protocol):
 def token_key(token: str) -> str:
     """What the store keeps of a token."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def resume_until(expires_at: float, grant: Grant) -> float:
+    """Until when an ephemeral token expiring (for new sessions) at ``expires_at`` still
+    resumes its sessions: Google's ``expireTime``, its TTL plus the session's time limit."""
+    return expires_at + grant.session_time_limit
 
 
 def retry_seconds(value: float) -> int:

@@ -19,6 +19,7 @@ from liveproxy.store import (
     Refused,
     Usage,
     at_capacity,
+    resume_until,
     token_key,
     too_many_sessions,
 )
@@ -28,6 +29,8 @@ from liveproxy.store import (
 class _Entry:
     expires_at: float
     grant: Grant
+    #: A token's sessions started so far (of ``grant.uses``; 0 uses: unlimited).
+    used: int = 0
 
 
 class MemoryStore:
@@ -50,6 +53,9 @@ class MemoryStore:
         self._leases: dict[str, _Entry] = {}
         self._buckets: OrderedDict[str, tuple[TokenBucket, float]] = OrderedDict()
         self._conversations: dict[str, tuple[float, Conversation]] = {}
+        #: Ephemeral tokens that started a session, kept until :func:`resume_until` (they
+        #: still resume their sessions); not counted against any limit.
+        self._spent: dict[str, _Entry] = {}
 
     async def take_sign_in(self, client: str, rate: Rate) -> float:
         now = self._clock()
@@ -87,6 +93,63 @@ class MemoryStore:
             return None
         self._leases[lease_id] = _Entry(now + self._lease_seconds, entry.grant)
         return Lease(lease_id, entry.grant)
+
+    async def ephemeral_grant(self, token: str) -> Grant | None:
+        now = self._clock()
+        key = token_key(token)
+        entry = self._tokens.get(key)
+        if entry is None or entry.expires_at <= now:
+            entry = self._spent.get(key)
+        if entry is None or entry.expires_at <= now or entry.grant.ephemeral is None:
+            return None
+        return entry.grant
+
+    async def start_native(
+        self, token: str | None, lease_id: str, limits: Limits, *, resuming: bool = False
+    ) -> Lease | Refused | None:
+        if not token:
+            return None
+        now = self._clock()
+        self._prune(now)
+        self._prune_spent(now)
+        key = token_key(token)
+        entry = self._tokens.get(key)
+        if entry is not None and entry.grant.ephemeral is None:
+            return None
+        last = entry is not None and entry.used + 1 == entry.grant.uses
+        if resuming:
+            found = entry if entry is not None else self._spent.get(key)
+            if found is None:
+                return None
+            grant = found.grant
+        elif entry is None:
+            return None
+        else:
+            grant = entry.grant
+        if resuming or not last:
+            refused = self._lease_refused(grant.client, limits, now)
+            if refused is not None:
+                return refused
+        if not resuming and entry is not None:
+            if last:
+                del self._tokens[key]
+                self._forget_token(grant.client)
+            else:
+                self._tokens[key] = attrs.evolve(entry, used=entry.used + 1)
+            self._spent[key] = _Entry(resume_until(entry.expires_at, grant), grant)
+        self._leases[lease_id] = _Entry(now + self._lease_seconds, grant)
+        return Lease(lease_id, grant)
+
+    def _lease_refused(self, client: str, limits: Limits, now: float) -> Refused | None:
+        """Why one more lease for ``client`` does not fit, or None."""
+        if len(self._tokens) + len(self._leases) >= limits.max_sessions:
+            return at_capacity(limits)
+        held = self._tokens_of[client] + sum(
+            1 for lease in self._leases.values() if lease.grant.client == client
+        )
+        if limits.per_client and held >= limits.per_client:
+            return too_many_sessions(limits, self._retry_for(client, now, limits))
+        return None
 
     async def renew(self, leases: Collection[Lease]) -> None:
         expires_at = self._clock() + self._lease_seconds
@@ -128,6 +191,15 @@ class MemoryStore:
         self._prune_conversations(now)
         if conversation.expires_at > now:
             self._conversations[token_key(token)] = (conversation.expires_at, conversation)
+
+    def _prune_spent(self, now: float) -> None:
+        """Drop spent tokens past their resume time (about in expiry order, as conversations)."""
+        spent = self._spent
+        while spent:
+            oldest = next(iter(spent))
+            if spent[oldest].expires_at > now:
+                break
+            del spent[oldest]
 
     def _prune_conversations(self, now: float) -> None:
         """Drop expired conversations (kept in insertion order, about expiry order: one kept

@@ -9,13 +9,16 @@ and decides expiry with it; the keys also carry real TTLs (the logical lifetime 
 Key layout, under a prefix (``liveproxy:`` unless told otherwise), ``{client}`` being the
 grant's client and ``{key}`` a :func:`~liveproxy.store.token_key` hash (never a token):
 
-- ``t:{key}``: hash ``grant`` (the grant as JSON), ``client``: an unspent token.
+- ``t:{key}``: hash ``grant`` (the grant as JSON), ``client``, and once a multi-use token
+  started a session ``used`` (how many): an unspent token.
 - ``tokens``: sorted set of every token's ``{key}``, scored by its expiry.
 - ``ct:{client}``: sorted set of the client's token ``{key}``, scored by expiry.
 - ``leases``: sorted set of every lease id, scored by its expiry.
 - ``lc``: hash of lease id to its client (to prune the client's set with the lease).
 - ``cl:{client}``: sorted set of the client's lease ids, scored by expiry.
 - ``b:{client}``: hash ``tokens``, ``updated``: the client's rate-limit bucket.
+- ``s:{key}``: hash ``grant``, ``client``, ``until``: an ephemeral token that started a session,
+  which still resumes its sessions until ``until`` (its real TTL prunes it; counted nowhere).
 - ``c:{key}``: hash ``who`` (JSON ``[origin, client]``), ``state``, ``expires``: a conversation
   kept under a resume token's hash. It is in no index: its real TTL (the window plus
   :data:`TTL_MARGIN`) is what prunes it, and a take past ``expires`` deletes it.
@@ -118,6 +121,11 @@ local function add_lease(id, client, seconds)
   redis.call('ZADD', P .. 'cl:' .. client, expires, id)
   keep(P .. 'cl:' .. client, seconds)
 end
+local function ephemeral_grant(text)
+  local ok, grant = pcall(cjson.decode, text)
+  if not ok or type(grant) ~= 'table' or type(grant['ephemeral']) ~= 'string' then return nil end
+  return grant
+end
 local function drop_lease(id, client)
   redis.call('ZREM', P .. 'leases', id)
   redis.call('HDEL', P .. 'lc', id)
@@ -195,6 +203,88 @@ redis.call('ZREM', P .. 'ct:' .. client, key)
 if not expires or tonumber(expires) <= now then return false end
 add_lease(ARGV[4], client, tonumber(ARGV[5]))
 return fields[1]
+"""
+)
+
+# ARGV: prefix, now, key. Returns the grant JSON of an ephemeral token that may still open a
+# session (unspent and unexpired, or spent and before its ``until``), or nil.
+_EPHEMERAL_GRANT = (
+    _COMMON
+    + """
+local key = ARGV[3]
+local text = redis.call('HGET', P .. 't:' .. key, 'grant')
+local expires = redis.call('ZSCORE', P .. 'tokens', key)
+if text and expires and tonumber(expires) > now then
+  if ephemeral_grant(text) then return text end
+  return false
+end
+local spent = redis.call('HMGET', P .. 's:' .. key, 'grant', 'until')
+if spent[1] and spent[2] and tonumber(spent[2]) > now then return spent[1] end
+return false
+"""
+)
+
+# ARGV: prefix, now, key, lease id, lease seconds, resuming ('1' or '0'), max_sessions,
+# per_client, token_ttl. Returns {'ok', grant JSON}, {'capacity'}, {'client', wait}, or nil.
+_START_NATIVE = (
+    _COMMON
+    + """
+prune()
+local key, resuming = ARGV[3], ARGV[6] == '1'
+local tkey = P .. 't:' .. key
+local fields = redis.call('HMGET', tkey, 'grant', 'client', 'used')
+local expires = redis.call('ZSCORE', P .. 'tokens', key)
+local in_tokens = fields[1] and expires and tonumber(expires) > now
+local grant, client, uses, used, resume_until
+if in_tokens then
+  local decoded = ephemeral_grant(fields[1])
+  if not decoded then return false end
+  grant, client = fields[1], fields[2] or ''
+  uses, used = tonumber(decoded['uses']) or 1, tonumber(fields[3] or '0')
+  resume_until = tonumber(expires) + (tonumber(decoded['session_time_limit']) or 0)
+elseif resuming then
+  local spent = redis.call('HMGET', P .. 's:' .. key, 'grant', 'client', 'until')
+  if not spent[1] or not spent[3] or tonumber(spent[3]) <= now then return false end
+  grant, client = spent[1], spent[2] or ''
+else
+  return false
+end
+local last = in_tokens and used + 1 == uses
+if resuming or not last then
+  if live(P .. 'tokens') + live(P .. 'leases') >= tonumber(ARGV[7]) then
+    return {'capacity'}
+  end
+  local per_client = tonumber(ARGV[8])
+  if per_client > 0 then
+    local own_tokens, own_leases = P .. 'ct:' .. client, P .. 'cl:' .. client
+    redis.call('ZREMRANGEBYSCORE', own_tokens, '-inf', num(now))
+    redis.call('ZREMRANGEBYSCORE', own_leases, '-inf', num(now))
+    local held = redis.call('ZCARD', own_tokens) + redis.call('ZCARD', own_leases)
+    if held >= per_client then
+      local oldest = redis.call('ZRANGE', own_tokens, 0, 0, 'WITHSCORES')
+      local wait = tonumber(ARGV[9])
+      if oldest[2] then wait = tonumber(oldest[2]) - now end
+      return {'client', num(wait)}
+    end
+  end
+end
+if not resuming then
+  if last then
+    redis.call('DEL', tkey)
+    redis.call('ZREM', P .. 'tokens', key)
+    redis.call('ZREM', P .. 'ct:' .. client, key)
+  else
+    redis.call('HSET', tkey, 'used', tostring(used + 1))
+  end
+  local skey = P .. 's:' .. key
+  if redis.call('EXISTS', skey) == 0 then
+    redis.call('HSET', skey, 'grant', grant, 'client', client, 'until', num(resume_until))
+    redis.call('PEXPIRE', skey,
+      math.max(1, math.ceil((resume_until - now + TTL_MARGIN) * 1000)))
+  end
+end
+add_lease(ARGV[4], client, tonumber(ARGV[5]))
+return {'ok', grant}
 """
 )
 
@@ -286,6 +376,7 @@ def _encode_grant(grant: Grant) -> bytes:
             "resume": grant.resume,
             "ephemeral": grant.ephemeral,
             "claims": grant.claims,
+            "uses": grant.uses,
         }
     )
 
@@ -310,6 +401,7 @@ def _decode_grant(raw: ResponseType) -> Grant:
             resume=resume,
             ephemeral=ephemeral,
             claims=claims,
+            uses=int(fields.get("uses", 1)),
         )
     except (ValueError, TypeError, KeyError, AttributeError):
         raise StoreUnavailable("Redis state store: a stored grant is malformed") from None
@@ -363,6 +455,8 @@ class RedisStore:
         self._take_sign_in = client.register_script(_TAKE_SIGN_IN)
         self._admit = client.register_script(_ADMIT)
         self._start_session = client.register_script(_START_SESSION)
+        self._ephemeral_grant = client.register_script(_EPHEMERAL_GRANT)
+        self._start_native = client.register_script(_START_NATIVE)
         self._renew = client.register_script(_RENEW)
         self._end_session = client.register_script(_END_SESSION)
         self._usage = client.register_script(_USAGE)
@@ -405,6 +499,36 @@ class RedisStore:
         if reply is None:
             return None
         return Lease(lease_id, _decode_grant(reply))
+
+    async def ephemeral_grant(self, token: str) -> Grant | None:
+        reply = await self._run(self._ephemeral_grant, token_key(token))
+        return None if reply is None else _decode_grant(reply)
+
+    async def start_native(
+        self, token: str | None, lease_id: str, limits: Limits, *, resuming: bool = False
+    ) -> Lease | Refused | None:
+        if not token:
+            return None
+        reply = await self._run(
+            self._start_native,
+            token_key(token),
+            lease_id,
+            _number(self._lease_seconds),
+            "1" if resuming else "0",
+            str(limits.max_sessions),
+            str(limits.per_client),
+            _number(limits.token_ttl),
+        )
+        if reply is None:
+            return None
+        match _reply_list(reply):
+            case [b"ok", grant]:
+                return Lease(lease_id, _decode_grant(grant))
+            case [b"capacity"]:
+                return at_capacity(limits)
+            case [b"client", wait]:
+                return too_many_sessions(limits, _reply_float(wait))
+        raise StoreUnavailable("Redis state store: unexpected reply")
 
     async def renew(self, leases: Collection[Lease]) -> None:
         if not leases:

@@ -38,7 +38,7 @@ import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import trio
 
@@ -53,6 +53,7 @@ from liveproxy.store import (
     StoreUnavailable,
     Usage,
     at_capacity,
+    resume_until,
     token_key,
     too_many_sessions,
 )
@@ -67,8 +68,9 @@ OPEN_ATTEMPTS = 5
 #: ``PRAGMA user_version`` once the schema is made: opening a made file writes nothing.
 #: 1: tokens, leases, buckets. 2: ``tokens.resume``, and ``conversations``. 3:
 #: ``tokens.ephemeral`` (an ephemeral token's constraints). 4: ``tokens.claims`` (the JWT
-#: claims of a signed-in user).
-SCHEMA_VERSION = 4
+#: claims of a signed-in user). 5: ``tokens.uses`` and ``tokens.used`` (a multi-use ephemeral
+#: token's), and ``spent_tokens`` (ephemeral tokens that still resume their sessions).
+SCHEMA_VERSION = 5
 
 _SCHEMA = (
     # Its ``resume``, ``ephemeral`` and ``claims`` columns are added after
@@ -106,6 +108,19 @@ _SCHEMA = (
         expires_at REAL NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS conversations_by_expiry ON conversations (expires_at)",
+    # An ephemeral token that started a session, until it no longer resumes one (a rowid
+    # table: its constraints may be 16 KiB). Counted against no limit.
+    """CREATE TABLE IF NOT EXISTS spent_tokens (
+        key TEXT NOT NULL UNIQUE,
+        client TEXT NOT NULL,
+        origin TEXT,
+        session_time_limit INTEGER NOT NULL,
+        ephemeral TEXT,
+        claims TEXT,
+        uses INTEGER,
+        until REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS spent_tokens_by_expiry ON spent_tokens (until)",
 )
 
 #: Columns added to an older file's tables (``ALTER TABLE ... ADD COLUMN``, if not there yet).
@@ -113,6 +128,9 @@ _ADDED_COLUMNS = (
     ("tokens", "resume", "TEXT"),
     ("tokens", "ephemeral", "TEXT"),
     ("tokens", "claims", "TEXT"),
+    # NULL (a row of an older release's): one use, none used.
+    ("tokens", "uses", "INTEGER"),
+    ("tokens", "used", "INTEGER"),
 )
 
 _UPSERT_LEASE = """
@@ -158,6 +176,18 @@ class SqliteStore:
         if not token:
             return None
         return await self._run(self._start_session, token_key(token), lease_id, self._clock())
+
+    async def ephemeral_grant(self, token: str) -> Grant | None:
+        return await self._run(self._ephemeral_grant, token_key(token), self._clock())
+
+    async def start_native(
+        self, token: str | None, lease_id: str, limits: Limits, *, resuming: bool = False
+    ) -> Lease | Refused | None:
+        if not token:
+            return None
+        return await self._run(
+            self._start_native, token_key(token), lease_id, limits, resuming, self._clock()
+        )
 
     async def renew(self, leases: Collection[Lease]) -> None:
         if leases:
@@ -279,7 +309,7 @@ class SqliteStore:
             db.execute(
                 "INSERT INTO tokens"
                 " (key, client, origin, session_time_limit, expires_at, resume, ephemeral,"
-                " claims) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " claims, uses, used) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
                 (
                     key,
                     client,
@@ -289,6 +319,7 @@ class SqliteStore:
                     grant.resume,
                     grant.ephemeral,
                     grant.claims,
+                    grant.uses,
                 ),
             )
             return None
@@ -300,25 +331,109 @@ class SqliteStore:
             found = db.execute(
                 "DELETE FROM tokens WHERE key = ?"
                 " RETURNING client, origin, session_time_limit, expires_at, resume, ephemeral,"
-                " claims",
+                " claims, uses",
                 (key,),
             ).fetchall()
             if not found:
                 return None
-            client, origin, session_time_limit, expires_at, resume, ephemeral, claims = found[0]
+            expires_at = found[0][3]
             if expires_at <= now:
                 return None  # deleted all the same: it can never be spent
-            grant = Grant(
-                session_time_limit,
-                origin=origin,
-                client=client,
-                resume=resume,
-                ephemeral=ephemeral,
-                claims=claims,
-            )
+            grant = _grant(found[0])
             db.execute(
                 _UPSERT_LEASE,
-                (lease_id, client, origin, session_time_limit, now + self._lease_seconds),
+                (
+                    lease_id,
+                    grant.client,
+                    grant.origin,
+                    grant.session_time_limit,
+                    now + self._lease_seconds,
+                ),
+            )
+            return Lease(lease_id, grant)
+
+        return self._transaction(body)
+
+    def _ephemeral_grant(self, key: str, now: float) -> Grant | None:
+        """One read (autocommit): the token, else the spent token, within its time."""
+        try:
+            row = self._db.execute(
+                "SELECT client, origin, session_time_limit, expires_at, resume, ephemeral,"
+                " claims, uses FROM tokens WHERE key = ? AND expires_at > ?"
+                " UNION ALL SELECT client, origin, session_time_limit, until, NULL, ephemeral,"
+                " claims, uses FROM spent_tokens WHERE key = ? AND until > ?",
+                (key, now, key, now),
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise _unavailable(exc) from exc
+        if row is None or row[5] is None:
+            return None
+        return _grant(row)
+
+    def _start_native(
+        self, key: str, lease_id: str, limits: Limits, resuming: bool, now: float
+    ) -> Lease | Refused | None:
+        """As MemoryStore's: a use spent (the token deleted with its last, and remembered in
+        ``spent_tokens``), or none for a resume; the lease checked against ``limits``."""
+
+        def body(db: sqlite3.Connection) -> Lease | Refused | None:
+            db.execute("DELETE FROM tokens WHERE expires_at <= ?", (now,))
+            db.execute("DELETE FROM leases WHERE expires_at <= ?", (now,))
+            db.execute("DELETE FROM spent_tokens WHERE until <= ?", (now,))
+            row = db.execute(
+                "SELECT client, origin, session_time_limit, expires_at, resume, ephemeral,"
+                " claims, uses, used FROM tokens WHERE key = ?",
+                (key,),
+            ).fetchone()
+            if row is None and resuming:
+                row = db.execute(
+                    "SELECT client, origin, session_time_limit, until, NULL, ephemeral, claims,"
+                    " uses, NULL FROM spent_tokens WHERE key = ?",
+                    (key,),
+                ).fetchone()
+                if row is not None:
+                    row = (*row[:8], None)
+                in_tokens = False
+            else:
+                in_tokens = row is not None
+            if row is None or row[5] is None:
+                return None
+            grant = _grant(row)
+            used = row[8] or 0
+            last = in_tokens and used + 1 == grant.uses
+            if resuming or not last:
+                refused = _lease_refused(db, grant.client, limits, now)
+                if refused is not None:
+                    return refused
+            if not resuming:
+                if last:
+                    db.execute("DELETE FROM tokens WHERE key = ?", (key,))
+                else:
+                    db.execute("UPDATE tokens SET used = ? WHERE key = ?", (used + 1, key))
+                db.execute(
+                    "INSERT INTO spent_tokens (key, client, origin, session_time_limit,"
+                    " ephemeral, claims, uses, until) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (key) DO NOTHING",
+                    (
+                        key,
+                        grant.client,
+                        grant.origin,
+                        grant.session_time_limit,
+                        grant.ephemeral,
+                        grant.claims,
+                        grant.uses,
+                        resume_until(row[3], grant),
+                    ),
+                )
+            db.execute(
+                _UPSERT_LEASE,
+                (
+                    lease_id,
+                    grant.client,
+                    grant.origin,
+                    grant.session_time_limit,
+                    now + self._lease_seconds,
+                ),
             )
             return Lease(lease_id, grant)
 
@@ -380,6 +495,44 @@ class SqliteStore:
     def _return_conversation(self, key: str, conversation: Conversation, now: float) -> None:
         if conversation.expires_at > now:
             self._keep_conversation(key, conversation, now, conversation.expires_at)
+
+
+def _grant(row: tuple[Any, ...]) -> Grant:
+    """The grant of a ``tokens`` row read as (client, origin, session_time_limit, expiry,
+    resume, ephemeral, claims, uses, ...); uses NULL is one (an older release's row)."""
+    client, origin, session_time_limit, _, resume, ephemeral, claims, uses = row[:8]
+    return Grant(
+        session_time_limit,
+        origin=origin,
+        client=client,
+        resume=resume,
+        ephemeral=ephemeral,
+        claims=claims,
+        uses=1 if uses is None else uses,
+    )
+
+
+def _lease_refused(
+    db: sqlite3.Connection, client: str, limits: Limits, now: float
+) -> Refused | None:
+    """Why one more lease for ``client`` does not fit (expired rows already deleted), or None."""
+    (held_total,) = db.execute(
+        "SELECT (SELECT COUNT(*) FROM tokens) + (SELECT COUNT(*) FROM leases)"
+    ).fetchone()
+    if held_total >= limits.max_sessions:
+        return at_capacity(limits)
+    if limits.per_client:
+        (held,) = db.execute(
+            "SELECT (SELECT COUNT(*) FROM tokens WHERE client = ?)"
+            " + (SELECT COUNT(*) FROM leases WHERE client = ?)",
+            (client, client),
+        ).fetchone()
+        if held >= limits.per_client:
+            (oldest,) = db.execute(
+                "SELECT MIN(expires_at) FROM tokens WHERE client = ?", (client,)
+            ).fetchone()
+            return too_many_sessions(limits, limits.token_ttl if oldest is None else oldest - now)
+    return None
 
 
 def _connect(path: str) -> sqlite3.Connection:

@@ -39,12 +39,14 @@ STORE_TIMEOUT_SECONDS = 5.0
 @attrs.frozen
 class Admitted:
     """A socket whose token was spent: its session's id, its lease, when it was accepted, and
-    (a Gemini-native client's) its ephemeral token's constraints."""
+    (a Gemini-native client's) its ephemeral token's constraints and whether its setup asked
+    for session resumption."""
 
     session_id: str
     lease: Lease
     opened_at: float
     native: EphemeralRequest | None = None
+    resumption: bool = False
 
 
 async def admit(

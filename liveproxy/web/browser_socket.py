@@ -31,6 +31,7 @@ class BrowserSocket:
 
     __slots__ = (
         "_closed",
+        "_held",
         "_receive",
         "_send",
         "frames_in",
@@ -47,6 +48,7 @@ class BrowserSocket:
         self._receive = receive
         self._send = send
         self._closed = False
+        self._held: Frame | None = None
         self.frames_in = 0
         self.frames_out = 0
 
@@ -86,6 +88,9 @@ class BrowserSocket:
             RateLimited: the browser sent frames faster than ``BROWSER_MESSAGE_RATE`` (counted
                 by :mod:`liveproxy.serving.hypercorn_fixes`, every frame).
         """
+        if self._held is not None:
+            frame, self._held = self._held, None
+            return frame
         message = await self._receive()
         if message["type"] == "websocket.receive":
             self.frames_in += 1
@@ -100,6 +105,11 @@ class BrowserSocket:
             return "" if text is None else text
         self._closed = True
         raise BrowserGone()
+
+    def unread(self, frame: Frame) -> None:
+        """Give ``frame`` (received already, by admission) back: the next :meth:`receive`
+        returns it."""
+        self._held = frame
 
     async def send(self, frame: Frame) -> None:
         """Send one frame (binary for bytes, text for str); a no-op once the socket is gone."""

@@ -3,9 +3,13 @@ Gemini-native endpoint (:mod:`liveproxy.web.native_route`), behind the same rule
 token (the auth route's origin, sign-in, rate and store admission), answered the way Google's
 ``auth_tokens.create`` answers.
 
-The token is a session token (single-use, kept as a hash in the state store) whose grant
-carries its constraints (:attr:`~liveproxy.store.Grant.ephemeral`): they are never taken from
-the client again. ``newSessionExpireTime`` is when the token can no longer start a session
+The token is a session token (kept as a hash in the state store) whose grant carries its
+constraints (:attr:`~liveproxy.store.Grant.ephemeral`): they are never taken from the client
+again. It starts ``uses`` sessions (1 by default, 0 unlimited:
+:attr:`~liveproxy.store.Grant.uses`) until ``newSessionExpireTime``, and resumes them until
+``expireTime``, its uses spent or not (:meth:`~liveproxy.store.StateStore.start_native`).
+
+``newSessionExpireTime`` is when the token can no longer start a session
 (``TOKEN_TTL_SECONDS`` from now); ``expireTime`` the latest its session can end (that, plus the
 session's time limit). ``expire_seconds`` asks for the session's time limit, clamped like
 ``session_duration``.
@@ -50,7 +54,12 @@ def constrained_grant(
         limit = min(
             max(request.expire_seconds, config.session_min_seconds), config.session_max_seconds
         )
-    return attrs.evolve(grant, session_time_limit=limit, ephemeral=constraints_text(request))
+    return attrs.evolve(
+        grant,
+        session_time_limit=limit,
+        ephemeral=constraints_text(request),
+        uses=request.uses,
+    )
 
 
 def ephemeral_answer(token: str, grant: Grant, token_ttl: float) -> Response:

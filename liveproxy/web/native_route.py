@@ -10,8 +10,16 @@ Admission is the browser socket's (:mod:`liveproxy.web.admission`: draining, ori
 the token spent for a lease bound to the origin that minted it), refused the way Google
 refuses: past the upgrade, a close frame and no JSON event. No token: 1008 "Method doesn't allow
 unregistered callers"; a token unknown, spent, expired, minted for another origin or not an
-ephemeral one: 1007 "Missing or malformed auth token"; a disallowed origin 1008; at capacity or
-without the state store 1011. Nothing is dialled upstream for a refused socket.
+ephemeral one: 1007 "Missing or malformed auth token"; a disallowed origin 1008; at capacity
+(here or across the store, or the client's ``MAX_SESSIONS_PER_CLIENT``) or without the state
+store 1011; a resumption handle that names no conversation for this origin and client 1008
+"BidiGenerateContent session not found". Nothing is dialled upstream for a refused socket.
+
+Resumption: a setup with ``sessionResumption`` is answered with a liveproxy handle
+(``sessionResumptionUpdate``, see :mod:`liveproxy.web.ws_route`), the browser protocol's resume
+token under Google's name. A setup resuming that handle with the same token (even with its
+uses spent, until its ``expireTime``) continues the conversation kept under it
+(:mod:`liveproxy.web.resume`), with its stored setup.
 """
 
 from __future__ import annotations
@@ -21,12 +29,23 @@ import secrets
 from typing import Final
 from urllib.parse import parse_qs
 
+import attrs
 import trio
 
-from liveproxy.contract.native import MALFORMED_TOKEN, read_constraints
+from liveproxy.contract.errors import InvalidSetup, SessionError
+from liveproxy.contract.native import (
+    MALFORMED_TOKEN,
+    asked_resumption,
+    native_close,
+    read_constraints,
+)
+from liveproxy.contract.payloads import EphemeralRequest
+from liveproxy.core.ports import BrowserGone, Frame
+from liveproxy.core.resumable import Resumable
 from liveproxy.logs import SESSION_ID
 from liveproxy.protocol import closes
-from liveproxy.store import StoreUnavailable
+from liveproxy.store import Lease, Limits, Refused, StoreUnavailable
+from liveproxy.web import resume
 from liveproxy.web.admission import SHUTTING_DOWN, Admitted, end_lease
 from liveproxy.web.asgi import ASGIMessage, header
 from liveproxy.web.browser_socket import BrowserSocket
@@ -36,6 +55,9 @@ from liveproxy.web.origins import OriginPolicy
 from liveproxy.web.state import ProxyState
 
 log = logging.getLogger("liveproxy")
+
+#: Why a native socket whose first message did not come in time is closed (1007).
+NO_SETUP: Final = "no setup message came in time"
 
 #: Google's Live API paths served (``v1`` is not: Google takes no ephemeral token there).
 NATIVE_PATHS: Final = frozenset(
@@ -73,7 +95,13 @@ async def admit_native(
     state: ProxyState, socket: BrowserSocket, policy: OriginPolicy, metrics: Metrics
 ) -> Admitted | None:
     """Accept and authorise a native client's socket; None when it was refused (and closed)
-    or left. Sets :data:`~liveproxy.logs.SESSION_ID` for the admitted session."""
+    or left. Sets :data:`~liveproxy.logs.SESSION_ID` for the admitted session.
+
+    The token is checked first; then the setup is read (and given back to the socket for the
+    session), and the token spent for its lease: a setup resuming a handle spends no use; a
+    handle that names no conversation kept for this origin and client closes 1008
+    "BidiGenerateContent session not found", as Google does.
+    """
     if state.draining:
         metrics.socket_refused("shutting_down")
         await socket.reject(503, SHUTTING_DOWN)
@@ -82,29 +110,102 @@ async def admit_native(
         return None
     opened_at = trio.current_time()
     origin = header(socket.scope, b"origin")
-    if origin is not None and not policy.allows_request(socket.scope, origin):
-        metrics.socket_refused("forbidden_origin")
-        await socket.close(closes.POLICY, "Forbidden origin")
-        return None
-    limit = state.config.max_sessions
-    if state.gauges.live_sessions >= limit:
-        metrics.socket_refused("at_capacity")
-        await socket.close(closes.INTERNAL, f"at capacity ({limit} sessions)")
-        return None
-    token = native_token(socket.scope)
-    if token is None:
-        metrics.socket_refused("unauthorized")
-        await socket.close(closes.POLICY, closes.UNREGISTERED_CALLER)
-        return None
-    session_id = secrets.token_hex(8)
-    SESSION_ID.set(session_id)
     try:
-        lease = await state.store.start_session(token, session_id)
+        if origin is not None and not policy.allows_request(socket.scope, origin):
+            raise _Refusal("forbidden_origin", closes.POLICY, "Forbidden origin")
+        limit = state.config.max_sessions
+        if state.gauges.live_sessions >= limit:
+            raise _Refusal("at_capacity", closes.INTERNAL, f"at capacity ({limit} sessions)")
+        token = native_token(socket.scope)
+        if token is None:
+            raise _Refusal("unauthorized", closes.POLICY, closes.UNREGISTERED_CALLER)
+        await _check_token(state, token, origin)
+        first = await _first_frame(state, socket)
+        if first is None:
+            return None
+        socket.unread(first)
+        asked, handle = asked_resumption(first)
+        session_id = secrets.token_hex(8)
+        SESSION_ID.set(session_id)
+        lease, constraints = await _spend(
+            state, token, session_id, origin, resuming=handle is not None
+        )
+        if handle is not None:
+            lease = await _resume(state, lease, handle)
+    except _Refusal as refusal:
+        metrics.socket_refused(refusal.label)
+        await socket.close(refusal.code, refusal.reason)
+        return None
+    return Admitted(session_id, lease, opened_at, native=constraints, resumption=asked)
+
+
+@attrs.define(eq=False)
+class _Refusal(Exception):
+    """Why a native socket is refused: the metrics' label, and its close."""
+
+    label: str
+    code: int
+    reason: str
+
+
+def _malformed() -> _Refusal:
+    return _Refusal("unauthorized", closes.INVALID_PAYLOAD, MALFORMED_TOKEN)
+
+
+def _unreachable() -> _Refusal:
+    return _Refusal("state_unavailable", closes.INTERNAL, "the state store is unreachable")
+
+
+async def _check_token(state: ProxyState, token: str, origin: str | None) -> None:
+    """Refuse at once, as Google does, a token that cannot open a session from ``origin``
+    (spending nothing: the setup decides whether a use is spent)."""
+    try:
+        known = await state.store.ephemeral_grant(token)
     except StoreUnavailable:
         log.warning("state store unreachable: a session's token could not be checked")
-        metrics.socket_refused("state_unavailable")
-        await socket.close(closes.INTERNAL, "the state store is unreachable")
+        raise _unreachable() from None
+    if known is None or known.origin != origin:
+        log.debug("native socket refused: unknown, spent or expired token, or another origin's")
+        raise _malformed()
+
+
+async def _first_frame(state: ProxyState, socket: BrowserSocket) -> Frame | None:
+    """The client's first message (its setup), read within the setup timeout; None when the
+    client left.
+
+    Raises:
+        _Refusal: none in time (1007), or a frame the socket refuses (closed as the session
+            would close for it).
+    """
+    try:
+        with trio.move_on_after(state.config.setup_timeout_seconds):
+            return await socket.receive()
+    except BrowserGone:
         return None
+    except SessionError as exc:
+        raise _Refusal(exc.code, *native_close(exc)) from None
+    raise _Refusal(InvalidSetup.code, closes.INVALID_PAYLOAD, NO_SETUP)
+
+
+async def _spend(
+    state: ProxyState, token: str, session_id: str, origin: str | None, *, resuming: bool
+) -> tuple[Lease, EphemeralRequest]:
+    """The lease for this session (a use of the token spent, none when ``resuming``) and the
+    token's constraints.
+
+    Raises:
+        _Refusal: the token cannot open it (1007), it does not fit the store's limits or the
+            store is unreachable (1011).
+    """
+    config = state.config
+    limits = Limits(config.token_ttl_seconds, config.max_sessions, config.max_sessions_per_client)
+    try:
+        lease = await state.store.start_native(token, session_id, limits, resuming=resuming)
+    except StoreUnavailable:
+        log.warning("state store unreachable: a session's token could not be checked")
+        raise _unreachable() from None
+    if isinstance(lease, Refused):
+        raise _Refusal(lease.code, closes.INTERNAL, lease.message)
     constraints = None
     if lease is not None and lease.grant.origin == origin and lease.grant.ephemeral is not None:
         try:
@@ -115,7 +216,38 @@ async def admit_native(
         if lease is not None:
             await end_lease(state.store, lease)
         log.debug("native socket refused: unknown, spent or expired token, or another origin's")
-        metrics.socket_refused("unauthorized")
-        await socket.close(closes.INVALID_PAYLOAD, MALFORMED_TOKEN)
-        return None
-    return Admitted(session_id, lease, opened_at, native=constraints)
+        raise _malformed()
+    return lease, constraints
+
+
+async def _resume(state: ProxyState, lease: Lease, handle: str) -> Lease:
+    """``lease`` carrying the conversation kept under ``handle`` for its origin and client,
+    taken (single use).
+
+    Raises:
+        _Refusal: unknown, used, expired, someone else's or unreadable (1008 "session not
+            found"), or the store unreachable (1011); the lease is given back.
+    """
+    grant = lease.grant
+    try:
+        conversation = await state.store.take_conversation(
+            handle, grant.origin, resume.resume_client(grant.client)
+        )
+    except StoreUnavailable:
+        log.warning("state store unreachable: no conversation resumed")
+        await end_lease(state.store, lease)
+        raise _unreachable() from None
+    if conversation is None or not _readable(conversation.state):
+        await end_lease(state.store, lease)
+        raise _Refusal("resume_not_found", closes.POLICY, closes.SESSION_NOT_FOUND)
+    return attrs.evolve(lease, grant=attrs.evolve(grant, resume=conversation.state))
+
+
+def _readable(state: str) -> bool:
+    """Whether a kept conversation's state can be resumed (the store is an input too)."""
+    try:
+        Resumable.from_json(state)
+    except ValueError:
+        log.warning("a kept conversation's state is unreadable: it cannot be resumed")
+        return False
+    return True

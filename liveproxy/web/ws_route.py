@@ -109,8 +109,8 @@ async def _run(
     resumed = resume.continued(grant)
     conversation_id = resumed.conversation_id if resumed else admitted.session_id
     time_limit = resumed.remaining_seconds if resumed else grant.session_time_limit
-    # Native clients are offered no resumption yet (their resumption handles are not served).
-    resumable = config.resume_window_seconds and admitted.native is None
+    # A native client is offered resumption (a handle) only when its setup asks for it.
+    resumable = config.resume_window_seconds and (admitted.native is None or admitted.resumption)
     resume_token = secrets.token_urlsafe(32) if resumable else None
     queue = BrowserQueue(config.browser_queue_bytes)
     session = Session(

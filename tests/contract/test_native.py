@@ -11,12 +11,15 @@ from liveproxy.contract.codec import DecodeError, decode_auth_request
 from liveproxy.contract.endings import BROWSER_CLOSED, SHUTDOWN, TIME_LIMIT
 from liveproxy.contract.errors import InvalidSetup, SlowClient, UpstreamFailed
 from liveproxy.contract.native import (
+    UNKNOWN_HANDLE,
     InvalidMessage,
+    asked_resumption,
     check_constraints,
     constrained_setup,
     constraints_text,
     native_close,
     read_constraints,
+    resumption_update,
 )
 from liveproxy.contract.payloads import EphemeralRequest
 from liveproxy.contract.session_setup import SetupPolicy
@@ -40,10 +43,21 @@ def test_an_ephemeral_body_is_parsed_in_either_casing() -> None:
     assert decode_auth_request(b"{}").ephemeral is None
 
 
+@pytest.mark.parametrize("uses", [0, 1, 2, 1000])
+def test_an_ephemeral_token_takes_uses_from_0_unlimited_to_1000(uses: int) -> None:
+    body = b'{"ephemeral": {"uses": %d}}' % uses
+    request = decode_auth_request(body).ephemeral
+    assert request is not None
+    assert request.uses == uses
+    assert read_constraints(constraints_text(request)).uses == uses
+
+
 @pytest.mark.parametrize(
     "body",
     [
-        b'{"ephemeral": {"uses": 2}}',
+        b'{"ephemeral": {"uses": -1}}',
+        b'{"ephemeral": {"uses": 1001}}',
+        b'{"ephemeral": {"uses": 2.5}}',
         b'{"ephemeral": {"uses": true}}',
         b'{"ephemeral": {"model": ""}}',
         b'{"ephemeral": {"lock_additional_fields": ["' + b"x" * 65 + b'"]}}',
@@ -124,3 +138,35 @@ def test_native_sessions_end_with_a_close_frame_as_google_would() -> None:
     assert native_close(InvalidMessage("bad")) == (1007, "bad")
     assert native_close(SlowClient("slow")) == (1008, "slow")
     assert native_close(UpstreamFailed("gone")) == (1011, "gone")
+
+
+@pytest.mark.parametrize(
+    ("first", "asked"),
+    [
+        ('{"setup": {"sessionResumption": {}}}', (True, None)),
+        ('{"setup": {"session_resumption": {"handle": ""}}}', (True, None)),
+        ('{"setup": {"sessionResumption": {"handle": "h-1"}}}', (True, "h-1")),
+        (b'{"setup": {"session_resumption": {"handle": "h-2"}}}', (True, "h-2")),
+        ('{"setup": {"sessionResumption": {"handle": 5}}}', (True, UNKNOWN_HANDLE)),
+        (
+            '{"setup": {"sessionResumption": {"handle": "' + "h" * 257 + '"}}}',
+            (True, UNKNOWN_HANDLE),
+        ),
+        ('{"setup": {"sessionResumption": "yes"}}', (False, None)),
+        ('{"setup": {"model": "m"}}', (False, None)),
+        ('{"setup": []}', (False, None)),
+        ('{"realtimeInput": {}}', (False, None)),
+        ("[1]", (False, None)),
+        ("not json", (False, None)),
+    ],
+)
+def test_a_first_message_asks_for_resumption_and_names_its_handle(
+    first: str | bytes, asked: tuple[bool, str | None]
+) -> None:
+    assert asked_resumption(first) == asked
+
+
+def test_a_handle_is_announced_as_gemini_announces_one() -> None:
+    assert resumption_update("lp-handle") == (
+        '{"sessionResumptionUpdate":{"newHandle":"lp-handle","resumable":true}}'
+    )

@@ -278,3 +278,100 @@ class StoreContract:
                 for _ in range(50):
                     nursery.start_soon(take)
             assert len(won) == 1
+
+    # Ephemeral tokens: uses, and resuming without spending one ----------------------------------
+
+    async def test_an_ephemeral_token_starts_as_many_sessions_as_its_uses(self) -> None:
+        async with self.open(FakeClock(), LEASE_SECONDS) as store:
+            grant = ephemeral(uses=2)
+            token = await issue_grant(store, grant)
+            assert await store.start_native(token, "s1", ROOMY) == Lease("s1", grant)
+            assert await store.usage() == Usage(tokens=1, sessions=1)  # one use left
+            assert await store.start_native(token, "s2", ROOMY) == Lease("s2", grant)
+            assert await store.usage() == Usage(tokens=0, sessions=2)
+            assert await store.start_native(token, "s3", ROOMY) is None
+            assert await store.start_native(None, "s4", ROOMY) is None
+            assert await store.start_native("unknown", "s5", ROOMY) is None
+
+    async def test_an_unlimited_token_starts_sessions_until_its_ttl(self) -> None:
+        clock = FakeClock()
+        async with self.open(clock, LEASE_SECONDS) as store:
+            token = await issue_grant(store, ephemeral(uses=0))
+            for n in range(5):
+                assert isinstance(await store.start_native(token, f"s{n}", ROOMY), Lease)
+            assert await store.usage() == Usage(tokens=1, sessions=5)
+            clock.now += 30
+            assert await store.start_native(token, "late", ROOMY) is None
+
+    async def test_a_resume_spends_no_use_and_outlives_the_ttl_until_expire_time(self) -> None:
+        clock = FakeClock()
+        async with self.open(clock, LEASE_SECONDS) as store:
+            grant = ephemeral(uses=1)
+            token = await issue_grant(store, grant)
+            # not yet used: it resumes within its TTL all the same, and is left unspent
+            assert await store.start_native(token, "r0", ROOMY, resuming=True) == Lease("r0", grant)
+            assert await store.start_native(token, "s1", ROOMY) == Lease("s1", grant)
+            assert await store.start_native(token, "s2", ROOMY) is None  # its one use is spent
+            assert await store.ephemeral_grant(token) == grant  # it still resumes
+            assert await store.start_native(token, "r1", ROOMY, resuming=True) == Lease("r1", grant)
+            assert await store.start_native(token, "r2", ROOMY, resuming=True) == Lease("r2", grant)
+            assert await store.usage() == Usage(tokens=0, sessions=4)  # counted nowhere but leases
+            clock.now += 30 + 90 - 0.5  # the TTL, then the session's limit: Google's expireTime
+            assert await store.start_native(token, "r3", ROOMY, resuming=True) == Lease("r3", grant)
+            clock.now += 0.5
+            assert await store.start_native(token, "r4", ROOMY, resuming=True) is None
+            assert await store.ephemeral_grant(token) is None
+
+    async def test_an_unspent_token_past_its_ttl_neither_starts_nor_resumes(self) -> None:
+        clock = FakeClock()
+        async with self.open(clock, LEASE_SECONDS) as store:
+            token = await issue_grant(store, ephemeral(uses=3))
+            clock.now += 30
+            assert await store.ephemeral_grant(token) is None
+            assert await store.start_native(token, "r", ROOMY, resuming=True) is None
+            assert await store.start_native(token, "s", ROOMY) is None
+
+    async def test_a_session_token_opens_no_native_session(self) -> None:
+        async with self.open(FakeClock(), LEASE_SECONDS) as store:
+            token = await issue(store)
+            assert await store.ephemeral_grant(token) is None
+            assert await store.start_native(token, "s1", ROOMY) is None
+            assert await store.start_native(token, "s2", ROOMY, resuming=True) is None
+            assert isinstance(await store.start_session(token, "s3"), Lease)  # still unspent
+
+    async def test_each_session_of_a_multi_use_token_needs_a_place(self) -> None:
+        async with self.open(FakeClock(), LEASE_SECONDS) as store:
+            limits = Limits(token_ttl=30, max_sessions=4, per_client=3)
+            token = await issue_grant(store, ephemeral(uses=0), limits)
+            # The token holds a place while it can start sessions: each session takes another.
+            assert isinstance(await store.start_native(token, "s1", limits), Lease)
+            assert isinstance(await store.start_native(token, "s2", limits), Lease)
+            refused = await store.start_native(token, "s3", limits)
+            assert isinstance(refused, Refused)
+            assert refused.code == "too_many_sessions"
+            assert await store.start_native(token, "s3", limits, resuming=True) == refused
+            await store.end_session(Lease("s2", ephemeral(uses=0)))
+            await issue(store, limits, client="b")
+            await issue(store, limits, client="c")  # the last place, taken by someone else
+            refused = await store.start_native(token, "s3", limits)
+            assert isinstance(refused, Refused)
+            assert refused.code == "at_capacity"
+            assert await store.usage() == Usage(tokens=3, sessions=1)  # nothing was spent
+
+    async def test_the_last_use_takes_the_tokens_own_place(self) -> None:
+        async with self.open(FakeClock(), LEASE_SECONDS) as store:
+            limits = Limits(token_ttl=30, max_sessions=2, per_client=1)
+            token = await issue_grant(store, ephemeral(uses=1), limits)
+            await issue(store, limits, client="b")
+            assert isinstance(await store.start_native(token, "s1", limits), Lease)
+            assert await store.usage() == Usage(tokens=1, sessions=1)
+
+
+def ephemeral(uses: int) -> Grant:
+    return Grant(90, origin="https://app.example", client="a", ephemeral="{}", uses=uses)
+
+
+async def issue_grant(store: StateStore, grant: Grant, limits: Limits = ROOMY) -> str:
+    token = await store.admit(grant, limits)
+    assert isinstance(token, str), token
+    return token

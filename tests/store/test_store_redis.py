@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import coredis
+import orjson
 import pytest
 import trio
 
@@ -120,12 +121,63 @@ async def test_two_stores_on_one_redis_share_tokens_and_capacity(
         assert await host_a.usage() == Usage(tokens=12, sessions=0)
 
 
+async def test_two_stores_racing_on_a_tokens_last_uses_spend_each_once(
+    redis_server: RedisServer,
+) -> None:
+    clock = FakeClock()
+    grant = Grant(90, client="a", ephemeral="{}", uses=3)
+    async with (
+        open_redis_store(redis_server.url, clock, LEASE_SECONDS) as host_a,
+        open_redis_store(redis_server.url, clock, LEASE_SECONDS) as host_b,
+    ):
+        for _ in range(10):
+            token = await host_a.admit(grant, ROOMY)
+            assert isinstance(token, str)
+            leases: list[Lease] = []
+
+            async def spend(
+                store: RedisStore, n: int, token: str = token, leases: list[Lease] = leases
+            ) -> None:
+                answer = await store.start_native(token, f"s{n}", ROOMY)
+                if answer is not None:
+                    assert isinstance(answer, Lease)
+                    leases.append(answer)
+
+            async with trio.open_nursery() as nursery:
+                for n in range(20):
+                    nursery.start_soon(spend, host_a if n % 2 else host_b, n)
+            assert len(leases) == 3
+            for lease in leases:
+                await host_a.end_session(lease)
+        assert await host_b.usage() == Usage(tokens=0, sessions=0)
+
+
+async def test_an_older_releases_ephemeral_token_is_one_use(redis_server: RedisServer) -> None:
+    clock = FakeClock()
+    async with (
+        open_redis_store(redis_server.url, clock, LEASE_SECONDS) as store,
+        raw_client(redis_server) as client,
+    ):
+        old = {"session_time_limit": 90, "client": "a", "ephemeral": "{}"}  # no "uses"
+        for token, grant in (("old", orjson.dumps(old)), ("garbled", b"{not json")):
+            key = token_key(token)
+            await client.hset(f"{PREFIX}t:{key}".encode(), {b"grant": grant, b"client": b"a"})
+            await client.zadd(f"{PREFIX}tokens".encode(), {key.encode(): clock.now + 30})
+        assert isinstance(await store.start_native("old", "s1", ROOMY), Lease)
+        assert await store.start_native("old", "s2", ROOMY) is None
+        assert await store.start_native("old", "r", ROOMY, resuming=True) is not None
+        assert await store.start_native("garbled", "s3", ROOMY) is None
+        assert await store.ephemeral_grant("garbled") is None
+
+
 async def every_call_fails_in_time(store: RedisStore) -> None:
     """Each of the store's methods raises StoreUnavailable within :data:`BOUND` seconds."""
     lease = Lease("s1", Grant(90, client="a"))
     calls: list[Callable[[], Awaitable[object]]] = [
         lambda: store.admit(Grant(90), ROOMY),
         lambda: store.start_session("a-token", "s2"),
+        lambda: store.start_native("a-token", "s2", ROOMY),
+        lambda: store.ephemeral_grant("a-token"),
         lambda: store.renew([lease]),
         lambda: store.end_session(lease),
         store.usage,
@@ -274,6 +326,22 @@ async def test_every_key_gets_a_real_ttl(redis_server: RedisServer) -> None:
             for key in keys:
                 ttl = await client.pttl(key)
                 assert 0 < ttl <= (60 + TTL_MARGIN) * 1000, (key, ttl)
+
+
+async def test_a_spent_ephemeral_token_is_kept_until_expire_time_by_a_real_ttl(
+    redis_server: RedisServer,
+) -> None:
+    clock = FakeClock()
+    async with open_redis_store(redis_server.url, clock, LEASE_SECONDS) as store:
+        token = await store.admit(Grant(90, client="a", ephemeral="{}"), ROOMY)
+        assert isinstance(token, str)
+        assert isinstance(await store.start_native(token, "s1", ROOMY), Lease)
+        async with raw_client(redis_server) as client:
+            key = f"{PREFIX}s:{token_key(token)}".encode()
+            assert await client.exists([f"{PREFIX}t:{token_key(token)}".encode()]) == 0
+            ttl = await client.pttl(key)
+            # until the TTL (30 s) plus the session's limit (90 s), and the margin
+            assert (120 + TTL_MARGIN - 5) * 1000 < ttl <= (120 + TTL_MARGIN) * 1000
 
 
 async def test_expired_tokens_and_leases_are_pruned_from_redis(

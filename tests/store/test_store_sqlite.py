@@ -177,6 +177,12 @@ WORKER = textwrap.dedent(
                     lease_id = f"{sys.argv[4]}-{i}"
                     if await retrying(lambda: store.start_session(token, lease_id)):
                         won.append(i)
+            elif mode == "native":
+                limits = Limits(token_ttl=30, max_sessions=10000)
+                for i, token in enumerate(json.loads(arg)):
+                    lease_id = f"{sys.argv[4]}-{i}"
+                    if await retrying(lambda: store.start_native(token, lease_id, limits)):
+                        won.append(i)
             elif mode == "take":
                 for i, token in enumerate(json.loads(arg)):
                     if await retrying(lambda: store.take_conversation(token, None, f"c{i}")):
@@ -240,6 +246,20 @@ async def test_processes_racing_on_the_same_tokens_spend_each_once(tmp_path: Pat
     assert spent == list(range(200))  # every token once, none twice
     assert rows(path, "SELECT COUNT(*) FROM leases") == [(200,)]
     assert rows(path, "SELECT COUNT(*) FROM tokens") == [(0,)]
+
+
+async def test_processes_racing_on_multi_use_tokens_spend_each_use_once(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    grant = Grant(90, client="a", ephemeral="{}", uses=2)
+    async with open_sqlite_store(str(path), FakeClock(), LEASE_SECONDS) as store:
+        tokens = [await store.admit(grant, Limits(30, max_sessions=1000)) for _ in range(100)]
+    won = await trio.to_thread.run_sync(race, "native", path, json.dumps(tokens))
+    # 4 processes try each token once: exactly its 2 uses succeed, the last one spent once.
+    for i in range(100):
+        assert sum(each.count(i) for each in won) == 2
+    assert rows(path, "SELECT COUNT(*) FROM leases") == [(200,)]
+    assert rows(path, "SELECT COUNT(*) FROM tokens") == [(0,)]
+    assert rows(path, "SELECT COUNT(*) FROM spent_tokens") == [(100,)]
 
 
 async def test_processes_admitting_at_once_never_exceed_capacity(tmp_path: Path) -> None:
@@ -371,7 +391,7 @@ async def test_a_version_1_file_is_migrated_in_place_keeping_its_rows(tmp_path: 
     clock = FakeClock()
     make_v1_file(path, clock.now)
     async with open_sqlite_store(str(path), clock, LEASE_SECONDS) as store:
-        assert user_version(path) == SCHEMA_VERSION == 4
+        assert user_version(path) == SCHEMA_VERSION == 5
         assert await store.usage() == Usage(tokens=1, sessions=1)  # nothing was lost
         lease = await store.start_session("old-token", "s1")  # minted by the old release
         assert lease == Lease("s1", Grant(90, origin="https://app.example", client="a"))
@@ -387,6 +407,14 @@ async def test_a_version_1_file_is_migrated_in_place_keeping_its_rows(tmp_path: 
         token = await store.admit(signed_in, ROOMY)
         assert isinstance(token, str)
         assert (await store.start_session(token, "s4")) == Lease("s4", signed_in)
+        twice = Grant(90, client="b", ephemeral='{"uses": 2}', uses=2)  # the version 5 columns
+        token = await store.admit(twice, ROOMY)
+        assert isinstance(token, str)
+        assert await store.start_native(token, "s5", ROOMY) == Lease("s5", twice)
+        assert await store.start_native(token, "s6", ROOMY) == Lease("s6", twice)
+        assert await store.start_native(token, "s7", ROOMY) is None
+        assert await store.start_native(token, "s8", ROOMY, resuming=True) == Lease("s8", twice)
+        assert rows(path, "SELECT COUNT(*) FROM spent_tokens") == [(1,)]
         await store.keep_conversation("r", Conversation(None, "a", "{}"), 60)
         assert rows(path, "SELECT client, tokens FROM buckets") == [("a", 2.0)]
     # The old release, restarted on the file, sets its version back (its tables unchanged);
@@ -396,7 +424,7 @@ async def test_a_version_1_file_is_migrated_in_place_keeping_its_rows(tmp_path: 
     async with open_sqlite_store(str(path), clock, LEASE_SECONDS) as store:
         assert user_version(path) == SCHEMA_VERSION
         assert await store.take_conversation("r", None, "a") == Conversation(None, "a", "{}")
-        assert await store.usage() == Usage(tokens=0, sessions=5)
+        assert await store.usage() == Usage(tokens=0, sessions=8)
 
 
 async def test_processes_migrating_a_version_1_file_at_once(tmp_path: Path) -> None:

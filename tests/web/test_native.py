@@ -93,8 +93,10 @@ async def test_minting_answers_like_auth_tokens_create(proxy: Proxy) -> None:
 @pytest.mark.parametrize(
     ("ephemeral", "message"),
     [
-        ({"uses": 2}, "only 1 is supported"),
-        ({"uses": 0}, "only 1 is supported"),
+        ({"uses": -1}, "from 0 (unlimited) to 1000"),
+        ({"uses": 1001}, "from 0 (unlimited) to 1000"),
+        ({"uses": True}, "from 0 (unlimited) to 1000"),
+        ({"uses": "2"}, "from 0 (unlimited) to 1000"),
         ({"model": "gemini-nobody-serves"}, "is not one this server serves"),
         ({"config": {"responseModalities": ["TEXT"]}}, "responseModalities"),
         ({"config": {"systemInstruction": "x" * 17000}}, "at most 16384 bytes"),
