@@ -34,7 +34,9 @@ import orjson
 from liveproxy.emulator.endings import Close
 from liveproxy.protocol.casing import to_camel
 from liveproxy.protocol.closes import INVALID_PAYLOAD
+from liveproxy.protocol.gemini_messages import SETUP
 from liveproxy.protocol.locks import apply_paths, two_levels_camel
+from liveproxy.protocol.schema import SchemaError, normalise
 
 TOKEN_PREFIX: Final = "auth_tokens/"
 #: Google's reason for a token it does not know, or one expired or spent.
@@ -127,15 +129,16 @@ def read_token_request(body: bytes, now: float) -> TokenRequest:
     if not isinstance(uses, int) or isinstance(uses, bool) or not 0 <= uses < 2**31:
         raise BadTokenRequest("Invalid value at 'uses' (TYPE_INT32)")
     setup = fields.get("bidiGenerateContentSetup")
-    if setup is not None and not isinstance(setup, dict):
-        raise BadTokenRequest("Invalid value at 'bidi_generate_content_setup': expected an object")
-    return TokenRequest(
-        expire_at,
-        new_session_until,
-        uses,
-        None if setup is None else two_levels_camel(setup),
-        _mask(fields.get("fieldMask")),
-    )
+    if setup is not None:
+        if not isinstance(setup, dict):
+            raise BadTokenRequest(
+                "Invalid value at 'bidi_generate_content_setup': expected an object"
+            )
+        try:
+            setup = normalise(SETUP, setup, "bidi_generate_content_setup")
+        except SchemaError as exc:
+            raise BadTokenRequest(exc.reason) from None
+    return TokenRequest(expire_at, new_session_until, uses, setup, _mask(fields.get("fieldMask")))
 
 
 def _time(fields: dict[str, Any], name: str, now: float, default: float) -> float:
