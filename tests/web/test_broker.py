@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -78,8 +79,9 @@ async def converse(emulator: Emulator, token: str, text: str, **setup: Any) -> s
 
 
 async def test_the_token_is_googles_and_the_browser_talks_to_google(
-    nursery: trio.Nursery, make_proxy: ProxyFactory
+    nursery: trio.Nursery, make_proxy: ProxyFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     emulator = await google(nursery)
     proxy = await broker(make_proxy, emulator)
     before = datetime.now(UTC)
@@ -95,6 +97,9 @@ async def test_the_token_is_googles_and_the_browser_talks_to_google(
     assert token.request.expire_at - token.request.new_session_until == 120
     assert (token.request.uses, token.request.field_mask) == (1, None)
     assert token.request.setup == {"model": MODEL_PATH, "generationConfig": TEXT}
+    assert "Google minted an ephemeral token" in caplog.text
+    assert "/v1alpha/auth_tokens" in caplog.text  # httpx's request line
+    assert KEY not in caplog.text
     assert await converse(emulator, answer["name"], "hello") == 'You said: "hello"'
     (record,) = emulator.connections  # the browser's own; the proxy opened none
     assert record.token == answer["name"]
