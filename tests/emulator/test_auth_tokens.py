@@ -20,6 +20,7 @@ from google import genai
 from google.genai import errors, types
 
 from liveproxy.emulator import Emulator
+from liveproxy.emulator.rest import MAX_HEAD_BYTES
 from liveproxy.emulator.tokens import (
     MAX_AHEAD_SECONDS,
     TOKEN_INVALID,
@@ -251,6 +252,17 @@ async def test_minting_refusals_are_googles(
     assert len(emulator.tokens) == 0
     await wait_until(lambda: emulator.live_count == 0)
     assert emulator.connections == []  # a REST call is not a Live connection
+
+
+async def test_a_request_head_over_its_bound_is_dropped_unanswered(nursery: trio.Nursery) -> None:
+    emulator = await start(nursery, api_keys=[KEY])
+    head = f"POST /v1alpha/auth_tokens HTTP/1.1\r\nHost: x\r\nx-goog-api-key: {KEY}\r\n"
+    async with await trio.open_tcp_stream("127.0.0.1", emulator.port) as stream:
+        await stream.send_all(head.encode() + b"X-Pad: " + b"a" * (MAX_HEAD_BYTES + 1))
+        with trio.fail_after(5):
+            assert await stream.receive_some() == b""
+    assert len(emulator.tokens) == 0
+    await mint(emulator)  # and the emulator goes on
 
 
 async def test_a_minted_token_is_no_api_key(nursery: trio.Nursery) -> None:

@@ -15,17 +15,20 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import trio
 from google import genai
 from google.genai import types
+from trio_websocket import open_websocket_url
 
 from liveproxy.config import Config, ConfigError
 from liveproxy.contract.payloads import EphemeralRequest
 from liveproxy.emulator import Emulator, EmulatorConfig
 from liveproxy.emulator import serve as serve_emulator
 from liveproxy.emulator.tokens import parse_rfc3339
+from liveproxy.upstream.connection import GeminiUpstream
 from liveproxy.web.broker import MINT_TIMEOUT_SECONDS, google_request, google_setup, rest_base
 from tests.conftest import Proxy, ProxyFactory
 from tests.emulator.helpers import close_reason, connect, model_text, open_session, send
@@ -196,6 +199,20 @@ async def test_googles_sdk_converses_with_the_brokered_token(
     assert said == 'You said: "sdk"'  # TEXT, as the token locked it
     (record,) = emulator.connections
     assert (record.credential, record.credential_kind) == (answer["name"], "token")
+
+
+async def test_with_no_credentials_the_built_in_emulator_mints(make_proxy: ProxyFactory) -> None:
+    proxy = await make_proxy(api_key=None, upstream_url=None, ephemeral_upstream="google")
+    assert proxy.state.config.mode == "emulator"
+    answer = await mint(proxy, config={"generationConfig": TEXT})
+    upstream = proxy.state.services.upstream
+    assert isinstance(upstream, GeminiUpstream)
+    where = urlsplit(upstream.target.url).netloc
+    url = f"ws://{where}{CONSTRAINED}?access_token={answer['name']}"
+    async with open_websocket_url(url) as ws:
+        await open_session(ws, model=MODEL_PATH)
+        await send(ws, {"realtimeInput": {"text": "built in"}})
+        assert model_text(await turn_of(ws)) == 'You said: "built in"'
 
 
 async def test_session_tokens_are_still_liveproxys(
