@@ -9,7 +9,9 @@ one, is a sign-in too); the bot check, for a new session (403 ``bot_check_failed
 ``bot_check_unavailable``: see :mod:`~liveproxy.web.bot_check`); the resume, when asked (404
 ``resume_not_found``); then the store's admission (429 ``too_many_sessions``, 503
 ``at_capacity``). A resume refused after its conversation was taken puts it back, until its
-own expiry. The store unreachable at any step is 503 ``state_unavailable``.
+own expiry. The store unreachable at any step is 503 ``state_unavailable``. In broker mode
+(``EPHEMERAL_UPSTREAM=google``) an admitted ephemeral token is then minted at Google instead
+(:mod:`~liveproxy.web.broker`: 503 ``upstream_unavailable``, 502 ``upstream_refused``).
 """
 
 from __future__ import annotations
@@ -258,8 +260,8 @@ def broker(state: ProxyState) -> Broker | None:
 
 
 def add_auth_routes(app: QuartTrio, state: ProxyState) -> None:
-    """Serve the sign-in route at every path of ``AUTH_PATHS``; its bot check's client is
-    closed when serving ends."""
+    """Serve the sign-in route at every path of ``AUTH_PATHS``; its bot check's and broker's
+    clients are closed when serving ends."""
     route = AuthRoute(state)
     view = route.answer  # a coroutine function, as Quart wants a view
     for path in state.config.auth_paths:
