@@ -379,6 +379,18 @@ def bot_check_from_env(env: Mapping[str, str]) -> BotCheckSettings:
     return settings
 
 
+EphemeralUpstream = Literal["liveproxy", "google"]
+
+
+def _ephemeral_upstream(raw: str) -> EphemeralUpstream:
+    value = raw.lower()
+    if value == "liveproxy":
+        return "liveproxy"
+    if value == "google":
+        return "google"
+    raise ValueError("expected liveproxy or google")
+
+
 @attrs.frozen(kw_only=True)
 class Config:
     """Every setting of the proxy. Build it with :meth:`from_env`; tests build it directly.
@@ -487,6 +499,11 @@ class Config:
     usage_log: Path | None = setting("USAGE_LOG", parse=Path, default=None)
     #: The operator's price table (TOML, see :mod:`liveproxy.core.prices`; None: no cost).
     prices_file: Path | None = setting("PRICES_FILE", parse=Path, default=None)
+    #: Who mints ``POST /api/auth {"ephemeral"}`` tokens: liveproxy (for its native endpoint)
+    #: or Google (broker mode: the browser then connects to Google itself).
+    ephemeral_upstream: EphemeralUpstream = setting(
+        "EPHEMERAL_UPSTREAM", parse=_ephemeral_upstream, default="liveproxy"
+    )
 
     @property
     def backend(self) -> Backend:
@@ -549,6 +566,11 @@ class Config:
         if config.upstream_url and not config.upstream_url.startswith(("ws://", "wss://")):
             shown = redact_url(config.upstream_url)
             raise ConfigError(f"UPSTREAM_URL must start with ws:// or wss:// (got {shown!r})")
+        if config.ephemeral_upstream == "google" and config.backend == "vertex":
+            raise ConfigError(
+                "EPHEMERAL_UPSTREAM=google needs a Gemini Developer API key (GOOGLE_API_KEY): "
+                "Vertex AI has no ephemeral tokens"
+            )
         return config
 
 

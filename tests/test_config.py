@@ -347,6 +347,7 @@ SAMPLES = {
     "STATIC_DIR": str(DEMO_DIR),
     "USAGE_LOG": "/var/log/liveproxy/usage.jsonl",
     "PRICES_FILE": "/etc/liveproxy/prices.toml",
+    "EPHEMERAL_UPSTREAM": "google",
 }
 SIGNIN_SAMPLES = {
     "AUTH_JWT_SECRET": "s" * 32,

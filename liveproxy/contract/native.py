@@ -45,6 +45,7 @@ from liveproxy.contract.session_setup import SetupPolicy, allows_model
 from liveproxy.protocol import closes
 from liveproxy.protocol.casing import to_camel
 from liveproxy.protocol.gemini_messages import SETUP
+from liveproxy.protocol.locks import apply_paths, field_mask_paths, two_levels_camel
 from liveproxy.protocol.schema import SchemaError, normalise
 
 #: Google's reason for a token that is missing its form, unknown, spent or expired.
@@ -181,69 +182,18 @@ def constrained_setup(client: Any, constraints: EphemeralRequest) -> Any:
     refuse."""
     if not isinstance(client, dict):
         return client
-    setup = _two_levels_camel(client)
+    setup = two_levels_camel(client)
     config = constraints.config
     if config is not None:
-        token = _two_levels_camel(config)
+        token = two_levels_camel(config)
         locked = constraints.lock_additional_fields
         if locked is None:
             setup = dict(token)
         else:
-            for path in _field_mask(token, locked):
-                _take(setup, token, path)
+            apply_paths(setup, token, field_mask_paths(token, locked))
     if constraints.model is not None:
         setup["model"] = constraints.model
     return setup
-
-
-def _two_levels_camel(setup: dict[str, Any]) -> dict[str, Any]:
-    """A copy with camelCase keys at the top and one level in (the levels a lock names)."""
-    return {
-        to_camel(key): (
-            {to_camel(k): v for k, v in value.items()} if isinstance(value, dict) else value
-        )
-        for key, value in setup.items()
-    }
-
-
-def _field_mask(token: dict[str, Any], additional: tuple[str, ...]) -> list[str]:
-    """The locked paths, as Google's SDK writes its ``fieldMask``: each field the token sets
-    (one level into objects), then the additional names."""
-    paths: list[str] = []
-    for key, value in token.items():
-        if isinstance(value, dict) and value:
-            paths.extend(f"{key}.{inner}" for inner in value)
-        else:
-            paths.append(key)
-    top_level = SETUP.fields
-    for name in additional:
-        parts = [to_camel(part) for part in name.split(".", 1)]
-        if len(parts) == 1 and parts[0] not in top_level:
-            parts = ["generationConfig", parts[0]]
-        paths.append(".".join(parts))
-    return paths
-
-
-def _take(setup: dict[str, Any], token: dict[str, Any], path: str) -> None:
-    """Set ``path`` in ``setup`` to the token's value, or remove it when the token has none."""
-    outer, _, inner = path.partition(".")
-    if not inner:
-        if outer in token:
-            setup[outer] = token[outer]
-        else:
-            setup.pop(outer, None)
-        return
-    source = token.get(outer)
-    current = setup.get(outer)
-    target = dict(current) if isinstance(current, dict) else {}
-    if isinstance(source, dict) and inner in source:
-        target[inner] = source[inner]
-    else:
-        target.pop(inner, None)
-    if target or outer in token:
-        setup[outer] = target
-    else:
-        setup.pop(outer, None)
 
 
 def native_close(outcome: Outcome) -> tuple[int, str]:

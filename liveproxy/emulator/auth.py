@@ -7,7 +7,7 @@ Token X`` (``token``), ``?access_token=X`` (``access_token``), ``x-goog-api-key:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 
 from liveproxy.emulator.endings import Close
 from liveproxy.emulator.record import CredentialKind
@@ -48,21 +48,32 @@ def find_credential(
 
 
 def refusal(
-    found: tuple[str, CredentialKind] | None, route: Route, api_keys: tuple[str, ...]
+    found: tuple[str, CredentialKind] | None,
+    route: Route,
+    api_keys: tuple[str, ...],
+    minted: Container[str] = (),
 ) -> Close | None:
     """The close Google answers this credential with, or None if it is accepted.
 
     No credential, or an ephemeral token on a method other than
-    ``BidiGenerateContentConstrained``, is an unregistered caller (1008). With ``api_keys``
-    given, any other credential must be one of them: a wrong API key closes 1007 "API key not
-    valid...", a wrong ephemeral token 1007 "Missing or malformed auth token", a wrong bearer
-    token 1008 "Request had invalid authentication credentials...".
+    ``BidiGenerateContentConstrained``, is an unregistered caller (1008). A token the
+    emulator ``minted`` is accepted as a token (its own rules apply at the setup:
+    :mod:`~liveproxy.emulator.tokens`), never as an API key (1007 "API key not valid...").
+    With ``api_keys`` given, any other credential must be one of them: a wrong API key closes
+    1007 "API key not valid...", a wrong ephemeral token 1007 "Missing or malformed auth
+    token", a wrong bearer token 1008 "Request had invalid authentication credentials...".
     """
     if found is None:
         return Close(POLICY, UNREGISTERED_CALLER)
     credential, kind = found
     if kind in ("token", "access_token") and not route.constrained:
         return Close(POLICY, UNREGISTERED_CALLER)
+    if credential in minted:
+        if kind == "api_key":
+            return Close(INVALID_PAYLOAD, API_KEY_INVALID)
+        if kind == "bearer":
+            return Close(POLICY, BEARER_INVALID)
+        return None
     if not api_keys or credential in api_keys:
         return None
     if kind == "api_key":

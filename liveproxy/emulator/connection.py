@@ -9,8 +9,9 @@ performs it (close frame, dropped TCP, or nothing when the client already went).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import attrs
 import trio
@@ -29,6 +30,7 @@ from liveproxy.emulator.record import ConnectionRecord
 from liveproxy.emulator.routes import Route
 from liveproxy.emulator.speaker import Speaker
 from liveproxy.emulator.store import Checkpoint, HandleStore, SessionState, new_session_id
+from liveproxy.emulator.tokens import TokenBook
 from liveproxy.emulator.transport import Transport
 from liveproxy.protocol.closes import (
     ABNORMAL,
@@ -57,6 +59,9 @@ class Shared:
     config: EmulatorConfig
     store: HandleStore
     models: ModelCatalog
+    #: Minted ephemeral tokens, and the wall clock they are judged by.
+    tokens: TokenBook = attrs.Factory(TokenBook)
+    wall_time: Callable[[], float] = time.time
 
 
 def _first(group: BaseExceptionGroup[Ending]) -> Ending:
@@ -79,6 +84,8 @@ class Connection:
         self._config = shared.config
         self._store = shared.store
         self._models = shared.models
+        self._tokens = shared.tokens
+        self._wall_time = shared.wall_time
         self._faults: Faults = record.faults
         self._echo = shared.config.mode == "echo"
         self._ready = trio.Event()
@@ -136,16 +143,19 @@ class Connection:
         credential = self._record.credential
         kind = self._record.credential_kind
         found = (credential, kind) if credential is not None and kind is not None else None
-        refused = refusal(found, self._route, self._config.api_keys)
+        refused = refusal(found, self._route, self._config.api_keys, self._tokens)
         if refused is not None:
             raise refused
         first = decode_client(frame)
         if first.kind != "setup":
             raise Close(INVALID_PAYLOAD, INVALID_ARGUMENT)
-        self._record.setup = first.body
-        self._record.model = first.body.get("model")
+        setup = first.body
+        if found is not None and found[0] in self._tokens:
+            setup = self._spend_token(found[0], setup)
+        self._record.setup = setup
+        self._record.model = setup.get("model")
         options = read_setup(
-            first.body,
+            setup,
             api=self._route.api,
             api_version=self._route.api_version,
             models=self._models,
@@ -166,6 +176,21 @@ class Connection:
         if self._echo:
             await self._read(self._echo_audio)
         await self._converse(options, checkpoint)
+
+    def _spend_token(self, name: str, setup: dict[str, Any]) -> dict[str, Any]:
+        """The client's ``setup`` under the ephemeral token ``name``'s locks; the token's use
+        is spent (unless the setup resumes) and the session ends at its ``expireTime``.
+
+        Raises:
+            Close: 1007 "Missing or malformed auth token": expired or spent.
+        """
+        resumption = setup.get("sessionResumption")
+        resuming = isinstance(resumption, dict) and bool(resumption.get("handle"))
+        now = self._wall_time()
+        token = self._tokens.admit(name, now, resuming=resuming)
+        self._record.token = name
+        self._lifetime.end_by(trio.current_time() + token.request.expire_at - now)
+        return token.locked(setup)
 
     def _resume(self, options: SessionOptions) -> Checkpoint:
         """The conversation this connection continues: the one its handle stands for, or a

@@ -15,6 +15,7 @@ class GatedStream(trio.abc.Stream):
 
     def __init__(self, inner: trio.abc.Stream) -> None:
         self._inner = inner
+        self._unread = b""
         self._closed = trio.Event()
         self.finished = trio.Event()
         self.stalled = False
@@ -36,8 +37,32 @@ class GatedStream(trio.abc.Stream):
         await self._gate()
         await self._inner.wait_send_all_might_not_block()
 
+    def unread(self, data: bytes) -> None:
+        """Give ``data`` (read too early) back: the next reads return it first."""
+        self._unread = data + self._unread
+
+    async def peek_line(self, limit: int) -> bytes:
+        """The first line (up to ``limit`` bytes, without reading further), left unread.
+
+        Returns what came before end-of-file or a break if no line came."""
+        data = b""
+        while b"\n" not in data and len(data) < limit:
+            try:
+                chunk = await self.receive_some(limit - len(data))
+            except trio.BrokenResourceError:
+                break
+            if not chunk:
+                break
+            data += bytes(chunk)
+        self.unread(data)
+        return data.partition(b"\n")[0]
+
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         await self._gate()
+        if self._unread:
+            size = len(self._unread) if max_bytes is None else max_bytes
+            unread, self._unread = self._unread[:size], self._unread[size:]
+            return unread
         try:
             data = await self._inner.receive_some(max_bytes)
         except trio.BrokenResourceError:

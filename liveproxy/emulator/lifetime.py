@@ -38,6 +38,14 @@ class Lifetime:
         self._finish.deadline = self._end
         self._warn.deadline = now
 
+    def end_by(self, deadline: float) -> None:
+        """End at ``deadline`` (trio time) if that is sooner, ``goAway`` ``lead`` seconds
+        before it (an ephemeral token's ``expireTime``)."""
+        if deadline < self._end:
+            self._end = deadline
+            self._finish.deadline = deadline
+            self._warn.deadline = min(self._warn.deadline, deadline - self._lead)
+
     async def run(self, transport: Transport, ready: trio.Event) -> NoReturn:
         """Wait out the lifetime, sending ``goAway`` on the way.
 

@@ -69,6 +69,11 @@ class ConnectionRecord:
     close_reason: str | None = None
     ended_by: EndedBy | None = None
     closed: trio.Event = attrs.Factory(trio.Event)
+    #: A REST call (``POST /v1alpha/auth_tokens``), not a Live connection: it leaves
+    #: ``Emulator.connections`` when it closes.
+    rest: bool = False
+    #: The ephemeral token that opened this connection, when one did.
+    token: str | None = None
 
     async def wait_closed(self) -> None:
         """Wait until the connection is over and its TCP stream is closed."""

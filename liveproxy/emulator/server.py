@@ -6,13 +6,16 @@ catches everything but cancellation, so one misbehaving connection never affects
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import ssl
+import time
 from collections import deque
 from functools import partial
 from typing import NoReturn
 
+import h11
 import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest, wrap_server_stream
 
@@ -22,7 +25,9 @@ from liveproxy.emulator.connection import Connection, Shared
 from liveproxy.emulator.gate import GatedStream
 from liveproxy.emulator.handshake import read_request, reject
 from liveproxy.emulator.record import ConnectionRecord
+from liveproxy.emulator.rest import MAX_HEAD_BYTES, is_rest, serve_rest
 from liveproxy.emulator.store import HandleStore
+from liveproxy.emulator.tokens import TokenBook
 from liveproxy.emulator.transport import Transport
 
 logger = logging.getLogger(__name__)
@@ -51,11 +56,19 @@ class Emulator:
         self.url = f"{scheme}://{_display_host(config.host)}:{port}"
         self.connections: list[ConnectionRecord] = []
         self.store = HandleStore(config.handle_ttl_seconds)
+        #: The ephemeral tokens minted by ``POST /v1alpha/auth_tokens``.
+        self.tokens = TokenBook()
+        self._wall_offset = time.time() - trio.current_time()
         self._faults = config.faults
         self._queued: deque[Faults] = deque()
         self._live = 0
         self._accepted = 0
         self._grew = trio.Event()
+
+    def wall_time(self) -> float:
+        """Seconds since the epoch, as the emulator's tokens see them: wall time when it
+        started, moved on by trio's clock (so a test's mock clock moves it too)."""
+        return self._wall_offset + trio.current_time()
 
     @property
     def live_count(self) -> int:
@@ -90,7 +103,7 @@ class Emulator:
         if record.ended_by is None:
             record.ended_by = "dropped"
         record.closed.set()
-        if not self.config.record_messages:
+        if not self.config.record_messages or record.rest:
             self.connections.remove(record)
 
 
@@ -137,7 +150,7 @@ async def serve(
         port = transport.socket.getsockname()[1]
     emulator = Emulator(config, port)
     models = ModelCatalog(config.models, config.extra_models, any_model=config.any_model)
-    shared = Shared(config, emulator.store, models)
+    shared = Shared(config, emulator.store, models, emulator.tokens, emulator.wall_time)
     async with trio.open_nursery() as nursery:
         await nursery.start(
             trio.serve_listeners, partial(_serve_stream, emulator, shared), listeners
@@ -151,6 +164,8 @@ async def _serve_stream(emulator: Emulator, shared: Shared, stream: trio.abc.Str
     record = emulator._open_record()
     gate = GatedStream(stream)
     try:
+        if await _served_rest(emulator, shared, gate, record):
+            return
         async with trio.open_nursery() as nursery:
             request = await _receive_request(nursery, gate)
             if request is not None:
@@ -163,6 +178,23 @@ async def _serve_stream(emulator: Emulator, shared: Shared, stream: trio.abc.Str
     finally:
         await gate.drop()
         emulator._close_record(record)
+
+
+async def _served_rest(
+    emulator: Emulator, shared: Shared, gate: GatedStream, record: ConnectionRecord
+) -> bool:
+    """Answer the connection's request if it is a REST call (:mod:`~liveproxy.emulator.rest`),
+    within :data:`HANDSHAKE_TIMEOUT`; False: it is not (what was read is left unread).
+
+    A REST call's record leaves ``connections`` when it closes: they list Live connections.
+    """
+    with trio.move_on_after(HANDSHAKE_TIMEOUT):
+        if not is_rest(await gate.peek_line(MAX_HEAD_BYTES)):
+            return False
+        record.rest = True
+        with contextlib.suppress(h11.RemoteProtocolError):  # not HTTP: dropped unanswered
+            await serve_rest(gate, shared.tokens, shared.config.api_keys, emulator.wall_time)
+    return True  # answered, or silent for too long: dropped
 
 
 async def _receive_request(nursery: trio.Nursery, gate: GatedStream) -> WebSocketRequest | None:

@@ -9,7 +9,9 @@ one, is a sign-in too); the bot check, for a new session (403 ``bot_check_failed
 ``bot_check_unavailable``: see :mod:`~liveproxy.web.bot_check`); the resume, when asked (404
 ``resume_not_found``); then the store's admission (429 ``too_many_sessions``, 503
 ``at_capacity``). A resume refused after its conversation was taken puts it back, until its
-own expiry. The store unreachable at any step is 503 ``state_unavailable``.
+own expiry. The store unreachable at any step is 503 ``state_unavailable``. In broker mode
+(``EPHEMERAL_UPSTREAM=google``) an admitted ephemeral token is then minted at Google instead
+(:mod:`~liveproxy.web.broker`: 503 ``upstream_unavailable``, 502 ``upstream_refused``).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from liveproxy.web.state import ProxyState
 
 if TYPE_CHECKING:
     from liveproxy.web.bot_check import BotCheck
+    from liveproxy.web.broker import Broker
 
 log = logging.getLogger("liveproxy")
 
@@ -75,11 +78,14 @@ class AuthRoute:
         self._sign_in = sign_in_check(config.signin)
         self._bot_check = bot_check(config.bot_check)
         self._policies = (config, state.services.limits.setup_policy)  # for ephemeral tokens
+        self._broker = broker(state)
 
     async def aclose(self) -> None:
-        """Close the bot check's HTTP client, if any."""
+        """Close the bot check's and the broker's HTTP clients, if any."""
         if self._bot_check is not None:
             await self._bot_check.aclose()
+        if self._broker is not None:
+            await self._broker.aclose()
 
     async def answer(self) -> Response:
         """The answer to the request being served."""
@@ -190,6 +196,8 @@ class AuthRoute:
                 await resume.put_back(store, *resumed)
             raise Refusal(admitted.status, admitted.code, admitted.message, admitted.retry_after)
         log.debug("token issued")
+        if grant.ephemeral is not None and self._broker is not None:
+            return await self._broker.mint(grant)  # Google's token, not this one
         if grant.ephemeral is not None:
             return ephemeral.ephemeral_answer(admitted, grant, self._limits.token_ttl)
         limit = grant.session_time_limit
@@ -241,9 +249,19 @@ def bot_check(settings: BotCheckSettings) -> BotCheck | None:
     return BotCheck(settings)
 
 
+def broker(state: ProxyState) -> Broker | None:
+    """Broker mode's minting (``EPHEMERAL_UPSTREAM=google``), or None (httpx is then not
+    imported here)."""
+    if state.config.ephemeral_upstream != "google":
+        return None
+    from liveproxy.web.broker import Broker
+
+    return Broker(state)
+
+
 def add_auth_routes(app: QuartTrio, state: ProxyState) -> None:
-    """Serve the sign-in route at every path of ``AUTH_PATHS``; its bot check's client is
-    closed when serving ends."""
+    """Serve the sign-in route at every path of ``AUTH_PATHS``; its bot check's and broker's
+    clients are closed when serving ends."""
     route = AuthRoute(state)
     view = route.answer  # a coroutine function, as Quart wants a view
     for path in state.config.auth_paths:
