@@ -20,7 +20,7 @@ from __future__ import annotations
 import trio
 
 from liveproxy.contract.codec import encode_session_resumable
-from liveproxy.contract.endings import SHUTDOWN, TIME_LIMIT, Outcome
+from liveproxy.contract.endings import ENDED_BY_OPERATOR, SHUTDOWN, TIME_LIMIT, Outcome
 from liveproxy.contract.payloads import EphemeralRequest
 from liveproxy.core.browser_queue import BrowserQueue
 from liveproxy.core.browser_reader import BrowserReader, Setup
@@ -50,13 +50,15 @@ class Session:
         resume_token: str | None = None,
         tools: ServerTools | None = None,
         native: EphemeralRequest | None = None,
+        operator_ends: trio.Event | None = None,
     ) -> None:
         """``resumed``: the conversation this socket continues (its handle, setup, stats and
         replay; ``time_limit`` is then what it has left). ``resume_token``: announced to the
         browser after ``setupComplete`` (None: conversations are not resumable). ``tools``: the
         server's tools, bound to this session (None: every tool call goes to the browser).
         ``native``: the socket speaks Gemini's own protocol, with these constraints from its
-        ephemeral token (see :mod:`liveproxy.contract.native`)."""
+        ephemeral token (see :mod:`liveproxy.contract.native`). ``operator_ends``: set when the
+        operator ends the session (``ended_by_operator``)."""
         self.socket = socket
         self.out = out
         self.services = services
@@ -64,6 +66,7 @@ class Session:
         self.resumed = resumed
         self.resume_token = resume_token
         self.native = native
+        self.operator_ends = operator_ends
         self._started_at = now = trio.current_time()
         self.counters = (
             SessionCounters(started_at=now)
@@ -119,6 +122,8 @@ class Session:
             racers = [reader.run, relay.run, self._limit_time, self._await_shutdown]
             if self.tool_calls is not None:
                 racers.append(self.tool_calls.run)
+            if self.operator_ends is not None:
+                racers.append(self._await_operator)
             outcome: Outcome | None = None
             try:
                 outcome = await Race().run(*racers)
@@ -137,6 +142,12 @@ class Session:
         """Return ``shutdown`` once the server ends sessions."""
         await self.services.shutdown_now.wait()
         return SHUTDOWN
+
+    async def _await_operator(self) -> Outcome:
+        """Return ``ended_by_operator`` once the operator ends this session."""
+        assert self.operator_ends is not None
+        await self.operator_ends.wait()
+        return ENDED_BY_OPERATOR
 
     def _announce_resumable(self) -> None:
         """Send the browser its resume token, after ``setupComplete`` (once per socket)."""

@@ -16,8 +16,8 @@ from liveproxy.store import (
     Conversation,
     Grant,
     Lease,
-    LiveSession,
     Limits,
+    LiveSession,
     Rate,
     Refused,
     Usage,
@@ -210,9 +210,11 @@ class MemoryStore:
     async def live_sessions(self, after: str, limit: int) -> list[LiveSession]:
         now = self._clock()
         found = sorted(
-            (i, summary) for i, (until, summary, _) in self._live.items() if until > now and i > after
+            (i, summary)
+            for i, (until, summary, _) in self._live.items()
+            if until > now and i > after
         )
-        return [LiveSession(i, summary) for i, summary in found[:limit]]
+        return [LiveSession(i, kept) for i, kept in found[:limit]]
 
     async def mark_session_end(self, session_id: str) -> bool:
         found = self._live.get(session_id)

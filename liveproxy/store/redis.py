@@ -396,6 +396,7 @@ return found
 """
 )
 
+
 def _number(value: float) -> str:
     """``value`` as a script argument, exactly (``repr`` round-trips a float)."""
     return repr(float(value))
@@ -452,6 +453,13 @@ def _text(reply: ResponseType) -> str:
         except UnicodeDecodeError:
             pass
     raise StoreUnavailable("Redis state store: unexpected reply")
+
+
+def _groups(reply: list[ResponseType], size: int) -> list[tuple[ResponseType, ...]]:
+    """A flat reply as tuples of ``size``; StoreUnavailable if it does not divide."""
+    if len(reply) % size:
+        raise StoreUnavailable("Redis state store: unexpected reply")
+    return list(zip(*(reply[n::size] for n in range(size)), strict=True))
 
 
 def _reply_list(reply: ResponseType) -> list[ResponseType]:
@@ -614,7 +622,7 @@ class RedisStore:
 
     async def live_sessions(self, after: str, limit: int) -> list[LiveSession]:
         reply = _reply_list(await self._run(self._live_sessions, after, str(limit)))
-        return [LiveSession(_text(i), _text(s)) for i, s in zip(reply[::2], reply[1::2])]
+        return [LiveSession(_text(i), _text(s)) for i, s in _groups(reply, 2)]
 
     async def mark_session_end(self, session_id: str) -> bool:
         return _reply_int(await self._run(self._mark_session_end, session_id)) == 1
@@ -638,7 +646,7 @@ class RedisStore:
         reply = _reply_list(await self._run(self._usage_records, index, after, str(limit)))
         return [
             UsageRecord(_text(key), _text(owner), _text(text))
-            for key, owner, text in zip(reply[::3], reply[1::3], reply[2::3], strict=True)
+            for key, owner, text in _groups(reply, 3)
         ]
 
     async def _run(self, script: Script[bytes], *args: str | bytes) -> ResponseType:

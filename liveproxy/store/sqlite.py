@@ -408,7 +408,6 @@ class SqliteStore:
         if conversation.expires_at > now:
             self._keep_conversation(key, conversation, now, conversation.expires_at)
 
-
     # The operator's view (schema version 5).
 
     async def renew_sessions(
@@ -509,6 +508,7 @@ class SqliteStore:
             )
 
         self._transaction(body)
+
 
 def _connect(path: str) -> sqlite3.Connection:
     """Open ``path`` in WAL mode with the schema in place (a connection that fails is closed).

@@ -312,7 +312,8 @@ class StoreContract:
         async with self.open(clock, LEASE_SECONDS) as store:
             a = await store.start_session(await issue(store), "a")
             b = await store.start_session(await issue(store), "b")
-            assert a is not None and b is not None
+            assert a is not None
+            assert b is not None
             await store.renew_sessions([a], {"a": "{}"})
             await store.renew_sessions([b], {"b": "{}"})
             assert await store.mark_session_end("b") is True
