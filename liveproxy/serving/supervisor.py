@@ -13,8 +13,9 @@ worker), and the default state store, a private SQLite file in a runtime directo
 exit. A worker that exits while the server runs is logged and restarted, after a back-off that
 doubles (up to :data:`MAX_BACKOFF_SECONDS`) while restarts keep failing. With ``ADMIN_BIND``
 it serves the operator's view (:mod:`liveproxy.serving.admin_listener`) on a store connection
-of its own. With ``METRICS_BIND`` it serves the workers' metrics, added up (see :mod:`liveproxy.web.metrics`): the workers count
-into a directory it gives them, and a worker that exits is marked dead there. SIGTERM or SIGINT is
+of its own. With ``METRICS_BIND`` it serves the workers' metrics, added up (see
+:mod:`liveproxy.web.metrics`): the workers count into a directory it gives them, and a worker
+that exits is marked dead there. SIGTERM or SIGINT is
 passed to every worker; each drains as the endings table says, and the supervisor returns 0
 once all have exited (1 if one had to be killed after the drain's deadline).
 """
