@@ -120,6 +120,8 @@ _SCHEMA = (
         ending INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS live_sessions_by_expiry ON live_sessions (expires_at)",
+    # Each renewal reads the marked ones: a handful, whatever the number of sessions.
+    "CREATE INDEX IF NOT EXISTS live_sessions_ending ON live_sessions (id) WHERE ending = 1",
     """CREATE TABLE IF NOT EXISTS usage_records (
         key TEXT PRIMARY KEY,
         client TEXT NOT NULL,

@@ -18,7 +18,7 @@ import attrs
 import orjson
 import pytest
 import trio
-from trio_websocket import open_websocket_url
+from trio_websocket import open_websocket, open_websocket_url
 
 from liveproxy.config import Config
 from liveproxy.emulator import Emulator
@@ -280,3 +280,29 @@ async def test_hostile_queries_are_refused_with_a_clear_error(
             assert gone.status == 404, session_id
             assert gone.json()["error"]["code"] == "not_found"
         assert (await fleet.admin("PUT", "/usage")).headers["allow"] == "GET"
+
+
+NATIVE_PATH = "/ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContent"
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite"], indirect=True)
+async def test_a_gemini_native_session_is_ended_with_gemini_s_close_frame(
+    open_shared: Callable[[], AbstractAsyncContextManager[StateStore]], emulator: Emulator
+) -> None:
+    async with fleet_on(open_shared, emulator) as fleet:
+        port = fleet.ports[1]
+        body = b'{"ephemeral": {}}'
+        minted = await request("127.0.0.1", port, "POST", "/api/auth", body)
+        token = minted.json()["name"].removeprefix("auth_tokens/")
+        resource = f"{NATIVE_PATH}?access_token={token}"
+        async with open_websocket("127.0.0.1", port, resource, use_ssl=False) as ws:
+            setup = {"setup": {"model": f"models/{TEST_MODEL}"}}
+            await ws.send_message(orjson.dumps(setup).decode())
+            assert orjson.loads(await ws.get_message()) == {"setupComplete": {}}
+            (shown,) = await wait_listed(fleet, 1)
+            assert (await fleet.admin("DELETE", f"/sessions/{shown['id']}")).status == 202
+            with trio.fail_after(END_BOUND):
+                ended = await BrowserClient(ws).wait_closed()
+        # No sessionEnd (Gemini sends none): the close frame says it.
+        assert ended.frames == []
+        assert (ended.code, ended.reason) == (1000, "ended_by_operator")
