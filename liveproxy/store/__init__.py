@@ -8,6 +8,10 @@ Capacity is counted across everything sharing the store: unexpired tokens plus u
 session leases. A live session's lease is renewed by its worker (:meth:`StateStore.renew`);
 a worker or host that dies stops renewing, and its places come back within the lease time.
 
+For the operator's view, each lease's renewal also keeps its session's summary and tells its
+worker whether the operator marked it to end (:meth:`StateStore.renew_sessions`), and ended
+sessions' usage records are kept for a retention time (:meth:`StateStore.keep_usage`).
+
 Tokens are kept as a hash: the store never holds a token a reader could replay.
 """
 

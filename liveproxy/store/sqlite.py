@@ -22,7 +22,9 @@ It is for one host only: SQLite's locking is not to be trusted on network file s
 
 Tokens and resume tokens are kept as :func:`~liveproxy.store.token_key` hashes. The file
 stays small: each :meth:`SqliteStore.admit` deletes expired tokens, expired leases and idle
-buckets first, each :meth:`SqliteStore.keep_conversation` expired conversations.
+buckets first, each :meth:`SqliteStore.keep_conversation` expired conversations, each
+:meth:`SqliteStore.renew_sessions` expired live sessions' summaries, and each
+:meth:`SqliteStore.keep_usage` a batch of usage records past their retention.
 
 - **Schema versions** (``PRAGMA user_version``): a file of an older version is migrated in
   place, under the write lock, keeping its tokens, leases and buckets (workers of the old and

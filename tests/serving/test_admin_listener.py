@@ -11,6 +11,7 @@ import sys
 from contextlib import AsyncExitStack
 
 import psutil
+import pytest
 import trio
 from trio_websocket import open_websocket_url
 
@@ -19,6 +20,7 @@ from liveproxy.web.leases import OPERATOR_POLL_SECONDS
 from tests.conftest import TEXT_SETUP
 from tests.http import HttpResponse, request
 from tests.served import Served, liveproxy_process
+from tests.serving.test_cli import IN_USE, held_port, serve_to_the_end
 from tests.wsclient import BrowserClient, has_key
 
 TOKEN = "a-long-enough-operator-token-0123456789"
@@ -121,3 +123,13 @@ async def test_with_workers_the_supervisor_serves_it_and_ends_a_session_in_any_w
             assert await idle.receive_some(1) == b""
         await idle.aclose()
     assert "Traceback" not in served.text
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_an_admin_port_in_use_is_one_line_and_exit_1(workers: str) -> None:
+    with held_port() as port:
+        done = await serve_to_the_end(
+            WORKERS=workers, ADMIN_BIND=f"127.0.0.1:{port}", ADMIN_TOKEN=TOKEN
+        )
+    expected = f"liveproxy: cannot listen on 127.0.0.1:{port} (ADMIN_BIND): {IN_USE}\n"
+    assert (done.returncode, done.stderr.decode()) == (1, expected)
