@@ -2,9 +2,9 @@
 
 The tasks (:class:`~liveproxy.core.race.Race`): the
 :class:`~liveproxy.core.browser_reader.BrowserReader` (browser -> upstream), the
-:class:`~liveproxy.core.relay.Relay` (upstream connections, upstream -> browser), the time limit
-and the server's shutdown. The reader hands the setup to the relay on a channel. The first
-outcome (an :class:`~liveproxy.contract.endings.Ended`, or a
+:class:`~liveproxy.core.relay.Relay` (upstream connections, upstream -> browser), the time limit,
+the server's shutdown and the operator's end. The reader hands the setup to the relay on a
+channel. The first outcome (an :class:`~liveproxy.contract.endings.Ended`, or a
 :class:`~liveproxy.contract.errors.SessionError`) cancels the rest.
 
 The upstream connections live in a nursery opened outside the race, so the race's cancellation
