@@ -20,6 +20,9 @@ log = logging.getLogger("liveproxy")
 #: The longest between two renewals (whatever the lease time): how late a worker may hear of
 #: the operator's mark to end one of its sessions.
 OPERATOR_POLL_SECONDS: Final = 2.0
+#: The shortest between two renewals: a new session is renewed (so listed) this soon, sessions
+#: starting together in one call.
+MIN_RENEWAL_GAP_SECONDS: Final = 0.5
 
 
 @attrs.define(eq=False)
@@ -35,7 +38,8 @@ class Held:
 class LeaseKeeper:
     """Holds the leases of this worker's live sessions and renews them all, in one store call,
     every third of the lease time or :data:`OPERATOR_POLL_SECONDS`, whichever is shorter
-    (nothing while it holds none).
+    (nothing while it holds none), and soon after a session starts (within
+    :data:`MIN_RENEWAL_GAP_SECONDS` of the last renewal: at most one call per gap).
 
     The same call keeps each session's summary (``where`` this worker runs added: host and
     worker number) and answers which sessions the operator has marked to end: their
@@ -52,6 +56,7 @@ class LeaseKeeper:
         #: Where this worker runs, as the operator's listing shows it.
         self.where: dict[str, Any] = {"host": socket.gethostname(), "worker": 0, "pid": os.getpid()}
         self._failing = False
+        self._new_session = trio.Event()
 
     def hold(
         self, lease: Lease, summary: Callable[[], dict[str, Any]], operator_ends: trio.Event
@@ -59,6 +64,7 @@ class LeaseKeeper:
         """Renew ``lease`` from now on (until :meth:`release`); its session shows ``summary()``,
         and ``operator_ends`` is set if the operator ends it."""
         self.held[lease.id] = Held(lease, summary, operator_ends)
+        self._new_session.set()
 
     def release(self, lease_id: str) -> None:
         """Stop renewing the lease (its session has ended)."""
@@ -66,8 +72,12 @@ class LeaseKeeper:
 
     async def run(self) -> None:
         """Renew until cancelled."""
+        gap = min(MIN_RENEWAL_GAP_SECONDS, self._interval)
         while True:
-            await trio.sleep(self._interval)
+            with trio.move_on_after(self._interval - gap):
+                await self._new_session.wait()
+            await trio.sleep(gap)
+            self._new_session = trio.Event()
             await self.renew_once()
 
     async def renew_once(self) -> None:
