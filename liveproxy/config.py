@@ -196,6 +196,17 @@ def _bind(raw: str) -> str:
     return raw
 
 
+#: The shortest ``ADMIN_TOKEN`` accepted.
+MIN_ADMIN_TOKEN_BYTES: Final = 32
+
+
+def _usage_records(raw: str) -> bool:
+    """``store`` or ``off``."""
+    if raw.lower() not in ("store", "off"):
+        raise ValueError("expected store or off")
+    return raw.lower() == "store"
+
+
 STATE_SCHEMES = ("memory:", "sqlite:///", "redis://", "rediss://")
 
 
@@ -504,6 +515,20 @@ class Config:
     ephemeral_upstream: EphemeralUpstream = setting(
         "EPHEMERAL_UPSTREAM", parse=_ephemeral_upstream, default="liveproxy"
     )
+    #: ``host:port`` of the operator's listener (:mod:`liveproxy.web.admin_app`); None: off.
+    admin_bind: str | None = setting("ADMIN_BIND", parse=_bind, default=None)
+    #: The operator's bearer token (at least :data:`MIN_ADMIN_TOKEN_BYTES`), needed with it.
+    admin_token: str | None = setting("ADMIN_TOKEN", parse=str, default=None, repr=_secret_repr)
+    #: Whether ended sessions' usage records are kept in the state store (None: when
+    #: ``ADMIN_BIND`` is set), for ``GET /usage``.
+    usage_records: bool | None = setting("USAGE_RECORDS", parse=_usage_records, default=None)
+    #: How long the state store keeps usage records.
+    usage_retention_days: int = setting("USAGE_RETENTION_DAYS", parse=_int_in(1, 3660), default=35)
+
+    @property
+    def usage_records_in_store(self) -> bool:
+        """Whether ended sessions' usage records go to the state store."""
+        return self.admin_bind is not None if self.usage_records is None else self.usage_records
 
     @property
     def backend(self) -> Backend:
@@ -563,6 +588,13 @@ class Config:
                 "STATE_URL=memory: is one process's memory: with WORKERS > 1 use sqlite:/// "
                 "(the default) or redis://"
             )
+        if config.admin_bind is not None:
+            size = len((config.admin_token or "").encode())
+            if size < MIN_ADMIN_TOKEN_BYTES:
+                raise ConfigError(
+                    f"ADMIN_BIND needs ADMIN_TOKEN of at least {MIN_ADMIN_TOKEN_BYTES} bytes"
+                    f" (got {size}): e.g. `openssl rand -hex 32`"
+                )
         if config.upstream_url and not config.upstream_url.startswith(("ws://", "wss://")):
             shown = redact_url(config.upstream_url)
             raise ConfigError(f"UPSTREAM_URL must start with ws:// or wss:// (got {shown!r})")

@@ -348,6 +348,10 @@ SAMPLES = {
     "USAGE_LOG": "/var/log/liveproxy/usage.jsonl",
     "PRICES_FILE": "/etc/liveproxy/prices.toml",
     "EPHEMERAL_UPSTREAM": "google",
+    "ADMIN_BIND": "127.0.0.1:9465",
+    "ADMIN_TOKEN": "t" * 32,
+    "USAGE_RECORDS": "store",
+    "USAGE_RETENTION_DAYS": "90",
 }
 SIGNIN_SAMPLES = {
     "AUTH_JWT_SECRET": "s" * 32,
@@ -370,6 +374,8 @@ BOT_CHECK_PARSED = {
     "BOT_CHECK_HOSTNAMES": frozenset({"app.example", "www.app.example"}),
 }
 DECLARED = [(field, name) for field, where in env_settings(Config) for name in where.names]
+#: What a variable needs set with it.
+NEEDS = {"ADMIN_BIND": {"ADMIN_TOKEN": "t" * 32}}
 BOT_CHECK_DECLARED = [
     (field, name) for field, where in env_settings(BotCheckSettings) for name in where.names
 ]
@@ -399,7 +405,8 @@ def test_the_environment_s_defaults_are_the_fields_defaults() -> None:
 
 @pytest.mark.parametrize(("field", "name"), DECLARED)
 def test_each_variable_sets_its_own_field(field: str, name: str) -> None:
-    default, config = Config(), from_env({name: SAMPLES[name]})
+    env = NEEDS.get(name, {})
+    default, config = from_env(env), from_env(env | {name: SAMPLES[name]})
     changed = {
         f.name for f in attrs.fields(Config) if getattr(config, f.name) != getattr(default, f.name)
     }
@@ -514,3 +521,22 @@ def test_any_value_of_any_variable_is_read_or_refused_by_name(name: str, raw: st
     else:
         return
     assert name in message
+
+
+@pytest.mark.parametrize("token", [None, "", "t" * 31, "é" * 15])
+def test_the_admin_listener_needs_a_token_of_32_bytes(token: str | None) -> None:
+    env = {"ADMIN_BIND": "127.0.0.1:0"} | ({} if token is None else {"ADMIN_TOKEN": token})
+    with pytest.raises(ConfigError, match="ADMIN_BIND needs ADMIN_TOKEN of at least 32 bytes"):
+        from_env(env)
+
+
+def test_usage_records_go_to_the_store_with_the_admin_listener_unless_told() -> None:
+    token = {"ADMIN_TOKEN": "é" * 16}  # 32 bytes
+    assert not from_env({}).usage_records_in_store
+    assert from_env({"ADMIN_BIND": "127.0.0.1:0", **token}).usage_records_in_store
+    off = {"ADMIN_BIND": "127.0.0.1:0", "USAGE_RECORDS": "off", **token}
+    assert not from_env(off).usage_records_in_store
+    assert from_env({"USAGE_RECORDS": "STORE"}).usage_records_in_store
+    with pytest.raises(ConfigError, match="USAGE_RECORDS"):
+        from_env({"USAGE_RECORDS": "file"})
+    assert "é" not in repr(from_env({"ADMIN_BIND": "127.0.0.1:0", **token}))

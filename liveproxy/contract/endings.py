@@ -33,6 +33,8 @@ BROWSER_CLOSED: Final = Ended("browser_closed", announced=False)
 TIME_LIMIT: Final = Ended("time_limit")
 UPSTREAM_CLOSED: Final = Ended("upstream_closed")
 SHUTDOWN: Final = Ended("shutdown", closes.GOING_AWAY)
+#: The operator ended the session (``DELETE /sessions/{id}`` on the admin listener).
+ENDED_BY_OPERATOR: Final = Ended("ended_by_operator")
 
 #: How a session ended: normally, or with the error that ended it.
 Outcome: TypeAlias = Ended | SessionError

@@ -2,9 +2,9 @@
 
 The tasks (:class:`~liveproxy.core.race.Race`): the
 :class:`~liveproxy.core.browser_reader.BrowserReader` (browser -> upstream), the
-:class:`~liveproxy.core.relay.Relay` (upstream connections, upstream -> browser), the time limit
-and the server's shutdown. The reader hands the setup to the relay on a channel. The first
-outcome (an :class:`~liveproxy.contract.endings.Ended`, or a
+:class:`~liveproxy.core.relay.Relay` (upstream connections, upstream -> browser), the time limit,
+the server's shutdown and the operator's end. The reader hands the setup to the relay on a
+channel. The first outcome (an :class:`~liveproxy.contract.endings.Ended`, or a
 :class:`~liveproxy.contract.errors.SessionError`) cancels the rest.
 
 The upstream connections live in a nursery opened outside the race, so the race's cancellation
@@ -20,7 +20,7 @@ from __future__ import annotations
 import trio
 
 from liveproxy.contract.codec import encode_session_resumable
-from liveproxy.contract.endings import SHUTDOWN, TIME_LIMIT, Outcome
+from liveproxy.contract.endings import ENDED_BY_OPERATOR, SHUTDOWN, TIME_LIMIT, Outcome
 from liveproxy.contract.native import resumption_update
 from liveproxy.contract.payloads import EphemeralRequest
 from liveproxy.core.browser_queue import BrowserQueue
@@ -51,6 +51,7 @@ class Session:
         resume_token: str | None = None,
         tools: ServerTools | None = None,
         native: EphemeralRequest | None = None,
+        operator_ends: trio.Event | None = None,
     ) -> None:
         """``resumed``: the conversation this socket continues (its handle, setup, stats and
         replay; ``time_limit`` is then what it has left). ``resume_token``: announced to the
@@ -59,7 +60,8 @@ class Session:
         resumable. ``tools``: the
         server's tools, bound to this session (None: every tool call goes to the browser).
         ``native``: the socket speaks Gemini's own protocol, with these constraints from its
-        ephemeral token (see :mod:`liveproxy.contract.native`)."""
+        ephemeral token (see :mod:`liveproxy.contract.native`). ``operator_ends``: set when the
+        operator ends the session (``ended_by_operator``)."""
         self.socket = socket
         self.out = out
         self.services = services
@@ -67,6 +69,7 @@ class Session:
         self.resumed = resumed
         self.resume_token = resume_token
         self.native = native
+        self.operator_ends = operator_ends
         self._started_at = now = trio.current_time()
         self.counters = (
             SessionCounters(started_at=now)
@@ -122,6 +125,8 @@ class Session:
             racers = [reader.run, relay.run, self._limit_time, self._await_shutdown]
             if self.tool_calls is not None:
                 racers.append(self.tool_calls.run)
+            if self.operator_ends is not None:
+                racers.append(self._await_operator)
             outcome: Outcome | None = None
             try:
                 outcome = await Race().run(*racers)
@@ -140,6 +145,12 @@ class Session:
         """Return ``shutdown`` once the server ends sessions."""
         await self.services.shutdown_now.wait()
         return SHUTDOWN
+
+    async def _await_operator(self) -> Outcome:
+        """Return ``ended_by_operator`` once the operator ends this session."""
+        assert self.operator_ends is not None
+        await self.operator_ends.wait()
+        return ENDED_BY_OPERATOR
 
     def _announce_resumable(self) -> None:
         """Send the browser its resume token, after ``setupComplete`` (once per socket)."""

@@ -29,6 +29,7 @@ from liveproxy import logs
 from liveproxy.config import Config, ConfigError
 from liveproxy.core.prices import PricesError, read_prices
 from liveproxy.serving import hypercorn_fixes
+from liveproxy.serving.admin_listener import serve_admin
 from liveproxy.serving.loop_watch import LoopWatch
 from liveproxy.serving.metrics_listener import process_metrics, serve_metrics
 from liveproxy.serving.worker import WorkerSpec
@@ -210,6 +211,8 @@ async def _serve(
 ) -> None:
     hypercorn_fixes.install()
     state = app.proxy
+    if worker is not None:
+        state.leases.where["worker"] = worker.id
     watch_signals = stop is None
     stop = trio.Event() if stop is None else stop
 
@@ -246,6 +249,9 @@ async def _serve(
         if worker is None and config.metrics_bind is not None and directory is not None:
             with listening_on(config.metrics_bind, "METRICS_BIND"):
                 await nursery.start(serve_metrics, config.metrics_bind, directory)
+        if worker is None and config.admin_bind is not None:
+            with listening_on(config.admin_bind, "ADMIN_BIND"):
+                await nursery.start(serve_admin, config, state.store)
         if gc_tuning:
             tune_gc()
             nursery.start_soon(LoopWatch().run)

@@ -11,9 +11,11 @@ until it exits (see :mod:`liveproxy.serving.refuser`), so no connection waits fo
 It also owns what the workers share: the built-in emulator in emulator mode (one, not one per
 worker), and the default state store, a private SQLite file in a runtime directory removed at
 exit. A worker that exits while the server runs is logged and restarted, after a back-off that
-doubles (up to :data:`MAX_BACKOFF_SECONDS`) while restarts keep failing. With ``METRICS_BIND``
-it serves the workers' metrics, added up (see :mod:`liveproxy.web.metrics`): the workers count
-into a directory it gives them, and a worker that exits is marked dead there. SIGTERM or SIGINT is
+doubles (up to :data:`MAX_BACKOFF_SECONDS`) while restarts keep failing. With ``ADMIN_BIND``
+it serves the operator's view (:mod:`liveproxy.serving.admin_listener`) on a store connection
+of its own. With ``METRICS_BIND`` it serves the workers' metrics, added up (see
+:mod:`liveproxy.web.metrics`): the workers count into a directory it gives them, and a worker
+that exits is marked dead there. SIGTERM or SIGINT is
 passed to every worker; each drains as the endings table says, and the supervisor returns 0
 once all have exited (1 if one had to be killed after the drain's deadline).
 """
@@ -33,10 +35,12 @@ import attrs
 import trio
 
 from liveproxy.config import Config
+from liveproxy.serving.admin_listener import serve_admin
 from liveproxy.serving.metrics_listener import metrics_directory, process_gone, serve_metrics
 from liveproxy.serving.refuser import refuse
 from liveproxy.serving.server import CannotListen, listening_on, shown_address
 from liveproxy.serving.worker import WorkerSpec
+from liveproxy.store.opening import open_store
 from liveproxy.upstream.startup import EMULATOR_NOTICE, SharedEmulator, run_emulator
 
 log = logging.getLogger("liveproxy.supervisor")
@@ -121,6 +125,8 @@ async def _supervise(
         if config.metrics_bind is not None and metrics_dir is not None:
             with listening_on(config.metrics_bind, "METRICS_BIND"):
                 await nursery.start(serve_metrics, config.metrics_bind, metrics_dir)
+        if config.admin_bind is not None:
+            await nursery.start(_serve_admin, config, state_url)
         nursery.start_soon(_pass_on_signals, workers, stopping)
         async with trio.open_nursery() as running:
             ready = []
@@ -148,6 +154,18 @@ async def _supervise(
         nursery.cancel_scope.cancel()
     log.info("all workers have exited")
     return 1 if killed else 0
+
+
+async def _serve_admin(
+    config: Config, state_url: str, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """The host's ``ADMIN_BIND`` listener, on a connection of its own to the workers' store."""
+    assert config.admin_bind is not None
+    lease_seconds = config.session_lease_seconds
+    async with open_store(state_url, lease_seconds) as store, trio.open_nursery() as nursery:
+        with listening_on(config.admin_bind, "ADMIN_BIND"):
+            url = await nursery.start(serve_admin, config, store)
+        task_status.started(url)
 
 
 async def _start_emulator(nursery: trio.Nursery) -> SharedEmulator:

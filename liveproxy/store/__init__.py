@@ -8,6 +8,10 @@ Capacity is counted across everything sharing the store: unexpired tokens plus u
 session leases. A live session's lease is renewed by its worker (:meth:`StateStore.renew`);
 a worker or host that dies stops renewing, and its places come back within the lease time.
 
+For the operator's view, each lease's renewal also keeps its session's summary and tells its
+worker whether the operator marked it to end (:meth:`StateStore.renew_sessions`), and ended
+sessions' usage records are kept for a retention time (:meth:`StateStore.keep_usage`).
+
 Tokens are kept as a hash: the store never holds a token a reader could replay.
 """
 
@@ -15,8 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Collection
-from typing import Protocol
+from collections.abc import Collection, Mapping
+from typing import Final, Protocol
 
 import attrs
 
@@ -194,6 +198,33 @@ class StateStore(Protocol):
         ``expires_at`` it had (a resume that was then refused); nothing once that has passed."""
         ...
 
+    async def renew_sessions(
+        self, leases: Collection[Lease], summaries: Mapping[str, str]
+    ) -> frozenset[str]:
+        """:meth:`renew` these leases, keep each one's summary (by lease id) as long, and say
+        which of them the operator has marked to end (:meth:`mark_session_end`): one step."""
+        ...
+
+    async def live_sessions(self, after: str, limit: int) -> list[LiveSession]:
+        """Up to ``limit`` live sessions (unexpired summaries), by id, with ids after ``after``."""
+        ...
+
+    async def mark_session_end(self, session_id: str) -> bool:
+        """Mark a live session to be ended by its worker; False when none has that id."""
+        ...
+
+    async def keep_usage(self, record: UsageRecord, retention: float) -> None:
+        """Keep ``record`` for ``retention`` seconds after its end; records older are pruned
+        (a bounded batch per call)."""
+        ...
+
+    async def usage_records(
+        self, client: str | None, after: str, limit: int, retention: float
+    ) -> list[UsageRecord]:
+        """Up to ``limit`` records (``client``'s only, unless None), by key, with keys after
+        ``after``, none older than ``retention`` seconds."""
+        ...
+
 
 def token_key(token: str) -> str:
     """What the store keeps of a token."""
@@ -230,3 +261,43 @@ def too_many_sessions(limits: Limits, wait: float) -> Refused:
         f"this client already has {limits.per_client} sessions or tokens",
         retry_seconds(wait),
     )
+
+
+# The operator's view (see liveproxy.web.admin_app): live sessions across the fleet, the
+# operator's marks to end them, and the usage records of ended sessions.
+
+#: How many live sessions or usage records one listing call returns at most.
+MAX_PAGE: Final = 500
+#: The longest id (a session id, a lease id) the operator's calls take.
+MAX_ID_CHARS: Final = 64
+
+
+@attrs.frozen
+class LiveSession:
+    """A live session as the operator sees it: its id and a summary (JSON text written by its
+    worker at each renewal, opaque to the store)."""
+
+    id: str
+    summary: str
+
+
+@attrs.frozen
+class UsageRecord:
+    """An ended session's usage record, kept for the retention time. ``key`` orders records by
+    their end (see :func:`usage_key`); ``client`` is the client's hash; ``text`` the record's
+    JSON (opaque to the store)."""
+
+    key: str
+    client: str
+    text: str
+
+
+def usage_key(ended: float, session_id: str) -> str:
+    """A record's key: its end in Unix milliseconds (15 digits) then its session id, so keys
+    sort as records ended; also the listing's cursor."""
+    return f"{usage_key_prefix(ended)}:{session_id}"
+
+
+def usage_key_prefix(ended: float) -> str:
+    """What every key of a record ended at or after ``ended`` sorts after (and none before)."""
+    return f"{max(0, round(ended * 1000)):015d}"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import bisect
 import secrets
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
+from typing import Final
 
 import attrs
 
@@ -15,14 +17,20 @@ from liveproxy.store import (
     Grant,
     Lease,
     Limits,
+    LiveSession,
     Rate,
     Refused,
     Usage,
+    UsageRecord,
     at_capacity,
     resume_until,
     token_key,
     too_many_sessions,
+    usage_key_prefix,
 )
+
+#: The most usage records one process keeps (the oldest go first past it).
+MAX_USAGE_RECORDS: Final = 100_000
 
 
 @attrs.frozen
@@ -56,6 +64,10 @@ class MemoryStore:
         #: Ephemeral tokens that started a session, kept until :func:`resume_until` (they
         #: still resume their sessions); not counted against any limit.
         self._spent: dict[str, _Entry] = {}
+        #: Live sessions' summaries by id: (expiry, summary, marked to end).
+        self._live: dict[str, tuple[float, str, bool]] = {}
+        #: Usage records, in key order (so in order of their ends).
+        self._usage: list[UsageRecord] = []
 
     async def take_sign_in(self, client: str, rate: Rate) -> float:
         now = self._clock()
@@ -158,6 +170,7 @@ class MemoryStore:
 
     async def end_session(self, lease: Lease) -> None:
         self._leases.pop(lease.id, None)
+        self._live.pop(lease.id, None)
 
     async def usage(self) -> Usage:
         self._prune(self._clock())
@@ -248,3 +261,60 @@ class MemoryStore:
             if used_at + bucket.capacity / bucket.rate > now:
                 break
             del buckets[client]
+
+    async def renew_sessions(
+        self, leases: Collection[Lease], summaries: Mapping[str, str]
+    ) -> frozenset[str]:
+        await self.renew(leases)
+        now = self._clock()
+        expires_at = now + self._lease_seconds
+        live = self._live
+        for expired in [i for i, (until, _, _) in live.items() if until <= now]:
+            del live[expired]
+        marked = set()
+        for lease in leases:
+            _, _, ending = live.get(lease.id, (0.0, "", False))
+            live[lease.id] = (expires_at, summaries.get(lease.id, "{}"), ending)
+            if ending:
+                marked.add(lease.id)
+        return frozenset(marked)
+
+    async def live_sessions(self, after: str, limit: int) -> list[LiveSession]:
+        now = self._clock()
+        found = sorted(
+            (i, summary)
+            for i, (until, summary, _) in self._live.items()
+            if until > now and i > after
+        )
+        return [LiveSession(i, kept) for i, kept in found[:limit]]
+
+    async def mark_session_end(self, session_id: str) -> bool:
+        found = self._live.get(session_id)
+        if found is None or found[0] <= self._clock():
+            return False
+        self._live[session_id] = (found[0], found[1], True)
+        return True
+
+    async def keep_usage(self, record: UsageRecord, retention: float) -> None:
+        records = self._usage
+        del records[: self._usage_index(usage_key_prefix(self._clock() - retention))]
+        if len(records) >= MAX_USAGE_RECORDS:
+            del records[: len(records) - MAX_USAGE_RECORDS + 1]
+        bisect.insort(records, record, key=lambda r: r.key)
+
+    async def usage_records(
+        self, client: str | None, after: str, limit: int, retention: float
+    ) -> list[UsageRecord]:
+        after = max(after, usage_key_prefix(self._clock() - retention))
+        found: list[UsageRecord] = []
+        for record in self._usage[self._usage_index(after, inclusive=False) :]:
+            if len(found) >= limit:
+                break
+            if client is None or record.client == client:
+                found.append(record)
+        return found
+
+    def _usage_index(self, key: str, *, inclusive: bool = True) -> int:
+        """Where the records with keys from ``key`` (after it: ``inclusive`` False) start."""
+        find = bisect.bisect_left if inclusive else bisect.bisect_right
+        return find(self._usage, key, key=lambda r: r.key)

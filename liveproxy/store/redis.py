@@ -22,6 +22,12 @@ grant's client and ``{key}`` a :func:`~liveproxy.store.token_key` hash (never a 
 - ``c:{key}``: hash ``who`` (JSON ``[origin, client]``), ``state``, ``expires``: a conversation
   kept under a resume token's hash. It is in no index: its real TTL (the window plus
   :data:`TTL_MARGIN`) is what prunes it, and a take past ``expires`` deletes it.
+- ``ls``: hash of live session id to its summary; ``lsx``: sorted set of those ids scored by
+  expiry; ``lsi``: the same ids, all scored 0 (listed in id order); ``lse``: set of the ids the
+  operator marked to end.
+- ``u``: sorted set of usage record keys, all scored 0 (so in key order: by end);
+  ``uc:{client}``: the client's record keys likewise; ``ur``: hash of key to record;
+  ``ucl``: hash of key to client (to prune the client's set with the record).
 
 Scripts prune what has expired (a bounded batch of tokens and of leases per call, with their
 entries in the client's sets), and counting only looks at scores above ``now``, so the keys stay
@@ -39,7 +45,7 @@ its caller (its place comes back when it expires), and a retry would hide that.
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Final
 from urllib.parse import unquote, urlsplit
@@ -59,13 +65,16 @@ from liveproxy.store import (
     Grant,
     Lease,
     Limits,
+    LiveSession,
     Rate,
     Refused,
     StoreUnavailable,
     Usage,
+    UsageRecord,
     at_capacity,
     token_key,
     too_many_sessions,
+    usage_key_prefix,
 )
 
 #: Seconds to connect to Redis, and to wait for each reply.
@@ -304,6 +313,10 @@ _END_SESSION = (
     _COMMON
     + """
 drop_lease(ARGV[3], ARGV[4])
+redis.call('HDEL', P .. 'ls', ARGV[3])
+redis.call('ZREM', P .. 'lsx', ARGV[3])
+redis.call('ZREM', P .. 'lsi', ARGV[3])
+redis.call('SREM', P .. 'lse', ARGV[3])
 return 0
 """
 )
@@ -362,6 +375,118 @@ return 0
 )
 
 
+# The operator's view. Drops live sessions whose summaries expired (a bounded batch).
+_PRUNE_LIVE = f"""
+local function prune_live()
+  local expired = redis.call('ZRANGEBYSCORE', P .. 'lsx', '-inf', num(now),
+    'LIMIT', 0, {PRUNE_BATCH})
+  for _, id in ipairs(expired) do
+    redis.call('ZREM', P .. 'lsx', id)
+    redis.call('ZREM', P .. 'lsi', id)
+    redis.call('HDEL', P .. 'ls', id)
+    redis.call('SREM', P .. 'lse', id)
+  end
+end
+"""
+
+# ARGV: prefix, now, lease seconds, then a lease id, its client and its summary per lease.
+# Returns the ids among them marked to end.
+_RENEW_SESSIONS = (
+    _COMMON
+    + _PRUNE_LIVE
+    + """
+prune_leases()
+prune_live()
+local seconds = tonumber(ARGV[3])
+local marked = {}
+for i = 4, #ARGV, 3 do
+  local id = ARGV[i]
+  add_lease(id, ARGV[i + 1], seconds)
+  redis.call('HSET', P .. 'ls', id, ARGV[i + 2])
+  redis.call('ZADD', P .. 'lsx', num(now + seconds), id)
+  redis.call('ZADD', P .. 'lsi', 0, id)
+  if redis.call('SISMEMBER', P .. 'lse', id) == 1 then table.insert(marked, id) end
+end
+for _, key in ipairs({'ls', 'lsx', 'lsi', 'lse'}) do keep(P .. key, seconds) end
+return marked
+"""
+)
+
+# ARGV: prefix, now, after, limit. Returns {id, summary, id, summary, ...}.
+_LIVE_SESSIONS = (
+    _COMMON
+    + _PRUNE_LIVE
+    + """
+prune_live()
+local start = '(' .. ARGV[3]
+if ARGV[3] == '' then start = '-' end
+local ids = redis.call('ZRANGEBYLEX', P .. 'lsi', start, '+', 'LIMIT', 0, ARGV[4])
+local found = {}
+for _, id in ipairs(ids) do
+  local expires = redis.call('ZSCORE', P .. 'lsx', id)
+  local summary = redis.call('HGET', P .. 'ls', id)
+  if expires and tonumber(expires) > now and summary then
+    table.insert(found, id)
+    table.insert(found, summary)
+  end
+end
+return found
+"""
+)
+
+# ARGV: prefix, now, id. Returns 1 when marked, 0 when no live session has that id.
+_MARK_SESSION_END = (
+    _COMMON
+    + """
+local expires = redis.call('ZSCORE', P .. 'lsx', ARGV[3])
+if not expires or tonumber(expires) <= now then return 0 end
+redis.call('SADD', P .. 'lse', ARGV[3])
+return 1
+"""
+)
+
+# ARGV: prefix, now, oldest key kept, retention seconds, key, client, record.
+_KEEP_USAGE = (
+    _COMMON
+    + f"""
+local expired = redis.call('ZRANGEBYLEX', P .. 'u', '-', '(' .. ARGV[3], 'LIMIT', 0, {PRUNE_BATCH})
+for _, key in ipairs(expired) do
+  local client = redis.call('HGET', P .. 'ucl', key)
+  if client then redis.call('ZREM', P .. 'uc:' .. client, key) end
+  redis.call('HDEL', P .. 'ur', key)
+  redis.call('HDEL', P .. 'ucl', key)
+  redis.call('ZREM', P .. 'u', key)
+end
+local seconds = tonumber(ARGV[4])
+local key, client = ARGV[5], ARGV[6]
+redis.call('ZADD', P .. 'u', 0, key)
+redis.call('ZADD', P .. 'uc:' .. client, 0, key)
+redis.call('HSET', P .. 'ur', key, ARGV[7])
+redis.call('HSET', P .. 'ucl', key, client)
+for _, name in ipairs({{'u', 'ur', 'ucl', 'uc:' .. client}}) do keep(P .. name, seconds) end
+return 0
+"""
+)
+
+# ARGV: prefix, now, set ('u' or 'uc:{client}'), after, limit. Returns {key, client, record, ...}.
+_USAGE_RECORDS = (
+    _COMMON
+    + """
+local keys = redis.call('ZRANGEBYLEX', P .. ARGV[3], '(' .. ARGV[4], '+', 'LIMIT', 0, ARGV[5])
+local found = {}
+for _, key in ipairs(keys) do
+  local record = redis.call('HGET', P .. 'ur', key)
+  if record then
+    table.insert(found, key)
+    table.insert(found, redis.call('HGET', P .. 'ucl', key) or '')
+    table.insert(found, record)
+  end
+end
+return found
+"""
+)
+
+
 def _number(value: float) -> str:
     """``value`` as a script argument, exactly (``repr`` round-trips a float)."""
     return repr(float(value))
@@ -410,6 +535,23 @@ def _decode_grant(raw: ResponseType) -> Grant:
 def _who(origin: str | None, client: str) -> bytes:
     """Whom a conversation is kept for, as the script compares it (origin None is JSON null)."""
     return orjson.dumps([origin, client])
+
+
+def _text(reply: ResponseType) -> str:
+    """A stored string (an id, a summary, a record); StoreUnavailable if it is not one."""
+    if isinstance(reply, bytes):
+        try:
+            return reply.decode()
+        except UnicodeDecodeError:
+            pass
+    raise StoreUnavailable("Redis state store: unexpected reply")
+
+
+def _groups(reply: list[ResponseType], size: int) -> list[tuple[ResponseType, ...]]:
+    """A flat reply as tuples of ``size``; StoreUnavailable if it does not divide."""
+    if len(reply) % size:
+        raise StoreUnavailable("Redis state store: unexpected reply")
+    return list(zip(*(reply[n::size] for n in range(size)), strict=True))
 
 
 def _reply_list(reply: ResponseType) -> list[ResponseType]:
@@ -463,6 +605,11 @@ class RedisStore:
         self._keep_conversation = client.register_script(_KEEP_CONVERSATION)
         self._take_conversation = client.register_script(_TAKE_CONVERSATION)
         self._return_conversation = client.register_script(_RETURN_CONVERSATION)
+        self._renew_sessions = client.register_script(_RENEW_SESSIONS)
+        self._live_sessions = client.register_script(_LIVE_SESSIONS)
+        self._mark_session_end = client.register_script(_MARK_SESSION_END)
+        self._keep_usage = client.register_script(_KEEP_USAGE)
+        self._usage_records = client.register_script(_USAGE_RECORDS)
 
     async def take_sign_in(self, client: str, rate: Rate) -> float:
         reply = await self._run(self._take_sign_in, client, str(rate.count), _number(rate.period))
@@ -583,6 +730,48 @@ class RedisStore:
             conversation.state,
             _number(conversation.expires_at),
         )
+
+    async def renew_sessions(
+        self, leases: Collection[Lease], summaries: Mapping[str, str]
+    ) -> frozenset[str]:
+        if not leases:
+            return frozenset()
+        triples: list[str] = []
+        for lease in leases:
+            triples += (lease.id, lease.grant.client, summaries.get(lease.id, "{}"))
+        reply = _reply_list(
+            await self._run(self._renew_sessions, _number(self._lease_seconds), *triples)
+        )
+        return frozenset(_text(i) for i in reply)
+
+    async def live_sessions(self, after: str, limit: int) -> list[LiveSession]:
+        reply = _reply_list(await self._run(self._live_sessions, after, str(limit)))
+        return [LiveSession(_text(i), _text(s)) for i, s in _groups(reply, 2)]
+
+    async def mark_session_end(self, session_id: str) -> bool:
+        return _reply_int(await self._run(self._mark_session_end, session_id)) == 1
+
+    async def keep_usage(self, record: UsageRecord, retention: float) -> None:
+        oldest = usage_key_prefix(self._clock() - retention)
+        await self._run(
+            self._keep_usage,
+            oldest,
+            _number(retention),
+            record.key,
+            record.client,
+            record.text,
+        )
+
+    async def usage_records(
+        self, client: str | None, after: str, limit: int, retention: float
+    ) -> list[UsageRecord]:
+        after = max(after, usage_key_prefix(self._clock() - retention))
+        index = "u" if client is None else f"uc:{client}"
+        reply = _reply_list(await self._run(self._usage_records, index, after, str(limit)))
+        return [
+            UsageRecord(_text(key), _text(owner), _text(text))
+            for key, owner, text in _groups(reply, 3)
+        ]
 
     async def _run(self, script: Script[bytes], *args: str | bytes) -> ResponseType:
         """Run ``script`` with the prefix, ``now`` and ``args``.

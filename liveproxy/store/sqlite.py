@@ -22,7 +22,9 @@ It is for one host only: SQLite's locking is not to be trusted on network file s
 
 Tokens and resume tokens are kept as :func:`~liveproxy.store.token_key` hashes. The file
 stays small: each :meth:`SqliteStore.admit` deletes expired tokens, expired leases and idle
-buckets first, each :meth:`SqliteStore.keep_conversation` expired conversations.
+buckets first, each :meth:`SqliteStore.keep_conversation` expired conversations, each
+:meth:`SqliteStore.renew_sessions` expired live sessions' summaries, and each
+:meth:`SqliteStore.keep_usage` a batch of usage records past their retention.
 
 - **Schema versions** (``PRAGMA user_version``): a file of an older version is migrated in
   place, under the write lock, keeping its tokens, leases and buckets (workers of the old and
@@ -36,7 +38,7 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -48,20 +50,26 @@ from liveproxy.store import (
     Grant,
     Lease,
     Limits,
+    LiveSession,
     Rate,
     Refused,
     StoreUnavailable,
     Usage,
+    UsageRecord,
     at_capacity,
     resume_until,
     token_key,
     too_many_sessions,
+    usage_key_prefix,
 )
 
 T = TypeVar("T")
 
 #: How long an operation waits for another process's write lock before it gives up.
 BUSY_TIMEOUT = 1.0
+#: Expired usage records deleted at most per record kept (a bounded step: kept records far
+#: outnumber them, so they go, a batch at a time).
+USAGE_PRUNE_BATCH = 256
 #: How many times opening waits that long, the workers of a host starting together.
 OPEN_ATTEMPTS = 5
 
@@ -69,8 +77,9 @@ OPEN_ATTEMPTS = 5
 #: 1: tokens, leases, buckets. 2: ``tokens.resume``, and ``conversations``. 3:
 #: ``tokens.ephemeral`` (an ephemeral token's constraints). 4: ``tokens.claims`` (the JWT
 #: claims of a signed-in user). 5: ``tokens.uses`` and ``tokens.used`` (a multi-use ephemeral
-#: token's), and ``spent_tokens`` (ephemeral tokens that still resume their sessions).
-SCHEMA_VERSION = 5
+#: token's), and ``spent_tokens`` (ephemeral tokens that still resume their sessions). 6:
+#: ``live_sessions`` and ``usage_records`` (the operator's view).
+SCHEMA_VERSION = 6
 
 _SCHEMA = (
     # Its ``resume``, ``ephemeral`` and ``claims`` columns are added after
@@ -121,6 +130,22 @@ _SCHEMA = (
         until REAL NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS spent_tokens_by_expiry ON spent_tokens (until)",
+    # Version 6: the operator's view.
+    """CREATE TABLE IF NOT EXISTS live_sessions (
+        id TEXT PRIMARY KEY,
+        summary TEXT NOT NULL,
+        expires_at REAL NOT NULL,
+        ending INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS live_sessions_by_expiry ON live_sessions (expires_at)",
+    # Each renewal reads the marked ones: a handful, whatever the number of sessions.
+    "CREATE INDEX IF NOT EXISTS live_sessions_ending ON live_sessions (id) WHERE ending = 1",
+    """CREATE TABLE IF NOT EXISTS usage_records (
+        key TEXT PRIMARY KEY,
+        client TEXT NOT NULL,
+        record TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS usage_records_by_client ON usage_records (client, key)",
 )
 
 #: Columns added to an older file's tables (``ALTER TABLE ... ADD COLUMN``, if not there yet).
@@ -194,7 +219,7 @@ class SqliteStore:
             await self._run(self._renew, list(leases), self._clock() + self._lease_seconds)
 
     async def end_session(self, lease: Lease) -> None:
-        await self._run(self._statement, "DELETE FROM leases WHERE id = ?", (lease.id,))
+        await self._run(self._end_session, lease.id)
 
     async def keep_conversation(
         self, token: str, conversation: Conversation, window: float
@@ -452,6 +477,13 @@ class SqliteStore:
         ]
         self._transaction(lambda db: db.executemany(_UPSERT_LEASE, rows))
 
+    def _end_session(self, lease_id: str) -> None:
+        def body(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM leases WHERE id = ?", (lease_id,))
+            db.execute("DELETE FROM live_sessions WHERE id = ?", (lease_id,))
+
+        self._transaction(body)
+
     def _keep_conversation(
         self, key: str, conversation: Conversation, now: float, expires_at: float
     ) -> None:
@@ -495,6 +527,107 @@ class SqliteStore:
     def _return_conversation(self, key: str, conversation: Conversation, now: float) -> None:
         if conversation.expires_at > now:
             self._keep_conversation(key, conversation, now, conversation.expires_at)
+
+    # The operator's view (schema version 6).
+
+    async def renew_sessions(
+        self, leases: Collection[Lease], summaries: Mapping[str, str]
+    ) -> frozenset[str]:
+        if not leases:
+            return frozenset()
+        now = self._clock()
+        return await self._run(
+            self._renew_sessions, list(leases), dict(summaries), now, now + self._lease_seconds
+        )
+
+    async def live_sessions(self, after: str, limit: int) -> list[LiveSession]:
+        rows = await self._run(
+            self._rows,
+            "SELECT id, summary FROM live_sessions WHERE id > ? AND expires_at > ?"
+            " ORDER BY id LIMIT ?",
+            (after, self._clock(), limit),
+        )
+        return [LiveSession(str(i), str(summary)) for i, summary in rows]
+
+    async def mark_session_end(self, session_id: str) -> bool:
+        # Every row fetched: a RETURNING statement is done (and committed) once stepped to its end.
+        rows = await self._run(
+            self._rows,
+            "UPDATE live_sessions SET ending = 1 WHERE id = ? AND expires_at > ? RETURNING id",
+            (session_id, self._clock()),
+        )
+        return bool(rows)
+
+    async def keep_usage(self, record: UsageRecord, retention: float) -> None:
+        oldest = usage_key_prefix(self._clock() - retention)
+        await self._run(self._keep_usage, record, oldest)
+
+    async def usage_records(
+        self, client: str | None, after: str, limit: int, retention: float
+    ) -> list[UsageRecord]:
+        after = max(after, usage_key_prefix(self._clock() - retention))
+        if client is None:
+            sql = "SELECT key, client, record FROM usage_records WHERE key > ? ORDER BY key LIMIT ?"
+            params: tuple[object, ...] = (after, limit)
+        else:
+            sql = (
+                "SELECT key, client, record FROM usage_records WHERE client = ? AND key > ?"
+                " ORDER BY key LIMIT ?"
+            )
+            params = (client, after, limit)
+        rows = await self._run(self._rows, sql, params)
+        return [UsageRecord(str(k), str(c), str(text)) for k, c, text in rows]
+
+    def _rows(self, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
+        """Every row of one read (in autocommit mode)."""
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise _unavailable(exc) from exc
+
+    def _renew_sessions(
+        self, leases: list[Lease], summaries: dict[str, str], now: float, expires_at: float
+    ) -> frozenset[str]:
+        rows = [
+            (
+                lease.id,
+                lease.grant.client,
+                lease.grant.origin,
+                lease.grant.session_time_limit,
+                expires_at,
+            )
+            for lease in leases
+        ]
+        live = [(lease.id, summaries.get(lease.id, "{}"), expires_at) for lease in leases]
+
+        def body(db: sqlite3.Connection) -> frozenset[str]:
+            db.executemany(_UPSERT_LEASE, rows)
+            db.execute("DELETE FROM live_sessions WHERE expires_at <= ?", (now,))
+            db.executemany(
+                "INSERT INTO live_sessions (id, summary, expires_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET"
+                " summary = excluded.summary, expires_at = excluded.expires_at",
+                live,
+            )
+            held = {lease.id for lease in leases}
+            marked = db.execute("SELECT id FROM live_sessions WHERE ending = 1").fetchall()
+            return frozenset(i for (i,) in marked if i in held)
+
+        return self._transaction(body)
+
+    def _keep_usage(self, record: UsageRecord, oldest: str) -> None:
+        def body(db: sqlite3.Connection) -> None:
+            db.execute(
+                "DELETE FROM usage_records WHERE key IN"
+                " (SELECT key FROM usage_records WHERE key < ? ORDER BY key LIMIT ?)",
+                (oldest, USAGE_PRUNE_BATCH),
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO usage_records (key, client, record) VALUES (?, ?, ?)",
+                (record.key, record.client, record.text),
+            )
+
+        self._transaction(body)
 
 
 def _grant(row: tuple[Any, ...]) -> Grant:

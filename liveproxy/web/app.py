@@ -30,6 +30,7 @@ from liveproxy.upstream.target import UpstreamTarget
 from liveproxy.web.auth_route import add_auth_routes
 from liveproxy.web.leases import LeaseKeeper
 from liveproxy.web.metrics import NO_METRICS, Metrics, TokenResults
+from liveproxy.web.operator_records import RecordKeeper
 from liveproxy.web.origins import Cors, OriginPolicy
 from liveproxy.web.request_body import BoundedBodies
 from liveproxy.web.routes import add_routes
@@ -72,7 +73,9 @@ def create_app(
         PricesError: ``PRICES_FILE`` cannot be read or is not a price table.
     """
     config = config or Config.from_env()
-    SECRETS.add(config.api_key, config.signin.jwt_secret, config.bot_check.secret)
+    SECRETS.add(
+        config.api_key, config.signin.jwt_secret, config.bot_check.secret, config.admin_token
+    )
     app = LiveProxyApp(__name__, static_folder=None)
     store = store or MemoryStore(trio.current_time, config.session_lease_seconds)
     gauges = Gauges()
@@ -98,6 +101,11 @@ def create_app(
         leases=LeaseKeeper(store, config.session_lease_seconds),
         usage_log=None if config.usage_log is None else UsageLog(config.usage_log),
         prices=read_prices(config.prices_file),
+        records=(
+            RecordKeeper(store, config.usage_retention_days)
+            if config.usage_records_in_store
+            else None
+        ),
     )
     app.proxy = state
     app.metrics = metrics

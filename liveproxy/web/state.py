@@ -14,6 +14,7 @@ from liveproxy.core.stats import Gauges
 from liveproxy.store import StateStore
 from liveproxy.tools import ToolRegistry
 from liveproxy.web.leases import LeaseKeeper
+from liveproxy.web.operator_records import RecordKeeper
 from liveproxy.web.usage_log import UsageLog
 
 
@@ -33,6 +34,8 @@ class ProxyState:
     usage_log: UsageLog | None = None
     #: The operator's prices (``PRICES_FILE``; None: no cost is claimed).
     prices: Prices | None = None
+    #: Keeps ended sessions' usage records in the store (None: ``USAGE_RECORDS`` is off).
+    records: RecordKeeper | None = None
 
     @property
     def gauges(self) -> Gauges:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from functools import partial
 from typing import Any
 
 import attrs
@@ -34,6 +35,7 @@ from liveproxy.web.browser_socket import BrowserSocket
 from liveproxy.web.clients import client_hash
 from liveproxy.web.metrics import NO_METRICS, Metrics
 from liveproxy.web.native_route import admit_native, is_native_path
+from liveproxy.web.operator_records import live_summary
 from liveproxy.web.origins import OriginPolicy
 from liveproxy.web.session_tools import SessionTools
 from liveproxy.web.state import ProxyState
@@ -113,6 +115,7 @@ async def _run(
     resumable = config.resume_window_seconds and (admitted.native is None or admitted.resumption)
     resume_token = secrets.token_urlsafe(32) if resumable else None
     queue = BrowserQueue(config.browser_queue_bytes)
+    operator_ends = trio.Event()
     session = Session(
         socket,
         queue,
@@ -122,6 +125,7 @@ async def _run(
         resume_token=resume_token,
         tools=_session_tools(state, admitted, metrics),
         native=admitted.native,
+        operator_ends=operator_ends,
     )
     counters = session.counters
     carried = counters.usage.totals()  # what a resumed conversation brought
@@ -130,7 +134,10 @@ async def _run(
     reconnects = counters.reconnects  # a conversation resumed on this socket brings its own
     async with trio.open_nursery() as nursery:
         nursery.start_soon(queue.run_writer, socket)
-        state.leases.held[lease.id] = lease
+        summary = partial(
+            _live_summary, state, session, grant.client, conversation_id, carried, wall_started
+        )
+        state.leases.hold(lease, summary, operator_ends)
         state.gauges.session_started()
         metrics.session_started()
         log.info(
@@ -155,7 +162,7 @@ async def _run(
         finally:
             state.gauges.session_ended()
             metrics.session_closed()
-            del state.leases.held[lease.id]
+            state.leases.release(lease.id)
             # Even when the session is cancelled (the browser gone): the place comes back, and
             # the conversation is kept for a new socket.
             with trio.move_on_after(STORE_TIMEOUT_SECONDS, shield=True):
@@ -168,21 +175,25 @@ async def _run(
             model = _model(session)
             if model is not None:
                 metrics.session_usage(model, used)
-            if state.usage_log is not None:
+            if state.usage_log is not None or state.records is not None:
+                ended = usage_log.now()
                 record = usage_record(
                     session_id=admitted.session_id,
                     conversation_id=conversation_id,
                     client=client_hash(grant.client),
                     model=model,
                     started=wall_started,
-                    ended=usage_log.now(),
+                    ended=ended,
                     reason=None if outcome is None else outcome_code(outcome),
                     usage=used,
                     conversation=None if resumed is None else counters.usage.totals(),
                     prices=state.prices,
                 )
                 with trio.CancelScope(shield=True):
-                    await state.usage_log.write(record)  # bounded
+                    if state.usage_log is not None:
+                        await state.usage_log.write(record)  # bounded
+                    if state.records is not None:
+                        await state.records.keep(record, ended)  # bounded
         assert outcome is not None
         _log_end(admitted.session_id, session, outcome, grant.client, used)
         metrics.session_ended(outcome, counters.reconnects - reconnects)
@@ -214,6 +225,26 @@ def _claims(text: str | None) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         return {}
     return claims if isinstance(claims, dict) else {}
+
+
+def _live_summary(
+    state: ProxyState,
+    session: Session,
+    client: str,
+    conversation_id: str,
+    carried: UsageTotals,
+    started: float,
+) -> dict[str, Any]:
+    """What the operator sees of the live session now (its usage: this socket's so far)."""
+    model = _model(session)
+    used = usage_since(session.counters.usage.totals(), carried)
+    return live_summary(
+        client=client_hash(client),
+        conversation_id=conversation_id,
+        model=model,
+        started=started,
+        usage=usage_dict(used, model, state.prices),
+    )
 
 
 def _model(session: Session) -> str | None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from liveproxy.contract.codec import DecodeError, decode_auth_request
-from liveproxy.contract.endings import BROWSER_CLOSED, SHUTDOWN, TIME_LIMIT
+from liveproxy.contract.endings import BROWSER_CLOSED, ENDED_BY_OPERATOR, SHUTDOWN, TIME_LIMIT
 from liveproxy.contract.errors import InvalidSetup, SlowClient, UpstreamFailed
 from liveproxy.contract.native import (
     UNKNOWN_HANDLE,
@@ -134,6 +134,7 @@ def test_native_sessions_end_with_a_close_frame_as_google_would() -> None:
     assert native_close(BROWSER_CLOSED) == (1000, "")
     assert native_close(TIME_LIMIT) == (1000, "time_limit")
     assert native_close(SHUTDOWN) == (1001, "shutdown")
+    assert native_close(ENDED_BY_OPERATOR) == (1000, "ended_by_operator")
     assert native_close(InvalidSetup("bad")) == (1007, "bad")
     assert native_close(InvalidMessage("bad")) == (1007, "bad")
     assert native_close(SlowClient("slow")) == (1008, "slow")

@@ -19,10 +19,14 @@ from liveproxy.store import (
     Grant,
     Lease,
     Limits,
+    LiveSession,
     Rate,
     Refused,
     StateStore,
     Usage,
+    UsageRecord,
+    usage_key,
+    usage_key_prefix,
 )
 
 ROOMY = Limits(token_ttl=30, max_sessions=1000)
@@ -365,6 +369,78 @@ class StoreContract:
             await issue(store, limits, client="b")
             assert isinstance(await store.start_native(token, "s1", limits), Lease)
             assert await store.usage() == Usage(tokens=1, sessions=1)
+
+    # The operator's view: live sessions, marks to end them, usage records.
+
+    async def test_live_sessions_show_their_summaries_until_they_end_or_expire(self) -> None:
+        clock = FakeClock()
+        async with self.open(clock, LEASE_SECONDS) as store:
+            leases = [await store.start_session(await issue(store), f"s{n}") for n in range(3)]
+            assert all(leases)
+            held = [lease for lease in leases if lease is not None]
+            summaries = {lease.id: f'{{"n": "{lease.id}"}}' for lease in held}
+            assert await store.renew_sessions(held, summaries) == frozenset()
+            assert await store.live_sessions("", 10) == [
+                LiveSession(i, summaries[i]) for i in ("s0", "s1", "s2")
+            ]
+            # Paged by id: the cursor is the last id seen.
+            assert [s.id for s in await store.live_sessions("", 2)] == ["s0", "s1"]
+            assert [s.id for s in await store.live_sessions("s1", 2)] == ["s2"]
+            await store.end_session(held[0])
+            assert [s.id for s in await store.live_sessions("", 10)] == ["s1", "s2"]
+            clock.now += LEASE_SECONDS - 1
+            await store.renew_sessions(held[1:2], summaries)
+            clock.now += 2  # s2 was not renewed: gone with its lease
+            assert [s.id for s in await store.live_sessions("", 10)] == ["s1"]
+            assert await store.usage() == Usage(tokens=0, sessions=1)
+
+    async def test_a_marked_session_is_told_at_its_next_renewal(self) -> None:
+        clock = FakeClock()
+        async with self.open(clock, LEASE_SECONDS) as store:
+            a = await store.start_session(await issue(store), "a")
+            b = await store.start_session(await issue(store), "b")
+            assert a is not None
+            assert b is not None
+            await store.renew_sessions([a], {"a": "{}"})
+            await store.renew_sessions([b], {"b": "{}"})
+            assert await store.mark_session_end("b") is True
+            assert await store.mark_session_end("nobody") is False
+            # Each worker hears only of its own sessions; the mark stays until the session ends.
+            assert await store.renew_sessions([a], {"a": "{}"}) == frozenset()
+            assert await store.renew_sessions([b], {"b": "{}"}) == {"b"}
+            assert await store.renew_sessions([b], {"b": "{}"}) == {"b"}
+            await store.end_session(b)
+            assert await store.mark_session_end("b") is False
+            clock.now += LEASE_SECONDS + 1  # a expired
+            assert await store.mark_session_end("a") is False
+
+    async def test_usage_records_page_by_end_and_client_within_the_retention(self) -> None:
+        clock = FakeClock()
+        day = 86400.0
+        retention = 35 * day
+        async with self.open(clock, LEASE_SECONDS) as store:
+            start = clock.now
+            kept = []
+            for n in range(5):
+                client = "alice" if n % 2 == 0 else "bob"
+                record = UsageRecord(usage_key(start + n, f"s{n}"), client, f'{{"n": {n}}}')
+                await store.keep_usage(record, retention)
+                kept.append(record)
+            assert await store.usage_records(None, "", 10, retention) == kept
+            first = await store.usage_records(None, "", 2, retention)
+            assert first == kept[:2]
+            assert await store.usage_records(None, first[-1].key, 2, retention) == kept[2:4]
+            alice = await store.usage_records("alice", "", 10, retention)
+            assert alice == [kept[0], kept[2], kept[4]]
+            since = usage_key_prefix(start + 3)
+            assert await store.usage_records(None, since, 10, retention) == kept[3:]
+            # Past the retention, records are neither listed nor kept.
+            clock.now = start + 2 + retention + 0.5
+            assert await store.usage_records(None, "", 10, retention) == kept[3:]
+            late = UsageRecord(usage_key(clock.now, "late"), "bob", "{}")
+            await store.keep_usage(late, retention)
+            clock.now = start  # pruned: not even an earlier clock brings them back
+            assert await store.usage_records(None, "", 10, retention) == [*kept[3:], late]
 
 
 def ephemeral(uses: int) -> Grant:

@@ -391,7 +391,7 @@ async def test_a_version_1_file_is_migrated_in_place_keeping_its_rows(tmp_path: 
     clock = FakeClock()
     make_v1_file(path, clock.now)
     async with open_sqlite_store(str(path), clock, LEASE_SECONDS) as store:
-        assert user_version(path) == SCHEMA_VERSION == 5
+        assert user_version(path) == SCHEMA_VERSION == 6
         assert await store.usage() == Usage(tokens=1, sessions=1)  # nothing was lost
         lease = await store.start_session("old-token", "s1")  # minted by the old release
         assert lease == Lease("s1", Grant(90, origin="https://app.example", client="a"))
@@ -415,6 +415,8 @@ async def test_a_version_1_file_is_migrated_in_place_keeping_its_rows(tmp_path: 
         assert await store.start_native(token, "s7", ROOMY) is None
         assert await store.start_native(token, "s8", ROOMY, resuming=True) == Lease("s8", twice)
         assert rows(path, "SELECT COUNT(*) FROM spent_tokens") == [(1,)]
+        assert await store.mark_session_end("s8") is False  # the version 6 tables
+        assert await store.usage_records(None, "", 10, 86400.0) == []
         await store.keep_conversation("r", Conversation(None, "a", "{}"), 60)
         assert rows(path, "SELECT client, tokens FROM buckets") == [("a", 2.0)]
     # The old release, restarted on the file, sets its version back (its tables unchanged);
