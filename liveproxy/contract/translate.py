@@ -163,6 +163,8 @@ class UpstreamEvent:
     turn_complete: bool = False
     #: ``serverContent.interactionStatus`` as sent (``IN_PROGRESS``, ``IDLE``; newer models).
     interaction_status: str | None = None
+    #: Bytes of 24 kHz PCM16 audio left inline for a Gemini-native client (metered, not framed).
+    inline_audio_bytes: int = 0
 
 
 class UpstreamDecodeError(ValueError):
@@ -267,10 +269,35 @@ def translate_upstream_native(raw: bytes | str) -> UpstreamEvent:
     event = UpstreamEvent()
     content = message.get("serverContent")
     if isinstance(content, dict):
-        event.generating = isinstance(content.get("modelTurn"), dict)
+        turn = content.get("modelTurn")
+        event.generating = isinstance(turn, dict)
+        if isinstance(turn, dict) and isinstance(turn.get("parts"), list):
+            for part in turn["parts"]:
+                inline = part.get("inlineData") if isinstance(part, dict) else None
+                event.inline_audio_bytes += inline_audio_bytes(inline, OUTPUT_RATE)
         _note_content(event, content)
     _the_rest(event, message, raw.decode() if isinstance(raw, bytes) else raw)
     return event
+
+
+#: The sample rates audio is metered at (see :mod:`liveproxy.core.usage`).
+INPUT_RATE: Final = 16000
+OUTPUT_RATE: Final = 24000
+
+
+def inline_audio_bytes(inline: Any, metered_rate: int) -> int:
+    """How many bytes of PCM16 at ``metered_rate`` an inline audio blob (``{"mimeType":
+    "audio/pcm;rate=N", "data": <base64>}``) holds, from its length (never decoded); 0 for
+    anything else. A blob at another rate counts its duration at ``metered_rate``."""
+    if not isinstance(inline, dict):
+        return 0
+    mime, data = inline.get("mimeType"), inline.get("data")
+    if not (isinstance(mime, str) and mime.startswith("audio/") and isinstance(data, str)):
+        return 0
+    size = len(data.rstrip("=")) * 3 // 4
+    _, found, rate_text = mime.partition("rate=")
+    rate = int(rate_text) if found and rate_text.isdigit() and 0 < len(rate_text) <= 6 else 0
+    return size if rate in (0, metered_rate) else size * metered_rate // rate
 
 
 def _the_rest(event: UpstreamEvent, message: dict[str, Any], raw: bytes | str) -> None:

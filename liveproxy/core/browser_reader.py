@@ -27,9 +27,11 @@ from liveproxy.contract.native import InvalidMessage, constrained_setup
 from liveproxy.contract.payloads import EphemeralRequest, ErrorEvent
 from liveproxy.contract.session_setup import SetupPolicy, browser_setup, default_setup
 from liveproxy.contract.translate import (
+    INPUT_RATE,
     AudioAligner,
     audio_to_upstream,
     browser_text_to_upstream,
+    inline_audio_bytes,
     parse_native,
 )
 from liveproxy.core.browser_queue import BrowserQueue
@@ -159,6 +161,7 @@ class BrowserReader:
         media = kind == "realtimeInput" and ("audio" in body or "video" in body)
         if kind == "realtimeInput" and "audio" in body:
             self.counters.audio_chunks_sent += 1
+            self.counters.usage.audio_in_bytes += inline_audio_bytes(body["audio"], INPUT_RATE)
         await self.link.send(orjson.dumps({kind: body}).decode(), replayable=not media)
 
     async def _forward(self, frame: Frame) -> None:

@@ -380,6 +380,7 @@ class Relay:
             self.counters.usage.turn_complete()
         if follow and event.resumption_handle is not None:
             self.link.handle_received(event.consumed_index)
+        self.counters.usage.audio_out_bytes += event.inline_audio_bytes
         for frame in event.frames:
             if isinstance(frame, bytes):
                 self.counters.usage.audio_out_bytes += len(frame)

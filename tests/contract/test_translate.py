@@ -13,7 +13,9 @@ from liveproxy.contract.translate import (
     UpstreamDecodeError,
     audio_to_upstream,
     browser_text_to_upstream,
+    inline_audio_bytes,
     translate_upstream,
+    translate_upstream_native,
     with_session_stats,
 )
 
@@ -122,3 +124,51 @@ def test_browser_native_messages_are_normalised_to_camel_case() -> None:
 def test_browser_bad_messages_raise_bad_message(frame: str) -> None:
     with pytest.raises(BadMessage):
         browser_text_to_upstream(frame)
+
+
+@pytest.mark.parametrize(
+    ("inline", "rate", "expected"),
+    [
+        (
+            {"mimeType": "audio/pcm;rate=16000", "data": base64.b64encode(b"x" * 3200).decode()},
+            16000,
+            3200,
+        ),
+        (
+            {"mimeType": "audio/pcm;rate=16000", "data": base64.b64encode(b"x" * 3201).decode()},
+            16000,
+            3201,
+        ),  # padded
+        (
+            {
+                "mimeType": "audio/pcm",
+                "data": base64.urlsafe_b64encode(b"x" * 10).decode().rstrip("="),
+            },
+            16000,
+            10,
+        ),  # unpadded, no rate: taken as the metered rate
+        (
+            {"mimeType": "audio/pcm;rate=48000", "data": base64.b64encode(b"x" * 9600).decode()},
+            24000,
+            4800,
+        ),  # twice the rate: half the metered bytes for the same duration
+        ({"mimeType": "audio/pcm;rate=9999999", "data": "AAAA"}, 16000, 3),  # no such rate
+        ({"mimeType": "image/jpeg", "data": "AAAA"}, 16000, 0),
+        ({"mimeType": "audio/pcm", "data": 7}, 16000, 0),
+        ("audio", 16000, 0),
+    ],
+)
+def test_inline_audio_is_measured_without_decoding(
+    inline: object, rate: int, expected: int
+) -> None:
+    assert inline_audio_bytes(inline, rate) == expected
+
+
+def test_a_native_clients_audio_is_metered_as_it_passes() -> None:
+    pcm = b"\x01\x00" * 1200
+    raw = orjson.dumps(
+        {"serverContent": {"modelTurn": {"parts": [audio_part(pcm), {"text": "hi"}]}}}
+    )
+    event = translate_upstream_native(raw)
+    assert event.inline_audio_bytes == len(pcm)
+    assert event.frames == [raw.decode()]  # passed on as Gemini sent it

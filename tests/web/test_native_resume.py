@@ -12,9 +12,11 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jwt
+import orjson
 import pytest
 import trio
 import trio.testing
@@ -41,7 +43,7 @@ from tests.web.test_native import (
     trio_wait_for_switch,
     turn,
 )
-from tests.wsclient import BrowserClient, has_key, texts
+from tests.wsclient import BrowserClient, has_key, texts, wait_until
 
 if TYPE_CHECKING:  # imported by pytest (below), so that its asserts are rewritten
     from tests.redis_server import RedisServer
@@ -220,8 +222,11 @@ async def test_a_go_away_is_absorbed_and_only_the_liveproxy_handle_is_seen(proxy
     assert second.session_id == first.session_id
 
 
-async def test_audio_goes_both_ways_through_the_sdk(make_proxy: ProxyFactory) -> None:
-    proxy = await make_proxy()
+async def test_audio_goes_both_ways_through_the_sdk(
+    make_proxy: ProxyFactory, tmp_path: Path
+) -> None:
+    log = tmp_path / "usage.jsonl"
+    proxy = await make_proxy(usage_log=log)
     token = await mint(proxy)
     speech = tone16(0.8)
 
@@ -252,6 +257,11 @@ async def test_audio_goes_both_ways_through_the_sdk(make_proxy: ProxyFactory) ->
     assert sum(1 for kind, _ in record.received if kind == "realtimeInput") >= len(
         pcm_chunks(speech)
     )
+    # Metered as on /ws, from the inline audio's length: seconds sent and received.
+    await wait_until(lambda: log.exists() and log.read_text().count("\n") == 1)
+    usage = orjson.loads(log.read_text())["usage"]
+    assert usage["audio_in_seconds"] == round((len(speech) + len(silence16(0.2))) / 32000, 3)
+    assert usage["audio_out_seconds"] == round(len(audio) / 48000, 3)
 
 
 def pcm_chunks(speech: bytes) -> list[int]:
