@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 import attrs
+
+from liveproxy.core.budget import Charge, Charged
 
 
 @attrs.frozen
@@ -165,6 +167,12 @@ class StateStore(Protocol):
     async def return_conversation(self, token: str, conversation: Conversation) -> None:
         """Keep a conversation :meth:`take_conversation` gave, under ``token`` again, until the
         ``expires_at`` it had (a resume that was then refused); nothing once that has passed."""
+        ...
+
+    async def charge(self, charges: Sequence[Charge]) -> list[Charged]:
+        """Apply ``charges`` to their budget counters in one atomic step, each by
+        :func:`~liveproxy.core.budget.apply_charge`; a counter goes ``ttl`` seconds after its
+        last charge. ``Charge(key, 0, 0, ...)`` only reads a counter."""
         ...
 
 

@@ -16,6 +16,9 @@ grant's client and ``{key}`` a :func:`~liveproxy.store.token_key` hash (never a 
 - ``lc``: hash of lease id to its client (to prune the client's set with the lease).
 - ``cl:{client}``: sorted set of the client's lease ids, scored by expiry.
 - ``b:{client}``: hash ``tokens``, ``updated``: the client's rate-limit bucket.
+- ``g:{counter}``: hash ``value``, ``expires``: a budget counter, ``{counter}`` the
+  :class:`~liveproxy.core.budget.Charge`'s key (scope, unit, window), kept the charge's
+  ``ttl`` (so a window's counters go some time after it ends).
 - ``c:{key}``: hash ``who`` (JSON ``[origin, client]``), ``state``, ``expires``: a conversation
   kept under a resume token's hash. It is in no index: its real TTL (the window plus
   :data:`TTL_MARGIN`) is what prunes it, and a take past ``expires`` deletes it.
@@ -49,6 +52,7 @@ from coredis.exceptions import RedisError
 from coredis.retry import NoRetryPolicy
 from coredis.typing import ResponseType
 
+from liveproxy.core.budget import Charge, Charged
 from liveproxy.redact import SECRETS
 from liveproxy.store import (
     DEFAULT_LEASE_SECONDS,
@@ -272,6 +276,31 @@ return 0
 )
 
 
+# ARGV: prefix, now, then key, add, want, limit, ttl per charge. Returns granted, value per charge.
+_CHARGE = (
+    _COMMON
+    + """
+local out = {}
+for i = 3, #ARGV, 5 do
+  local key = P .. 'g:' .. ARGV[i]
+  local add, want, limit = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  local ttl = tonumber(ARGV[i + 4])
+  local kept = redis.call('HMGET', key, 'value', 'expires')
+  local value = tonumber(kept[1]) or 0
+  if (tonumber(kept[2]) or 0) <= now then value = 0 end
+  value = math.max(0, value + add)
+  local granted = math.max(0, math.min(want, limit - value))
+  value = value + granted
+  redis.call('HSET', key, 'value', num(value), 'expires', num(now + ttl))
+  redis.call('PEXPIRE', key, math.max(1, math.ceil((ttl + TTL_MARGIN) * 1000)))
+  out[#out + 1] = num(granted)
+  out[#out + 1] = num(value)
+end
+return out
+"""
+)
+
+
 def _number(value: float) -> str:
     """``value`` as a script argument, exactly (``repr`` round-trips a float)."""
     return repr(float(value))
@@ -369,6 +398,7 @@ class RedisStore:
         self._keep_conversation = client.register_script(_KEEP_CONVERSATION)
         self._take_conversation = client.register_script(_TAKE_CONVERSATION)
         self._return_conversation = client.register_script(_RETURN_CONVERSATION)
+        self._charge = client.register_script(_CHARGE)
 
     async def take_sign_in(self, client: str, rate: Rate) -> float:
         reply = await self._run(self._take_sign_in, client, str(rate.count), _number(rate.period))
@@ -459,6 +489,20 @@ class RedisStore:
             conversation.state,
             _number(conversation.expires_at),
         )
+
+    async def charge(self, charges: Sequence[Charge]) -> list[Charged]:
+        if not charges:
+            return []
+        arguments: list[str] = []
+        for c in charges:
+            arguments += (c.key, _number(c.add), _number(c.want), _number(c.limit), _number(c.ttl))
+        reply = _reply_list(await self._run(self._charge, *arguments))
+        if len(reply) != 2 * len(charges):
+            raise StoreUnavailable("Redis state store: unexpected reply")
+        return [
+            Charged(_reply_float(reply[i]), _reply_float(reply[i + 1]))
+            for i in range(0, len(reply), 2)
+        ]
 
     async def _run(self, script: Script[bytes], *args: str | bytes) -> ResponseType:
         """Run ``script`` with the prefix, ``now`` and ``args``.

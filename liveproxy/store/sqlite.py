@@ -36,13 +36,14 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
 import trio
 
 from liveproxy.bucket import TokenBucket
+from liveproxy.core.budget import Charge, Charged, apply_charge
 from liveproxy.store import (
     Conversation,
     Grant,
@@ -67,8 +68,8 @@ OPEN_ATTEMPTS = 5
 #: ``PRAGMA user_version`` once the schema is made: opening a made file writes nothing.
 #: 1: tokens, leases, buckets. 2: ``tokens.resume``, and ``conversations``. 3:
 #: ``tokens.ephemeral`` (an ephemeral token's constraints). 4: ``tokens.claims`` (the JWT
-#: claims of a signed-in user).
-SCHEMA_VERSION = 4
+#: claims of a signed-in user). 5: ``budget_counters``.
+SCHEMA_VERSION = 5
 
 _SCHEMA = (
     # Its ``resume``, ``ephemeral`` and ``claims`` columns are added after
@@ -106,6 +107,12 @@ _SCHEMA = (
         expires_at REAL NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS conversations_by_expiry ON conversations (expires_at)",
+    """CREATE TABLE IF NOT EXISTS budget_counters (
+        key TEXT PRIMARY KEY,
+        value REAL NOT NULL,
+        expires_at REAL NOT NULL
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS budget_counters_by_expiry ON budget_counters (expires_at)",
 )
 
 #: Columns added to an older file's tables (``ALTER TABLE ... ADD COLUMN``, if not there yet).
@@ -181,6 +188,9 @@ class SqliteStore:
 
     async def return_conversation(self, token: str, conversation: Conversation) -> None:
         await self._run(self._return_conversation, token_key(token), conversation, self._clock())
+
+    async def charge(self, charges: Sequence[Charge]) -> list[Charged]:
+        return await self._run(self._charge, list(charges), self._clock())
 
     async def usage(self) -> Usage:
         now = self._clock()
@@ -380,6 +390,28 @@ class SqliteStore:
     def _return_conversation(self, key: str, conversation: Conversation, now: float) -> None:
         if conversation.expires_at > now:
             self._keep_conversation(key, conversation, now, conversation.expires_at)
+
+    def _charge(self, charges: list[Charge], now: float) -> list[Charged]:
+        """Every counter changed in one transaction (expired counters deleted first)."""
+
+        def body(db: sqlite3.Connection) -> list[Charged]:
+            db.execute("DELETE FROM budget_counters WHERE expires_at <= ?", (now,))
+            results = []
+            for charge in charges:
+                found = db.execute(
+                    "SELECT value FROM budget_counters WHERE key = ?", (charge.key,)
+                ).fetchone()
+                charged = apply_charge(0.0 if found is None else found[0], charge)
+                db.execute(
+                    "INSERT INTO budget_counters (key, value, expires_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET"
+                    " value = excluded.value, expires_at = excluded.expires_at",
+                    (charge.key, charged.value, now + charge.ttl),
+                )
+                results.append(charged)
+            return results
+
+        return self._transaction(body)
 
 
 def _connect(path: str) -> sqlite3.Connection:
