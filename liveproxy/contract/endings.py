@@ -33,6 +33,8 @@ BROWSER_CLOSED: Final = Ended("browser_closed", announced=False)
 TIME_LIMIT: Final = Ended("time_limit")
 UPSTREAM_CLOSED: Final = Ended("upstream_closed")
 SHUTDOWN: Final = Ended("shutdown", closes.GOING_AWAY)
+#: The client's (or the deployment's) budget is used up (:mod:`liveproxy.core.budget`).
+BUDGET_EXHAUSTED: Final = Ended("budget_exhausted")
 
 #: How a session ended: normally, or with the error that ended it.
 Outcome: TypeAlias = Ended | SessionError

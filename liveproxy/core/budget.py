@@ -1,11 +1,6 @@
-"""Budgets: their syntax, their UTC calendar windows, and one session's share of them (sync).
+"""Budgets on the store's counters, and one session's share of them (sync).
 
-A budget (``BUDGET_PER_CLIENT``, ``BUDGET_TOTAL``, a JWT's ``liveproxy_budget`` claim) is a
-comma-separated list of allowances ``<amount> <unit>/<period>``: ``60 minutes/day, 2000000
-tokens/day`` or ``5 usd/month``. Units: ``minutes`` (the session's wall time, from its socket's
-admission to its end, whatever it carries), ``tokens`` (the sum of the turns' ``totalTokenCount``,
-:mod:`liveproxy.core.usage`) or a currency (priced by ``PRICES_FILE``, whose currency is
-:data:`PRICES_CURRENCY`). Periods: ``day`` and ``month``, UTC calendar windows.
+Budgets are written and windowed as :mod:`liveproxy.allowances` says.
 
 The store keeps one counter per (scope, unit, window): what has been used in it, plus what the
 live sessions hold. A session works on a :class:`Tally`: it *reserves* a slice
@@ -20,141 +15,19 @@ Nothing here does I/O or reads a clock: callers pass ``now`` (Unix seconds, UTC)
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
-from typing import Final, Literal
+from typing import Final
 
 import attrs
 
-Period = Literal["day", "month"]
+from liveproxy.allowances import Allowance, Budget, window
 
-#: The currency of every price table (``PRICES_FILE`` prices are USD per million tokens).
-PRICES_CURRENCY: Final = "usd"
 #: What a session reserves at a time, as a fraction of the allowance.
 SLICE_FRACTION: Final = 0.05
 #: The warning comes when what is left of an allowance falls to this fraction of it.
 WARN_FRACTION: Final = 0.10
-#: The longest budget text read (a JWT claim is the client's to write).
-MAX_TEXT: Final = 200
-#: The most allowances one budget may have.
-MAX_ALLOWANCES: Final = 6
-#: The largest amount an allowance may name.
-MAX_AMOUNT: Final = 1e12
 #: Counters outlive their window by this long (clock skew between hosts), then go.
 KEEP_AFTER_WINDOW: Final = 3600.0
-
-_ALLOWANCE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*([a-z]+)\s*/\s*([a-z]+)$")
-_UNITS: Final = {"minute": "minutes", "minutes": "minutes", "token": "tokens", "tokens": "tokens"}
-_PERIODS: Final[dict[str, Period]] = {"day": "day", "month": "month"}
-
-
-class BudgetError(ValueError):
-    """A budget that does not parse, or that cannot be counted here."""
-
-
-@attrs.frozen
-class Allowance:
-    """``amount`` of ``unit`` per ``period``."""
-
-    amount: float
-    unit: str
-    period: Period
-
-    @property
-    def limit(self) -> float:
-        """The amount in the unit counters count: seconds for minutes."""
-        return self.amount * 60 if self.unit == "minutes" else self.amount
-
-    def shown(self, counted: float) -> float:
-        """``counted`` (a counter's unit) in the allowance's unit, rounded for people."""
-        if self.unit == "minutes":
-            return round(counted / 60, 2)
-        if self.unit == "tokens":
-            return float(round(counted))
-        return round(counted, 6)
-
-    def __str__(self) -> str:
-        return f"{self.amount:g} {self.unit}/{self.period}"
-
-
-@attrs.frozen
-class Budget:
-    allowances: tuple[Allowance, ...]
-
-    @property
-    def currencies(self) -> frozenset[str]:
-        return frozenset(a.unit for a in self.allowances if a.unit not in ("minutes", "tokens"))
-
-    def __str__(self) -> str:
-        return ", ".join(map(str, self.allowances))
-
-
-def parse_budget(text: str) -> Budget:
-    """``text`` as a budget.
-
-    Raises:
-        BudgetError: not one (the message says what is wrong, quoting at most the text's start).
-    """
-    if len(text) > MAX_TEXT:
-        raise BudgetError(f"a budget is at most {MAX_TEXT} characters")
-    allowances: list[Allowance] = []
-    for part in text.lower().split(","):
-        part = part.strip()
-        match = _ALLOWANCE.match(part)
-        if match is None:
-            raise BudgetError(
-                f"expected '<amount> <unit>/<period>' (e.g. '60 minutes/day'), got {part[:40]!r}"
-            )
-        number, unit_word, period_word = match.groups()
-        amount = float(number)
-        if not 0 < amount <= MAX_AMOUNT:
-            raise BudgetError(f"{part!r}: the amount must be > 0 and <= {MAX_AMOUNT:g}")
-        unit = _UNITS.get(unit_word)
-        if unit is None:
-            if len(unit_word) != 3:
-                raise BudgetError(f"{part!r}: the unit is minutes, tokens or a currency (usd)")
-            unit = unit_word
-        period = _PERIODS.get(period_word)
-        if period is None:
-            raise BudgetError(f"{part!r}: the period is day or month")
-        if any((a.unit, a.period) == (unit, period) for a in allowances):
-            raise BudgetError(f"{part!r}: {unit}/{period} is given twice")
-        allowances.append(Allowance(amount, unit, period))
-    if len(allowances) > MAX_ALLOWANCES:
-        raise BudgetError(f"a budget has at most {MAX_ALLOWANCES} allowances")
-    return Budget(tuple(allowances))
-
-
-def check_countable(budget: Budget, priced: bool) -> None:
-    """Raises BudgetError: ``budget`` names money and there is no price table (``priced``
-    False) or the table's currency is another."""
-    for currency in sorted(budget.currencies):
-        if not priced:
-            raise BudgetError(f"{currency} budgets need a PRICES_FILE (none is set)")
-        if currency != PRICES_CURRENCY:
-            raise BudgetError(
-                f"{currency} budgets need a PRICES_FILE in {currency}; it is in {PRICES_CURRENCY}"
-            )
-
-
-@attrs.frozen
-class Window:
-    """A UTC calendar window: its name (``2026-12-05``, ``2026-12``) and when it ends."""
-
-    name: str
-    ends_at: float
-
-
-def window(period: Period, now: float) -> Window:
-    """The window of ``period`` that ``now`` is in."""
-    day = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    if period == "day":
-        return Window(day.strftime("%Y-%m-%d"), (day + timedelta(days=1)).timestamp())
-    start = day.replace(day=1)
-    following = start.replace(year=start.year + 1, month=1) if start.month == 12 else None
-    following = following or start.replace(month=start.month + 1)
-    return Window(start.strftime("%Y-%m"), following.timestamp())
 
 
 @attrs.frozen
@@ -269,7 +142,11 @@ class Tally:
         """The settlement at the session's end: what it used, its unused holds given back."""
         return [
             Charge(
-                line.key, _amount(used, line) - self.held[line.key], 0.0, line.limit, _ttl(line, now)
+                line.key,
+                _amount(used, line) - self.held[line.key],
+                0.0,
+                line.limit,
+                _ttl(line, now),
             )
             for line in self.lines
         ]

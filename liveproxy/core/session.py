@@ -24,6 +24,7 @@ from liveproxy.contract.endings import SHUTDOWN, TIME_LIMIT, Outcome
 from liveproxy.contract.payloads import EphemeralRequest
 from liveproxy.core.browser_queue import BrowserQueue
 from liveproxy.core.browser_reader import BrowserReader, Setup
+from liveproxy.core.budget_guard import BudgetGuard
 from liveproxy.core.course import Course
 from liveproxy.core.link import UpstreamLink
 from liveproxy.core.ports import BrowserPort, ServerTools
@@ -50,13 +51,15 @@ class Session:
         resume_token: str | None = None,
         tools: ServerTools | None = None,
         native: EphemeralRequest | None = None,
+        budget: BudgetGuard | None = None,
     ) -> None:
         """``resumed``: the conversation this socket continues (its handle, setup, stats and
         replay; ``time_limit`` is then what it has left). ``resume_token``: announced to the
         browser after ``setupComplete`` (None: conversations are not resumable). ``tools``: the
         server's tools, bound to this session (None: every tool call goes to the browser).
         ``native``: the socket speaks Gemini's own protocol, with these constraints from its
-        ephemeral token (see :mod:`liveproxy.contract.native`)."""
+        ephemeral token (see :mod:`liveproxy.contract.native`). ``budget``: the guard of the
+        client's budgets (None: no budget), one more racer."""
         self.socket = socket
         self.out = out
         self.services = services
@@ -64,6 +67,7 @@ class Session:
         self.resumed = resumed
         self.resume_token = resume_token
         self.native = native
+        self.budget = budget
         self._started_at = now = trio.current_time()
         self.counters = (
             SessionCounters(started_at=now)
@@ -81,6 +85,8 @@ class Session:
         self._setups = trio.open_memory_channel[Setup](1)
         self._resumable_announced = False
         self.relay: Relay | None = None
+        if budget is not None:
+            self.counters.on_event = budget.metered
         if resumed is not None:
             self.course.handle = resumed.handle
             self.link.preload(resumed.replay)
@@ -119,6 +125,8 @@ class Session:
             racers = [reader.run, relay.run, self._limit_time, self._await_shutdown]
             if self.tool_calls is not None:
                 racers.append(self.tool_calls.run)
+            if self.budget is not None:
+                racers.append(self.budget.run)
             outcome: Outcome | None = None
             try:
                 outcome = await Race().run(*racers)

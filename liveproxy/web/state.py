@@ -13,6 +13,7 @@ from liveproxy.core.services import SessionServices
 from liveproxy.core.stats import Gauges
 from liveproxy.store import StateStore
 from liveproxy.tools import ToolRegistry
+from liveproxy.web.budgets import Budgets
 from liveproxy.web.leases import LeaseKeeper
 from liveproxy.web.usage_log import UsageLog
 
@@ -33,6 +34,8 @@ class ProxyState:
     usage_log: UsageLog | None = None
     #: The operator's prices (``PRICES_FILE``; None: no cost is claimed).
     prices: Prices | None = None
+    #: The budgets (``BUDGET_PER_CLIENT``, ``BUDGET_TOTAL``, the JWT claim; None: none).
+    budgets: Budgets | None = None
 
     @property
     def gauges(self) -> Gauges:

@@ -282,18 +282,14 @@ class StoreContract:
 
     async def test_a_budget_counter_grants_within_its_limit_and_settles(self) -> None:
         async with self.open(FakeClock(), LEASE_SECONDS) as store:
-            assert await store.charge([Charge("c:a|tokens|d", 0, 40, 100, 60)]) == [
-                Charged(40, 40)
-            ]
+            assert await store.charge([Charge("c:a|tokens|d", 0, 40, 100, 60)]) == [Charged(40, 40)]
             reserve = Charge("c:a|tokens|d", 0, 80, 100, 60)
             assert await store.charge([reserve]) == [Charged(60, 100)]  # only what is left
             assert await store.charge([reserve]) == [Charged(0, 100)]
             # Use past the limit is added all the same; an unused hold is given back.
             used = [Charge("c:a|tokens|d", 7, 0, 100, 60), Charge("t|tokens|d", -5, 0, 10, 60)]
             assert await store.charge(used) == [Charged(0, 107), Charged(0, 0)]
-            assert await store.charge([Charge("c:a|tokens|d", -50, 0, 100, 60)]) == [
-                Charged(0, 57)
-            ]
+            assert await store.charge([Charge("c:a|tokens|d", -50, 0, 100, 60)]) == [Charged(0, 57)]
             assert await store.charge([Charge("other", 0, 0, 100, 60)]) == [Charged(0, 0)]
 
     async def test_a_budget_counter_goes_after_its_ttl(self) -> None:
