@@ -80,13 +80,14 @@ class BudgetGuard:
         #: The lines that ended the session (for logs and metrics).
         self.exhausted: list[Line] = []
 
-    def metered(self, reported: bool, turn_complete: bool) -> None:
-        """An upstream event came: with a usage report, and/or ending the model's turn."""
+    def metered(self, reported: bool, turn_complete: bool, generating: bool) -> None:
+        """An upstream event came: with a usage report, ending the model's turn, carrying the
+        model's output (its turn is under way)."""
         if turn_complete:
             self._in_turn = False
             self._turn_ended.set()
             self._turn_ended = trio.Event()
-        elif not reported:
+        elif generating:
             self._in_turn = True
         if reported or turn_complete:
             self._wake.set()

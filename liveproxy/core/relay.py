@@ -379,7 +379,7 @@ class Relay:
         if event.turn_complete:
             self.counters.usage.turn_complete()
         if self.counters.on_event is not None:
-            self.counters.on_event(event.usage is not None, event.turn_complete)
+            self.counters.on_event(event.usage is not None, event.turn_complete, event.generating)
         if follow and event.resumption_handle is not None:
             self.link.handle_received(event.consumed_index)
         for frame in event.frames:

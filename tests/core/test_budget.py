@@ -57,8 +57,11 @@ def test_a_budget_parses_into_allowances() -> None:
         ("5 minutes/week", "the period is day or month"),
         ("5 minutes/day, 6 minutes/day", "given twice"),
         ("1 tokens/day,", "expected"),
-        (", ".join(f"1 {u}/{p}" for u in ("tokens", "minutes", "usd", "eur") for p in ("day",))
-        + ", 1 gbp/day, 1 jpy/day, 1 chf/day", "at most 6 allowances"),
+        (
+            ", ".join(f"1 {u}/{p}" for u in ("tokens", "minutes", "usd", "eur") for p in ("day",))
+            + ", 1 gbp/day, 1 jpy/day, 1 chf/day",
+            "at most 6 allowances",
+        ),
         ("9" * 300 + " tokens/day", "at most 200 characters"),
     ],
 )

@@ -4,17 +4,30 @@ roll-over (trio's autojump clock), ``GET /api/usage``, an unreachable store."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
 from typing import Any
 
+import orjson
+import pytest
 import trio
+from trio_websocket import ConnectionClosed
 
 from liveproxy.allowances import parse_budget
-from liveproxy.config import SignInSettings
+from liveproxy.config import Config, SignInSettings
+from liveproxy.emulator import Emulator
+from liveproxy.serving.server import serve
+from liveproxy.store.opening import open_store
+from liveproxy.web.app import create_app
 from tests.conftest import TEXT_SETUP, Proxy, ProxyFactory
 from tests.http import HttpResponse, request
+from tests.models import TEST_MODEL
+from tests.redis_server import RedisServer
 from tests.web.test_signin_route import SECRET, token
-from tests.wsclient import BrowserClient
+from tests.wsclient import BrowserClient, has_key
 
 #: 23:58:00 UTC: the day's window ends 120 s later.
 EVENING = datetime(2026, 12, 5, 23, 58, tzinfo=UTC).timestamp()
@@ -110,7 +123,9 @@ async def test_a_jwt_claim_overrides_the_client_budget(
     wall_at(proxy, EVENING - 3600)
     plain = f"Bearer {token('plain', aud='app')}"
     own = f"Bearer {token('vip', aud='app', liveproxy_budget='2 minutes/day, 500 tokens/day')}"
-    assert [(b["scope"], b["unit"], b["limit"]) for b in (await usage(proxy, plain))["budgets"]] == [
+    assert [
+        (b["scope"], b["unit"], b["limit"]) for b in (await usage(proxy, plain))["budgets"]
+    ] == [
         ("client", "minutes", 100),
         ("total", "minutes", 1000),
     ]
@@ -127,3 +142,94 @@ async def test_a_jwt_claim_overrides_the_client_budget(
         assert error["code"] == "unauthorized"
         assert "liveproxy_budget claim is refused" in error["message"]
     assert (await auth(proxy, own)).status == 200
+
+
+@asynccontextmanager
+async def proxy_on(
+    kind: str, emulator: Emulator, tmp_path: Path, redis: RedisServer | None, **settings: Any
+) -> AsyncIterator[Proxy]:
+    """A proxy (in this process, against ``emulator``) on a store of ``kind``."""
+    urls = {
+        "memory": "memory:",
+        "sqlite": f"sqlite://{tmp_path / 'state.db'}",
+        "redis": redis.url if redis is not None else "",
+    }
+    config = Config(
+        port=0,
+        api_key="test-key",
+        upstream_url=emulator.url,
+        model=TEST_MODEL,
+        auth_rate_limit=None,
+        **settings,
+    )
+    async with open_store(urls[kind], config.session_lease_seconds) as store:
+        app = create_app(config, store=store)
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(partial(serve, config, stop=stop, app=app))
+            yield Proxy(int(binds[0].rsplit(":", 1)[1]), app, emulator, stop)
+            stop.set()
+
+
+async def talk_until_ended(client: BrowserClient) -> tuple[list[dict[str, Any]], int]:
+    """Text turns until the proxy ends the session: every event, and the close code."""
+    events: list[dict[str, Any]] = []
+    with trio.fail_after(30):
+        try:
+            for n in range(1000):
+                await client.send_json({"type": "text", "text": f"turn {n}"})
+                while True:
+                    frame = await client.recv()
+                    if isinstance(frame, str):
+                        events.append(orjson.loads(frame))
+                        if has_key("serverContent", "turnComplete")(frame):
+                            break
+        except ConnectionClosed as closed:
+            reason = closed.reason
+            return events, -1 if reason is None else reason.code
+    raise AssertionError("the session was not ended")
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
+async def test_tokens_run_out_mid_session_in_every_store(
+    kind: str, emulator: Emulator, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    redis = request.getfixturevalue("redis_server") if kind == "redis" else None
+    settings = {"budget_per_client": parse_budget("3000 tokens/day")}
+    async with proxy_on(kind, emulator, tmp_path, redis, **settings) as proxy:
+        async with proxy.session(TEXT_SETUP) as client:
+            events, code = await talk_until_ended(client)
+        assert code == 1000
+        end = events[-1]["sessionEnd"]
+        assert end["reason"] == "budget_exhausted"
+        warnings = [e["usageWarning"] for e in events if "usageWarning" in e]
+        assert len(warnings) == 1
+        assert 0 < warnings[0]["remaining"]["tokens/day"] <= 300
+        assert events.index({"usageWarning": warnings[0]}) < len(events) - 1
+        reports = [e["usageMetadata"]["totalTokenCount"] for e in events if "usageMetadata" in e]
+        used = end["stats"]["usage"]["total_tokens"]
+        assert used == sum(reports)
+        assert 3000 <= used <= 3000 + 2 * max(reports)  # the margin: two turns past its hold
+        (line,) = (await usage(proxy))["budgets"]
+        assert (line["used"], line["remaining"]) == (used, 0)
+        assert (await auth(proxy)).json()["error"]["code"] == "budget_exhausted"
+
+
+async def test_an_unreachable_store_refuses_sign_in_and_ends_a_session_once_its_hold_is_used(
+    emulator: Emulator, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    settings = {"budget_per_client": parse_budget("3000 tokens/day")}
+    async with proxy_on("redis", emulator, tmp_path, redis_server, **settings) as proxy:
+        async with proxy.session(TEXT_SETUP) as client:
+            redis_server.stop()
+            events, code = await talk_until_ended(client)
+        assert code == 1013
+        error = events[-1]["error"]
+        assert error["code"] == "state_unavailable"
+        reports = [e["usageMetadata"]["totalTokenCount"] for e in events if "usageMetadata" in e]
+        assert len(reports) >= 2  # it went on with what it held (150 tokens: a few turns)
+        assert sum(reports[:-1]) < 150 <= sum(reports)
+        refused = await auth(proxy)
+        assert (refused.status, refused.json()["error"]["code"]) == (503, "state_unavailable")
+        answer = await request("127.0.0.1", proxy.port, "GET", "/api/usage")
+        assert (answer.status, answer.json()["error"]["code"]) == (503, "state_unavailable")
