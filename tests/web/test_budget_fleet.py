@@ -53,7 +53,7 @@ async def talk_until_ended(host: Served, token: str) -> tuple[dict[str, Any], li
                         if event.get("serverContent", {}).get("turnComplete"):
                             break
             except ConnectionClosed as closed:
-                code = closed.reason.code
+                code = None if closed.reason is None else closed.reason.code
     assert code == 1000
     return last, reports
 
