@@ -7,6 +7,7 @@ import pytest
 from liveproxy.contract import errors
 from liveproxy.contract.endings import (
     BROWSER_CLOSED,
+    BUDGET_EXHAUSTED,
     SHUTDOWN,
     TIME_LIMIT,
     UPSTREAM_CLOSED,
@@ -23,6 +24,7 @@ from liveproxy.protocol.closes import rules_out_resuming
         (UPSTREAM_CLOSED, "upstream_closed", 1000, True),
         (SHUTDOWN, "shutdown", 1001, True),
         (BROWSER_CLOSED, "browser_closed", 1000, False),
+        (BUDGET_EXHAUSTED, "budget_exhausted", 1000, True),
     ],
 )
 def test_normal_endings(ending: Ended, reason: str, close_code: int, announced: bool) -> None:
