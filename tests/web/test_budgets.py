@@ -103,7 +103,8 @@ async def test_an_exhausted_client_is_refused_at_sign_in_until_the_window_ends(
     assert budgets is not None
     day_ends = datetime(2026, 12, 6, tzinfo=UTC).timestamp()
     assert abs(int(refused.headers["retry-after"]) - (day_ends - budgets.now())) <= 2
-    assert (await auth(proxy, None)).status == 429
+    minting = await request("127.0.0.1", proxy.port, "POST", "/api/auth", b'{"ephemeral": {}}')
+    assert (minting.status, minting.json()["error"]["code"]) == (429, "budget_exhausted")
     await trio.sleep(int(refused.headers["retry-after"]))  # past midnight: a new window
     assert (await auth(proxy)).status == 200
     (line,) = (await usage(proxy))["budgets"]
