@@ -347,6 +347,8 @@ SAMPLES = {
     "STATIC_DIR": str(DEMO_DIR),
     "USAGE_LOG": "/var/log/liveproxy/usage.jsonl",
     "PRICES_FILE": "/etc/liveproxy/prices.toml",
+    "BUDGET_PER_CLIENT": "60 minutes/day, 2000000 tokens/day",
+    "BUDGET_TOTAL": "10000 minutes/month",
 }
 SIGNIN_SAMPLES = {
     "AUTH_JWT_SECRET": "s" * 32,
