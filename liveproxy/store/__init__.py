@@ -172,7 +172,8 @@ class StateStore(Protocol):
     async def charge(self, charges: Sequence[Charge]) -> list[Charged]:
         """Apply ``charges`` to their budget counters in one atomic step, each by
         :func:`~liveproxy.core.budget.apply_charge`; a counter goes ``ttl`` seconds after its
-        last charge. ``Charge(key, 0, 0, ...)`` only reads a counter."""
+        last charge. ``Charge(key, 0, 0, ...)`` only reads a counter (and writes nothing, so
+        sign-ins of many clients leave no counters behind)."""
         ...
 
 

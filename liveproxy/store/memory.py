@@ -144,7 +144,8 @@ class MemoryStore:
         for charge in charges:
             value, expires_at = counters.get(charge.key, (0.0, 0.0))
             charged = apply_charge(value if expires_at > now else 0.0, charge)
-            counters[charge.key] = (charged.value, now + charge.ttl)
+            if charge.add or charged.granted:  # a read writes nothing
+                counters[charge.key] = (charged.value, now + charge.ttl)
             results.append(charged)
         return results
 

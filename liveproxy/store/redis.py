@@ -291,8 +291,10 @@ for i = 3, #ARGV, 5 do
   value = math.max(0, value + add)
   local granted = math.max(0, math.min(want, limit - value))
   value = value + granted
-  redis.call('HSET', key, 'value', num(value), 'expires', num(now + ttl))
-  redis.call('PEXPIRE', key, math.max(1, math.ceil((ttl + TTL_MARGIN) * 1000)))
+  if add ~= 0 or granted > 0 then
+    redis.call('HSET', key, 'value', num(value), 'expires', num(now + ttl))
+    redis.call('PEXPIRE', key, math.max(1, math.ceil((ttl + TTL_MARGIN) * 1000)))
+  end
   out[#out + 1] = num(granted)
   out[#out + 1] = num(value)
 end

@@ -402,6 +402,9 @@ class SqliteStore:
                     "SELECT value FROM budget_counters WHERE key = ?", (charge.key,)
                 ).fetchone()
                 charged = apply_charge(0.0 if found is None else found[0], charge)
+                if not (charge.add or charged.granted):  # a read writes nothing
+                    results.append(charged)
+                    continue
                 db.execute(
                     "INSERT INTO budget_counters (key, value, expires_at) VALUES (?, ?, ?)"
                     " ON CONFLICT (key) DO UPDATE SET"

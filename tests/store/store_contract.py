@@ -292,6 +292,15 @@ class StoreContract:
             assert await store.charge([Charge("c:a|tokens|d", -50, 0, 100, 60)]) == [Charged(0, 57)]
             assert await store.charge([Charge("other", 0, 0, 100, 60)]) == [Charged(0, 0)]
 
+    async def test_reading_a_budget_counter_keeps_nothing(self) -> None:
+        clock = FakeClock()
+        async with self.open(clock, LEASE_SECONDS) as store:
+            assert await store.charge([Charge("k", 0, 0, 100, 3600)]) == [Charged(0, 0)]
+            await store.charge([Charge("j", 5, 0, 100, 10)])
+            assert await store.charge([Charge("j", 0, 0, 100, 3600)]) == [Charged(0, 5)]
+            clock.now += 10.5  # a read did not extend it
+            assert await store.charge([Charge("j", 0, 0, 100, 3600)]) == [Charged(0, 0)]
+
     async def test_a_budget_counter_goes_after_its_ttl(self) -> None:
         clock = FakeClock()
         async with self.open(clock, LEASE_SECONDS) as store:
