@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 import trio
-from trio_websocket import ConnectionClosed
+from trio_websocket import ConnectionClosed, open_websocket
 
 from liveproxy.allowances import parse_budget
 from liveproxy.config import Config, SignInSettings
@@ -29,6 +29,9 @@ from tests.redis_server import RedisServer
 from tests.web.test_signin_route import SECRET, token
 from tests.wsclient import BrowserClient, has_key
 
+NATIVE_PATH = (
+    "/ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContentConstrained"
+)
 #: 23:58:00 UTC: the day's window ends 120 s later.
 EVENING = datetime(2026, 12, 5, 23, 58, tzinfo=UTC).timestamp()
 
@@ -234,3 +237,37 @@ async def test_an_unreachable_store_refuses_sign_in_and_ends_a_session_once_its_
         assert (refused.status, refused.json()["error"]["code"]) == (503, "state_unavailable")
         answer = await request("127.0.0.1", proxy.port, "GET", "/api/usage")
         assert (answer.status, answer.json()["error"]["code"]) == (503, "state_unavailable")
+
+
+async def test_a_native_client_gets_no_warning_and_a_1000_close_saying_why(
+    make_proxy: ProxyFactory,
+) -> None:
+    proxy = await make_proxy(budget_total=parse_budget("300 tokens/day"))
+    minted = await request("127.0.0.1", proxy.port, "POST", "/api/auth", b'{"ephemeral": {}}')
+    token = minted.json()["name"].removeprefix("auth_tokens/")
+    messages: list[dict[str, Any]] = []
+    reason = None
+    async with open_websocket(
+        "127.0.0.1", proxy.port, f"{NATIVE_PATH}?access_token={token}", use_ssl=False
+    ) as ws:
+        setup = {"setup": {"model": f"models/{TEST_MODEL}"}}
+        setup["setup"]["generationConfig"] = {"responseModalities": ["TEXT"]}
+        await ws.send_message(orjson.dumps(setup).decode())
+        with trio.fail_after(30):
+            try:
+                for n in range(1000):
+                    text = orjson.dumps({"realtimeInput": {"text": f"{n}"}}).decode()
+                    await ws.send_message(text)
+                    while True:
+                        messages.append(orjson.loads(await ws.get_message()))
+                        if "turnComplete" in messages[-1].get("serverContent", {}):
+                            break
+            except ConnectionClosed as closed:
+                reason = closed.reason
+    assert reason is not None
+    assert (reason.code, reason.reason) == (1000, "budget_exhausted")
+    assert not any("usageWarning" in m for m in messages)  # Gemini has no such message
+    used = sum(m["usageMetadata"]["totalTokenCount"] for m in messages if "usageMetadata" in m)
+    assert 300 <= used
+    (line,) = (await usage(proxy))["budgets"]
+    assert (line["scope"], line["used"]) == ("total", used)
