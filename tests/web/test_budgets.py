@@ -250,8 +250,8 @@ async def test_a_native_client_gets_no_warning_and_a_1000_close_saying_why(
     async with open_websocket(
         "127.0.0.1", proxy.port, f"{NATIVE_PATH}?access_token={token}", use_ssl=False
     ) as ws:
-        setup = {"setup": {"model": f"models/{TEST_MODEL}"}}
-        setup["setup"]["generationConfig"] = {"responseModalities": ["TEXT"]}
+        config = {"responseModalities": ["TEXT"]}
+        setup = {"setup": {"model": f"models/{TEST_MODEL}", "generationConfig": config}}
         await ws.send_message(orjson.dumps(setup).decode())
         with trio.fail_after(30):
             try:
