@@ -271,3 +271,21 @@ async def test_a_native_client_gets_no_warning_and_a_1000_close_saying_why(
     assert used >= 300
     (line,) = (await usage(proxy))["budgets"]
     assert (line["scope"], line["used"]) == ("total", used)
+
+
+async def test_usage_is_refused_to_another_origin_and_rate_limited_with_sign_ins(
+    make_proxy: ProxyFactory,
+) -> None:
+    proxy = await make_proxy(
+        budget_per_client=parse_budget("60 minutes/day"), auth_rate_limit=(2, 60.0)
+    )
+    evil = {"Origin": "https://evil.example"}
+    refused = await request("127.0.0.1", proxy.port, "GET", "/api/usage", None, evil)
+    assert (refused.status, refused.json()["error"]["code"]) == (403, "forbidden_origin")
+    mine = {"Origin": f"http://127.0.0.1:{proxy.port}"}
+    allowed = await request("127.0.0.1", proxy.port, "GET", "/api/usage", None, mine)
+    assert allowed.status == 200
+    assert allowed.headers["access-control-allow-origin"] == mine["Origin"]
+    assert (await auth(proxy)).status == 200  # the second sign-in of the bucket
+    limited = await request("127.0.0.1", proxy.port, "GET", "/api/usage", None, mine)
+    assert (limited.status, limited.json()["error"]["code"]) == (429, "rate_limited")
