@@ -289,3 +289,33 @@ async def test_usage_is_refused_to_another_origin_and_rate_limited_with_sign_ins
     assert (await auth(proxy)).status == 200  # the second sign-in of the bucket
     limited = await request("127.0.0.1", proxy.port, "GET", "/api/usage", None, mine)
     assert (limited.status, limited.json()["error"]["code"]) == (429, "rate_limited")
+
+
+async def test_twenty_idle_sessions_of_one_client_overspend_minutes_by_at_most_a_tick_each(
+    make_proxy: ProxyFactory, autojump_clock: trio.testing.MockClock
+) -> None:
+    proxy = await make_proxy(
+        budget_per_client=parse_budget("2 minutes/day"),
+        session_time_limit=600,
+        max_sessions_per_client=0,
+        auth_rate_limit=None,
+    )
+    wall_at(proxy, EVENING - 3600)
+    ends: list[float] = []
+    start = trio.current_time()
+
+    async def one() -> None:
+        async with proxy.connect() as client:  # the warning may come before setupComplete
+            await client.send_json(TEXT_SETUP)
+            events, last = await until_closed(client)
+        assert any("setupComplete" in e for e in events)
+        assert last["sessionEnd"]["reason"] == "budget_exhausted"
+        ends.append(trio.current_time() - start)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(20):
+            nursery.start_soon(one)
+    (line,) = (await usage(proxy))["budgets"]
+    # 120 s shared by 20 sessions: each holds 6 s slices, looked at each second.
+    assert 2 <= line["used"] <= 2 + 20 * 1 / 60
+    assert max(ends) <= 120 / 20 + 2
