@@ -319,3 +319,15 @@ async def test_twenty_idle_sessions_of_one_client_overspend_minutes_by_at_most_a
     # 120 s shared by 20 sessions: each holds 6 s slices, looked at each second.
     assert 2 <= line["used"] <= 2 + 20 * 1 / 60
     assert max(ends) <= 120 / 20 + 2
+
+
+async def test_a_session_that_ends_early_gives_back_what_it_held(make_proxy: ProxyFactory) -> None:
+    proxy = await make_proxy(budget_per_client=parse_budget("3000 tokens/day"))
+    async with proxy.session(TEXT_SETUP) as client:
+        await client.send_json({"type": "text", "text": "one"})
+        frames = await client.recv_until(has_key("serverContent", "turnComplete"))
+    reports = [orjson.loads(f)["usageMetadata"] for f in frames if has_key("usageMetadata")(f)]
+    with trio.fail_after(5):  # the socket's session is over, settled
+        await proxy.state.gauges.wait_idle()
+    (line,) = (await usage(proxy))["budgets"]  # its 150-token reservation given back
+    assert line["used"] == sum(r["totalTokenCount"] for r in reports) > 0
