@@ -331,3 +331,30 @@ async def test_a_session_that_ends_early_gives_back_what_it_held(make_proxy: Pro
         await proxy.state.gauges.wait_idle()
     (line,) = (await usage(proxy))["budgets"]  # its 150-token reservation given back
     assert line["used"] == sum(r["totalTokenCount"] for r in reports) > 0
+
+
+async def test_money_is_counted_by_the_price_table_and_unpriced_use_ends_the_session(
+    make_proxy: ProxyFactory, tmp_path: Path
+) -> None:
+    prices = tmp_path / "prices.toml"
+    prices.write_text(
+        f'[models."{TEST_MODEL}"]\nprompt = {{ TEXT = 1.0 }}\nresponse = {{ TEXT = 8.0 }}\n'
+    )
+    proxy = await make_proxy(budget_per_client=parse_budget("0.002 usd/day"), prices_file=prices)
+    async with proxy.session(TEXT_SETUP) as client:
+        events, code = await talk_until_ended(client)
+    end = events[-1]["sessionEnd"]
+    assert (code, end["reason"]) == (1000, "budget_exhausted")
+    cost = end["stats"]["usage"]["cost_usd"]
+    assert 0.002 <= cost <= 0.0025
+    with trio.fail_after(5):
+        await proxy.state.gauges.wait_idle()
+    (line,) = (await usage(proxy))["budgets"]
+    assert (line["unit"], line["used"]) == ("usd", cost)
+
+    prices.write_text('[models."another-model"]\nprompt = { TEXT = 1.0 }\n')
+    unpriced = await make_proxy(budget_per_client=parse_budget("5 usd/day"), prices_file=prices)
+    async with unpriced.session(TEXT_SETUP) as client:
+        events, code = await talk_until_ended(client)
+    assert events[-1]["sessionEnd"]["reason"] == "budget_exhausted"
+    assert sum("usageMetadata" in e for e in events) == 1  # ended at its first report
