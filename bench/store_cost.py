@@ -1,8 +1,12 @@
-"""What one session costs each state store: admit + start_session + end_session, timed.
+"""What one session costs each state store: admit + start_session + end_session, timed; and
+what a budget costs: the one store call a session makes per usage report (at most), timed.
 
 ``python bench/store_cost.py`` starts a private redis-server when one is installed, runs N
 sign-in-to-session cycles one after another and 20 at a time on each store, and prints the
-mean wall time per cycle and cycles per second.
+mean wall time per cycle and cycles per second. Then, on each store, N budget charges (a
+client's and the deployment's token counters, settled and topped up in one call, as
+:class:`~liveproxy.core.budget_guard.BudgetGuard` makes them) one after another and 20 at a
+time: microseconds per call, and calls per second.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 
 import trio
 
+from liveproxy.core.budget import Charge
 from liveproxy.store import Grant, Limits, Rate, StateStore
 from liveproxy.store.memory import MemoryStore
 from liveproxy.store.redis import open_redis_store
@@ -59,6 +64,34 @@ async def measure(store: StateStore) -> tuple[float, float]:
     return serial, CYCLES / (time.perf_counter() - start)
 
 
+def report_charges(n: int) -> list[Charge]:
+    """A usage report's charge: 120 tokens used past the hold on the client's counter and the
+    total, a slice of 5000 asked for each (limits never reached)."""
+    return [
+        Charge(f"c:c{n % 50}|tokens|2026-12-05", 120.0, 5000.0, 1e12, 86400.0),
+        Charge("t|tokens|2026-12-05", 120.0, 5000.0, 1e12, 86400.0),
+    ]
+
+
+async def measure_charges(store: StateStore) -> tuple[float, float]:
+    """(µs per charge call one at a time, calls per second 20 at a time)."""
+    start = time.perf_counter()
+    for n in range(CYCLES):
+        await store.charge(report_charges(n))
+    serial = (time.perf_counter() - start) / CYCLES * 1e6
+    limiter = trio.CapacityLimiter(CONCURRENCY)
+
+    async def one(n: int) -> None:
+        async with limiter:
+            await store.charge(report_charges(n))
+
+    start = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for n in range(CYCLES):
+            nursery.start_soon(one, n)
+    return serial, CYCLES / (time.perf_counter() - start)
+
+
 @asynccontextmanager
 async def memory() -> AsyncIterator[StateStore]:
     yield MemoryStore(time.time)
@@ -85,6 +118,12 @@ async def run(url: str | None) -> None:
             async with open_store() as store:
                 serial, parallel = await measure(store)
             print(f"{name:10} {serial:18.3f} {parallel:22.0f}")
+        print()
+        print(f"{'store':10} {'µs/charge (serial)':>19} {'charges/s (20 at once)':>23}")
+        for name, open_store in stores:
+            async with open_store() as store:
+                serial, parallel = await measure_charges(store)
+            print(f"{name:10} {serial:19.1f} {parallel:23.0f}")
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 

@@ -21,6 +21,7 @@ import attrs
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
+from liveproxy.allowances import Budget, BudgetError, check_countable, parse_budget
 from liveproxy.logs import LogFormat
 from liveproxy.protocol.live_models import SHUT_DOWN, Backend, model_id
 from liveproxy.redact import redact_url
@@ -530,6 +531,13 @@ class Config:
         """Whether ended sessions' usage records go to the state store."""
         return self.admin_bind is not None if self.usage_records is None else self.usage_records
 
+    #: Each client's budget (see :mod:`liveproxy.core.budget`; None: none).
+    budget_per_client: Budget | None = setting(
+        "BUDGET_PER_CLIENT", parse=parse_budget, default=None
+    )
+    #: The deployment's budget, every client's use together (None: none).
+    budget_total: Budget | None = setting("BUDGET_TOTAL", parse=parse_budget, default=None)
+
     @property
     def backend(self) -> Backend:
         """Vertex AI when a project is set and no API key; the Developer API otherwise."""
@@ -595,6 +603,15 @@ class Config:
                     f"ADMIN_BIND needs ADMIN_TOKEN of at least {MIN_ADMIN_TOKEN_BYTES} bytes"
                     f" (got {size}): e.g. `openssl rand -hex 32`"
                 )
+        for name, budget in (
+            ("BUDGET_PER_CLIENT", config.budget_per_client),
+            ("BUDGET_TOTAL", config.budget_total),
+        ):
+            try:
+                if budget is not None:
+                    check_countable(budget, config.prices_file is not None)
+            except BudgetError as exc:
+                raise ConfigError(f"{name}: {exc}") from None
         if config.upstream_url and not config.upstream_url.startswith(("ws://", "wss://")):
             shown = redact_url(config.upstream_url)
             raise ConfigError(f"UPSTREAM_URL must start with ws:// or wss:// (got {shown!r})")

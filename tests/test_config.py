@@ -352,6 +352,8 @@ SAMPLES = {
     "ADMIN_TOKEN": "t" * 32,
     "USAGE_RECORDS": "store",
     "USAGE_RETENTION_DAYS": "90",
+    "BUDGET_PER_CLIENT": "60 minutes/day, 2000000 tokens/day",
+    "BUDGET_TOTAL": "10000 minutes/month",
 }
 SIGNIN_SAMPLES = {
     "AUTH_JWT_SECRET": "s" * 32,

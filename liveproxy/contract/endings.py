@@ -35,6 +35,8 @@ UPSTREAM_CLOSED: Final = Ended("upstream_closed")
 SHUTDOWN: Final = Ended("shutdown", closes.GOING_AWAY)
 #: The operator ended the session (``DELETE /sessions/{id}`` on the admin listener).
 ENDED_BY_OPERATOR: Final = Ended("ended_by_operator")
+#: The client's (or the deployment's) budget is used up (:mod:`liveproxy.core.budget`).
+BUDGET_EXHAUSTED: Final = Ended("budget_exhausted")
 
 #: How a session ended: normally, or with the error that ended it.
 Outcome: TypeAlias = Ended | SessionError

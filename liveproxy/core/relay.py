@@ -378,6 +378,8 @@ class Relay:
             self.counters.note_usage(event.usage)
         if event.turn_complete:
             self.counters.usage.turn_complete()
+        if self.counters.on_event is not None:
+            self.counters.on_event(event.usage is not None, event.turn_complete, event.generating)
         if follow and event.resumption_handle is not None:
             self.link.handle_received(event.consumed_index)
         self.counters.usage.audio_out_bytes += event.inline_audio_bytes

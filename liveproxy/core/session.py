@@ -25,6 +25,7 @@ from liveproxy.contract.native import resumption_update
 from liveproxy.contract.payloads import EphemeralRequest
 from liveproxy.core.browser_queue import BrowserQueue
 from liveproxy.core.browser_reader import BrowserReader, Setup
+from liveproxy.core.budget_guard import BudgetGuard
 from liveproxy.core.course import Course
 from liveproxy.core.link import UpstreamLink
 from liveproxy.core.ports import BrowserPort, ServerTools
@@ -52,6 +53,7 @@ class Session:
         tools: ServerTools | None = None,
         native: EphemeralRequest | None = None,
         operator_ends: trio.Event | None = None,
+        budget: BudgetGuard | None = None,
     ) -> None:
         """``resumed``: the conversation this socket continues (its handle, setup, stats and
         replay; ``time_limit`` is then what it has left). ``resume_token``: announced to the
@@ -61,7 +63,8 @@ class Session:
         server's tools, bound to this session (None: every tool call goes to the browser).
         ``native``: the socket speaks Gemini's own protocol, with these constraints from its
         ephemeral token (see :mod:`liveproxy.contract.native`). ``operator_ends``: set when the
-        operator ends the session (``ended_by_operator``)."""
+        operator ends the session (``ended_by_operator``). ``budget``: the guard of the
+        client's budgets (None: no budget), one more racer."""
         self.socket = socket
         self.out = out
         self.services = services
@@ -70,6 +73,7 @@ class Session:
         self.resume_token = resume_token
         self.native = native
         self.operator_ends = operator_ends
+        self.budget = budget
         self._started_at = now = trio.current_time()
         self.counters = (
             SessionCounters(started_at=now)
@@ -87,6 +91,8 @@ class Session:
         self._setups = trio.open_memory_channel[Setup](1)
         self._resumable_announced = False
         self.relay: Relay | None = None
+        if budget is not None:
+            self.counters.on_event = budget.metered
         if resumed is not None:
             self.course.handle = resumed.handle
             self.link.preload(resumed.replay)
@@ -127,6 +133,8 @@ class Session:
                 racers.append(self.tool_calls.run)
             if self.operator_ends is not None:
                 racers.append(self._await_operator)
+            if self.budget is not None:
+                racers.append(self.budget.run)
             outcome: Outcome | None = None
             try:
                 outcome = await Race().run(*racers)

@@ -46,6 +46,9 @@ class SessionCounters:
     usage: UsageMeter = attrs.Factory(UsageMeter)
     #: Called once, by :meth:`setup_completed` (the server's metrics).
     on_setup: Callable[[], None] | None = attrs.field(default=None, repr=False)
+    #: Called for every upstream event: (it reported usage, it ended the model's turn, it
+    #: carried the model's output).
+    on_event: Callable[[bool, bool, bool], None] | None = attrs.field(default=None, repr=False)
 
     @classmethod
     def continuing(cls, totals: Totals, elapsed: float, now: float) -> SessionCounters:

@@ -22,6 +22,8 @@ const ui = {
   send: $("send"),
   toolLog: $("tool-log"),
   micLevel: $("mic-level"),
+  budget: $("budget"),
+  sessionUsage: $("session-usage"),
   outLevel: $("out-level"),
 };
 
@@ -221,6 +223,10 @@ function sessionHandlers() {
         showStat("tokens");
       }
     },
+    onUsageWarning({ remaining = {} }) {
+      const left = Object.entries(remaining).map(([what, amount]) => `${amount} ${what.replace("/", " this ")}`);
+      showNotice(`Almost out of budget: ${left.join(", ")} left.`);
+    },
     onSessionStatus({ state }) {
       if (state === "reconnecting") showNotice("The connection to the model dropped; reconnecting…");
       else if (state === "resumed") showNotice("Reconnected to the model; the conversation goes on.");
@@ -252,8 +258,35 @@ function sessionHandlers() {
       setConnected(false);
       setStatus("ended", "Not connected.");
       showEnding(ending.text, ending.code);
+      const final = ending.final?.sessionEnd ?? ending.final?.error;
+      if (final?.stats?.usage) showSessionUsage(final.stats.usage);
+      showBudget();
     },
   };
+}
+
+/** What the session used, from its sessionEnd (or error) stats. */
+function showSessionUsage(usage) {
+  const parts = [`${usage.total_tokens} tokens`];
+  if (usage.audio_in_seconds) parts.push(`${usage.audio_in_seconds} s of audio in`);
+  if (usage.audio_out_seconds) parts.push(`${usage.audio_out_seconds} s out`);
+  if (usage.cost_usd !== undefined) parts.push(`$${usage.cost_usd}`);
+  ui.sessionUsage.textContent = parts.join(", ");
+}
+
+/** The server's budgets for this client (GET api/usage): "57.5 of 60 minutes this day left". */
+async function showBudget() {
+  try {
+    const response = await fetch(new URL("api/usage", SERVER));
+    if (!response.ok) return;
+    const { budgets = [] } = await response.json();
+    const text = budgets.map(
+      (b) => `${b.remaining} of ${b.limit} ${b.unit} this ${b.period}${b.scope === "total" ? " (everyone)" : ""}`,
+    );
+    ui.budget.textContent = text.length ? `${text.join("; ")} left` : "No budget set";
+  } catch {
+    // The budget is extra information: the page works without it.
+  }
 }
 
 function showEnding(text, code) {
@@ -423,3 +456,4 @@ function showModels(list) {
 
 ui.model.addEventListener("change", applyModel);
 showMode();
+showBudget();

@@ -15,6 +15,7 @@ const END_REASONS = {
   time_limit: "The session reached its time limit.",
   upstream_closed: "The model ended the session.",
   shutdown: "The server is shutting down.",
+  budget_exhausted: "The usage budget is used up for now.",
 };
 
 /** Plain words for the proxy's error codes (see the endings table of the browser contract). */
@@ -26,6 +27,7 @@ const ERROR_CODES = {
   upstream_error: "The connection to the model failed.",
   slow_client: "This page read the answers too slowly.",
   at_capacity: "The server is at capacity; try again later.",
+  state_unavailable: "The server cannot check its limits right now; try again later.",
   bad_message: "The server did not understand a message.",
 };
 
@@ -87,7 +89,7 @@ export const SERVER = new URL(new URLSearchParams(location.search).get("server")
  * starts a new session with the same setup if the server no longer has the conversation.
  * `handlers` are optional callbacks:
  *   onOpen(), onSetupComplete(), onAudio(ArrayBuffer), onServerContent(obj), onToolCall(obj),
- *   onToolCallCancellation(obj), onServerToolCall(obj), onServerToolResult(obj), onUsage(obj), onSessionStatus(obj), onNotice(error),
+ *   onToolCallCancellation(obj), onServerToolCall(obj), onServerToolResult(obj), onUsage(obj), onUsageWarning(obj), onSessionStatus(obj), onNotice(error),
  *   onReconnecting(ending), onReconnected({resumed, timeLimit}),
  *   onEnd({code, reason, final, local, text})
  */
@@ -181,6 +183,7 @@ export class LiveSession {
     if (message.serverToolCall) h.onServerToolCall?.(message.serverToolCall);
     if (message.serverToolResult) h.onServerToolResult?.(message.serverToolResult);
     if (message.usageMetadata) h.onUsage?.(message.usageMetadata);
+    if (message.usageWarning) h.onUsageWarning?.(message.usageWarning);
     if (message.sessionStatus) h.onSessionStatus?.(message.sessionStatus);
     if (message.sessionEnd) this.final = message;
     if (message.error) {

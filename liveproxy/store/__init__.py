@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Final, Protocol
 
 import attrs
+
+from liveproxy.core.budget import Charge, Charged
 
 
 @attrs.frozen
@@ -223,6 +225,13 @@ class StateStore(Protocol):
     ) -> list[UsageRecord]:
         """Up to ``limit`` records (``client``'s only, unless None), by key, with keys after
         ``after``, none older than ``retention`` seconds."""
+        ...
+
+    async def charge(self, charges: Sequence[Charge]) -> list[Charged]:
+        """Apply ``charges`` to their budget counters in one atomic step, each by
+        :func:`~liveproxy.core.budget.apply_charge`; a counter goes ``ttl`` seconds after its
+        last charge. ``Charge(key, 0, 0, ...)`` only reads a counter (and writes nothing, so
+        sign-ins of many clients leave no counters behind)."""
         ...
 
 

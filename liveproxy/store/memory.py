@@ -5,12 +5,13 @@ from __future__ import annotations
 import bisect
 import secrets
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Final
 
 import attrs
 
 from liveproxy.bucket import TokenBucket
+from liveproxy.core.budget import Charge, Charged, apply_charge
 from liveproxy.store import (
     DEFAULT_LEASE_SECONDS,
     Conversation,
@@ -68,6 +69,9 @@ class MemoryStore:
         self._live: dict[str, tuple[float, str, bool]] = {}
         #: Usage records, in key order (so in order of their ends).
         self._usage: list[UsageRecord] = []
+        #: Budget counters: key -> (value, expires_at), swept of expired ones once a minute.
+        self._counters: dict[str, tuple[float, float]] = {}
+        self._next_sweep = 0.0
 
     async def take_sign_in(self, client: str, rate: Rate) -> float:
         now = self._clock()
@@ -213,6 +217,22 @@ class MemoryStore:
             if spent[oldest].expires_at > now:
                 break
             del spent[oldest]
+
+    async def charge(self, charges: Sequence[Charge]) -> list[Charged]:
+        now = self._clock()
+        counters = self._counters
+        if now >= self._next_sweep:
+            self._next_sweep = now + 60.0
+            for key in [k for k, (_, expires_at) in counters.items() if expires_at <= now]:
+                del counters[key]
+        results = []
+        for charge in charges:
+            value, expires_at = counters.get(charge.key, (0.0, 0.0))
+            charged = apply_charge(value if expires_at > now else 0.0, charge)
+            if charge.add or charged.granted:  # a read writes nothing
+                counters[charge.key] = (charged.value, now + charge.ttl)
+            results.append(charged)
+        return results
 
     def _prune_conversations(self, now: float) -> None:
         """Drop expired conversations (kept in insertion order, about expiry order: one kept

@@ -19,6 +19,9 @@ grant's client and ``{key}`` a :func:`~liveproxy.store.token_key` hash (never a 
 - ``b:{client}``: hash ``tokens``, ``updated``: the client's rate-limit bucket.
 - ``s:{key}``: hash ``grant``, ``client``, ``until``: an ephemeral token that started a session,
   which still resumes its sessions until ``until`` (its real TTL prunes it; counted nowhere).
+- ``g:{counter}``: hash ``value``, ``expires``: a budget counter, ``{counter}`` the
+  :class:`~liveproxy.core.budget.Charge`'s key (scope, unit, window), kept the charge's
+  ``ttl`` (so a window's counters go some time after it ends).
 - ``c:{key}``: hash ``who`` (JSON ``[origin, client]``), ``state``, ``expires``: a conversation
   kept under a resume token's hash. It is in no index: its real TTL (the window plus
   :data:`TTL_MARGIN`) is what prunes it, and a take past ``expires`` deletes it.
@@ -58,6 +61,7 @@ from coredis.exceptions import RedisError
 from coredis.retry import NoRetryPolicy
 from coredis.typing import ResponseType
 
+from liveproxy.core.budget import Charge, Charged
 from liveproxy.redact import SECRETS
 from liveproxy.store import (
     DEFAULT_LEASE_SECONDS,
@@ -486,6 +490,32 @@ return found
 """
 )
 
+# ARGV: prefix, now, then key, add, want, limit, ttl per charge. Returns granted, value per charge.
+_CHARGE = (
+    _COMMON
+    + """
+local out = {}
+for i = 3, #ARGV, 5 do
+  local key = P .. 'g:' .. ARGV[i]
+  local add, want, limit = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  local ttl = tonumber(ARGV[i + 4])
+  local kept = redis.call('HMGET', key, 'value', 'expires')
+  local value = tonumber(kept[1]) or 0
+  if (tonumber(kept[2]) or 0) <= now then value = 0 end
+  value = math.max(0, value + add)
+  local granted = math.max(0, math.min(want, limit - value))
+  value = value + granted
+  if add ~= 0 or granted > 0 then
+    redis.call('HSET', key, 'value', num(value), 'expires', num(now + ttl))
+    redis.call('PEXPIRE', key, math.max(1, math.ceil((ttl + TTL_MARGIN) * 1000)))
+  end
+  out[#out + 1] = num(granted)
+  out[#out + 1] = num(value)
+end
+return out
+"""
+)
+
 
 def _number(value: float) -> str:
     """``value`` as a script argument, exactly (``repr`` round-trips a float)."""
@@ -610,6 +640,7 @@ class RedisStore:
         self._mark_session_end = client.register_script(_MARK_SESSION_END)
         self._keep_usage = client.register_script(_KEEP_USAGE)
         self._usage_records = client.register_script(_USAGE_RECORDS)
+        self._charge = client.register_script(_CHARGE)
 
     async def take_sign_in(self, client: str, rate: Rate) -> float:
         reply = await self._run(self._take_sign_in, client, str(rate.count), _number(rate.period))
@@ -771,6 +802,20 @@ class RedisStore:
         return [
             UsageRecord(_text(key), _text(owner), _text(text))
             for key, owner, text in _groups(reply, 3)
+        ]
+
+    async def charge(self, charges: Sequence[Charge]) -> list[Charged]:
+        if not charges:
+            return []
+        arguments: list[str] = []
+        for c in charges:
+            arguments += (c.key, _number(c.add), _number(c.want), _number(c.limit), _number(c.ttl))
+        reply = _reply_list(await self._run(self._charge, *arguments))
+        if len(reply) != 2 * len(charges):
+            raise StoreUnavailable("Redis state store: unexpected reply")
+        return [
+            Charged(_reply_float(reply[i]), _reply_float(reply[i + 1]))
+            for i in range(0, len(reply), 2)
         ]
 
     async def _run(self, script: Script[bytes], *args: str | bytes) -> ResponseType:

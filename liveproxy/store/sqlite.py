@@ -38,13 +38,14 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import trio
 
 from liveproxy.bucket import TokenBucket
+from liveproxy.core.budget import Charge, Charged, apply_charge
 from liveproxy.store import (
     Conversation,
     Grant,
@@ -78,8 +79,8 @@ OPEN_ATTEMPTS = 5
 #: ``tokens.ephemeral`` (an ephemeral token's constraints). 4: ``tokens.claims`` (the JWT
 #: claims of a signed-in user). 5: ``tokens.uses`` and ``tokens.used`` (a multi-use ephemeral
 #: token's), and ``spent_tokens`` (ephemeral tokens that still resume their sessions). 6:
-#: ``live_sessions`` and ``usage_records`` (the operator's view).
-SCHEMA_VERSION = 6
+#: ``live_sessions`` and ``usage_records`` (the operator's view). 7: ``budget_counters``.
+SCHEMA_VERSION = 7
 
 _SCHEMA = (
     # Its ``resume``, ``ephemeral`` and ``claims`` columns are added after
@@ -146,6 +147,13 @@ _SCHEMA = (
         record TEXT NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS usage_records_by_client ON usage_records (client, key)",
+    # Version 7: budgets.
+    """CREATE TABLE IF NOT EXISTS budget_counters (
+        key TEXT PRIMARY KEY,
+        value REAL NOT NULL,
+        expires_at REAL NOT NULL
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS budget_counters_by_expiry ON budget_counters (expires_at)",
 )
 
 #: Columns added to an older file's tables (``ALTER TABLE ... ADD COLUMN``, if not there yet).
@@ -236,6 +244,9 @@ class SqliteStore:
 
     async def return_conversation(self, token: str, conversation: Conversation) -> None:
         await self._run(self._return_conversation, token_key(token), conversation, self._clock())
+
+    async def charge(self, charges: Sequence[Charge]) -> list[Charged]:
+        return await self._run(self._charge, list(charges), self._clock())
 
     async def usage(self) -> Usage:
         now = self._clock()
@@ -628,6 +639,31 @@ class SqliteStore:
             )
 
         self._transaction(body)
+
+    def _charge(self, charges: list[Charge], now: float) -> list[Charged]:
+        """Every counter changed in one transaction (expired counters deleted first)."""
+
+        def body(db: sqlite3.Connection) -> list[Charged]:
+            db.execute("DELETE FROM budget_counters WHERE expires_at <= ?", (now,))
+            results = []
+            for charge in charges:
+                found = db.execute(
+                    "SELECT value FROM budget_counters WHERE key = ?", (charge.key,)
+                ).fetchone()
+                charged = apply_charge(0.0 if found is None else found[0], charge)
+                if not (charge.add or charged.granted):  # a read writes nothing
+                    results.append(charged)
+                    continue
+                db.execute(
+                    "INSERT INTO budget_counters (key, value, expires_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET"
+                    " value = excluded.value, expires_at = excluded.expires_at",
+                    (charge.key, charged.value, now + charge.ttl),
+                )
+                results.append(charged)
+            return results
+
+        return self._transaction(body)
 
 
 def _grant(row: tuple[Any, ...]) -> Grant:

@@ -27,7 +27,8 @@ from liveproxy.tools import ToolRegistry, load_tools
 from liveproxy.upstream.connection import GeminiUpstream
 from liveproxy.upstream.startup import SharedEmulator, resolve_target
 from liveproxy.upstream.target import UpstreamTarget
-from liveproxy.web.auth_route import add_auth_routes
+from liveproxy.web.auth_route import USAGE_PATH, add_auth_routes
+from liveproxy.web.budgets import Budgets
 from liveproxy.web.leases import LeaseKeeper
 from liveproxy.web.metrics import NO_METRICS, Metrics, TokenResults
 from liveproxy.web.operator_records import RecordKeeper
@@ -106,6 +107,7 @@ def create_app(
             if config.usage_records_in_store
             else None
         ),
+        budgets=Budgets(config, store, metrics.budget_refused),
     )
     app.proxy = state
     app.metrics = metrics
@@ -131,7 +133,7 @@ def create_app(
         app.asgi_app, limit=MAX_BODY_BYTES, timeout=config.request_body_timeout_seconds
     )
     policy = OriginPolicy.from_config(config)
-    http: Any = Cors(bounded, policy, frozenset(config.auth_paths))
+    http: Any = Cors(bounded, policy, frozenset((*config.auth_paths, USAGE_PATH)))
     if metrics is not NO_METRICS:
         http = TokenResults(http, frozenset(config.auth_paths), metrics.token_result)
     app.asgi_app = SessionRoute(http, state, policy, metrics)  # type: ignore[method-assign,assignment]

@@ -8,10 +8,17 @@ touches the store or the bot check's verifier (429 ``rate_limited``: a resume, o
 one, is a sign-in too); the bot check, for a new session (403 ``bot_check_failed``, 503
 ``bot_check_unavailable``: see :mod:`~liveproxy.web.bot_check`); the resume, when asked (404
 ``resume_not_found``); then the store's admission (429 ``too_many_sessions``, 503
-``at_capacity``). A resume refused after its conversation was taken puts it back, until its
-own expiry. The store unreachable at any step is 503 ``state_unavailable``. In broker mode
-(``EPHEMERAL_UPSTREAM=google``) an admitted ephemeral token is then minted at Google instead
-(:mod:`~liveproxy.web.broker`: 503 ``upstream_unavailable``, 502 ``upstream_refused``).
+``at_capacity``). The client's budgets are checked right after its sign-in bucket (429
+``budget_exhausted``, 401 for a malformed ``liveproxy_budget`` claim: see
+:mod:`~liveproxy.web.budgets`).
+
+A resume refused after its conversation was taken puts it back, until its own expiry. The store
+unreachable at any step is 503 ``state_unavailable``. In broker mode (``EPHEMERAL_UPSTREAM=google``)
+an admitted ephemeral token is then minted at Google instead (:mod:`~liveproxy.web.broker`: 503
+``upstream_unavailable``, 502 ``upstream_refused``).
+
+``GET /api/usage`` (:data:`USAGE_PATH`) answers with the client's budgets, their use and what is
+left, behind the same sign-in, origin and sign-in bucket.
 """
 
 from __future__ import annotations
@@ -47,6 +54,9 @@ if TYPE_CHECKING:
     from liveproxy.web.broker import Broker
 
 log = logging.getLogger("liveproxy")
+
+#: Where a client reads its budgets' use.
+USAGE_PATH = "/api/usage"
 
 
 @attrs.frozen
@@ -111,6 +121,8 @@ class AuthRoute:
         client = signed_in.client if signed_in else self._client_address()
         claims = signed_in.claims if signed_in else None
         await self._take_sign_in(client)
+        if self._state.budgets is not None:
+            await self._state.budgets.check_sign_in(client, claims)
         origin = request.headers.get("Origin")
         if body.resume is None:
             if checked and body.bot_token is not None:
@@ -122,6 +134,24 @@ class AuthRoute:
             state.time_limit, origin=origin, client=client, resume=conversation.state, claims=claims
         )
         return await self._admit(grant, (body.resume, conversation))
+
+    async def usage(self) -> Response:
+        """``GET /api/usage``: the client's budgets (``{"budgets": []}`` without any)."""
+        try:
+            if self._state.draining:
+                raise Refusal(503, "shutting_down", "the server is shutting down")
+            signed_in = None
+            if self._sign_in is not None:
+                signed_in = await self._sign_in(request.headers.get("Authorization"))
+            client = signed_in.client if signed_in else self._client_address()
+            await self._take_sign_in(client)
+            budgets = self._state.budgets
+            if budgets is None:
+                return json_response({"budgets": []})
+            claims = signed_in.claims if signed_in else None
+            return json_response(await budgets.view(client, claims))
+        except Refusal as refusal:
+            return refusal.response()
 
     def _duration(self, body: AuthRequest) -> int:
         config = self._config
@@ -266,6 +296,7 @@ def add_auth_routes(app: QuartTrio, state: ProxyState) -> None:
     view = route.answer  # a coroutine function, as Quart wants a view
     for path in state.config.auth_paths:
         app.add_url_rule(path, f"auth {path}", view, methods=["POST"])
+    app.add_url_rule(USAGE_PATH, "usage", route.usage, methods=["GET"])
 
     @app.after_serving
     async def close_bot_check() -> None:

@@ -31,6 +31,8 @@ What is counted, and when (never per frame: each count is a write to a memory-ma
 - ``liveproxy_tokens_used_total{model, kind, modality}``, ``liveproxy_audio_seconds_total
   {direction}`` (``in``: from browsers, ``out``: to them): what each session's socket used
   (:mod:`liveproxy.core.usage`), added when it ends, cancelled or not.
+- ``liveproxy_budget_refusals_total{scope}``: sign-ins refused (429 ``budget_exhausted``) and
+  sessions ended (``budget_exhausted``) because a ``client`` or ``total`` budget was used up.
 - ``liveproxy_frames_total{direction}``: WebSocket messages received from (``browser_in``) and
   sent to (``browser_out``) browsers on the session paths, refused sockets' too; each socket's
   counts are added when it closes.
@@ -97,6 +99,9 @@ class Metrics:
 
     def session_usage(self, model: str, usage: UsageTotals) -> None:
         """A session's socket, now over, used ``usage`` of ``model``."""
+
+    def budget_refused(self, scope: str) -> None:
+        """A budget of ``scope`` (``client``, ``total``) refused a sign-in or ended a session."""
 
 
 #: The metrics of a process without ``METRICS_BIND``.
@@ -188,6 +193,12 @@ class PrometheusMetrics(Metrics):
             ["direction"],
             registry=None,
         )
+        self._budget_refusals = Counter(
+            "liveproxy_budget_refusals",
+            "Sign-ins refused and sessions ended because a budget was used up, by scope.",
+            ["scope"],
+            registry=None,
+        )
         self._frames_in = frames.labels("browser_in")
         self._frames_out = frames.labels("browser_out")
         self._tokens.labels("issued")  # shown as 0 before the first one
@@ -228,6 +239,9 @@ class PrometheusMetrics(Metrics):
             self._audio_seconds.labels("out").inc(
                 usage.audio_out_bytes / AUDIO_OUT_BYTES_PER_SECOND
             )
+
+    def budget_refused(self, scope: str) -> None:
+        self._budget_refusals.labels(scope).inc()
 
     def socket_frames(self, browser_in: int, browser_out: int) -> None:
         if browser_in:

@@ -13,6 +13,7 @@ from liveproxy.core.services import SessionServices
 from liveproxy.core.stats import Gauges
 from liveproxy.store import StateStore
 from liveproxy.tools import ToolRegistry
+from liveproxy.web.budgets import Budgets
 from liveproxy.web.leases import LeaseKeeper
 from liveproxy.web.operator_records import RecordKeeper
 from liveproxy.web.usage_log import UsageLog
@@ -36,6 +37,8 @@ class ProxyState:
     prices: Prices | None = None
     #: Keeps ended sessions' usage records in the store (None: ``USAGE_RECORDS`` is off).
     records: RecordKeeper | None = None
+    #: The budgets (``BUDGET_PER_CLIENT``, ``BUDGET_TOTAL``, the JWT claim; None: none).
+    budgets: Budgets | None = None
 
     @property
     def gauges(self) -> Gauges:

@@ -18,12 +18,14 @@ import attrs
 import orjson
 import trio
 
+from liveproxy.allowances import PRICES_CURRENCY
 from liveproxy.contract.codec import encode_error, encode_session_end
-from liveproxy.contract.endings import Outcome, outcome_code
+from liveproxy.contract.endings import BUDGET_EXHAUSTED, Outcome, outcome_code
 from liveproxy.contract.errors import SessionError, SlowClient
 from liveproxy.contract.native import native_close
 from liveproxy.contract.payloads import ErrorEvent, SessionEnd
 from liveproxy.core.browser_queue import BrowserQueue
+from liveproxy.core.budget import Used
 from liveproxy.core.session import Session
 from liveproxy.core.usage import UsageTotals, usage_since
 from liveproxy.logs import fields
@@ -116,6 +118,14 @@ async def _run(
     resume_token = secrets.token_urlsafe(32) if resumable else None
     queue = BrowserQueue(config.browser_queue_bytes)
     operator_ends = trio.Event()
+    guard = None
+    if state.budgets is not None:
+        guard = state.budgets.guard(
+            grant.client,
+            grant.claims,
+            lambda: _used(state, session, carried, admitted.opened_at),
+            None if admitted.native is not None else queue.put,
+        )
     session = Session(
         socket,
         queue,
@@ -126,6 +136,7 @@ async def _run(
         tools=_session_tools(state, admitted, metrics),
         native=admitted.native,
         operator_ends=operator_ends,
+        budget=guard,
     )
     counters = session.counters
     carried = counters.usage.totals()  # what a resumed conversation brought
@@ -166,6 +177,8 @@ async def _run(
             # Even when the session is cancelled (the browser gone): the place comes back, and
             # the conversation is kept for a new socket.
             with trio.move_on_after(STORE_TIMEOUT_SECONDS, shield=True):
+                if guard is not None:
+                    await guard.settle()
                 await end_lease(state.store, lease)
                 if resume_token is not None:
                     kept = session.resumable(outcome, conversation_id)
@@ -196,6 +209,8 @@ async def _run(
                         await state.records.keep(record, ended)  # bounded
         assert outcome is not None
         _log_end(admitted.session_id, session, outcome, grant.client, used)
+        if outcome == BUDGET_EXHAUSTED and guard is not None and state.budgets is not None:
+            state.budgets.ended(guard)
         metrics.session_ended(outcome, counters.reconnects - reconnects)
         if admitted.native is not None:  # Gemini sends no last event: a close frame, its way
             queue.finish(None, *native_close(outcome))
@@ -245,6 +260,21 @@ def _live_summary(
         started=started,
         usage=usage_dict(used, model, state.prices),
     )
+
+
+def _used(state: ProxyState, session: Session, carried: UsageTotals, opened_at: float) -> Used:
+    """What a session's socket has used, by budget unit: wall seconds since it was admitted,
+    tokens (the turns' ``totalTokenCount``), and with prices their cost (None: not priced)."""
+    used = usage_since(session.counters.usage.totals(), carried)
+    measured: dict[str, float | None] = {
+        "minutes": trio.current_time() - opened_at,
+        "tokens": float(used.total_tokens),
+    }
+    if state.prices is not None:
+        model = _model(session)
+        priced = state.prices.cost(model, used) if model is not None and used.tokens else 0.0
+        measured[PRICES_CURRENCY] = priced
+    return measured
 
 
 def _model(session: Session) -> str | None:

@@ -7,6 +7,7 @@ import pytest
 from liveproxy.contract import errors
 from liveproxy.contract.endings import (
     BROWSER_CLOSED,
+    BUDGET_EXHAUSTED,
     ENDED_BY_OPERATOR,
     SHUTDOWN,
     TIME_LIMIT,
@@ -25,6 +26,7 @@ from liveproxy.protocol.closes import rules_out_resuming
         (SHUTDOWN, "shutdown", 1001, True),
         (BROWSER_CLOSED, "browser_closed", 1000, False),
         (ENDED_BY_OPERATOR, "ended_by_operator", 1000, True),
+        (BUDGET_EXHAUSTED, "budget_exhausted", 1000, True),
     ],
 )
 def test_normal_endings(ending: Ended, reason: str, close_code: int, announced: bool) -> None:

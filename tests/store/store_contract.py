@@ -14,6 +14,7 @@ from contextlib import AbstractAsyncContextManager
 import pytest
 import trio
 
+from liveproxy.core.budget import Charge, Charged
 from liveproxy.store import (
     Conversation,
     Grant,
@@ -441,6 +442,50 @@ class StoreContract:
             await store.keep_usage(late, retention)
             clock.now = start  # pruned: not even an earlier clock brings them back
             assert await store.usage_records(None, "", 10, retention) == [*kept[3:], late]
+
+    async def test_a_budget_counter_grants_within_its_limit_and_settles(self) -> None:
+        async with self.open(FakeClock(), LEASE_SECONDS) as store:
+            assert await store.charge([Charge("c:a|tokens|d", 0, 40, 100, 60)]) == [Charged(40, 40)]
+            reserve = Charge("c:a|tokens|d", 0, 80, 100, 60)
+            assert await store.charge([reserve]) == [Charged(60, 100)]  # only what is left
+            assert await store.charge([reserve]) == [Charged(0, 100)]
+            # Use past the limit is added all the same; an unused hold is given back.
+            used = [Charge("c:a|tokens|d", 7, 0, 100, 60), Charge("t|tokens|d", -5, 0, 10, 60)]
+            assert await store.charge(used) == [Charged(0, 107), Charged(0, 0)]
+            assert await store.charge([Charge("c:a|tokens|d", -50, 0, 100, 60)]) == [Charged(0, 57)]
+            assert await store.charge([Charge("other", 0, 0, 100, 60)]) == [Charged(0, 0)]
+
+    async def test_reading_a_budget_counter_keeps_nothing(self) -> None:
+        clock = FakeClock()
+        async with self.open(clock, LEASE_SECONDS) as store:
+            assert await store.charge([Charge("k", 0, 0, 100, 3600)]) == [Charged(0, 0)]
+            await store.charge([Charge("j", 5, 0, 100, 10)])
+            assert await store.charge([Charge("j", 0, 0, 100, 3600)]) == [Charged(0, 5)]
+            clock.now += 10.5  # a read did not extend it
+            assert await store.charge([Charge("j", 0, 0, 100, 3600)]) == [Charged(0, 0)]
+
+    async def test_a_budget_counter_goes_after_its_ttl(self) -> None:
+        clock = FakeClock()
+        async with self.open(clock, LEASE_SECONDS) as store:
+            await store.charge([Charge("k", 30, 0, 100, 10)])
+            clock.now += 9
+            assert await store.charge([Charge("k", 0, 0, 100, 10)]) == [Charged(0, 30)]
+            clock.now += 10.5
+            assert await store.charge([Charge("k", 0, 0, 100, 10)]) == [Charged(0, 0)]
+
+    async def test_concurrent_reservations_never_pass_the_limit(self) -> None:
+        async with self.open(FakeClock(), LEASE_SECONDS) as store:
+            granted: list[float] = []
+
+            async def reserve() -> None:
+                (charged,) = await store.charge([Charge("k", 0, 7, 100, 60)])
+                granted.append(charged.granted)
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(30):
+                    nursery.start_soon(reserve)
+            assert sum(granted) == 100
+            assert sorted(granted, reverse=True)[:16] == [7] * 14 + [2, 0]
 
 
 def ephemeral(uses: int) -> Grant:

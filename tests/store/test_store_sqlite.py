@@ -391,7 +391,7 @@ async def test_a_version_1_file_is_migrated_in_place_keeping_its_rows(tmp_path: 
     clock = FakeClock()
     make_v1_file(path, clock.now)
     async with open_sqlite_store(str(path), clock, LEASE_SECONDS) as store:
-        assert user_version(path) == SCHEMA_VERSION == 6
+        assert user_version(path) == SCHEMA_VERSION == 7
         assert await store.usage() == Usage(tokens=1, sessions=1)  # nothing was lost
         lease = await store.start_session("old-token", "s1")  # minted by the old release
         assert lease == Lease("s1", Grant(90, origin="https://app.example", client="a"))
