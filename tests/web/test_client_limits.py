@@ -6,6 +6,8 @@ from 127.0.0.1 (Linux routes all of 127/8 to loopback).
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import trio
 
@@ -41,6 +43,7 @@ async def test_400_concurrent_sign_ins_from_one_client_get_at_most_the_burst(
 ) -> None:
     proxy = await make_proxy(max_sessions=10_000, max_sessions_per_client=0)
     flood, neighbour = [], []
+    started = trio.current_time()
     async with trio.open_nursery() as nursery:
 
         async def run_flood() -> None:
@@ -51,7 +54,9 @@ async def test_400_concurrent_sign_ins_from_one_client_get_at_most_the_burst(
 
         nursery.start_soon(run_flood)
         nursery.start_soon(run_neighbour)
-    assert flood.count(200) <= 30
+    # The burst of 30, plus what the bucket refilled (30 a minute) while the flood ran.
+    refilled = math.ceil((trio.current_time() - started) * 30 / 60)
+    assert flood.count(200) <= 30 + refilled
     assert flood.count(200) + flood.count(429) == 400
     assert neighbour == [200] * 20
 

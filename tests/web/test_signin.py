@@ -36,7 +36,10 @@ ED_KEY = ed25519.Ed25519PrivateKey.generate()
 
 
 def claims(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {"sub": "user-1", "exp": int(time.time()) + 300}
+    base: dict[str, Any] = {
+        "sub": "user-1",
+        "exp": int(time.time()) + 86_400,
+    }  # minted at collection: outlives any run
     return {k: v for k, v in (base | overrides).items() if v is not None}
 
 
