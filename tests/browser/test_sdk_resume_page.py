@@ -1,0 +1,279 @@
+"""The demo's SDK page (``/demo/sdk.html``, Google's JS SDK) outlives a server restart, in
+headless Chromium: its own reconnection resumes the conversation with a liveproxy handle.
+
+Real processes: the emulator and the proxy serving the page run in the test; the proxy the page
+talks to is ``liveproxy serve`` on a fixed port (the page's ``?server=`` must not change) with an
+SQLite state store and ``ALLOWED_ORIGINS`` naming the page's origin. One typed turn, the handle
+shown, then SIGTERM (``SHUTDOWN_GRACE_SECONDS=0``: the SDK's socket closes 1001) and, once one of
+the page's attempts has met a closed port, a new process on the same port; nobody touches the
+page, which reconnects by itself with the same token and the latest ``newHandle``.
+
+With the same store the new process continues the conversation: the same emulator session, from
+its latest handle, the second turn answered with the first in its context. With a fresh store the
+token and the handle are unknown there: the page says the conversation could not be continued.
+
+Every frame of every socket is recorded (Playwright's ``framesent``/``framereceived``). Every wait
+is bounded: Playwright's, or a poll of the page or the emulator with a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+from playwright.sync_api import Page, Request, WebSocket, expect, sync_playwright
+
+from liveproxy.emulator import Emulator
+from tests.browser.chromium import launch, open_page
+from tests.browser.speech_wav import write_silent_wav
+from tests.browser.test_resume_page import LIVE_PATH, Restart, Step, free_port, serve_twice
+from tests.browser.test_sdk_page import start_proxy
+from tests.served import Served, eventually
+
+pytestmark = pytest.mark.browser
+
+KEY = "test-key-sdk-resume-page"
+WAIT_MS = 15_000
+#: From SIGTERM to the resumed socket's setupComplete: the old process exits, a new one starts (a
+#: second or two), and the page's back-off (0.5, 1, 2, 4, 4 s) finds it.
+RECONNECT_MS = 30_000
+TEST_DEADLINE = 100
+RECONNECTED = "reconnected with the latest resumption handle"
+#: The page shows a handle's first 12 characters and an ellipsis.
+SHOWN_HANDLE = re.compile(r"^[\w-]{12}\u2026$")
+
+
+@attrs.define
+class Socket:
+    """One WebSocket the page opened: its URL and its text frames, each way, in order."""
+
+    url: str
+    sent: list[dict[str, Any]] = attrs.Factory(list)
+    received: list[dict[str, Any]] = attrs.Factory(list)
+
+    def watch(self, socket: WebSocket) -> None:
+        socket.on("framesent", lambda payload: self.sent.append(_json(payload)))
+        socket.on("framereceived", lambda payload: self.received.append(_json(payload)))
+
+    @property
+    def handles(self) -> list[str]:
+        """The ``newHandle`` of every ``sessionResumptionUpdate`` received."""
+        return [
+            m["sessionResumptionUpdate"]["newHandle"]
+            for m in self.received
+            if "sessionResumptionUpdate" in m
+        ]
+
+    def prompt_tokens(self) -> list[int]:
+        """Each answer's ``usageMetadata.promptTokenCount``."""
+        return [
+            m["usageMetadata"]["promptTokenCount"] for m in self.received if "usageMetadata" in m
+        ]
+
+
+def _json(payload: str | bytes) -> dict[str, Any]:
+    found = json.loads(payload)
+    assert isinstance(found, dict)
+    return found
+
+
+@attrs.frozen
+class Seen:
+    """What the page went through: its sockets, its token requests, its ending (or None)."""
+
+    sockets: list[Socket]
+    auths: list[str]
+    ending: str | None
+    close_code: str | None
+
+
+@pytest.mark.usefixtures("chromium")
+async def test_the_sdk_page_resumes_its_conversation_across_a_server_restart(
+    nursery: trio.Nursery, emulator: Emulator, tmp_path: Path
+) -> None:
+    state = f"sqlite://{tmp_path}/state.db"
+    seen, served = await restart_under_the_page(nursery, emulator, tmp_path, state, state)
+
+    first, *failed, resumed = seen.sockets
+    assert failed  # at least one attempt met the closed port, and the page tried again
+    assert all(socket.received == [] for socket in failed)
+    assert len(seen.auths) == 1  # one token for the conversation: resuming spends no use
+    assert resumed.url == first.url  # the same token
+    assert first.sent[0]["setup"]["sessionResumption"] == {}
+    assert first.received[:1] == [{"setupComplete": {}}]
+    handle = first.handles[-1]
+    # The resumed socket's first frame is its setup, resuming the latest handle the page got.
+    assert resumed.sent[0]["setup"]["sessionResumption"] == {"handle": handle}
+    assert resumed.handles
+    assert resumed.handles[-1] != handle  # a handle is single use
+    assert seen.ending.startswith("You ended the session.")  # the SDK closes with no code
+
+    before, after = emulator.connections[0], emulator.connections[-1]
+    assert after.session_id == before.session_id  # the same Gemini conversation
+    assert after.resumed_handle == before.issued[-1].handle  # from its latest handle
+    assert handle not in {issued.handle for issued in before.issued}  # liveproxy's, not Gemini's
+    assert after.conversation is not None
+    assert after.conversation.heard == ["one", "two"]
+    # Turn two is answered with turn one in its context: the model's prompt grew.
+    (one,) = first.prompt_tokens()
+    (two,) = resumed.prompt_tokens()
+    assert two > one
+    assert "continuing conversation" in served[1].text
+
+
+@pytest.mark.usefixtures("chromium")
+async def test_the_sdk_page_says_so_when_the_server_cannot_resume_its_conversation(
+    nursery: trio.Nursery, emulator: Emulator, tmp_path: Path
+) -> None:
+    # The new process has a fresh store: neither the page's token nor its handle is known there.
+    old, new = f"sqlite://{tmp_path}/old.db", f"sqlite://{tmp_path}/new.db"
+    seen, _ = await restart_under_the_page(nursery, emulator, tmp_path, old, new)
+
+    assert seen.ending == (
+        "The conversation could not be continued: the server refused to resume it. "
+        "Details: Missing or malformed auth token (close code 1007)"
+    )
+    assert seen.close_code == "1007"
+    first, *_, refused = seen.sockets
+    assert refused.sent[0]["setup"]["sessionResumption"] == {"handle": first.handles[-1]}
+    assert refused.received == []
+    assert len(seen.auths) == 1
+    assert len(emulator.connections) == 1  # nothing was dialled for the refused socket
+
+
+async def restart_under_the_page(
+    nursery: trio.Nursery, emulator: Emulator, tmp_path: Path, first_state: str, second_state: str
+) -> tuple[Seen, list[Served]]:
+    """Drive the page through a turn, a restart of its server (its ``STATE_URL`` first, then
+    second), its reconnection and, if it continued the conversation, a second turn."""
+    page_server = await start_proxy(nursery, emulator)
+    port = free_port()
+    env = {
+        "GOOGLE_API_KEY": KEY,
+        "UPSTREAM_URL": f"{emulator.url}{LIVE_PATH}",
+        "PORT": str(port),
+        "SHUTDOWN_GRACE_SECONDS": "0",
+        "ALLOWED_ORIGINS": page_server,
+    }
+    restart = Restart()
+    served: list[Served] = []
+    await nursery.start(serve_twice, env, first_state, second_state, restart, served)
+
+    async def after_turn_one() -> bool:
+        return any(handle.turns == 1 for handle in emulator.connections[0].issued)
+
+    async def stop() -> None:
+        # Once the emulator has issued the handle after turn 1, nothing of the conversation is
+        # only in the proxy when it stops.
+        await eventually(after_turn_one, 10)
+        await restart.stop()
+
+    wav = write_silent_wav(tmp_path / "silence.wav")
+    page_url = f"{page_server}/demo/sdk.html?server=http://127.0.0.1:{port}/"
+    steps = (partial(trio.from_thread.run, stop), partial(trio.from_thread.run, restart.start))
+    with trio.fail_after(TEST_DEADLINE):
+        seen = await trio.to_thread.run_sync(
+            drive, page_server, page_url, wav, tmp_path, steps, abandon_on_cancel=True
+        )
+    for process in served:
+        if process.process.returncode is None:
+            process.process.send_signal(signal.SIGTERM)
+            with trio.fail_after(20):
+                await process.process.wait()
+    return seen, served
+
+
+def drive(
+    page_server: str, page_url: str, wav: Path, out_dir: Path, steps: tuple[Step, Step]
+) -> Seen:
+    """The browser side: a typed turn, the server stopped and started again (``steps``), then a
+    second turn if the page reconnected. Raises AssertionError (Playwright's ``expect``)."""
+    expect.set_options(timeout=WAIT_MS)
+    with sync_playwright() as playwright:
+        browser = launch(playwright, wav)
+        try:
+            page, problems = open_page(browser, page_server, WAIT_MS)
+            sockets: list[Socket] = []
+            auths: list[str] = []
+
+            def opened(socket: WebSocket) -> None:
+                sockets.append(Socket(socket.url))
+                sockets[-1].watch(socket)
+
+            def requested(request: Request) -> None:
+                if request.method == "POST" and request.url.endswith("/api/auth"):
+                    auths.append(request.url)
+
+            page.on("websocket", opened)
+            page.on("request", requested)
+            page.goto(page_url)
+            try:
+                ending = converse(page, sockets, steps)
+            except AssertionError:
+                page.screenshot(path=out_dir / "failure.png")
+                print(f"page at the failure (screenshot: {out_dir / 'failure.png'}):")
+                print(page.locator("main").inner_text())
+                raise
+            assert problems == []
+            close_code = page.locator("#ending").get_attribute("data-close-code")
+            return Seen(sockets, auths, ending, close_code)
+        finally:
+            browser.close()
+
+
+def converse(page: Page, sockets: list[Socket], steps: tuple[Step, Step]) -> str:
+    """The page's part; returns what it says at its end."""
+    expect(page.locator("#mode")).to_contain_text("Server: http://127.0.0.1:")
+    page.get_by_label("Text", exact=True).check()
+    page.get_by_role("button", name="Connect", exact=True).click()
+    status = page.locator("#status")
+    expect(status).to_have_attribute("data-state", "live")
+    say(page, "one")
+    expect(page.locator("#handle")).to_have_text(SHOWN_HANDLE)  # the page holds a handle
+
+    stop, start = steps
+    stop()
+    expect(status).to_have_attribute("data-state", "reconnecting")
+    # Nothing listens on the port now: wait until an attempt has failed, then start the server.
+    wait_until(page, lambda: len(sockets) >= 2, "the page did not try to reconnect")
+    start()
+    ending = page.locator("#ending")
+    back_or_ended = re.compile(r"^(live|ended)$")
+    expect(status).to_have_attribute("data-state", back_or_ended, timeout=RECONNECT_MS)
+    if status.get_attribute("data-state") == "ended":
+        expect(page.get_by_role("button", name="Connect", exact=True)).to_be_enabled()
+        expect(page.locator("#transcript li.note")).to_have_count(0)
+        return ending.inner_text()
+    expect(page.locator("#transcript li.note")).to_have_text([RECONNECTED])
+    assert page.evaluate("window.liveproxySdk.stats.reconnects") == 1
+    say(page, "two")
+    page.get_by_role("button", name="Disconnect").click()
+    expect(status).to_have_attribute("data-state", "ended")
+    return ending.inner_text()
+
+
+def say(page: Page, text: str) -> None:
+    """A typed turn, answered (the emulator repeats it), its answer complete (turnComplete)."""
+    text_box = page.get_by_label("Type a message")
+    text_box.fill(text)
+    text_box.press("Enter")
+    answer = page.locator("#transcript li[data-speaker='model']").filter(
+        has_text=f'You said: "{text}"'
+    )
+    expect(answer).to_have_attribute("data-final", "true")
+
+
+def wait_until(page: Page, done: Any, failure: str) -> None:
+    """Poll ``done()`` on the page's clock (not sleeping here) for up to 15 seconds."""
+    for _ in range(150):
+        if done():
+            return
+        page.wait_for_timeout(100)
+    raise AssertionError(failure)
