@@ -1,16 +1,19 @@
-"""The demo's SDK page (``/demo/sdk.html``, Google's JS SDK) outlives a server restart, in
-headless Chromium: its own reconnection resumes the conversation with a liveproxy handle.
+"""The demo's SDK page (``/demo/sdk.html``, Google's JS SDK) outlives a server restart and a
+dropped socket, in headless Chromium: its own reconnection resumes the conversation with the
+same token and the latest liveproxy handle (``sessionResumptionUpdate.newHandle``).
 
-Real processes: the emulator and the proxy serving the page run in the test; the proxy the page
-talks to is ``liveproxy serve`` on a fixed port (the page's ``?server=`` must not change) with an
-SQLite state store and ``ALLOWED_ORIGINS`` naming the page's origin. One typed turn, the handle
-shown, then SIGTERM (``SHUTDOWN_GRACE_SECONDS=0``: the SDK's socket closes 1001) and, once one of
-the page's attempts has met a closed port, a new process on the same port; nobody touches the
-page, which reconnects by itself with the same token and the latest ``newHandle``.
-
+Restarts: the emulator and the proxy serving the page run in the test; the proxy the page talks
+to is ``liveproxy serve`` on a fixed port (the page's ``?server=`` must not change) with an SQLite
+state store and ``ALLOWED_ORIGINS`` naming the page's origin. One typed turn, the handle shown,
+then SIGTERM (``SHUTDOWN_GRACE_SECONDS=0``: the SDK's socket closes 1001) and, once two of the
+page's attempts have met a closed port, a new process on the same port; nobody touches the page.
 With the same store the new process continues the conversation: the same emulator session, from
-its latest handle, the second turn answered with the first in its context. With a fresh store the
-token and the handle are unknown there: the page says the conversation could not be continued.
+its latest handle, the second turn answered with the first in its context. With a fresh store
+(the token unknown: 1007) or a handle kept for one second only (1008 "session not found") the
+page says the conversation could not be continued, and nothing is dialled upstream.
+
+A dropped socket: one in-process proxy behind a TCP relay that cuts the page's connection (no
+close frame: 1006); the page resumes the conversation on the same process.
 
 Every frame of every socket is recorded (Playwright's ``framesent``/``framereceived``). Every wait
 is bounded: Playwright's, or a poll of the page or the emulator with a deadline.
@@ -21,9 +24,10 @@ from __future__ import annotations
 import json
 import re
 import signal
-from functools import partial
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 import pytest
@@ -33,9 +37,10 @@ from playwright.sync_api import Page, Request, WebSocket, expect, sync_playwrigh
 from liveproxy.emulator import Emulator
 from tests.browser.chromium import launch, open_page
 from tests.browser.speech_wav import write_silent_wav
-from tests.browser.test_resume_page import LIVE_PATH, Restart, Step, free_port, serve_twice
+from tests.browser.test_resume_page import LIVE_PATH, Restart, free_port
 from tests.browser.test_sdk_page import start_proxy
-from tests.served import Served, eventually
+from tests.served import Served, eventually, liveproxy_process
+from tests.tcp_relay import Relay
 
 pytestmark = pytest.mark.browser
 
@@ -86,11 +91,12 @@ def _json(payload: str | bytes) -> dict[str, Any]:
 
 @attrs.frozen
 class Seen:
-    """What the page went through: its sockets, its token requests, its ending (or None)."""
+    """What the page went through: its sockets, its token requests, what it said at the end
+    and the close code it showed."""
 
     sockets: list[Socket]
     auths: list[str]
-    ending: str | None
+    ending: str
     close_code: str | None
 
 
@@ -98,7 +104,7 @@ class Seen:
 async def test_the_sdk_page_resumes_its_conversation_across_a_server_restart(
     nursery: trio.Nursery, emulator: Emulator, tmp_path: Path
 ) -> None:
-    state = f"sqlite://{tmp_path}/state.db"
+    state = {"STATE_URL": f"sqlite://{tmp_path}/state.db"}
     seen, served = await restart_under_the_page(nursery, emulator, tmp_path, state, state)
 
     first, *failed, resumed = seen.sockets
@@ -128,31 +134,107 @@ async def test_the_sdk_page_resumes_its_conversation_across_a_server_restart(
     assert "continuing conversation" in served[1].text
 
 
+#: The page's words when the server refuses to resume its conversation.
+NOT_CONTINUED = "The conversation could not be continued: the server refused to resume it."
+
+
 @pytest.mark.usefixtures("chromium")
-async def test_the_sdk_page_says_so_when_the_server_cannot_resume_its_conversation(
+async def test_the_sdk_page_says_so_when_the_server_does_not_know_its_token(
     nursery: trio.Nursery, emulator: Emulator, tmp_path: Path
 ) -> None:
     # The new process has a fresh store: neither the page's token nor its handle is known there.
-    old, new = f"sqlite://{tmp_path}/old.db", f"sqlite://{tmp_path}/new.db"
+    old, new = (
+        {"STATE_URL": f"sqlite://{tmp_path}/old.db"},
+        {"STATE_URL": f"sqlite://{tmp_path}/new.db"},
+    )
     seen, _ = await restart_under_the_page(nursery, emulator, tmp_path, old, new)
 
-    assert seen.ending == (
-        "The conversation could not be continued: the server refused to resume it. "
-        "Details: Missing or malformed auth token (close code 1007)"
+    assert (
+        seen.ending == f"{NOT_CONTINUED} Details: Missing or malformed auth token (close code 1007)"
     )
-    assert seen.close_code == "1007"
+    check_refused(seen, emulator, "1007")
+
+
+@pytest.mark.usefixtures("chromium")
+async def test_the_sdk_page_says_so_when_the_server_does_not_know_its_handle(
+    nursery: trio.Nursery, emulator: Emulator, tmp_path: Path
+) -> None:
+    # The same store, so the token is known; but the first process kept the conversation for
+    # one second only, and the second one is started well after that (see restart_under_the_page).
+    state = f"sqlite://{tmp_path}/state.db"
+    old = {"STATE_URL": state, "RESUME_WINDOW_SECONDS": "1"}
+    seen, _ = await restart_under_the_page(nursery, emulator, tmp_path, old, {"STATE_URL": state})
+
+    assert seen.ending == (
+        f"{NOT_CONTINUED} Details: BidiGenerateContent session not found (close code 1008)"
+    )
+    check_refused(seen, emulator, "1008")
+
+
+def check_refused(seen: Seen, emulator: Emulator, code: str) -> None:
+    """The page's last socket asked for its conversation, was refused at once (``code``), and
+    nothing was dialled for it."""
+    assert seen.close_code == code
     first, *_, refused = seen.sockets
+    assert refused.url == first.url
     assert refused.sent[0]["setup"]["sessionResumption"] == {"handle": first.handles[-1]}
     assert refused.received == []
     assert len(seen.auths) == 1
-    assert len(emulator.connections) == 1  # nothing was dialled for the refused socket
+    assert len(emulator.connections) == 1
+
+
+@pytest.mark.usefixtures("chromium")
+async def test_the_sdk_page_resumes_its_conversation_after_its_socket_dropped(
+    nursery: trio.Nursery, emulator: Emulator, tmp_path: Path
+) -> None:
+    # One proxy process all along, behind a relay that drops the page's connection (no close
+    # frame: the browser reports 1006); the page reconnects through it to the same process.
+    page_server = await start_proxy(nursery, emulator)
+    api = await start_proxy(nursery, emulator, allowed_origins=frozenset({page_server}))
+    relay: Relay = await nursery.start(Relay(urlsplit(api).port or 0).serve)
+
+    async def after_turn_one() -> bool:
+        return any(handle.turns == 1 for handle in emulator.connections[0].issued)
+
+    def interrupt(page: Page, sockets: list[Socket]) -> None:
+        trio.from_thread.run(eventually, after_turn_one, 10)
+        trio.from_thread.run_sync(relay.cut)
+        expect(page.locator("#status")).to_have_attribute("data-state", "reconnecting")
+
+    wav = write_silent_wav(tmp_path / "silence.wav")
+    page_url = f"{page_server}/demo/sdk.html?server=http://127.0.0.1:{relay.port}/"
+    with trio.fail_after(TEST_DEADLINE):
+        seen = await trio.to_thread.run_sync(
+            drive, page_server, page_url, wav, tmp_path, interrupt, abandon_on_cancel=True
+        )
+
+    first, resumed = seen.sockets  # the first attempt found the proxy
+    assert len(seen.auths) == 1
+    assert resumed.url == first.url
+    assert resumed.sent[0]["setup"]["sessionResumption"] == {"handle": first.handles[-1]}
+    assert seen.ending.startswith("You ended the session.")
+    before, after = emulator.connections[0], emulator.connections[-1]
+    assert after.session_id == before.session_id
+    assert after.resumed_handle == before.issued[-1].handle
+    assert after.conversation is not None
+    assert after.conversation.heard == ["one", "two"]
+    (one,) = first.prompt_tokens()
+    (two,) = resumed.prompt_tokens()
+    assert two > one
 
 
 async def restart_under_the_page(
-    nursery: trio.Nursery, emulator: Emulator, tmp_path: Path, first_state: str, second_state: str
+    nursery: trio.Nursery,
+    emulator: Emulator,
+    tmp_path: Path,
+    first: dict[str, str],
+    second: dict[str, str],
 ) -> tuple[Seen, list[Served]]:
-    """Drive the page through a turn, a restart of its server (its ``STATE_URL`` first, then
-    second), its reconnection and, if it continued the conversation, a second turn."""
+    """Drive the page through a turn, a restart of its server (with the ``first`` settings, then
+    the ``second``), its reconnection and, if it continued the conversation, a second turn.
+
+    The second process is started once two of the page's attempts have failed after the first
+    one exited: a second or more after the conversation was kept."""
     page_server = await start_proxy(nursery, emulator)
     port = free_port()
     env = {
@@ -164,7 +246,7 @@ async def restart_under_the_page(
     }
     restart = Restart()
     served: list[Served] = []
-    await nursery.start(serve_twice, env, first_state, second_state, restart, served)
+    await nursery.start(serve_twice, env | first, env | second, restart, served)
 
     async def after_turn_one() -> bool:
         return any(handle.turns == 1 for handle in emulator.connections[0].issued)
@@ -175,12 +257,20 @@ async def restart_under_the_page(
         await eventually(after_turn_one, 10)
         await restart.stop()
 
+    def interrupt(page: Page, sockets: list[Socket]) -> None:
+        trio.from_thread.run(stop)
+        expect(page.locator("#status")).to_have_attribute("data-state", "reconnecting")
+        # Nothing listens on the port now: two attempts fail (a second apart at least), then
+        # the server starts again.
+        exited = len(sockets)
+        wait_until(page, lambda: len(sockets) >= exited + 2, "the page did not try again")
+        trio.from_thread.run(restart.start)
+
     wav = write_silent_wav(tmp_path / "silence.wav")
     page_url = f"{page_server}/demo/sdk.html?server=http://127.0.0.1:{port}/"
-    steps = (partial(trio.from_thread.run, stop), partial(trio.from_thread.run, restart.start))
     with trio.fail_after(TEST_DEADLINE):
         seen = await trio.to_thread.run_sync(
-            drive, page_server, page_url, wav, tmp_path, steps, abandon_on_cancel=True
+            drive, page_server, page_url, wav, tmp_path, interrupt, abandon_on_cancel=True
         )
     for process in served:
         if process.process.returncode is None:
@@ -190,11 +280,38 @@ async def restart_under_the_page(
     return seen, served
 
 
-def drive(
-    page_server: str, page_url: str, wav: Path, out_dir: Path, steps: tuple[Step, Step]
-) -> Seen:
-    """The browser side: a typed turn, the server stopped and started again (``steps``), then a
-    second turn if the page reconnected. Raises AssertionError (Playwright's ``expect``)."""
+#: What befalls the page's socket once it holds a handle (called in the browser's thread).
+Interrupt = Callable[[Page, list["Socket"]], None]
+
+
+async def serve_twice(
+    first: dict[str, str],
+    second: dict[str, str],
+    restart: Restart,
+    served: list[Served],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """One ``liveproxy serve`` (``first``: its settings), then another (``second``) on its port,
+    as ``restart`` says; returns when the second one exits."""
+    async with liveproxy_process(**first) as process:
+        served.append(process)
+        task_status.started()
+        await restart.stop_now.wait()
+        process.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            await process.process.wait()
+    restart.stopped.set()
+    await restart.start_now.wait()
+    async with liveproxy_process(**second) as process:
+        served.append(process)
+        restart.started.set()
+        await process.process.wait()
+
+
+def drive(page_server: str, page_url: str, wav: Path, out_dir: Path, interrupt: Interrupt) -> Seen:
+    """The browser side: a typed turn, the ``interrupt``, then a second turn if the page
+    reconnected. Raises AssertionError (Playwright's ``expect``)."""
     expect.set_options(timeout=WAIT_MS)
     with sync_playwright() as playwright:
         browser = launch(playwright, wav)
@@ -215,7 +332,7 @@ def drive(
             page.on("request", requested)
             page.goto(page_url)
             try:
-                ending = converse(page, sockets, steps)
+                ending = converse(page, sockets, interrupt)
             except AssertionError:
                 page.screenshot(path=out_dir / "failure.png")
                 print(f"page at the failure (screenshot: {out_dir / 'failure.png'}):")
@@ -228,7 +345,7 @@ def drive(
             browser.close()
 
 
-def converse(page: Page, sockets: list[Socket], steps: tuple[Step, Step]) -> str:
+def converse(page: Page, sockets: list[Socket], interrupt: Interrupt) -> str:
     """The page's part; returns what it says at its end."""
     expect(page.locator("#mode")).to_contain_text("Server: http://127.0.0.1:")
     page.get_by_label("Text", exact=True).check()
@@ -238,12 +355,7 @@ def converse(page: Page, sockets: list[Socket], steps: tuple[Step, Step]) -> str
     say(page, "one")
     expect(page.locator("#handle")).to_have_text(SHOWN_HANDLE)  # the page holds a handle
 
-    stop, start = steps
-    stop()
-    expect(status).to_have_attribute("data-state", "reconnecting")
-    # Nothing listens on the port now: wait until an attempt has failed, then start the server.
-    wait_until(page, lambda: len(sockets) >= 2, "the page did not try to reconnect")
-    start()
+    interrupt(page, sockets)
     ending = page.locator("#ending")
     back_or_ended = re.compile(r"^(live|ended)$")
     expect(status).to_have_attribute("data-state", back_or_ended, timeout=RECONNECT_MS)
