@@ -2,14 +2,16 @@
 // Gemini-native endpoint, with no UI in it: what an app written for Gemini changes is steps 1-2.
 //
 //   1. POST api/auth {"ephemeral": {...}}  -> {name: "auth_tokens/...", expireTime, ...}: one
-//      token per socket (a token starts one session), minted by the page itself.
+//      token per conversation (it starts one session, and resumes it), minted by the page itself.
 //   2. new GoogleGenAI({apiKey: name, httpOptions: {apiVersion: "v1alpha", baseUrl: <liveproxy>}})
 //      then ai.live.connect({model, config, callbacks}): the SDK opens
 //      ws(s)://<liveproxy>//ws/google.ai.generativelanguage.v1alpha.GenerativeService.
 //      BidiGenerateContentConstrained?access_token=auth_tokens/... and speaks Gemini's protocol.
-//   3. The setup asks for sessionResumption; when the socket drops (RESUMABLE_CLOSES), a new
-//      token and connect() with the latest sessionResumptionUpdate handle continue the
-//      conversation. liveproxy absorbs Gemini's own goAway and upstream drops: the SDK sees none.
+//   3. The setup asks for sessionResumption; when the socket drops (RESUMABLE_CLOSES), connect()
+//      with the same token and the latest sessionResumptionUpdate handle continues the
+//      conversation (resuming spends none of the token's uses, until its expireTime). A server
+//      that refuses the resumption (1007, 1008: it no longer knows the token or the handle) ends
+//      it. liveproxy absorbs Gemini's own goAway and upstream drops: the SDK sees none.
 
 import { GoogleGenAI } from "./vendor/genai.mjs";
 
@@ -27,11 +29,16 @@ const RETRY_DELAYS = [0.5, 1, 2, 4, 4];
 /** The largest PCM frame sent at once (bytes): the microphone worklet sends 3200. */
 const MAX_AUDIO_FRAME = 64 * 1024;
 
-/** An error the page can show as it is; `retry`: another attempt may succeed. */
+/** Close codes of a socket refused at its setup: another attempt would get the same answer. */
+const REFUSALS = new Set([1007, 1008]);
+
+/** An error the page can show as it is; `retry`: another attempt may succeed; `code`: the close
+ * code that said so, if a socket closed. */
 export class SdkSessionError extends Error {
-  constructor(message, { retry = false } = {}) {
+  constructor(message, { retry = false, code = null } = {}) {
     super(message);
     this.retry = retry;
+    this.code = code;
   }
 }
 
@@ -91,6 +98,7 @@ export class SdkSession {
   constructor(handlers = {}) {
     this.handlers = handlers;
     this.session = null; // the SDK's Session while a socket is open
+    this.token = null; // the conversation's token (auth_tokens/...), minted for its first socket
     this.handle = null; // the latest resumable sessionResumptionUpdate's newHandle
     this.closedByUs = false;
     this.reconnects = 0;
@@ -104,24 +112,29 @@ export class SdkSession {
     await this.#connect();
   }
 
+  /** One socket, set up: the conversation's first, or one resuming `this.handle` with the same
+   * token. Throws SdkSessionError when it closed (or failed) before its setup completed. */
   async #connect() {
-    const name = await mintToken(this.ephemeral);
-    const ai = new GoogleGenAI({ apiKey: name, httpOptions: { apiVersion: "v1alpha", baseUrl: SERVER.href } });
-    const resumption = this.handle ? { handle: this.handle } : {};
+    this.token ??= await mintToken(this.ephemeral);
+    const ai = new GoogleGenAI({ apiKey: this.token, httpOptions: { apiVersion: "v1alpha", baseUrl: SERVER.href } });
+    const resuming = this.handle !== null;
     let session = null;
-    let opened = true;
-    session = await ai.live.connect({
-      model: this.model,
-      config: { ...this.config, sessionResumption: resumption },
-      callbacks: {
-        onmessage: (message) => this.#receive(message),
-        onclose: (event) => {
-          opened = false;
-          if (session !== null && this.session === session) this.#closed(event);
+    let early = null; // the close of a socket that ended before its setup completed
+    try {
+      session = await ai.live.connect({
+        model: this.model,
+        config: { ...this.config, sessionResumption: resuming ? { handle: this.handle } : {} },
+        callbacks: {
+          onmessage: (message) => this.#receive(message),
+          onclose: (event) => {
+            if (session === null) early = event;
+            else if (this.session === session) this.#closed(event);
+          },
         },
-      },
-    });
-    if (!opened) throw new SdkSessionError("The connection closed during its setup.", { retry: true });
+      });
+    } catch (error) {
+      throw setupFailure(early, resuming, error);
+    }
     this.session = session;
   }
 
@@ -150,7 +163,7 @@ export class SdkSession {
         await this.#connect();
       } catch (error) {
         if (error instanceof SdkSessionError && !error.retry) {
-          this.#end({ ...ending, text: error.message });
+          this.#end({ ...ending, code: error.code ?? ending.code, text: error.message });
           return;
         }
         failure = error;
@@ -202,6 +215,24 @@ export class SdkSession {
     this.#wake?.();
     if (this.session) this.session.close();
   }
+}
+
+/** Why a socket ended before its setup completed (`close`: its CloseEvent, if it had one;
+ * `error`: the SDK's). A refusal is final; anything else may pass (the server restarts). */
+function setupFailure(close, resuming, error) {
+  if (!close) return new SdkSessionError(`The connection failed: ${error.message}`, { retry: true });
+  const { code, reason } = close;
+  const details = reason ? ` Details: ${reason}` : "";
+  if (!REFUSALS.has(code)) {
+    return new SdkSessionError(`The connection closed during its setup (close code ${code}).${details}`, {
+      retry: true,
+      code,
+    });
+  }
+  const words = resuming
+    ? "The conversation could not be continued: the server refused to resume it."
+    : "The server refused the session.";
+  return new SdkSessionError(`${words}${details} (close code ${code})`, { code });
 }
 
 /** Plain words for a socket's end. */

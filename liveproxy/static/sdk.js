@@ -152,6 +152,7 @@ async function connect() {
   ui.transcript.replaceChildren();
   ui.toolLog.replaceChildren();
   turn.user = turn.model = null;
+  $("handle").textContent = "–"; // the last conversation's is no use to this one
   setStatus("connecting", "Connecting…");
   const model = chosenModel()?.name ?? "gemini-live";
   session = new SdkSession(sessionHandlers());
