@@ -1,7 +1,7 @@
-"""A budget held across two ``liveproxy serve`` instances sharing one real ``redis-server``:
-20 parallel sessions of one client, each talking until the budget ends it, overspend by no
-more than the stated margin (two turns' tokens per session), and the shared counter ends up
-exactly what the sessions used."""
+"""A budget held across two hosts of two workers each (``liveproxy serve`` with ``WORKERS=2``,
+twice) sharing one real ``redis-server``: 20 parallel sessions of one client, each talking until
+the budget ends it, overspend by no more than the stated margin (two turns' tokens per
+session), and the shared counter ends up exactly what the sessions used."""
 
 from __future__ import annotations
 
@@ -66,6 +66,7 @@ async def test_twenty_parallel_sessions_overspend_by_at_most_two_turns_each(
         "UPSTREAM_URL": emulator.url,
         "GOOGLE_API_KEY": "test-key",
         "RESUME_WINDOW_SECONDS": "0",
+        "WORKERS": "2",
     }
     async with two_hosts(redis_server, **settings) as (a, b):
         hosts = [a if i % 2 else b for i in range(SESSIONS)]
