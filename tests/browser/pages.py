@@ -14,8 +14,7 @@ import trio
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from liveproxy.config import Config
-from liveproxy.emulator import Emulator, EmulatorConfig
-from liveproxy.emulator import serve as serve_emulator
+from liveproxy.emulator import Emulator
 from liveproxy.serving.server import serve
 from tests.browser.chromium import launch
 
@@ -27,11 +26,6 @@ LIVE = "Live: speak, or type a message."
 ELSEWHERE = "https://app.example.com"
 
 T = TypeVar("T")
-
-
-async def start_emulator(nursery: trio.Nursery) -> Emulator:
-    started: Emulator = await nursery.start(serve_emulator, EmulatorConfig(speed="fast"))
-    return started
 
 
 def proxy_config(emulator: Emulator, **settings: object) -> Config:

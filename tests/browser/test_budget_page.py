@@ -17,8 +17,9 @@ from playwright.sync_api import Browser, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from liveproxy.allowances import parse_budget
+from liveproxy.emulator import Emulator
 from tests.browser.chromium import open_page
-from tests.browser.pages import LIVE, WAIT_MS, in_browser, start_emulator, start_proxy
+from tests.browser.pages import LIVE, WAIT_MS, in_browser, start_proxy
 from tests.browser.speech_wav import write_silent_wav
 from tests.models import TEST_MODEL
 
@@ -31,9 +32,8 @@ TURN_OR_END = """n => document.querySelectorAll("#transcript li").length >= n
 
 @pytest.mark.usefixtures("chromium")
 async def test_the_page_shows_the_budget_left_and_what_the_session_used(
-    nursery: trio.Nursery, tmp_path: Path
+    nursery: trio.Nursery, emulator: Emulator, tmp_path: Path
 ) -> None:
-    emulator = await start_emulator(nursery)
     base_url = await start_proxy(
         nursery, emulator, model=TEST_MODEL, budget_per_client=parse_budget("40 tokens/day")
     )

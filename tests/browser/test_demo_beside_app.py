@@ -11,8 +11,9 @@ import pytest
 import trio
 from playwright.sync_api import Browser, expect
 
+from liveproxy.emulator import Emulator
 from tests.browser.chromium import open_page
-from tests.browser.pages import WAIT_MS, in_browser, start_emulator, start_proxy
+from tests.browser.pages import WAIT_MS, in_browser, start_proxy
 from tests.browser.speech_wav import write_speech_wav
 from tests.browser.test_second_origin import typed_turn
 
@@ -22,11 +23,12 @@ APP = "<!doctype html><title>seed app</title><p id=app>the app</p>"
 
 
 @pytest.mark.usefixtures("chromium")
-async def test_the_demo_page_beside_an_app(nursery: trio.Nursery, tmp_path: Path) -> None:
+async def test_the_demo_page_beside_an_app(
+    nursery: trio.Nursery, emulator: Emulator, tmp_path: Path
+) -> None:
     dist = tmp_path / "dist"
     dist.mkdir()
     (dist / "index.html").write_text(APP)
-    emulator = await start_emulator(nursery)
     base_url = await start_proxy(nursery, emulator, static_dir=dist)
     wav = write_speech_wav(tmp_path / "speech.wav")
     await in_browser(wav.path, partial(drive, base_url))

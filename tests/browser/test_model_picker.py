@@ -21,6 +21,7 @@ import trio
 from playwright.sync_api import Browser, Page, WebSocket, expect
 
 from liveproxy.config import DEFAULT_MODEL
+from liveproxy.emulator import Emulator
 from tests.browser.chromium import open_page
 from tests.browser.pages import (
     LIVE,
@@ -31,7 +32,6 @@ from tests.browser.pages import (
     model_said,
     proxy_config,
     shown_on_failure,
-    start_emulator,
     start_server,
     type_message,
 )
@@ -54,9 +54,8 @@ new MutationObserver(() => {
 
 @pytest.mark.usefixtures("chromium")
 async def test_the_picker_lists_the_allowed_models_and_offers_what_each_outputs(
-    nursery: trio.Nursery, tmp_path: Path
+    nursery: trio.Nursery, emulator: Emulator, tmp_path: Path
 ) -> None:
-    emulator = await start_emulator(nursery)
     config = proxy_config(emulator, allowed_models=frozenset({TEST_MODEL, AUDIO_ONLY, THINKING}))
     assert config.model == DEFAULT_MODEL == "gemini-3.8-live"
     base_url = await start_server(nursery, config)

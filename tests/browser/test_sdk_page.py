@@ -26,7 +26,6 @@ from tests.browser.pages import (
     WAIT_MS,
     in_browser,
     model_said,
-    start_emulator,
     type_message,
 )
 from tests.browser.speech_wav import write_silent_wav, write_speech_wav
@@ -59,8 +58,7 @@ async def start_proxy(nursery: trio.Nursery, emulator: Emulator, **settings: obj
     return await pages.start_proxy(nursery, emulator, model=TEST_MODEL, **settings)
 
 
-async def start_servers(nursery: trio.Nursery) -> Servers:
-    emulator = await start_emulator(nursery)
+async def start_servers(nursery: trio.Nursery, emulator: Emulator) -> Servers:
     page_server = await start_proxy(nursery, emulator)
     api = await start_proxy(nursery, emulator, allowed_origins=frozenset({page_server}))
     return Servers(emulator, page_server, api)
@@ -95,9 +93,9 @@ def disconnect(page: Page) -> None:
 
 @pytest.mark.usefixtures("chromium")
 async def test_text_both_ways_and_a_tool_call_answered_by_the_page(
-    nursery: trio.Nursery, tmp_path: Path
+    nursery: trio.Nursery, emulator: Emulator, tmp_path: Path
 ) -> None:
-    servers = await start_servers(nursery)
+    servers = await start_servers(nursery, emulator)
 
     def scenario(browser: Browser) -> None:
         page, problems, sockets = open_watched(browser, servers.page_server)
@@ -126,8 +124,8 @@ async def test_text_both_ways_and_a_tool_call_answered_by_the_page(
 
 
 @pytest.mark.usefixtures("chromium")
-async def test_audio_both_ways(nursery: trio.Nursery, tmp_path: Path) -> None:
-    servers = await start_servers(nursery)
+async def test_audio_both_ways(nursery: trio.Nursery, emulator: Emulator, tmp_path: Path) -> None:
+    servers = await start_servers(nursery, emulator)
     wav = write_speech_wav(tmp_path / "speech.wav")
 
     def scenario(browser: Browser) -> None:
@@ -160,9 +158,9 @@ async def test_audio_both_ways(nursery: trio.Nursery, tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("chromium")
 async def test_a_go_away_switch_goes_unnoticed_by_the_sdk(
-    nursery: trio.Nursery, tmp_path: Path
+    nursery: trio.Nursery, emulator: Emulator, tmp_path: Path
 ) -> None:
-    servers = await start_servers(nursery)
+    servers = await start_servers(nursery, emulator)
     servers.emulator.queue_faults(Faults(go_away_after=1))
 
     def scenario(browser: Browser) -> None:
@@ -204,9 +202,9 @@ def wait_for_switch(page: Page, servers: Servers) -> None:
 
 @pytest.mark.usefixtures("chromium")
 async def test_the_page_needs_no_network_but_the_proxy(
-    nursery: trio.Nursery, tmp_path: Path
+    nursery: trio.Nursery, emulator: Emulator, tmp_path: Path
 ) -> None:
-    servers = await start_servers(nursery)
+    servers = await start_servers(nursery, emulator)
     ours = {urlsplit(servers.page_server).netloc, urlsplit(servers.api).netloc}
 
     def scenario(browser: Browser) -> None:
@@ -238,9 +236,8 @@ async def test_the_page_needs_no_network_but_the_proxy(
 
 @pytest.mark.usefixtures("chromium")
 async def test_a_server_refusing_the_pages_origin_or_asking_a_bot_check_gets_no_socket(
-    nursery: trio.Nursery, tmp_path: Path
+    nursery: trio.Nursery, emulator: Emulator, tmp_path: Path
 ) -> None:
-    emulator = await start_emulator(nursery)
     page_server = await start_proxy(nursery, emulator)
     refusing = await start_proxy(nursery, emulator, allowed_origins=frozenset({ELSEWHERE}))
     guarded = await start_proxy(

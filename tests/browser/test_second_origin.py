@@ -16,6 +16,7 @@ import pytest
 import trio
 from playwright.sync_api import Browser, Page, expect
 
+from liveproxy.emulator import Emulator
 from tests.browser.chromium import open_page
 from tests.browser.pages import (
     ELSEWHERE,
@@ -25,7 +26,6 @@ from tests.browser.pages import (
     in_browser,
     model_said,
     shown_on_failure,
-    start_emulator,
     start_proxy,
     type_message,
 )
@@ -36,9 +36,8 @@ pytestmark = pytest.mark.browser
 
 @pytest.mark.usefixtures("chromium")
 async def test_the_page_on_another_origin_works_only_when_that_origin_is_allowed(
-    nursery: trio.Nursery, tmp_path: Path
+    nursery: trio.Nursery, emulator: Emulator, tmp_path: Path
 ) -> None:
-    emulator = await start_emulator(nursery)
     page_server = await start_proxy(nursery, emulator)
     allowing = await start_proxy(nursery, emulator, allowed_origins=frozenset({page_server}))
     refusing = await start_proxy(nursery, emulator, allowed_origins=frozenset({ELSEWHERE}))

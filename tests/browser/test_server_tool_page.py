@@ -11,6 +11,7 @@ import pytest
 import trio
 from playwright.sync_api import Browser, Page, expect
 
+from liveproxy.emulator import Emulator
 from liveproxy.serving.server import EXAMPLE_TOOLS
 from tests.browser.chromium import open_page
 from tests.browser.pages import (
@@ -18,7 +19,6 @@ from tests.browser.pages import (
     connect,
     in_browser,
     model_said,
-    start_emulator,
     start_proxy,
     type_message,
 )
@@ -30,9 +30,8 @@ pytestmark = pytest.mark.browser
 
 @pytest.mark.usefixtures("chromium")
 async def test_the_tool_log_shows_a_server_call_running_then_done(
-    nursery: trio.Nursery, tmp_path: Path
+    nursery: trio.Nursery, emulator: Emulator, tmp_path: Path
 ) -> None:
-    emulator = await start_emulator(nursery)
     base_url = await start_proxy(
         nursery, emulator, model=TEST_MODEL, tools_modules=(EXAMPLE_TOOLS,)
     )
