@@ -13,22 +13,18 @@ from pathlib import Path
 
 import pytest
 import trio
+from playwright.sync_api import Browser, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
-from playwright.sync_api import expect, sync_playwright
 
 from liveproxy.allowances import parse_budget
-from liveproxy.config import Config
-from liveproxy.emulator import Emulator, EmulatorConfig
-from liveproxy.emulator import serve as serve_emulator
-from liveproxy.serving.server import serve
-from tests.browser.chromium import launch, open_page
+from liveproxy.emulator import Emulator
+from tests.browser.chromium import open_page
+from tests.browser.pages import LIVE, WAIT_MS, in_browser, start_proxy
 from tests.browser.speech_wav import write_silent_wav
 from tests.models import TEST_MODEL
 
 pytestmark = pytest.mark.browser
 
-WAIT_MS = 15_000
-LIVE = "Live: speak, or type a message."
 #: The model answered the n-th entry, or the session ended.
 TURN_OR_END = """n => document.querySelectorAll("#transcript li").length >= n
     || !document.getElementById("ending").hidden"""
@@ -36,50 +32,32 @@ TURN_OR_END = """n => document.querySelectorAll("#transcript li").length >= n
 
 @pytest.mark.usefixtures("chromium")
 async def test_the_page_shows_the_budget_left_and_what_the_session_used(
-    nursery: trio.Nursery, tmp_path: Path
+    nursery: trio.Nursery, emulator: Emulator, tmp_path: Path
 ) -> None:
-    emulator: Emulator = await nursery.start(serve_emulator, EmulatorConfig(speed="fast"))
-    config = Config(
-        api_key="k",
-        upstream_url=emulator.url,
-        port=0,
-        model=TEST_MODEL,
-        budget_per_client=parse_budget("40 tokens/day"),
+    base_url = await start_proxy(
+        nursery, emulator, model=TEST_MODEL, budget_per_client=parse_budget("40 tokens/day")
     )
-    stop = trio.Event()
-    urls: list[str] = await nursery.start(partial(serve, config, stop=stop))
-    wav = write_silent_wav(tmp_path / "silence.wav")
-    try:
-        with trio.fail_after(120):
-            await trio.to_thread.run_sync(drive, urls[0], wav, abandon_on_cancel=True)
-    finally:
-        stop.set()
+    await in_browser(write_silent_wav(tmp_path / "silence.wav"), partial(drive, base_url))
 
 
-def drive(base_url: str, wav: Path) -> None:
-    expect.set_options(timeout=WAIT_MS)
-    with sync_playwright() as playwright:
-        browser = launch(playwright, wav)
-        try:
-            page, problems = open_page(browser, base_url, WAIT_MS)
-            page.goto(f"{base_url}/")
-            expect(page.locator("#budget")).to_have_text("40 of 40 tokens this day left")
-            page.locator("input[name=modality][value=TEXT]").check()
-            page.locator("#connect").click()
-            expect(page.locator("#status")).to_have_text(LIVE)
-            for n in range(10):
-                try:  # the session may end as a turn ends: the input is then disabled
-                    page.locator("#text-input").fill(f"turn {n}", timeout=3000)
-                    page.locator("#send").click(timeout=3000)
-                except PlaywrightTimeoutError:
-                    break
-                page.wait_for_function(TURN_OR_END, arg=2 * (n + 1))
-            expect(page.locator("#ending")).to_contain_text("usage budget is used up")
-            used = page.locator("#session-usage")
-            expect(used).to_have_text(re.compile(r"^\d+ tokens(, [\d.]+ s of audio in)?$"))
-            tokens = int(used.inner_text().split()[0])
-            assert 40 <= tokens <= 40 + 2 * 21  # within two turns of the limit (7, 14, 21 ...)
-            expect(page.locator("#budget")).to_have_text("0 of 40 tokens this day left")
-            assert problems == []
-        finally:
-            browser.close()
+def drive(base_url: str, browser: Browser) -> None:
+    page, problems = open_page(browser, base_url, WAIT_MS)
+    page.goto(f"{base_url}/")
+    expect(page.locator("#budget")).to_have_text("40 of 40 tokens this day left")
+    page.locator("input[name=modality][value=TEXT]").check()
+    page.locator("#connect").click()
+    expect(page.locator("#status")).to_have_text(LIVE)
+    for n in range(10):
+        try:  # the session may end as a turn ends: the input is then disabled
+            page.locator("#text-input").fill(f"turn {n}", timeout=3000)
+            page.locator("#send").click(timeout=3000)
+        except PlaywrightTimeoutError:
+            break
+        page.wait_for_function(TURN_OR_END, arg=2 * (n + 1))
+    expect(page.locator("#ending")).to_contain_text("usage budget is used up")
+    used = page.locator("#session-usage")
+    expect(used).to_have_text(re.compile(r"^\d+ tokens(, [\d.]+ s of audio in)?$"))
+    tokens = int(used.inner_text().split()[0])
+    assert 40 <= tokens <= 40 + 2 * 21  # within two turns of the limit (7, 14, 21 ...)
+    expect(page.locator("#budget")).to_have_text("0 of 40 tokens this day left")
+    assert problems == []

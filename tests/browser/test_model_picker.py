@@ -18,22 +18,30 @@ from typing import Any
 
 import pytest
 import trio
-from playwright.sync_api import Page, WebSocket, expect, sync_playwright
+from playwright.sync_api import Browser, Page, WebSocket, expect
 
-from liveproxy.config import DEFAULT_MODEL, Config
-from liveproxy.emulator import Emulator, EmulatorConfig
-from liveproxy.emulator import serve as serve_emulator
-from liveproxy.serving.server import serve
-from tests.browser.chromium import launch, open_page
+from liveproxy.config import DEFAULT_MODEL
+from liveproxy.emulator import Emulator
+from tests.browser.chromium import open_page
+from tests.browser.pages import (
+    LIVE,
+    WAIT_MS,
+    connect,
+    disconnect,
+    in_browser,
+    model_said,
+    proxy_config,
+    shown_on_failure,
+    start_server,
+    type_message,
+)
 from tests.browser.speech_wav import write_silent_wav
 from tests.models import TEST_MODEL
 
 pytestmark = pytest.mark.browser
 
-WAIT_MS = 15_000
 AUDIO_ONLY = "gemini-2.5-flash-native-audio-preview-12-2025"
 THINKING = "gemini-3.8-live-extended-thinking"
-LIVE = "Live: speak, or type a message."
 #: Every text the status line shows, in order (installed before the page's own scripts run).
 WATCH_STATUS = """
 window.__statuses = [];
@@ -46,53 +54,32 @@ new MutationObserver(() => {
 
 @pytest.mark.usefixtures("chromium")
 async def test_the_picker_lists_the_allowed_models_and_offers_what_each_outputs(
-    nursery: trio.Nursery, tmp_path: Path
+    nursery: trio.Nursery, emulator: Emulator, tmp_path: Path
 ) -> None:
-    emulator: Emulator = await nursery.start(serve_emulator, EmulatorConfig(speed="fast"))
-    config = Config(
-        api_key="k",
-        upstream_url=emulator.url,
-        port=0,
-        allowed_models=frozenset({TEST_MODEL, AUDIO_ONLY, THINKING}),
-    )
+    config = proxy_config(emulator, allowed_models=frozenset({TEST_MODEL, AUDIO_ONLY, THINKING}))
     assert config.model == DEFAULT_MODEL == "gemini-3.8-live"
-    stop = trio.Event()
-    urls: list[str] = await nursery.start(partial(serve, config, stop=stop))
+    base_url = await start_server(nursery, config)
     wav = write_silent_wav(tmp_path / "silence.wav")
-    try:
-        with trio.fail_after(120):
-            await trio.to_thread.run_sync(drive, urls[0], wav, tmp_path, abandon_on_cancel=True)
-    finally:
-        stop.set()
+    await in_browser(wav, partial(drive, base_url, tmp_path))
 
 
-def drive(base_url: str, wav: Path, out_dir: Path) -> None:
-    expect.set_options(timeout=WAIT_MS)
-    with sync_playwright() as playwright:
-        browser = launch(playwright, wav)
-        try:
-            page, problems = open_page(browser, base_url, WAIT_MS)
-            setups: list[dict[str, Any]] = []
-            page.on("websocket", partial(record_setups, setups))
-            page.add_init_script(WATCH_STATUS)
-            page.goto(f"{base_url}/")
-            expect(page.locator("#mode")).to_contain_text("Talking to Gemini")
-            try:
-                pick_models(page)
-                text_answers(page)
-                thinking(page)
-            except AssertionError:
-                page.screenshot(path=out_dir / "failure.png")
-                print(page.locator("main").inner_text())
-                raise
-            assert problems == []
-            assert [s.get("model") for s in setups] == [TEST_MODEL, THINKING]
-            text_setup, thinking_setup = setups
-            assert text_setup["generation_config"] == {"response_modalities": ["TEXT"]}
-            assert "output_audio_transcription" not in text_setup
-            assert thinking_setup["generation_config"]["response_modalities"] == ["AUDIO"]
-        finally:
-            browser.close()
+def drive(base_url: str, out_dir: Path, browser: Browser) -> None:
+    page, problems = open_page(browser, base_url, WAIT_MS)
+    setups: list[dict[str, Any]] = []
+    page.on("websocket", partial(record_setups, setups))
+    page.add_init_script(WATCH_STATUS)
+    page.goto(f"{base_url}/")
+    expect(page.locator("#mode")).to_contain_text("Talking to Gemini")
+    with shown_on_failure(page, out_dir):
+        pick_models(page)
+        text_answers(page)
+        thinking(page)
+    assert problems == []
+    assert [s.get("model") for s in setups] == [TEST_MODEL, THINKING]
+    text_setup, thinking_setup = setups
+    assert text_setup["generation_config"] == {"response_modalities": ["TEXT"]}
+    assert "output_audio_transcription" not in text_setup
+    assert thinking_setup["generation_config"]["response_modalities"] == ["AUDIO"]
 
 
 def record_setups(setups: list[dict[str, Any]], socket: WebSocket) -> None:
@@ -130,8 +117,7 @@ def text_answers(page: Page) -> None:
     page.get_by_label("Model", exact=True).select_option(TEST_MODEL)
     page.get_by_label("Text", exact=True).check()
     typed_turn(page, "hello in text")
-    page.get_by_role("button", name="Disconnect").click()
-    expect(page.locator("#status")).to_have_attribute("data-state", "ended")
+    disconnect(page)
     # After the session the form is back, still following the chosen model.
     expect(page.get_by_label("Text", exact=True)).to_be_enabled()
     expect(page.get_by_label("Text", exact=True)).to_be_checked()
@@ -147,15 +133,10 @@ def thinking(page: Page) -> None:
     statuses = page.evaluate("() => window.__statuses")
     assert "Live: thinking…" in statuses, statuses
     assert statuses.index("Live: thinking…") < len(statuses) - 1, statuses
-    page.get_by_role("button", name="Disconnect").click()
-    expect(page.locator("#status")).to_have_attribute("data-state", "ended")
+    disconnect(page)
 
 
 def typed_turn(page: Page, words: str) -> None:
-    page.get_by_role("button", name="Connect", exact=True).click()
-    expect(page.locator("#status")).to_have_attribute("data-state", "live")
-    text_box = page.get_by_label("Type a message")
-    text_box.fill(words)
-    text_box.press("Enter")
-    said = page.locator("#transcript li[data-speaker='model']")
-    expect(said.filter(has_text=f'You said: "{words}"')).to_have_count(1)
+    connect(page)
+    type_message(page, words)
+    model_said(page, f'You said: "{words}"')

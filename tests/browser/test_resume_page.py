@@ -18,8 +18,6 @@ wait is bounded: Playwright's, or a poll of the emulator's records with a deadli
 
 from __future__ import annotations
 
-import signal
-import socket
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -28,18 +26,18 @@ from typing import Any
 import attrs
 import pytest
 import trio
-from playwright.sync_api import Page, Response, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Response, expect
 
 from liveproxy.emulator import Emulator
-from tests.browser.chromium import launch
+from tests.browser.chromium import open_page
+from tests.browser.pages import WAIT_MS, in_browser, say, shown_on_failure
+from tests.browser.restart import Restart, free_port, restart_env, serve_twice, stop_all
 from tests.browser.speech_wav import write_silent_wav
-from tests.served import Served, eventually, liveproxy_process
+from tests.served import Served, eventually
 
 pytestmark = pytest.mark.browser
 
 KEY = "test-key-resume-page"
-LIVE_PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
-WAIT_MS = 15_000
 #: From SIGTERM to the new socket's setupComplete: the old process drains and exits, a new one
 #: starts (a second or two), and the page's back-off (0.5, 1, 2, 4 s) finds it.
 RECONNECT_MS = 30_000
@@ -90,27 +88,6 @@ class Seen:
     auths: list[tuple[int, dict[str, Any], dict[str, Any]]]
     left_before: int
     left_after: int
-
-
-@attrs.define
-class Restart:
-    """The restart's two steps, each taken from the browser's thread (``trio.from_thread.run``)
-    and done by :func:`serve_twice`: stop the first process, start the second."""
-
-    stop_now: trio.Event = attrs.Factory(trio.Event)
-    stopped: trio.Event = attrs.Factory(trio.Event)
-    start_now: trio.Event = attrs.Factory(trio.Event)
-    started: trio.Event = attrs.Factory(trio.Event)
-
-    async def stop(self) -> None:
-        """SIGTERM the first process; return once it has exited."""
-        self.stop_now.set()
-        await self.stopped.wait()
-
-    async def start(self) -> None:
-        """Start the second process; return once it listens."""
-        self.start_now.set()
-        await self.started.wait()
 
 
 @pytest.mark.usefixtures("chromium")
@@ -179,15 +156,16 @@ async def restart_under_the_page(
     """Drive the page through two turns, a restart of its server (its ``STATE_URL`` first, then
     second), the page's ``note`` on reconnecting, and a third turn."""
     port = free_port()
-    env = {
-        "GOOGLE_API_KEY": KEY,
-        "UPSTREAM_URL": f"{emulator.url}{LIVE_PATH}",
-        "PORT": str(port),
-        "SHUTDOWN_GRACE_SECONDS": "0",
-    }
+    env = restart_env(KEY, emulator, port)
     restart = Restart()
     served: list[Served] = []
-    await nursery.start(serve_twice, env, first_state, second_state, restart, served)
+    await nursery.start(
+        serve_twice,
+        env | {"STATE_URL": first_state},
+        env | {"STATE_URL": second_state},
+        restart,
+        served,
+    )
 
     async def after_turn_two() -> bool:
         return any(handle.turns == 2 for handle in emulator.connections[0].issued)
@@ -201,85 +179,28 @@ async def restart_under_the_page(
     wav = write_silent_wav(tmp_path / "silence.wav")
     base_url = f"http://127.0.0.1:{port}"
     steps = (partial(trio.from_thread.run, stop), partial(trio.from_thread.run, restart.start))
-    with trio.fail_after(TEST_DEADLINE):
-        seen = await trio.to_thread.run_sync(
-            drive, base_url, wav, tmp_path, steps, note, abandon_on_cancel=True
-        )
-    for process in served:
-        if process.process.returncode is None:
-            process.process.send_signal(signal.SIGTERM)
-            with trio.fail_after(20):
-                await process.process.wait()
+    seen = await in_browser(wav, partial(drive, base_url, tmp_path, steps, note), TEST_DEADLINE)
+    await stop_all(served)
     return seen, served
-
-
-def free_port() -> int:
-    """A port nothing listens on now, for both processes (the page's URL stays the same)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-async def serve_twice(
-    env: dict[str, str],
-    first_state: str,
-    second_state: str,
-    restart: Restart,
-    served: list[Served],
-    *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """One ``liveproxy serve``, then another on its port, as ``restart`` says; returns when the
-    second one exits."""
-    async with liveproxy_process(**env, STATE_URL=first_state) as first:
-        served.append(first)
-        task_status.started()
-        await restart.stop_now.wait()
-        first.process.send_signal(signal.SIGTERM)
-        with trio.fail_after(20):
-            await first.process.wait()
-    restart.stopped.set()
-    await restart.start_now.wait()
-    async with liveproxy_process(**env, STATE_URL=second_state) as second:
-        served.append(second)
-        restart.started.set()
-        await second.process.wait()
 
 
 Step = Callable[[], None]
 
 
-def drive(base_url: str, wav: Path, out_dir: Path, steps: tuple[Step, Step], note: str) -> Seen:
+def drive(
+    base_url: str, out_dir: Path, steps: tuple[Step, Step], note: str, browser: Browser
+) -> Seen:
     """The browser side: two typed turns, the server stopped and started again (``steps``), and
     a third turn once the page says ``note``. Raises AssertionError (Playwright's ``expect``)."""
-    expect.set_options(timeout=WAIT_MS)
-    with sync_playwright() as playwright:
-        browser = launch(playwright, wav)
-        try:
-            context = browser.new_context()
-            context.grant_permissions(["microphone"], origin=base_url)
-            context.add_init_script(WATCH)
-            page = context.new_page()
-            page.set_default_timeout(WAIT_MS)
-            problems: list[str] = []
-            responses: list[Response] = []
-            page.on("pageerror", lambda error: problems.append(str(error)))
-            page.on(
-                "response", lambda r: responses.append(r) if r.url.endswith("/api/auth") else None
-            )
-            page.goto(f"{base_url}/")
-            try:
-                seen = converse(page, steps, note, responses)
-            except AssertionError:
-                page.screenshot(path=out_dir / "failure.png")
-                print(f"page at the failure (screenshot: {out_dir / 'failure.png'}):")
-                print(page.locator("main").inner_text())
-                raise
-            assert problems == []
-            return seen
-        finally:
-            browser.close()
+    page, problems = open_page(browser, base_url, WAIT_MS)
+    page.context.add_init_script(WATCH)
+    responses: list[Response] = []
+    page.on("response", lambda r: responses.append(r) if r.url.endswith("/api/auth") else None)
+    page.goto(f"{base_url}/")
+    with shown_on_failure(page, out_dir):
+        seen = converse(page, steps, note, responses)
+    assert problems == []
+    return seen
 
 
 def converse(
@@ -314,17 +235,6 @@ def converse(
     sockets = page.evaluate("() => window.__sockets")
     auths = [(r.status, r.request.post_data_json or {}, r.json()) for r in responses]
     return Seen(sockets, auths, left_before, left_after)
-
-
-def say(page: Page, text: str) -> None:
-    """A typed turn, answered (the emulator repeats it), its answer complete (turnComplete)."""
-    text_box = page.get_by_label("Type a message")
-    text_box.fill(text)
-    text_box.press("Enter")
-    answer = page.locator("#transcript li[data-speaker='model']").filter(
-        has_text=f'You said: "{text}"'
-    )
-    expect(answer).to_have_attribute("data-final", "true")
 
 
 def seconds_left(page: Page) -> int:

@@ -10,26 +10,29 @@ request the browser makes is recorded: none leaves the two origins (no CDN).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import trio
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from liveproxy.config import BotCheckSettings, Config
-from liveproxy.emulator import Emulator, EmulatorConfig, Faults
-from liveproxy.emulator import serve as serve_emulator
-from liveproxy.serving.server import serve
-from tests.browser.chromium import launch, open_page
+from liveproxy.config import BotCheckSettings
+from liveproxy.emulator import Emulator, Faults
+from tests.browser import pages
+from tests.browser.chromium import open_page
+from tests.browser.pages import (
+    ELSEWHERE,
+    WAIT_MS,
+    in_browser,
+    model_said,
+    type_message,
+)
 from tests.browser.speech_wav import write_silent_wav, write_speech_wav
 from tests.models import TEST_MODEL
 
 pytestmark = pytest.mark.browser
 
-WAIT_MS = 15_000
 #: The socket the SDK opens: Google's path after the double slash it writes, the token in the query.
 SDK_SOCKET = re.compile(
     r"^ws://127\.0\.0\.1:\d+//ws/google\.ai\.generativelanguage\.v1alpha\.GenerativeService\."
@@ -51,51 +54,30 @@ class Servers:
 
 
 async def start_proxy(nursery: trio.Nursery, emulator: Emulator, **settings: object) -> str:
-    config = Config(api_key="k", upstream_url=emulator.url, port=0, model=TEST_MODEL, **settings)  # type: ignore[arg-type]
-    urls: list[str] = await nursery.start(partial(serve, config, stop=trio.Event()))
-    return urls[0]
+    """A liveproxy on the test's model in front of ``emulator``; its URL."""
+    return await pages.start_proxy(nursery, emulator, model=TEST_MODEL, **settings)
 
 
-async def start_servers(nursery: trio.Nursery) -> Servers:
-    emulator: Emulator = await nursery.start(serve_emulator, EmulatorConfig(speed="fast"))
+async def start_servers(nursery: trio.Nursery, emulator: Emulator) -> Servers:
     page_server = await start_proxy(nursery, emulator)
     api = await start_proxy(nursery, emulator, allowed_origins=frozenset({page_server}))
     return Servers(emulator, page_server, api)
 
 
-async def in_browser(wav: Path, scenario: Callable[[Browser], None]) -> None:
-    """Run ``scenario`` with a Chromium whose microphone plays ``wav``, in a worker thread."""
-
-    def run() -> None:
-        expect.set_options(timeout=WAIT_MS)
-        with sync_playwright() as playwright:
-            browser = launch(playwright, wav)
-            try:
-                scenario(browser)
-            finally:
-                browser.close()
-
-    with trio.fail_after(120):
-        await trio.to_thread.run_sync(run, abandon_on_cancel=True)
+def open_watched(browser: Browser, origin: str) -> tuple[Page, list[str], list[str]]:
+    """A page on ``origin`` (see :func:`open_page`), its uncaught errors and the URL of every
+    socket it opens."""
+    page, problems = open_page(browser, origin, WAIT_MS)
+    sockets: list[str] = []
+    page.on("websocket", lambda socket: sockets.append(socket.url))
+    return page, problems, sockets
 
 
 def connect(page: Page, servers: Servers, modality: str) -> None:
     page.goto(servers.page_url)
     expect(page.locator("#mode")).to_contain_text(f"Server: {servers.api}")
     page.get_by_label(modality, exact=True).check()
-    page.get_by_role("button", name="Connect", exact=True).click()
-    expect(page.locator("#status")).to_have_attribute("data-state", "live")
-
-
-def say(page: Page, text: str) -> None:
-    text_box = page.get_by_label("Type a message")
-    text_box.fill(text)
-    text_box.press("Enter")
-
-
-def model_said(page: Page, text: str) -> None:
-    said = page.locator("#transcript li[data-speaker='model']")
-    expect(said.filter(has_text=text)).to_have_count(1)
+    pages.connect(page)
 
 
 def stat(page: Page, name: str) -> int:
@@ -105,25 +87,22 @@ def stat(page: Page, name: str) -> int:
 
 
 def disconnect(page: Page) -> None:
-    page.get_by_role("button", name="Disconnect").click()
-    expect(page.locator("#status")).to_have_attribute("data-state", "ended")
+    pages.disconnect(page)
     expect(page.locator("#ending")).to_contain_text("You ended the session.")
 
 
 @pytest.mark.usefixtures("chromium")
 async def test_text_both_ways_and_a_tool_call_answered_by_the_page(
-    nursery: trio.Nursery, tmp_path: Path
+    nursery: trio.Nursery, emulator: Emulator, tmp_path: Path
 ) -> None:
-    servers = await start_servers(nursery)
+    servers = await start_servers(nursery, emulator)
 
     def scenario(browser: Browser) -> None:
-        page, problems = open_page(browser, servers.page_server, WAIT_MS)
-        sockets: list[str] = []
-        page.on("websocket", lambda socket: sockets.append(socket.url))
+        page, problems, sockets = open_watched(browser, servers.page_server)
         connect(page, servers, "Text")
-        say(page, "hello from the SDK")
+        type_message(page, "hello from the SDK")
         model_said(page, 'You said: "hello from the SDK"')
-        say(page, 'call get_weather {"location": "Tokyo"}')
+        type_message(page, 'call get_weather {"location": "Tokyo"}')
         answered = page.locator("#tool-log li[data-kind='answered']")
         expect(answered).to_contain_text('get_weather({"location":"Tokyo"})')
         model_said(page, 'get_weather returned {"location":"Tokyo","forecast":"sunny"')
@@ -145,8 +124,8 @@ async def test_text_both_ways_and_a_tool_call_answered_by_the_page(
 
 
 @pytest.mark.usefixtures("chromium")
-async def test_audio_both_ways(nursery: trio.Nursery, tmp_path: Path) -> None:
-    servers = await start_servers(nursery)
+async def test_audio_both_ways(nursery: trio.Nursery, emulator: Emulator, tmp_path: Path) -> None:
+    servers = await start_servers(nursery, emulator)
     wav = write_speech_wav(tmp_path / "speech.wav")
 
     def scenario(browser: Browser) -> None:
@@ -179,20 +158,18 @@ async def test_audio_both_ways(nursery: trio.Nursery, tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("chromium")
 async def test_a_go_away_switch_goes_unnoticed_by_the_sdk(
-    nursery: trio.Nursery, tmp_path: Path
+    nursery: trio.Nursery, emulator: Emulator, tmp_path: Path
 ) -> None:
-    servers = await start_servers(nursery)
+    servers = await start_servers(nursery, emulator)
     servers.emulator.queue_faults(Faults(go_away_after=1))
 
     def scenario(browser: Browser) -> None:
-        page, problems = open_page(browser, servers.page_server, WAIT_MS)
-        sockets: list[str] = []
-        page.on("websocket", lambda socket: sockets.append(socket.url))
+        page, problems, sockets = open_watched(browser, servers.page_server)
         connect(page, servers, "Text")
-        say(page, "one")
+        type_message(page, "one")
         model_said(page, 'You said: "one"')
         wait_for_switch(page, servers)
-        say(page, "two")
+        type_message(page, "two")
         model_said(page, 'You said: "two"')
         expect(page.locator("#status")).to_have_attribute("data-state", "live")
         assert stat(page, "reconnects") == 0
@@ -225,9 +202,9 @@ def wait_for_switch(page: Page, servers: Servers) -> None:
 
 @pytest.mark.usefixtures("chromium")
 async def test_the_page_needs_no_network_but_the_proxy(
-    nursery: trio.Nursery, tmp_path: Path
+    nursery: trio.Nursery, emulator: Emulator, tmp_path: Path
 ) -> None:
-    servers = await start_servers(nursery)
+    servers = await start_servers(nursery, emulator)
     ours = {urlsplit(servers.page_server).netloc, urlsplit(servers.api).netloc}
 
     def scenario(browser: Browser) -> None:
@@ -245,7 +222,7 @@ async def test_the_page_needs_no_network_but_the_proxy(
             ),
         )
         connect(page, servers, "Text")
-        say(page, "offline")
+        type_message(page, "offline")
         model_said(page, 'You said: "offline"')
         disconnect(page)
         assert problems == []
@@ -259,13 +236,10 @@ async def test_the_page_needs_no_network_but_the_proxy(
 
 @pytest.mark.usefixtures("chromium")
 async def test_a_server_refusing_the_pages_origin_or_asking_a_bot_check_gets_no_socket(
-    nursery: trio.Nursery, tmp_path: Path
+    nursery: trio.Nursery, emulator: Emulator, tmp_path: Path
 ) -> None:
-    emulator: Emulator = await nursery.start(serve_emulator, EmulatorConfig(speed="fast"))
     page_server = await start_proxy(nursery, emulator)
-    refusing = await start_proxy(
-        nursery, emulator, allowed_origins=frozenset({"https://app.example.com"})
-    )
+    refusing = await start_proxy(nursery, emulator, allowed_origins=frozenset({ELSEWHERE}))
     guarded = await start_proxy(
         nursery,
         emulator,
@@ -274,9 +248,7 @@ async def test_a_server_refusing_the_pages_origin_or_asking_a_bot_check_gets_no_
     )
 
     def scenario(browser: Browser) -> None:
-        page, problems = open_page(browser, page_server, WAIT_MS)
-        sockets: list[str] = []
-        page.on("websocket", lambda socket: sockets.append(socket.url))
+        page, problems, sockets = open_watched(browser, page_server)
         page.goto(f"{page_server}/demo/sdk.html?server={refusing}/")
         expect(page.locator("#mode")).to_have_text("The server did not answer; is it running?")
         page.get_by_role("button", name="Connect", exact=True).click()

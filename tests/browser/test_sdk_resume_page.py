@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,20 +32,20 @@ from urllib.parse import urlsplit
 import attrs
 import pytest
 import trio
-from playwright.sync_api import Page, Request, WebSocket, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Request, WebSocket, expect
 
 from liveproxy.emulator import Emulator
-from tests.browser.chromium import launch, open_page
+from tests.browser.chromium import open_page
+from tests.browser.pages import WAIT_MS, in_browser, say, shown_on_failure
+from tests.browser.restart import Restart, free_port, restart_env, serve_twice, stop_all
 from tests.browser.speech_wav import write_silent_wav
-from tests.browser.test_resume_page import LIVE_PATH, Restart, free_port
 from tests.browser.test_sdk_page import start_proxy
-from tests.served import Served, eventually, liveproxy_process
+from tests.served import Served, eventually
 from tests.tcp_relay import Relay
 
 pytestmark = pytest.mark.browser
 
 KEY = "test-key-sdk-resume-page"
-WAIT_MS = 15_000
 #: From SIGTERM to the resumed socket's setupComplete: the old process exits, a new one starts (a
 #: second or two), and the page's back-off (0.5, 1, 2, 4, 4 s) finds it.
 RECONNECT_MS = 30_000
@@ -203,10 +203,8 @@ async def test_the_sdk_page_resumes_its_conversation_after_its_socket_dropped(
 
     wav = write_silent_wav(tmp_path / "silence.wav")
     page_url = f"{page_server}/demo/sdk.html?server=http://127.0.0.1:{relay.port}/"
-    with trio.fail_after(TEST_DEADLINE):
-        seen = await trio.to_thread.run_sync(
-            drive, page_server, page_url, wav, tmp_path, interrupt, abandon_on_cancel=True
-        )
+    scenario = partial(drive, page_server, page_url, tmp_path, interrupt)
+    seen = await in_browser(wav, scenario, TEST_DEADLINE)
 
     first, resumed = seen.sockets  # the first attempt found the proxy
     assert len(seen.auths) == 1
@@ -238,13 +236,7 @@ async def restart_under_the_page(
     kept."""
     page_server = await start_proxy(nursery, emulator)
     port = free_port()
-    env = {
-        "GOOGLE_API_KEY": KEY,
-        "UPSTREAM_URL": f"{emulator.url}{LIVE_PATH}",
-        "PORT": str(port),
-        "SHUTDOWN_GRACE_SECONDS": "0",
-        "ALLOWED_ORIGINS": page_server,
-    }
+    env = restart_env(KEY, emulator, port) | {"ALLOWED_ORIGINS": page_server}
     restart = Restart()
     served: list[Served] = []
     await nursery.start(serve_twice, env | first, env | second, restart, served)
@@ -268,15 +260,9 @@ async def restart_under_the_page(
 
     wav = write_silent_wav(tmp_path / "silence.wav")
     page_url = f"{page_server}/demo/sdk.html?server=http://127.0.0.1:{port}/"
-    with trio.fail_after(TEST_DEADLINE):
-        seen = await trio.to_thread.run_sync(
-            drive, page_server, page_url, wav, tmp_path, interrupt, abandon_on_cancel=True
-        )
-    for process in served:
-        if process.process.returncode is None:
-            process.process.send_signal(signal.SIGTERM)
-            with trio.fail_after(20):
-                await process.process.wait()
+    scenario = partial(drive, page_server, page_url, tmp_path, interrupt)
+    seen = await in_browser(wav, scenario, TEST_DEADLINE)
+    await stop_all(served)
     return seen, served
 
 
@@ -284,65 +270,31 @@ async def restart_under_the_page(
 Interrupt = Callable[[Page, list["Socket"]], None]
 
 
-async def serve_twice(
-    first: dict[str, str],
-    second: dict[str, str],
-    restart: Restart,
-    served: list[Served],
-    *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """One ``liveproxy serve`` (``first``: its settings), then another (``second``) on its port,
-    as ``restart`` says; returns when the second one exits."""
-    async with liveproxy_process(**first) as process:
-        served.append(process)
-        task_status.started()
-        await restart.stop_now.wait()
-        process.process.send_signal(signal.SIGTERM)
-        with trio.fail_after(20):
-            await process.process.wait()
-    restart.stopped.set()
-    await restart.start_now.wait()
-    async with liveproxy_process(**second) as process:
-        served.append(process)
-        restart.started.set()
-        await process.process.wait()
-
-
-def drive(page_server: str, page_url: str, wav: Path, out_dir: Path, interrupt: Interrupt) -> Seen:
+def drive(
+    page_server: str, page_url: str, out_dir: Path, interrupt: Interrupt, browser: Browser
+) -> Seen:
     """The browser side: a typed turn, the ``interrupt``, then a second turn if the page
     reconnected. Raises AssertionError (Playwright's ``expect``)."""
-    expect.set_options(timeout=WAIT_MS)
-    with sync_playwright() as playwright:
-        browser = launch(playwright, wav)
-        try:
-            page, problems = open_page(browser, page_server, WAIT_MS)
-            sockets: list[Socket] = []
-            auths: list[str] = []
+    page, problems = open_page(browser, page_server, WAIT_MS)
+    sockets: list[Socket] = []
+    auths: list[str] = []
 
-            def opened(socket: WebSocket) -> None:
-                sockets.append(Socket(socket.url))
-                sockets[-1].watch(socket)
+    def opened(socket: WebSocket) -> None:
+        sockets.append(Socket(socket.url))
+        sockets[-1].watch(socket)
 
-            def requested(request: Request) -> None:
-                if request.method == "POST" and request.url.endswith("/api/auth"):
-                    auths.append(request.url)
+    def requested(request: Request) -> None:
+        if request.method == "POST" and request.url.endswith("/api/auth"):
+            auths.append(request.url)
 
-            page.on("websocket", opened)
-            page.on("request", requested)
-            page.goto(page_url)
-            try:
-                ending = converse(page, sockets, interrupt)
-            except AssertionError:
-                page.screenshot(path=out_dir / "failure.png")
-                print(f"page at the failure (screenshot: {out_dir / 'failure.png'}):")
-                print(page.locator("main").inner_text())
-                raise
-            assert problems == []
-            close_code = page.locator("#ending").get_attribute("data-close-code")
-            return Seen(sockets, auths, ending, close_code)
-        finally:
-            browser.close()
+    page.on("websocket", opened)
+    page.on("request", requested)
+    page.goto(page_url)
+    with shown_on_failure(page, out_dir):
+        ending = converse(page, sockets, interrupt)
+    assert problems == []
+    close_code = page.locator("#ending").get_attribute("data-close-code")
+    return Seen(sockets, auths, ending, close_code)
 
 
 def converse(page: Page, sockets: list[Socket], interrupt: Interrupt) -> str:
@@ -369,17 +321,6 @@ def converse(page: Page, sockets: list[Socket], interrupt: Interrupt) -> str:
     page.get_by_role("button", name="Disconnect").click()
     expect(status).to_have_attribute("data-state", "ended")
     return ending.inner_text()
-
-
-def say(page: Page, text: str) -> None:
-    """A typed turn, answered (the emulator repeats it), its answer complete (turnComplete)."""
-    text_box = page.get_by_label("Type a message")
-    text_box.fill(text)
-    text_box.press("Enter")
-    answer = page.locator("#transcript li[data-speaker='model']").filter(
-        has_text=f'You said: "{text}"'
-    )
-    expect(answer).to_have_attribute("data-final", "true")
 
 
 def wait_until(page: Page, done: Any, failure: str) -> None:
