@@ -1,4 +1,4 @@
-"""The ASGI types the web layer's middleware and routes pass around."""
+"""The ASGI types the web layer's middleware and routes pass around, and their shared bits."""
 
 from __future__ import annotations
 
@@ -16,3 +16,14 @@ def header(scope: ASGIMessage, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
+
+
+async def lifespan(receive: Receive, send: Send) -> None:
+    """Answer Hypercorn's lifespan messages for an app with nothing to start or stop."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
