@@ -34,7 +34,7 @@ from liveproxy.web.admin_requests import (
     authorized,
     read_request,
 )
-from liveproxy.web.asgi import ASGIMessage, Receive, Send, header, lifespan
+from liveproxy.web.asgi import ASGIMessage, Receive, Send, answered_unless_http, header
 
 log = logging.getLogger("liveproxy.admin")
 
@@ -57,11 +57,7 @@ class AdminApp:
         self._limiter = trio.CapacityLimiter(MAX_CONCURRENT)
 
     async def __call__(self, scope: ASGIMessage, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            await send({"type": "websocket.close"})
+        if await answered_unless_http(scope, receive, send):
             return
         if not authorized(header(scope, b"authorization"), self._token):
             await _refuse(send, UNAUTHORIZED)

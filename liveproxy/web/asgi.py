@@ -18,8 +18,20 @@ def header(scope: ASGIMessage, name: bytes) -> str | None:
     return None
 
 
-async def lifespan(receive: Receive, send: Send) -> None:
-    """Answer Hypercorn's lifespan messages for an app with nothing to start or stop."""
+async def answered_unless_http(scope: ASGIMessage, receive: Receive, send: Send) -> bool:
+    """For an HTTP-only app with nothing to start or stop: answer Hypercorn's lifespan
+    messages, or close a WebSocket unaccepted (403). False, having done nothing, for HTTP."""
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return True
+    if scope["type"] != "http":
+        await send({"type": "websocket.close"})
+        return True
+    return False
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    """Answer Hypercorn's lifespan messages: nothing to start or stop."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
