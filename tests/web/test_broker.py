@@ -9,9 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +32,7 @@ from tests.emulator.helpers import close_reason, connect, model_text, open_sessi
 from tests.emulator.helpers import until_turn_complete as turn_of
 from tests.http import HttpResponse, request
 from tests.models import TEST_MODEL
+from tests.served import serve_refused
 
 KEY = "test-key"
 CONSTRAINED = (
@@ -313,16 +311,10 @@ async def test_google_too_slow_is_503(
 
 
 def test_vertex_credentials_stop_serve_with_one_line_and_exit_2(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("GOOGLE_API_KEY", "GEMINI_API_KEY")}
-    env |= {"PROJECT_ID": "my-project", "EPHEMERAL_UPSTREAM": "google", "PORT": "0"}
-    done = subprocess.run(
-        [sys.executable, "-m", "liveproxy", "serve"],
-        env=env,
+    done = serve_refused(
+        {"PROJECT_ID": "my-project", "EPHEMERAL_UPSTREAM": "google"},
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
+        unset=("GOOGLE_API_KEY", "GEMINI_API_KEY"),
     )
     assert done.returncode == 2
     assert done.stderr == (

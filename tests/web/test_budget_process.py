@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +15,7 @@ from tests.conftest import TEXT_SETUP
 from tests.http import request
 from tests.metrics_scrape import metrics_port, scrape
 from tests.models import TEST_MODEL
-from tests.served import eventually, liveproxy_process
+from tests.served import eventually, liveproxy_process, serve_refused
 from tests.wsclient import BrowserClient
 
 PRICES = f'[models."{TEST_MODEL}"]\nprompt = {{ TEXT = 1.0 }}\n'
@@ -39,16 +36,7 @@ def test_a_budget_that_cannot_be_counted_stops_serve_with_exit_2(
     tmp_path: Path, settings: dict[str, str], message: str
 ) -> None:
     (tmp_path / "prices.toml").write_text(PRICES)
-    env = dict(os.environ, PORT="0", **settings)
-    done = subprocess.run(
-        [sys.executable, "-m", "liveproxy", "serve"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    done = serve_refused(settings, cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.startswith(f"liveproxy: configuration error: {message}")
     assert done.stderr.count("\n") == 1
