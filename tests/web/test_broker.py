@@ -6,7 +6,6 @@ no media. Google down or refusing, and Vertex at start, are refused clearly.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from datetime import UTC, datetime, timedelta
@@ -30,6 +29,7 @@ from liveproxy.web.broker import MINT_TIMEOUT_SECONDS, google_request, google_se
 from tests.conftest import Proxy, ProxyFactory
 from tests.emulator.helpers import close_reason, connect, model_text, open_session, send
 from tests.emulator.helpers import until_turn_complete as turn_of
+from tests.genai_sdk import in_asyncio
 from tests.http import HttpResponse, request
 from tests.models import TEST_MODEL
 from tests.served import serve_refused
@@ -40,7 +40,6 @@ CONSTRAINED = (
 )
 MODEL_PATH = f"models/{TEST_MODEL}"
 TEXT = {"responseModalities": ["TEXT"]}
-SCENARIO_TIMEOUT = 20.0
 
 pytestmark = pytest.mark.filterwarnings("ignore::google.genai.errors.ExperimentalWarning")
 
@@ -189,11 +188,7 @@ async def test_googles_sdk_converses_with_the_brokered_token(
             await session.send_client_content(turns={"role": "user", "parts": [{"text": "sdk"}]})
             return "".join([m.text or "" async for m in session.receive()])
 
-    async def bounded() -> str:
-        async with asyncio.timeout(SCENARIO_TIMEOUT):
-            return await scenario()
-
-    said = await trio.to_thread.run_sync(asyncio.run, bounded())
+    said = await in_asyncio(scenario)
     assert said == 'You said: "sdk"'  # TEXT, as the token locked it
     (record,) = emulator.connections
     assert (record.credential, record.credential_kind) == (answer["name"], "token")

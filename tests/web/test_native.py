@@ -13,12 +13,10 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
 from google import genai
 from google.genai import errors, types
 from trio_websocket import open_websocket
@@ -27,11 +25,11 @@ from websockets.exceptions import ConnectionClosedError
 from liveproxy.emulator import Faults
 from liveproxy.protocol.closes import UNREGISTERED_CALLER, truncate_reason
 from tests.conftest import Proxy, ProxyFactory
+from tests.genai_sdk import in_asyncio
 from tests.http import request
 from tests.models import TEST_MODEL
 from tests.wsclient import BrowserClient, has_key, texts
 
-SCENARIO_TIMEOUT = 20.0
 TEXT = types.LiveConnectConfig(response_modalities=[types.Modality.TEXT])
 PATH = "/ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContentConstrained"
 MALFORMED = "Missing or malformed auth token"
@@ -57,16 +55,6 @@ def sdk_client(proxy: Proxy, token_name: str) -> genai.Client:
     api._websocket_base_url = lambda *a, **k: f"ws://127.0.0.1:{proxy.port}"
     api._websocket_ssl_ctx = {}
     return client
-
-
-async def in_asyncio(scenario: Callable[[], Awaitable[Any]]) -> Any:
-    """Run an asyncio ``scenario`` in a worker thread, bounded in real time."""
-
-    async def bounded() -> Any:
-        async with asyncio.timeout(SCENARIO_TIMEOUT):
-            return await scenario()
-
-    return await trio.to_thread.run_sync(asyncio.run, bounded())
 
 
 async def turn(session: Any, text: str) -> list[types.LiveServerMessage]:

@@ -31,12 +31,12 @@ from liveproxy.store.redis import open_redis_store
 from liveproxy.web.app import create_app
 from tests.conftest import Proxy, ProxyFactory
 from tests.emulator.helpers import silence16, tone16
+from tests.genai_sdk import in_asyncio, send_audio, weather_round_trip
 from tests.http import request
 from tests.models import TEST_MODEL
 from tests.web.test_native import (
     MALFORMED,
     PATH,
-    in_asyncio,
     mint,
     said,
     sdk_client,
@@ -238,13 +238,7 @@ async def test_audio_goes_both_ways_through_the_sdk(
         )
         client = sdk_client(proxy, token["name"])
         async with client.aio.live.connect(model=TEST_MODEL, config=config) as s:
-            pcm = speech + silence16(0.2)
-            for start_at in range(0, len(pcm), 3200):
-                blob = types.Blob(
-                    data=pcm[start_at : start_at + 3200], mime_type="audio/pcm;rate=16000"
-                )
-                await s.send_realtime_input(audio=blob)
-            await s.send_realtime_input(audio_stream_end=True)
+            await send_audio(s, speech + silence16(0.2))
             return [m async for m in s.receive()]
 
     answer = await in_asyncio(scenario)
@@ -277,22 +271,9 @@ async def test_a_client_tool_call_round_trip_through_the_sdk(proxy: Proxy) -> No
             response_modalities=[types.Modality.TEXT],
             tools=[types.Tool(function_declarations=[declaration])],
         )
-        calls: list[types.FunctionCall] = []
-        text = ""
         client = sdk_client(proxy, token["name"])
         async with client.aio.live.connect(model=TEST_MODEL, config=config) as s:
-            await s.send_realtime_input(text='call get_weather {"location": "Tokyo"}')
-            async for message in s.receive():
-                if message.tool_call and message.tool_call.function_calls:
-                    calls += message.tool_call.function_calls
-                    await s.send_tool_response(
-                        function_responses=[
-                            types.FunctionResponse(id=c.id, name=c.name, response={"tempC": 21})
-                            for c in message.tool_call.function_calls
-                        ]
-                    )
-                text += message.text or ""
-        return calls, text
+            return await weather_round_trip(s)
 
     calls, text = await in_asyncio(scenario)
     (call,) = calls
