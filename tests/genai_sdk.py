@@ -14,6 +14,12 @@ SCENARIO_TIMEOUT = 20.0
 #: 0.1 s of 16 kHz 16-bit PCM: one ``realtimeInput`` audio chunk.
 AUDIO_CHUNK_BYTES = 3200
 WEATHER_CALL = 'call get_weather {"location": "Tokyo"}'
+#: Audio answers, both ways transcribed.
+TRANSCRIBED_AUDIO = types.LiveConnectConfig(
+    response_modalities=[types.Modality.AUDIO],
+    input_audio_transcription=types.AudioTranscriptionConfig(),
+    output_audio_transcription=types.AudioTranscriptionConfig(),
+)
 
 
 async def in_asyncio(scenario: Callable[[], Awaitable[Any]]) -> Any:

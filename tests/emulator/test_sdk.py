@@ -23,7 +23,7 @@ from liveproxy.protocol.closes import (
     model_not_found,
     truncate_reason,
 )
-from tests.genai_sdk import in_asyncio, send_audio, weather_round_trip
+from tests.genai_sdk import TRANSCRIBED_AUDIO, in_asyncio, send_audio, weather_round_trip
 
 from .helpers import silence16, start, tone16
 
@@ -101,12 +101,8 @@ async def test_audio_turn_with_transcriptions(
     speech = tone16(0.8)
 
     async def scenario() -> list[types.LiveServerMessage]:
-        config = types.LiveConnectConfig(
-            response_modalities=[types.Modality.AUDIO],
-            input_audio_transcription=types.AudioTranscriptionConfig(),
-            output_audio_transcription=types.AudioTranscriptionConfig(),
-        )
-        async with client(emulator, context).aio.live.connect(model=MODEL, config=config) as s:
+        live = client(emulator, context).aio.live
+        async with live.connect(model=MODEL, config=TRANSCRIBED_AUDIO) as s:
             await send_audio(s, speech + silence16(0.2))
             return await collect_turn(s)
 

@@ -154,15 +154,7 @@ async def test_a_go_away_is_absorbed_and_the_conversation_goes_on(proxy: Proxy) 
     token = await mint(proxy)
     proxy.emulator.queue_faults(Faults(go_away_after=1))
 
-    async def scenario() -> list[list[types.LiveServerMessage]]:
-        client = sdk_client(proxy, token["name"])
-        async with client.aio.live.connect(model=TEST_MODEL, config=TEXT) as session:
-            turns = [await turn(session, "one")]
-            await trio_wait_for_switch(proxy)
-            turns.append(await turn(session, "two"))
-            return turns
-
-    one, two = await in_asyncio(scenario)
+    one, two = await turns_across_a_switch(proxy, token["name"], TEXT)
     assert said(one) == 'You said: "one"'
     assert said(two) == 'You said: "two"'
     assert all(m.go_away is None and m.session_resumption_update is None for m in one + two)
@@ -179,6 +171,23 @@ async def trio_wait_for_switch(proxy: Proxy) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("the proxy did not switch connections")
+
+
+async def turns_across_a_switch(
+    proxy: Proxy, token_name: str, config: types.LiveConnectConfig
+) -> list[list[types.LiveServerMessage]]:
+    """Turns "one" and "two" over the SDK, the second once the proxy has moved to a second
+    Gemini connection (queue the fault that moves it first)."""
+
+    async def scenario() -> list[list[types.LiveServerMessage]]:
+        client = sdk_client(proxy, token_name)
+        async with client.aio.live.connect(model=TEST_MODEL, config=config) as session:
+            turns = [await turn(session, "one")]
+            await trio_wait_for_switch(proxy)
+            turns.append(await turn(session, "two"))
+            return turns
+
+    return list(await in_asyncio(scenario))
 
 
 async def test_the_tokens_model_wins_over_the_clients(make_proxy: ProxyFactory) -> None:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jwt
 import orjson
@@ -31,24 +31,21 @@ from liveproxy.store.redis import open_redis_store
 from liveproxy.web.app import create_app
 from tests.conftest import Proxy, ProxyFactory
 from tests.emulator.helpers import silence16, tone16
-from tests.genai_sdk import in_asyncio, send_audio, weather_round_trip
+from tests.genai_sdk import TRANSCRIBED_AUDIO, in_asyncio, send_audio, weather_round_trip
 from tests.http import request
 from tests.models import TEST_MODEL
+from tests.redis_server import RedisServer
 from tests.web.test_native import (
     MALFORMED,
     PATH,
     mint,
     said,
     sdk_client,
-    trio_wait_for_switch,
     turn,
+    turns_across_a_switch,
 )
 from tests.wsclient import BrowserClient, has_key, texts, wait_until
 
-if TYPE_CHECKING:  # imported by pytest (below), so that its asserts are rewritten
-    from tests.redis_server import RedisServer
-
-pytest_plugins = ["tests.redis_server"]  # the redis_server fixture
 pytestmark = pytest.mark.filterwarnings("ignore::google.genai.errors.ExperimentalWarning")
 
 APP = "https://app.example"
@@ -202,15 +199,7 @@ async def test_a_go_away_is_absorbed_and_only_the_liveproxy_handle_is_seen(proxy
     token = await mint(proxy)
     proxy.emulator.queue_faults(Faults(go_away_after=1))
 
-    async def scenario() -> list[list[types.LiveServerMessage]]:
-        client = sdk_client(proxy, token["name"])
-        async with client.aio.live.connect(model=TEST_MODEL, config=resumable_config()) as s:
-            turns = [await turn(s, "one")]
-            await trio_wait_for_switch(proxy)
-            turns.append(await turn(s, "two"))
-            return turns
-
-    one, two = await in_asyncio(scenario)
+    one, two = await turns_across_a_switch(proxy, token["name"], resumable_config())
     assert said(one) == 'You said: "one"'
     assert said(two) == 'You said: "two"'
     assert all(m.go_away is None for m in one + two)
@@ -231,13 +220,8 @@ async def test_audio_goes_both_ways_through_the_sdk(
     speech = tone16(0.8)
 
     async def scenario() -> list[types.LiveServerMessage]:
-        config = types.LiveConnectConfig(
-            response_modalities=[types.Modality.AUDIO],
-            input_audio_transcription=types.AudioTranscriptionConfig(),
-            output_audio_transcription=types.AudioTranscriptionConfig(),
-        )
         client = sdk_client(proxy, token["name"])
-        async with client.aio.live.connect(model=TEST_MODEL, config=config) as s:
+        async with client.aio.live.connect(model=TEST_MODEL, config=TRANSCRIBED_AUDIO) as s:
             await send_audio(s, speech + silence16(0.2))
             return [m async for m in s.receive()]
 
