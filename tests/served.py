@@ -9,10 +9,13 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import attrs
 import trio
+from trio_websocket import WebSocketConnection, open_websocket_url
 
+from tests.http import request
 from tests.models import TEST_MODEL
 
 
@@ -70,6 +73,16 @@ async def liveproxy_serve(
     finally:
         if process.returncode is None:
             process.kill()
+
+
+@asynccontextmanager
+async def signed_in_socket(port: int, **options: Any) -> AsyncIterator[WebSocketConnection]:
+    """A ``/ws`` socket to the server on ``port`` with a session token just signed in for
+    (``POST /api/auth``); ``options`` are trio-websocket's."""
+    token = (await request("127.0.0.1", port, "POST", "/api/auth")).json()
+    url = f"ws://127.0.0.1:{port}/ws?token={token['session_token']}"
+    async with open_websocket_url(url, **options) as ws:
+        yield ws
 
 
 def serve_refused(

@@ -16,15 +16,13 @@ from pathlib import Path
 import orjson
 import pytest
 import trio
-from trio_websocket import open_websocket_url
 
 import liveproxy
 from liveproxy.cli import build_parser, main
 from liveproxy.emulator import cli as emulator_cli
 from liveproxy.serving import server
 from tests.conftest import TEXT_SETUP
-from tests.http import request
-from tests.served import liveproxy_serve, serve_refused
+from tests.served import liveproxy_serve, serve_refused, signed_in_socket
 from tests.wsclient import BrowserClient, has_key, texts
 
 #: The ``liveproxy`` script pip installed next to this Python.
@@ -221,9 +219,7 @@ async def test_make_runs_example_tool_runs_in_every_worker() -> None:
     settings = {"WORKERS": "2", "AUTH_RATE_LIMIT": "0"}
     async with liveproxy_serve(("--example-tools",), settings) as host:
         for _ in range(2):
-            token = (await request("127.0.0.1", host.port, "POST", "/api/auth")).json()
-            url = f"ws://127.0.0.1:{host.port}/ws?token={token['session_token']}"
-            async with open_websocket_url(url) as ws:
+            async with signed_in_socket(host.port) as ws:
                 client = BrowserClient(ws)
                 await client.send_json(TEXT_SETUP)
                 assert "setupComplete" in await client.recv_json()

@@ -8,14 +8,13 @@ from typing import Any
 
 import pytest
 import trio
-from trio_websocket import open_websocket_url
 
 from liveproxy.emulator import Emulator
 from tests.conftest import TEXT_SETUP
 from tests.http import request
 from tests.metrics_scrape import metrics_port, scrape
 from tests.models import TEST_MODEL
-from tests.served import eventually, liveproxy_process, serve_refused
+from tests.served import eventually, liveproxy_process, serve_refused, signed_in_socket
 from tests.wsclient import BrowserClient
 
 PRICES = f'[models."{TEST_MODEL}"]\nprompt = {{ TEXT = 1.0 }}\n'
@@ -72,9 +71,7 @@ async def test_refusals_and_endings_are_counted_by_scope(
     }
     async with liveproxy_process(**settings) as served:
         port = await metrics_port(served)
-        token = (await request("127.0.0.1", served.port, "POST", "/api/auth")).json()
-        url = f"ws://127.0.0.1:{served.port}/ws?token={token['session_token']}"
-        async with open_websocket_url(url) as ws:
+        async with signed_in_socket(served.port) as ws:
             client = BrowserClient(ws)
             await client.send_json(TEXT_SETUP)
             end = await talk_until_session_end(client)
