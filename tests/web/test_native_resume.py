@@ -23,13 +23,13 @@ import trio.testing
 from google.genai import types
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
-from liveproxy.config import Config, SignInSettings
+from liveproxy.config import SignInSettings
 from liveproxy.emulator import Emulator, Faults
 from liveproxy.protocol.closes import SESSION_NOT_FOUND
 from liveproxy.serving.server import serve
 from liveproxy.store.redis import open_redis_store
 from liveproxy.web.app import create_app
-from tests.conftest import Proxy, ProxyFactory
+from tests.conftest import Proxy, ProxyFactory, proxy_config
 from tests.emulator.helpers import silence16, tone16
 from tests.genai_sdk import TRANSCRIBED_AUDIO, in_asyncio, send_audio, weather_round_trip
 from tests.http import request
@@ -335,9 +335,7 @@ async def test_a_spent_token_resumes_with_its_handle_and_only_with_it(proxy: Pro
 @asynccontextmanager
 async def host_on(redis_server: RedisServer, emulator: Emulator) -> AsyncIterator[Proxy]:
     """A proxy (a "host") with its own client of the shared Redis store."""
-    config = Config(
-        port=0, api_key="test-key", upstream_url=emulator.url, model=TEST_MODEL, workers=1
-    )
+    config = proxy_config(emulator, workers=1)
     async with (
         open_redis_store(redis_server.url, time.time, config.session_lease_seconds) as store,
         trio.open_nursery() as nursery,
