@@ -110,6 +110,18 @@ async def emulator(nursery: trio.Nursery) -> Emulator:
     return started
 
 
+def proxy_config(upstream: Emulator, **settings: Any) -> Config:
+    """A proxy's settings against ``upstream``: any free port, the emulator's test key and
+    :data:`TEST_MODEL`, unless ``settings`` say otherwise."""
+    defaults: dict[str, Any] = {
+        "port": 0,
+        "api_key": "test-key",
+        "upstream_url": upstream.url,
+        "model": TEST_MODEL,
+    }
+    return Config(**(defaults | settings))
+
+
 @pytest.fixture
 async def make_proxy(nursery: trio.Nursery, emulator: Emulator) -> AsyncIterator[ProxyFactory]:
     """Start proxies against ``emulator``; after the test, every gauge must be back at zero."""
@@ -119,10 +131,7 @@ async def make_proxy(nursery: trio.Nursery, emulator: Emulator) -> AsyncIterator
         *, target: UpstreamTarget | None = None, emulator_: Emulator | None = None, **settings: Any
     ) -> Proxy:
         upstream = emulator_ or emulator
-        settings.setdefault("api_key", "test-key")
-        settings.setdefault("upstream_url", upstream.url)
-        settings.setdefault("model", TEST_MODEL)
-        config = Config(port=0, **settings)
+        config = proxy_config(upstream, **settings)
         app = create_app(config, target=target)
         stop = trio.Event()
         binds = await nursery.start(partial(serve, config, stop=stop, app=app))

@@ -6,12 +6,16 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 import attrs
 import trio
+from trio_websocket import WebSocketConnection, open_websocket_url
 
+from tests.http import request
 from tests.models import TEST_MODEL
 
 
@@ -69,6 +73,36 @@ async def liveproxy_serve(
     finally:
         if process.returncode is None:
             process.kill()
+
+
+@asynccontextmanager
+async def signed_in_socket(port: int, **options: Any) -> AsyncIterator[WebSocketConnection]:
+    """A ``/ws`` socket to the server on ``port`` with a session token just signed in for
+    (``POST /api/auth``); ``options`` are trio-websocket's."""
+    token = (await request("127.0.0.1", port, "POST", "/api/auth")).json()
+    url = f"ws://127.0.0.1:{port}/ws?token={token['session_token']}"
+    async with open_websocket_url(url, **options) as ws:
+        yield ws
+
+
+def serve_refused(
+    settings: Mapping[str, str], *, cwd: Path | None = None, unset: Collection[str] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m liveproxy serve`` until it exits (within 30 s), in ``cwd``, with
+    ``settings`` over our environment less ``unset``; ``PORT=0`` unless given. For a start-up
+    it refuses: the exit code and the lines it wrote."""
+    env = {name: value for name, value in os.environ.items() if name not in unset}
+    env["PORT"] = "0"
+    env.update(settings)
+    return subprocess.run(
+        [sys.executable, "-m", "liveproxy", "serve"],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 async def _read_port(stderr: trio.abc.ReceiveStream, log: list[str], workers: int) -> int:

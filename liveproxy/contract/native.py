@@ -41,7 +41,12 @@ from liveproxy.contract.errors import (
     SlowClient,
 )
 from liveproxy.contract.payloads import EphemeralRequest
-from liveproxy.contract.session_setup import SetupPolicy, allows_model
+from liveproxy.contract.session_setup import (
+    TRANSCRIPTION_FLAGS,
+    SetupPolicy,
+    allows_model,
+    object_shortcut_expanded,
+)
 from liveproxy.protocol import closes
 from liveproxy.protocol.casing import to_camel
 from liveproxy.protocol.gemini_messages import SETUP
@@ -164,15 +169,9 @@ def _setup_shortcuts_removed(config: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in config.items():
         name = to_camel(key)
-        if name in ("inputAudioTranscription", "outputAudioTranscription") and isinstance(
-            value, bool
-        ):
+        if name in TRANSCRIPTION_FLAGS and isinstance(value, bool):
             continue
-        if name == "tools" and isinstance(value, dict):
-            value = [value]
-        elif name == "systemInstruction" and isinstance(value, str):
-            value = {"parts": [{"text": value}]}
-        out[key] = value
+        out[key] = object_shortcut_expanded(name, value)
     return out
 
 

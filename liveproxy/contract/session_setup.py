@@ -12,7 +12,7 @@ connection is spent; a model not in that table is passed on unchecked.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import orjson
@@ -24,7 +24,8 @@ from liveproxy.protocol.gemini_messages import SETUP
 from liveproxy.protocol.live_models import Backend, check_setup, rules_for
 from liveproxy.protocol.schema import SchemaError, normalise
 
-_TRANSCRIPTION_FLAGS = ("inputAudioTranscription", "outputAudioTranscription")
+#: The fields a browser may give as ``true``/``false`` (``true`` means ``{}``).
+TRANSCRIPTION_FLAGS: Final = ("inputAudioTranscription", "outputAudioTranscription")
 
 #: The setup used when a browser starts streaming without one (older clients).
 DEFAULT_SETUP: dict[str, Any] = {
@@ -55,6 +56,17 @@ class SetupPolicy:
         )
 
 
+def object_shortcut_expanded(name: str, value: Any) -> Any:
+    """``value`` of the setup field ``name`` (camelCase), expanded if it is one of the object
+    shortcuts: ``tools`` as one object, ``systemInstruction`` as a plain string (as Google's
+    SDKs take it)."""
+    if name == "tools" and isinstance(value, dict):
+        return [value]
+    if name == "systemInstruction" and isinstance(value, str):
+        return {"parts": [{"text": value}]}
+    return value
+
+
 def browser_setup(raw: Any, policy: SetupPolicy) -> dict[str, Any]:
     """Validate the browser's ``setup`` object; return it normalised, with the server's fields.
 
@@ -70,17 +82,13 @@ def browser_setup(raw: Any, policy: SetupPolicy) -> dict[str, Any]:
     requested: Any = None
     for key, value in raw.items():
         name = to_camel(key)
-        if name in _TRANSCRIPTION_FLAGS and value in (True, False, None):
+        if name in TRANSCRIPTION_FLAGS and value in (True, False, None):
             if value is True:
                 setup[key] = {}
-        elif name == "tools" and isinstance(value, dict):
-            setup[key] = [value]
-        elif name == "systemInstruction" and isinstance(value, str):  # as Google's SDKs take it
-            setup[key] = {"parts": [{"text": value}]}
         elif name == "model":
             requested = value
         elif name != "sessionResumption":
-            setup[key] = value
+            setup[key] = object_shortcut_expanded(name, value)
     try:
         normalised = normalise(SETUP, setup, "setup")
     except SchemaError as exc:

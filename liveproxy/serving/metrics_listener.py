@@ -31,7 +31,7 @@ import trio
 from hypercorn.typing import ASGIFramework
 
 from liveproxy.serving import hypercorn_fixes
-from liveproxy.web.asgi import ASGIMessage, Receive, Send
+from liveproxy.web.asgi import ASGIMessage, Receive, Send, answered_unless_http
 from liveproxy.web.metrics import DIRECTORY_ENV, NO_METRICS, Metrics, PrometheusMetrics
 
 if TYPE_CHECKING:
@@ -132,11 +132,7 @@ class MetricsApp:
         self._threads = trio.CapacityLimiter(MAX_SCRAPES)
 
     async def __call__(self, scope: ASGIMessage, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            await send({"type": "websocket.close"})
+        if await answered_unless_http(scope, receive, send):
             return
         headers = [(b"content-type", b"text/plain; charset=utf-8")]
         if scope["path"] != "/metrics":
@@ -156,17 +152,6 @@ class MetricsApp:
         if scope["method"] == "HEAD":
             body = b""
         await send({"type": "http.response.body", "body": body})
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    """Answer Hypercorn's lifespan messages: nothing to start or stop."""
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 class _MetricsConfig(hypercorn.config.Config):

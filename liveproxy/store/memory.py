@@ -84,17 +84,12 @@ class MemoryStore:
     async def admit(self, grant: Grant, limits: Limits) -> str | Refused:
         now = self._clock()
         self._prune(now)
-        client = grant.client
-        if len(self._tokens) + len(self._leases) >= limits.max_sessions:
-            return at_capacity(limits)
-        held = self._tokens_of[client] + sum(
-            1 for lease in self._leases.values() if lease.grant.client == client
-        )
-        if limits.per_client and held >= limits.per_client:
-            return too_many_sessions(limits, self._retry_for(client, now, limits))
+        refused = self._lease_refused(grant.client, limits, now)
+        if refused is not None:
+            return refused
         token = secrets.token_urlsafe(32)
         self._tokens[token_key(token)] = _Entry(now + limits.token_ttl, grant)
-        self._tokens_of[client] += 1
+        self._tokens_of[grant.client] += 1
         return token
 
     async def start_session(self, token: str | None, lease_id: str) -> Lease | None:
@@ -157,7 +152,7 @@ class MemoryStore:
         return Lease(lease_id, grant)
 
     def _lease_refused(self, client: str, limits: Limits, now: float) -> Refused | None:
-        """Why one more lease for ``client`` does not fit, or None."""
+        """Why one more token or lease for ``client`` does not fit, or None."""
         if len(self._tokens) + len(self._leases) >= limits.max_sessions:
             return at_capacity(limits)
         held = self._tokens_of[client] + sum(

@@ -325,23 +325,9 @@ class SqliteStore:
             db.execute("DELETE FROM tokens WHERE expires_at <= ?", (now,))
             db.execute("DELETE FROM leases WHERE expires_at <= ?", (now,))
             client = grant.client
-            (held_total,) = db.execute(
-                "SELECT (SELECT COUNT(*) FROM tokens) + (SELECT COUNT(*) FROM leases)"
-            ).fetchone()
-            if held_total >= limits.max_sessions:
-                return at_capacity(limits)
-            if limits.per_client:
-                (held,) = db.execute(
-                    "SELECT (SELECT COUNT(*) FROM tokens WHERE client = ?)"
-                    " + (SELECT COUNT(*) FROM leases WHERE client = ?)",
-                    (client, client),
-                ).fetchone()
-                if held >= limits.per_client:
-                    (oldest,) = db.execute(
-                        "SELECT MIN(expires_at) FROM tokens WHERE client = ?", (client,)
-                    ).fetchone()
-                    wait = limits.token_ttl if oldest is None else oldest - now
-                    return too_many_sessions(limits, wait)
+            refused = _lease_refused(db, client, limits, now)
+            if refused is not None:
+                return refused
             db.execute(
                 "INSERT INTO tokens"
                 " (key, client, origin, session_time_limit, expires_at, resume, ephemeral,"
@@ -376,16 +362,7 @@ class SqliteStore:
             if expires_at <= now:
                 return None  # deleted all the same: it can never be spent
             grant = _grant(found[0])
-            db.execute(
-                _UPSERT_LEASE,
-                (
-                    lease_id,
-                    grant.client,
-                    grant.origin,
-                    grant.session_time_limit,
-                    now + self._lease_seconds,
-                ),
-            )
+            db.execute(_UPSERT_LEASE, _lease_row(lease_id, grant, now + self._lease_seconds))
             return Lease(lease_id, grant)
 
         return self._transaction(body)
@@ -461,31 +438,13 @@ class SqliteStore:
                         resume_until(row[3], grant),
                     ),
                 )
-            db.execute(
-                _UPSERT_LEASE,
-                (
-                    lease_id,
-                    grant.client,
-                    grant.origin,
-                    grant.session_time_limit,
-                    now + self._lease_seconds,
-                ),
-            )
+            db.execute(_UPSERT_LEASE, _lease_row(lease_id, grant, now + self._lease_seconds))
             return Lease(lease_id, grant)
 
         return self._transaction(body)
 
     def _renew(self, leases: list[Lease], expires_at: float) -> None:
-        rows = [
-            (
-                lease.id,
-                lease.grant.client,
-                lease.grant.origin,
-                lease.grant.session_time_limit,
-                expires_at,
-            )
-            for lease in leases
-        ]
+        rows = [_lease_row(lease.id, lease.grant, expires_at) for lease in leases]
         self._transaction(lambda db: db.executemany(_UPSERT_LEASE, rows))
 
     def _end_session(self, lease_id: str) -> None:
@@ -599,16 +558,7 @@ class SqliteStore:
     def _renew_sessions(
         self, leases: list[Lease], summaries: dict[str, str], now: float, expires_at: float
     ) -> frozenset[str]:
-        rows = [
-            (
-                lease.id,
-                lease.grant.client,
-                lease.grant.origin,
-                lease.grant.session_time_limit,
-                expires_at,
-            )
-            for lease in leases
-        ]
+        rows = [_lease_row(lease.id, lease.grant, expires_at) for lease in leases]
         live = [(lease.id, summaries.get(lease.id, "{}"), expires_at) for lease in leases]
 
         def body(db: sqlite3.Connection) -> frozenset[str]:
@@ -681,10 +631,16 @@ def _grant(row: tuple[Any, ...]) -> Grant:
     )
 
 
+def _lease_row(lease_id: str, grant: Grant, expires_at: float) -> tuple[object, ...]:
+    """The parameters of :data:`_UPSERT_LEASE` for one lease."""
+    return (lease_id, grant.client, grant.origin, grant.session_time_limit, expires_at)
+
+
 def _lease_refused(
     db: sqlite3.Connection, client: str, limits: Limits, now: float
 ) -> Refused | None:
-    """Why one more lease for ``client`` does not fit (expired rows already deleted), or None."""
+    """Why one more token or lease for ``client`` does not fit (expired rows already deleted),
+    or None."""
     (held_total,) = db.execute(
         "SELECT (SELECT COUNT(*) FROM tokens) + (SELECT COUNT(*) FROM leases)"
     ).fetchone()

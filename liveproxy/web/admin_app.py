@@ -34,7 +34,7 @@ from liveproxy.web.admin_requests import (
     authorized,
     read_request,
 )
-from liveproxy.web.asgi import ASGIMessage, Receive, Send, header
+from liveproxy.web.asgi import ASGIMessage, Receive, Send, answered_unless_http, header
 
 log = logging.getLogger("liveproxy.admin")
 
@@ -57,11 +57,7 @@ class AdminApp:
         self._limiter = trio.CapacityLimiter(MAX_CONCURRENT)
 
     async def __call__(self, scope: ASGIMessage, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            await send({"type": "websocket.close"})
+        if await answered_unless_http(scope, receive, send):
             return
         if not authorized(header(scope, b"authorization"), self._token):
             await _refuse(send, UNAUTHORIZED)
@@ -146,14 +142,3 @@ async def _send_json(
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": data})
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    """Answer Hypercorn's lifespan messages: nothing to start or stop."""
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return

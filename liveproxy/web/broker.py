@@ -33,6 +33,7 @@ from quart import Response
 from liveproxy.config import Config
 from liveproxy.contract.native import read_constraints
 from liveproxy.contract.payloads import EphemeralRequest
+from liveproxy.contract.session_setup import TRANSCRIPTION_FLAGS, object_shortcut_expanded
 from liveproxy.protocol.locks import field_mask_paths, two_levels_camel
 from liveproxy.redact import SECRETS
 from liveproxy.store import Grant
@@ -64,17 +65,11 @@ def google_setup(config: dict[str, Any]) -> dict[str, Any]:
     flags, one tool object, a plain-text system instruction), two levels in camelCase."""
     setup: dict[str, Any] = {}
     for key, value in two_levels_camel(config).items():
-        if key in ("inputAudioTranscription", "outputAudioTranscription") and isinstance(
-            value, bool
-        ):
+        if key in TRANSCRIPTION_FLAGS and isinstance(value, bool):
             if value:
                 setup[key] = {}
             continue
-        if key == "tools" and isinstance(value, dict):
-            value = [value]
-        elif key == "systemInstruction" and isinstance(value, str):
-            value = {"parts": [{"text": value}]}
-        setup[key] = value
+        setup[key] = object_shortcut_expanded(key, value)
     return setup
 
 

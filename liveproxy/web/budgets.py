@@ -94,13 +94,7 @@ class Budgets:
             Refusal: 401 ``unauthorized`` (a malformed claim), 429 ``budget_exhausted``, 503
                 ``state_unavailable``.
         """
-        try:
-            lines = self.lines(client, claims)
-        except BudgetError as exc:
-            raise Refusal(
-                401, "unauthorized", f"the token's {CLAIM} claim is refused: {exc}"
-            ) from None
-        values = await self._values(lines)
+        lines, values = await self._read(client, claims)
         exhausted = exhausted_lines(lines, values)
         if exhausted:
             scopes = sorted({line.scope for line in exhausted})
@@ -120,13 +114,7 @@ class Budgets:
         Raises:
             Refusal: as :meth:`check_sign_in`'s, but never ``budget_exhausted``.
         """
-        try:
-            lines = self.lines(client, claims)
-        except BudgetError as exc:
-            raise Refusal(
-                401, "unauthorized", f"the token's {CLAIM} claim is refused: {exc}"
-            ) from None
-        values = await self._values(lines)
+        lines, values = await self._read(client, claims)
         now = self.now()
         shown = []
         for line, value in zip(lines, values, strict=True):
@@ -166,6 +154,20 @@ class Budgets:
         """Count a session its budget ended, by scope."""
         for scope in sorted({line.scope for line in guard.exhausted}):
             self._on_refusal(scope)
+
+    async def _read(self, client: str, claims: str | None) -> tuple[tuple[Line, ...], list[float]]:
+        """The client's lines and their counters.
+
+        Raises:
+            Refusal: 401 ``unauthorized`` (a malformed claim), 503 ``state_unavailable``.
+        """
+        try:
+            lines = self.lines(client, claims)
+        except BudgetError as exc:
+            raise Refusal(
+                401, "unauthorized", f"the token's {CLAIM} claim is refused: {exc}"
+            ) from None
+        return lines, await self._values(lines)
 
     async def _values(self, lines: Sequence[Line]) -> list[float]:
         """The lines' counters, read (a charge of nothing). Raises: Refusal: 503."""

@@ -40,6 +40,18 @@ def guard(text: str, used: dict[str, float | None], ledger: Ledger) -> BudgetGua
     return BudgetGuard(tally, ledger, lambda: used, lambda: NOW)
 
 
+async def running(g: BudgetGuard, nursery: trio.Nursery) -> list[object]:
+    """``g.run()`` started in ``nursery`` and waiting: the list its outcome is added to."""
+    outcome: list[object] = []
+
+    async def run() -> None:
+        outcome.append(await g.run())
+
+    nursery.start_soon(run)
+    await trio.testing.wait_all_tasks_blocked()
+    return outcome
+
+
 async def test_tokens_used_up_between_turns_end_the_session_at_once(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -47,13 +59,7 @@ async def test_tokens_used_up_between_turns_end_the_session_at_once(
     used: dict[str, float | None] = {"tokens": 0}
     g = guard("100 tokens/day", used, ledger)
     async with trio.open_nursery() as nursery:
-        outcome: list[object] = []
-
-        async def run() -> None:
-            outcome.append(await g.run())
-
-        nursery.start_soon(run)
-        await trio.testing.wait_all_tasks_blocked()
+        outcome = await running(g, nursery)
         assert ledger.calls == 1  # the first reservation
         for _ in range(1000):  # audio frames: no call
             g.metered(False, False, True)
@@ -79,13 +85,7 @@ async def test_a_turn_under_way_is_let_finish_within_the_grace(
     used: dict[str, float | None] = {"tokens": 0}
     g = guard("100 tokens/day", used, StoreLedger(MemoryStore(trio.current_time)))
     async with trio.open_nursery() as nursery:
-        outcome: list[object] = []
-
-        async def run() -> None:
-            outcome.append(await g.run())
-
-        nursery.start_soon(run)
-        await trio.testing.wait_all_tasks_blocked()
+        outcome = await running(g, nursery)
         used["tokens"] = 150
         g.metered(True, False, True)  # a report mid-turn, the model still speaking
         started = trio.current_time()

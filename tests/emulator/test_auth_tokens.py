@@ -38,6 +38,7 @@ from liveproxy.protocol.closes import (
     UNREGISTERED_CALLER,
     truncate_reason,
 )
+from tests.genai_sdk import in_asyncio
 from tests.http import HttpResponse, request
 from tests.wsclient import wait_until
 
@@ -52,7 +53,7 @@ from .helpers import (
     start,
     until_turn_complete,
 )
-from .test_sdk import KEY, in_asyncio, start_tls
+from .test_sdk import KEY, start_tls
 
 CONSTRAINED = (
     "/ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContentConstrained"

@@ -6,9 +6,7 @@ emulator serves from the trio test; real time, fast speed.
 
 from __future__ import annotations
 
-import asyncio
 import ssl
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from liveproxy.protocol.closes import (
     model_not_found,
     truncate_reason,
 )
+from tests.genai_sdk import TRANSCRIBED_AUDIO, in_asyncio, send_audio, weather_round_trip
 
 from .helpers import silence16, start, tone16
 
@@ -32,7 +31,6 @@ KEY = "test-key"
 MODEL = "gemini-3.8-live"  # in Google's list, which the emulator serves by default
 #: A model that answers in TEXT (gemini-3.8-live outputs AUDIO only).
 TEXT_MODEL = "gemini-3.1-flash-live-preview"
-SCENARIO_TIMEOUT = 20.0
 TEXT = types.LiveConnectConfig(response_modalities=[types.Modality.TEXT])
 
 
@@ -70,16 +68,6 @@ def client(emulator: Emulator, context: ssl.SSLContext, key: str = KEY) -> genai
     )
 
 
-async def in_asyncio(scenario: Callable[[], Awaitable[Any]]) -> Any:
-    """Run an asyncio ``scenario`` in a worker thread, bounded in real time."""
-
-    async def bounded() -> Any:
-        async with asyncio.timeout(SCENARIO_TIMEOUT):
-            return await scenario()
-
-    return await trio.to_thread.run_sync(asyncio.run, bounded())
-
-
 async def collect_turn(session: Any) -> list[types.LiveServerMessage]:
     return [message async for message in session.receive()]
 
@@ -113,19 +101,9 @@ async def test_audio_turn_with_transcriptions(
     speech = tone16(0.8)
 
     async def scenario() -> list[types.LiveServerMessage]:
-        config = types.LiveConnectConfig(
-            response_modalities=[types.Modality.AUDIO],
-            input_audio_transcription=types.AudioTranscriptionConfig(),
-            output_audio_transcription=types.AudioTranscriptionConfig(),
-        )
-        async with client(emulator, context).aio.live.connect(model=MODEL, config=config) as s:
-            pcm = speech + silence16(0.2)
-            for start_at in range(0, len(pcm), 3200):
-                blob = types.Blob(
-                    data=pcm[start_at : start_at + 3200], mime_type="audio/pcm;rate=16000"
-                )
-                await s.send_realtime_input(audio=blob)
-            await s.send_realtime_input(audio_stream_end=True)
+        live = client(emulator, context).aio.live
+        async with live.connect(model=MODEL, config=TRANSCRIBED_AUDIO) as s:
+            await send_audio(s, speech + silence16(0.2))
             return await collect_turn(s)
 
     turn = await in_asyncio(scenario)
@@ -150,23 +128,8 @@ async def test_tool_call_and_response(
             response_modalities=[types.Modality.TEXT],
             tools=[types.Tool(function_declarations=[declaration])],
         )
-        calls: list[types.FunctionCall] = []
-        text = ""
         async with client(emulator, context).aio.live.connect(model=TEXT_MODEL, config=config) as s:
-            await s.send_realtime_input(text='call get_weather {"location": "Tokyo"}')
-            async for message in s.receive():
-                if message.tool_call and message.tool_call.function_calls:
-                    calls += message.tool_call.function_calls
-                    await s.send_tool_response(
-                        function_responses=[
-                            types.FunctionResponse(
-                                id=call.id, name=call.name, response={"tempC": 21}
-                            )
-                            for call in message.tool_call.function_calls
-                        ]
-                    )
-                text += message.text or ""
-        return calls, text
+            return await weather_round_trip(s)
 
     calls, text = await in_asyncio(scenario)
     (call,) = calls

@@ -4,10 +4,7 @@ workers), and ending a session in whichever worker holds it."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from contextlib import AsyncExitStack
 
 import psutil
@@ -19,7 +16,7 @@ from liveproxy.serving.metrics_listener import KEEP_ALIVE_SECONDS
 from liveproxy.web.leases import OPERATOR_POLL_SECONDS
 from tests.conftest import TEXT_SETUP
 from tests.http import HttpResponse, request
-from tests.served import Served, liveproxy_process
+from tests.served import Served, liveproxy_process, serve_refused
 from tests.serving.test_cli import IN_USE, held_port, serve_to_the_end
 from tests.wsclient import BrowserClient, has_key
 
@@ -49,15 +46,7 @@ async def admin(port: int, method: str, path: str) -> HttpResponse:
 
 def test_a_short_admin_token_refuses_to_start_in_one_line() -> None:
     for token in ("", "too-short"):
-        env = dict(os.environ, PORT="0", ADMIN_BIND="127.0.0.1:0", ADMIN_TOKEN=token)
-        done = subprocess.run(
-            [sys.executable, "-m", "liveproxy", "serve"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        done = serve_refused({"ADMIN_BIND": "127.0.0.1:0", "ADMIN_TOKEN": token})
         assert done.returncode == 2
         assert done.stderr == (
             "liveproxy: configuration error: ADMIN_BIND needs ADMIN_TOKEN of at least 32 bytes"

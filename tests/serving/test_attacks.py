@@ -33,7 +33,7 @@ from tests.conftest import TEXT_SETUP
 from tests.fuzz.wire import BINARY, TEXT, encode_frame, upgrade_request
 from tests.http import request
 from tests.rawws import open_raw, read_answer, read_head
-from tests.served import Served, liveproxy_process
+from tests.served import Served, liveproxy_process, signed_in_socket
 from tests.wsclient import BrowserClient, has_key
 
 #: The bystander may wait this long for an answer while an attack runs (normally ~0.1 s).
@@ -227,9 +227,7 @@ async def test_turns_that_are_never_finished_pin_no_memory(emulator: Emulator) -
     ).decode()
     async with attacked(emulator) as attack:
         _, before = process_fds(attack.served)
-        token = (await request("127.0.0.1", attack.port, "POST", "/api/auth")).json()
-        url = f"ws://127.0.0.1:{attack.port}/ws?token={token['session_token']}"
-        async with open_websocket_url(url, max_message_size=2**22) as ws:
+        async with signed_in_socket(attack.port, max_message_size=2**22) as ws:
             client = BrowserClient(ws)
             await client.send_json(TEXT_SETUP)
             assert "setupComplete" in await client.recv_json()

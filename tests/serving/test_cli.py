@@ -16,15 +16,13 @@ from pathlib import Path
 import orjson
 import pytest
 import trio
-from trio_websocket import open_websocket_url
 
 import liveproxy
 from liveproxy.cli import build_parser, main
 from liveproxy.emulator import cli as emulator_cli
 from liveproxy.serving import server
 from tests.conftest import TEXT_SETUP
-from tests.http import request
-from tests.served import liveproxy_serve
+from tests.served import liveproxy_serve, serve_refused, signed_in_socket
 from tests.wsclient import BrowserClient, has_key, texts
 
 #: The ``liveproxy`` script pip installed next to this Python.
@@ -208,16 +206,7 @@ async def test_an_address_not_of_this_host_is_one_line_too(workers: str) -> None
 def test_a_tool_that_cannot_be_loaded_stops_serve_with_a_clear_error_and_exit_2(
     tmp_path: Path,
 ) -> None:
-    env = dict(os.environ, TOOLS_MODULES="no_such_tools_module", PORT="0")
-    done = subprocess.run(
-        [sys.executable, "-m", "liveproxy", "serve"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    done = serve_refused({"TOOLS_MODULES": "no_such_tools_module"}, cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.startswith("liveproxy: tools error: ")
     assert "no_such_tools_module" in done.stderr
@@ -230,9 +219,7 @@ async def test_make_runs_example_tool_runs_in_every_worker() -> None:
     settings = {"WORKERS": "2", "AUTH_RATE_LIMIT": "0"}
     async with liveproxy_serve(("--example-tools",), settings) as host:
         for _ in range(2):
-            token = (await request("127.0.0.1", host.port, "POST", "/api/auth")).json()
-            url = f"ws://127.0.0.1:{host.port}/ws?token={token['session_token']}"
-            async with open_websocket_url(url) as ws:
+            async with signed_in_socket(host.port) as ws:
                 client = BrowserClient(ws)
                 await client.send_json(TEXT_SETUP)
                 assert "setupComplete" in await client.recv_json()
@@ -254,16 +241,7 @@ async def test_make_runs_example_tool_runs_in_every_worker() -> None:
 def test_a_bad_prices_file_stops_serve_with_a_clear_error_and_exit_2(tmp_path: Path) -> None:
     prices = tmp_path / "prices.toml"
     prices.write_text('[models."m"]\nprompt = { SMELL = 1.0 }\n')
-    env = dict(os.environ, PRICES_FILE=str(prices), PORT="0")
-    done = subprocess.run(
-        [sys.executable, "-m", "liveproxy", "serve"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    done = serve_refused({"PRICES_FILE": str(prices)}, cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.startswith("liveproxy: configuration error: PRICES_FILE ")
     assert "SMELL" in done.stderr

@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import coredis
 import orjson
@@ -26,12 +26,8 @@ from liveproxy.store import (
     token_key,
 )
 from liveproxy.store.redis import DEFAULT_PREFIX, TTL_MARGIN, RedisStore, open_redis_store
+from tests.redis_server import RedisServer
 from tests.store.store_contract import LEASE_SECONDS, ROOMY, FakeClock, StoreContract, issue
-
-if TYPE_CHECKING:  # imported by pytest (below), so that its asserts are rewritten
-    from tests.redis_server import RedisServer
-
-pytest_plugins = ["tests.redis_server"]  # the redis_server fixture
 
 PREFIX = DEFAULT_PREFIX
 #: A call against a Redis that is down or hung must give up within this (it takes about 1 s).

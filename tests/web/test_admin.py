@@ -20,7 +20,6 @@ import pytest
 import trio
 from trio_websocket import open_websocket, open_websocket_url
 
-from liveproxy.config import Config
 from liveproxy.emulator import Emulator
 from liveproxy.serving.admin_listener import serve_admin
 from liveproxy.serving.server import serve
@@ -29,7 +28,7 @@ from liveproxy.store.redis import open_redis_store
 from liveproxy.store.sqlite import open_sqlite_store
 from liveproxy.web.app import create_app
 from liveproxy.web.leases import OPERATOR_POLL_SECONDS
-from tests.conftest import TEXT_SETUP
+from tests.conftest import TEXT_SETUP, proxy_config
 from tests.http import HttpResponse, request
 from tests.models import TEST_MODEL
 from tests.redis_server import RedisServer
@@ -71,11 +70,8 @@ async def fleet_on(
     store: Callable[[], AbstractAsyncContextManager[StateStore]], emulator: Emulator
 ) -> AsyncIterator[Fleet]:
     """Two proxies on their own connections to ``store()``, and the listener on a third."""
-    config = Config(
-        port=0,
-        api_key="test-key",
-        upstream_url=emulator.url,
-        model=TEST_MODEL,
+    config = proxy_config(
+        emulator,
         auth_rate_limit=None,
         max_sessions_per_client=0,
         resume_window_seconds=0,

@@ -6,12 +6,8 @@ no media. Google down or refusing, and Vertex at start, are refused clearly.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,8 +29,10 @@ from liveproxy.web.broker import MINT_TIMEOUT_SECONDS, google_request, google_se
 from tests.conftest import Proxy, ProxyFactory
 from tests.emulator.helpers import close_reason, connect, model_text, open_session, send
 from tests.emulator.helpers import until_turn_complete as turn_of
+from tests.genai_sdk import in_asyncio
 from tests.http import HttpResponse, request
 from tests.models import TEST_MODEL
+from tests.served import serve_refused
 
 KEY = "test-key"
 CONSTRAINED = (
@@ -42,7 +40,6 @@ CONSTRAINED = (
 )
 MODEL_PATH = f"models/{TEST_MODEL}"
 TEXT = {"responseModalities": ["TEXT"]}
-SCENARIO_TIMEOUT = 20.0
 
 pytestmark = pytest.mark.filterwarnings("ignore::google.genai.errors.ExperimentalWarning")
 
@@ -191,11 +188,7 @@ async def test_googles_sdk_converses_with_the_brokered_token(
             await session.send_client_content(turns={"role": "user", "parts": [{"text": "sdk"}]})
             return "".join([m.text or "" async for m in session.receive()])
 
-    async def bounded() -> str:
-        async with asyncio.timeout(SCENARIO_TIMEOUT):
-            return await scenario()
-
-    said = await trio.to_thread.run_sync(asyncio.run, bounded())
+    said = await in_asyncio(scenario)
     assert said == 'You said: "sdk"'  # TEXT, as the token locked it
     (record,) = emulator.connections
     assert (record.credential, record.credential_kind) == (answer["name"], "token")
@@ -313,16 +306,10 @@ async def test_google_too_slow_is_503(
 
 
 def test_vertex_credentials_stop_serve_with_one_line_and_exit_2(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("GOOGLE_API_KEY", "GEMINI_API_KEY")}
-    env |= {"PROJECT_ID": "my-project", "EPHEMERAL_UPSTREAM": "google", "PORT": "0"}
-    done = subprocess.run(
-        [sys.executable, "-m", "liveproxy", "serve"],
-        env=env,
+    done = serve_refused(
+        {"PROJECT_ID": "my-project", "EPHEMERAL_UPSTREAM": "google"},
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
+        unset=("GOOGLE_API_KEY", "GEMINI_API_KEY"),
     )
     assert done.returncode == 2
     assert done.stderr == (

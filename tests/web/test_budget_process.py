@@ -3,22 +3,18 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-from trio_websocket import open_websocket_url
 
 from liveproxy.emulator import Emulator
 from tests.conftest import TEXT_SETUP
 from tests.http import request
 from tests.metrics_scrape import metrics_port, scrape
 from tests.models import TEST_MODEL
-from tests.served import eventually, liveproxy_process
+from tests.served import eventually, liveproxy_process, serve_refused, signed_in_socket
 from tests.wsclient import BrowserClient
 
 PRICES = f'[models."{TEST_MODEL}"]\nprompt = {{ TEXT = 1.0 }}\n'
@@ -39,16 +35,7 @@ def test_a_budget_that_cannot_be_counted_stops_serve_with_exit_2(
     tmp_path: Path, settings: dict[str, str], message: str
 ) -> None:
     (tmp_path / "prices.toml").write_text(PRICES)
-    env = dict(os.environ, PORT="0", **settings)
-    done = subprocess.run(
-        [sys.executable, "-m", "liveproxy", "serve"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    done = serve_refused(settings, cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.startswith(f"liveproxy: configuration error: {message}")
     assert done.stderr.count("\n") == 1
@@ -84,9 +71,7 @@ async def test_refusals_and_endings_are_counted_by_scope(
     }
     async with liveproxy_process(**settings) as served:
         port = await metrics_port(served)
-        token = (await request("127.0.0.1", served.port, "POST", "/api/auth")).json()
-        url = f"ws://127.0.0.1:{served.port}/ws?token={token['session_token']}"
-        async with open_websocket_url(url) as ws:
+        async with signed_in_socket(served.port) as ws:
             client = BrowserClient(ws)
             await client.send_json(TEXT_SETUP)
             end = await talk_until_session_end(client)

@@ -17,12 +17,12 @@ import trio
 from trio_websocket import ConnectionClosed, open_websocket
 
 from liveproxy.allowances import parse_budget
-from liveproxy.config import Config, SignInSettings
+from liveproxy.config import SignInSettings
 from liveproxy.emulator import Emulator
 from liveproxy.serving.server import serve
 from liveproxy.store.opening import open_store
 from liveproxy.web.app import create_app
-from tests.conftest import TEXT_SETUP, Proxy, ProxyFactory
+from tests.conftest import TEXT_SETUP, Proxy, ProxyFactory, proxy_config
 from tests.http import HttpResponse, request
 from tests.models import TEST_MODEL
 from tests.redis_server import RedisServer
@@ -158,14 +158,7 @@ async def proxy_on(
         "sqlite": f"sqlite://{tmp_path / 'state.db'}",
         "redis": redis.url if redis is not None else "",
     }
-    config = Config(
-        port=0,
-        api_key="test-key",
-        upstream_url=emulator.url,
-        model=TEST_MODEL,
-        auth_rate_limit=None,
-        **settings,
-    )
+    config = proxy_config(emulator, auth_rate_limit=None, **settings)
     async with open_store(urls[kind], config.session_lease_seconds) as store:
         app = create_app(config, store=store)
         stop = trio.Event()

@@ -13,12 +13,10 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
 from google import genai
 from google.genai import errors, types
 from trio_websocket import open_websocket
@@ -27,11 +25,11 @@ from websockets.exceptions import ConnectionClosedError
 from liveproxy.emulator import Faults
 from liveproxy.protocol.closes import UNREGISTERED_CALLER, truncate_reason
 from tests.conftest import Proxy, ProxyFactory
+from tests.genai_sdk import in_asyncio
 from tests.http import request
 from tests.models import TEST_MODEL
 from tests.wsclient import BrowserClient, has_key, texts
 
-SCENARIO_TIMEOUT = 20.0
 TEXT = types.LiveConnectConfig(response_modalities=[types.Modality.TEXT])
 PATH = "/ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContentConstrained"
 MALFORMED = "Missing or malformed auth token"
@@ -57,16 +55,6 @@ def sdk_client(proxy: Proxy, token_name: str) -> genai.Client:
     api._websocket_base_url = lambda *a, **k: f"ws://127.0.0.1:{proxy.port}"
     api._websocket_ssl_ctx = {}
     return client
-
-
-async def in_asyncio(scenario: Callable[[], Awaitable[Any]]) -> Any:
-    """Run an asyncio ``scenario`` in a worker thread, bounded in real time."""
-
-    async def bounded() -> Any:
-        async with asyncio.timeout(SCENARIO_TIMEOUT):
-            return await scenario()
-
-    return await trio.to_thread.run_sync(asyncio.run, bounded())
 
 
 async def turn(session: Any, text: str) -> list[types.LiveServerMessage]:
@@ -166,15 +154,7 @@ async def test_a_go_away_is_absorbed_and_the_conversation_goes_on(proxy: Proxy) 
     token = await mint(proxy)
     proxy.emulator.queue_faults(Faults(go_away_after=1))
 
-    async def scenario() -> list[list[types.LiveServerMessage]]:
-        client = sdk_client(proxy, token["name"])
-        async with client.aio.live.connect(model=TEST_MODEL, config=TEXT) as session:
-            turns = [await turn(session, "one")]
-            await trio_wait_for_switch(proxy)
-            turns.append(await turn(session, "two"))
-            return turns
-
-    one, two = await in_asyncio(scenario)
+    one, two = await turns_across_a_switch(proxy, token["name"], TEXT)
     assert said(one) == 'You said: "one"'
     assert said(two) == 'You said: "two"'
     assert all(m.go_away is None and m.session_resumption_update is None for m in one + two)
@@ -191,6 +171,23 @@ async def trio_wait_for_switch(proxy: Proxy) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("the proxy did not switch connections")
+
+
+async def turns_across_a_switch(
+    proxy: Proxy, token_name: str, config: types.LiveConnectConfig
+) -> list[list[types.LiveServerMessage]]:
+    """Turns "one" and "two" over the SDK, the second once the proxy has moved to a second
+    Gemini connection (queue the fault that moves it first)."""
+
+    async def scenario() -> list[list[types.LiveServerMessage]]:
+        client = sdk_client(proxy, token_name)
+        async with client.aio.live.connect(model=TEST_MODEL, config=config) as session:
+            turns = [await turn(session, "one")]
+            await trio_wait_for_switch(proxy)
+            turns.append(await turn(session, "two"))
+            return turns
+
+    return list(await in_asyncio(scenario))
 
 
 async def test_the_tokens_model_wins_over_the_clients(make_proxy: ProxyFactory) -> None:

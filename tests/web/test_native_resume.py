@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jwt
 import orjson
@@ -23,32 +23,29 @@ import trio.testing
 from google.genai import types
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
-from liveproxy.config import Config, SignInSettings
+from liveproxy.config import SignInSettings
 from liveproxy.emulator import Emulator, Faults
 from liveproxy.protocol.closes import SESSION_NOT_FOUND
 from liveproxy.serving.server import serve
 from liveproxy.store.redis import open_redis_store
 from liveproxy.web.app import create_app
-from tests.conftest import Proxy, ProxyFactory
+from tests.conftest import Proxy, ProxyFactory, proxy_config
 from tests.emulator.helpers import silence16, tone16
+from tests.genai_sdk import TRANSCRIBED_AUDIO, in_asyncio, send_audio, weather_round_trip
 from tests.http import request
 from tests.models import TEST_MODEL
+from tests.redis_server import RedisServer
 from tests.web.test_native import (
     MALFORMED,
     PATH,
-    in_asyncio,
     mint,
     said,
     sdk_client,
-    trio_wait_for_switch,
     turn,
+    turns_across_a_switch,
 )
 from tests.wsclient import BrowserClient, has_key, texts, wait_until
 
-if TYPE_CHECKING:  # imported by pytest (below), so that its asserts are rewritten
-    from tests.redis_server import RedisServer
-
-pytest_plugins = ["tests.redis_server"]  # the redis_server fixture
 pytestmark = pytest.mark.filterwarnings("ignore::google.genai.errors.ExperimentalWarning")
 
 APP = "https://app.example"
@@ -202,15 +199,7 @@ async def test_a_go_away_is_absorbed_and_only_the_liveproxy_handle_is_seen(proxy
     token = await mint(proxy)
     proxy.emulator.queue_faults(Faults(go_away_after=1))
 
-    async def scenario() -> list[list[types.LiveServerMessage]]:
-        client = sdk_client(proxy, token["name"])
-        async with client.aio.live.connect(model=TEST_MODEL, config=resumable_config()) as s:
-            turns = [await turn(s, "one")]
-            await trio_wait_for_switch(proxy)
-            turns.append(await turn(s, "two"))
-            return turns
-
-    one, two = await in_asyncio(scenario)
+    one, two = await turns_across_a_switch(proxy, token["name"], resumable_config())
     assert said(one) == 'You said: "one"'
     assert said(two) == 'You said: "two"'
     assert all(m.go_away is None for m in one + two)
@@ -231,20 +220,9 @@ async def test_audio_goes_both_ways_through_the_sdk(
     speech = tone16(0.8)
 
     async def scenario() -> list[types.LiveServerMessage]:
-        config = types.LiveConnectConfig(
-            response_modalities=[types.Modality.AUDIO],
-            input_audio_transcription=types.AudioTranscriptionConfig(),
-            output_audio_transcription=types.AudioTranscriptionConfig(),
-        )
         client = sdk_client(proxy, token["name"])
-        async with client.aio.live.connect(model=TEST_MODEL, config=config) as s:
-            pcm = speech + silence16(0.2)
-            for start_at in range(0, len(pcm), 3200):
-                blob = types.Blob(
-                    data=pcm[start_at : start_at + 3200], mime_type="audio/pcm;rate=16000"
-                )
-                await s.send_realtime_input(audio=blob)
-            await s.send_realtime_input(audio_stream_end=True)
+        async with client.aio.live.connect(model=TEST_MODEL, config=TRANSCRIBED_AUDIO) as s:
+            await send_audio(s, speech + silence16(0.2))
             return [m async for m in s.receive()]
 
     answer = await in_asyncio(scenario)
@@ -277,22 +255,9 @@ async def test_a_client_tool_call_round_trip_through_the_sdk(proxy: Proxy) -> No
             response_modalities=[types.Modality.TEXT],
             tools=[types.Tool(function_declarations=[declaration])],
         )
-        calls: list[types.FunctionCall] = []
-        text = ""
         client = sdk_client(proxy, token["name"])
         async with client.aio.live.connect(model=TEST_MODEL, config=config) as s:
-            await s.send_realtime_input(text='call get_weather {"location": "Tokyo"}')
-            async for message in s.receive():
-                if message.tool_call and message.tool_call.function_calls:
-                    calls += message.tool_call.function_calls
-                    await s.send_tool_response(
-                        function_responses=[
-                            types.FunctionResponse(id=c.id, name=c.name, response={"tempC": 21})
-                            for c in message.tool_call.function_calls
-                        ]
-                    )
-                text += message.text or ""
-        return calls, text
+            return await weather_round_trip(s)
 
     calls, text = await in_asyncio(scenario)
     (call,) = calls
@@ -370,9 +335,7 @@ async def test_a_spent_token_resumes_with_its_handle_and_only_with_it(proxy: Pro
 @asynccontextmanager
 async def host_on(redis_server: RedisServer, emulator: Emulator) -> AsyncIterator[Proxy]:
     """A proxy (a "host") with its own client of the shared Redis store."""
-    config = Config(
-        port=0, api_key="test-key", upstream_url=emulator.url, model=TEST_MODEL, workers=1
-    )
+    config = proxy_config(emulator, workers=1)
     async with (
         open_redis_store(redis_server.url, time.time, config.session_lease_seconds) as store,
         trio.open_nursery() as nursery,

@@ -23,7 +23,6 @@ import orjson
 import pytest
 import trio
 import trio.testing
-from trio_websocket import open_websocket_url
 
 from liveproxy.config import SignInSettings
 from liveproxy.emulator import Emulator, EmulatorConfig, Faults
@@ -31,7 +30,7 @@ from liveproxy.emulator import serve as serve_emulator
 from tests.conftest import TEXT_SETUP, ProxyFactory
 from tests.http import request
 from tests.metrics_scrape import metrics_port, until_scraped
-from tests.served import liveproxy_serve
+from tests.served import liveproxy_serve, signed_in_socket
 from tests.tools.test_http_tools import Server
 from tests.tools.test_http_tools import _handle as handle_http
 from tests.wsclient import BrowserClient, Frame, has_key, texts
@@ -252,9 +251,7 @@ async def test_an_http_tool_and_an_installed_plugin_in_a_real_process(
         "METRICS_BIND": "127.0.0.1:0",
     }
     async with liveproxy_serve((), settings) as host:
-        token = (await request("127.0.0.1", host.port, "POST", "/api/auth")).json()
-        url = f"ws://127.0.0.1:{host.port}/ws?token={token['session_token']}"
-        async with open_websocket_url(url) as ws:
+        async with signed_in_socket(host.port) as ws:
             client = BrowserClient(ws)
             await client.send_json(TEXT_SETUP)
             assert "setupComplete" in await client.recv_json()

@@ -21,7 +21,7 @@ from tests.conftest import AUDIO_SETUP, TEXT_SETUP, ProxyFactory
 from tests.http import HttpResponse, request
 from tests.metrics_scrape import metrics_port, scrape
 from tests.models import TEST_MODEL
-from tests.served import eventually, liveproxy_process
+from tests.served import eventually, liveproxy_process, signed_in_socket
 from tests.wsclient import BrowserClient, Frame, has_key, wait_until
 
 ORIGIN = "http://127.0.0.1:5173"
@@ -238,9 +238,7 @@ async def test_a_real_process_counts_usage_in_its_metrics_and_log(
     }
     async with liveproxy_process(**settings) as served:
         port = await metrics_port(served)
-        token = (await request("127.0.0.1", served.port, "POST", "/api/auth")).json()
-        url = f"ws://127.0.0.1:{served.port}/ws?token={token['session_token']}"
-        async with open_websocket_url(url) as ws:
+        async with signed_in_socket(served.port) as ws:
             client = BrowserClient(ws)
             await client.send_json(TEXT_SETUP)
             assert "setupComplete" in await client.recv_json()
