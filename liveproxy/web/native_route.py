@@ -41,7 +41,6 @@ from liveproxy.contract.native import (
 )
 from liveproxy.contract.payloads import EphemeralRequest
 from liveproxy.core.ports import BrowserGone, Frame
-from liveproxy.core.resumable import Resumable
 from liveproxy.logs import SESSION_ID
 from liveproxy.protocol import closes
 from liveproxy.store import Lease, Limits, Refused, StoreUnavailable
@@ -52,6 +51,7 @@ from liveproxy.web.browser_socket import BrowserSocket
 from liveproxy.web.ephemeral import TOKEN_PREFIX
 from liveproxy.web.metrics import Metrics
 from liveproxy.web.origins import OriginPolicy
+from liveproxy.web.responses import Refusal
 from liveproxy.web.state import ProxyState
 
 log = logging.getLogger("liveproxy")
@@ -222,7 +222,7 @@ async def _spend(
 
 async def _resume(state: ProxyState, lease: Lease, handle: str) -> Lease:
     """``lease`` carrying the conversation kept under ``handle`` for its origin and client,
-    taken (single use).
+    taken (single use) as ``POST /api/auth {"resume"}`` takes one (:func:`resume.take`).
 
     Raises:
         _Refusal: unknown, used, expired, someone else's or unreadable (1008 "session not
@@ -230,24 +230,10 @@ async def _resume(state: ProxyState, lease: Lease, handle: str) -> Lease:
     """
     grant = lease.grant
     try:
-        conversation = await state.store.take_conversation(
-            handle, grant.origin, resume.resume_client(grant.client)
-        )
-    except StoreUnavailable:
-        log.warning("state store unreachable: no conversation resumed")
+        conversation, _ = await resume.take(state.store, handle, grant.origin, grant.client)
+    except Refusal as refused:
         await end_lease(state.store, lease)
-        raise _unreachable() from None
-    if conversation is None or not _readable(conversation.state):
-        await end_lease(state.store, lease)
-        raise _Refusal("resume_not_found", closes.POLICY, closes.SESSION_NOT_FOUND)
+        if refused.status == 503:
+            raise _unreachable() from None
+        raise _Refusal("resume_not_found", closes.POLICY, closes.SESSION_NOT_FOUND) from None
     return attrs.evolve(lease, grant=attrs.evolve(grant, resume=conversation.state))
-
-
-def _readable(state: str) -> bool:
-    """Whether a kept conversation's state can be resumed (the store is an input too)."""
-    try:
-        Resumable.from_json(state)
-    except ValueError:
-        log.warning("a kept conversation's state is unreadable: it cannot be resumed")
-        return False
-    return True
