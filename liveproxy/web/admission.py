@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs
 
 import attrs
@@ -49,14 +50,25 @@ class Admitted:
     resumption: bool = False
 
 
-async def admit(
-    state: ProxyState, socket: BrowserSocket, policy: OriginPolicy, metrics: Metrics
-) -> Admitted | None:
-    """Accept and authorise ``socket``; None when it was refused (and closed) or left.
+#: How a socket refused after its upgrade is closed, by reason (``forbidden_origin``,
+#: ``at_capacity``) and message: each endpoint closes its own way.
+Refuse = Callable[[str, str], Awaitable[None]]
 
-    Sets :data:`~liveproxy.logs.SESSION_ID` for the admitted session's every log line.
+
+async def open_socket(
+    state: ProxyState,
+    socket: BrowserSocket,
+    policy: OriginPolicy,
+    metrics: Metrics,
+    refuse_with: Refuse,
+) -> float | None:
+    """The steps every session socket passes first: refused before the upgrade while the
+    server drains (503, its token unspent: a proxy in front can try another instance);
+    accepted; then refused (``refuse_with``) for a disallowed origin or a process at capacity.
+
+    Returns when it was accepted, or None when it was refused (and closed) or left.
     """
-    if state.draining:  # refused before the upgrade: a proxy in front can try another instance
+    if state.draining:
         metrics.socket_refused("shutting_down")
         await socket.reject(503, SHUTTING_DOWN)
         return None
@@ -66,13 +78,34 @@ async def admit(
     origin = header(socket.scope, b"origin")
     if origin is not None and not policy.allows_request(socket.scope, origin):
         metrics.socket_refused("forbidden_origin")
-        await socket.close(UNAUTHORIZED, "Forbidden origin")
+        await refuse_with("forbidden_origin", "Forbidden origin")
         return None
     limit = state.config.max_sessions
     if state.gauges.live_sessions >= limit:
         metrics.socket_refused(AtCapacity.code)
-        await refuse(socket, AtCapacity(f"at capacity ({limit} sessions)"))
+        await refuse_with(AtCapacity.code, f"at capacity ({limit} sessions)")
         return None
+    return opened_at
+
+
+async def admit(
+    state: ProxyState, socket: BrowserSocket, policy: OriginPolicy, metrics: Metrics
+) -> Admitted | None:
+    """Accept and authorise ``socket``; None when it was refused (and closed) or left.
+
+    Sets :data:`~liveproxy.logs.SESSION_ID` for the admitted session's every log line.
+    """
+
+    async def refuse_with(reason: str, message: str) -> None:
+        if reason == AtCapacity.code:
+            await refuse(socket, AtCapacity(message))
+        else:
+            await socket.close(UNAUTHORIZED, message)
+
+    opened_at = await open_socket(state, socket, policy, metrics, refuse_with)
+    if opened_at is None:
+        return None
+    origin = header(socket.scope, b"origin")
     token = parse_qs(socket.query_string.decode("latin-1")).get("token", [None])[0]
     session_id = secrets.token_hex(8)
     SESSION_ID.set(session_id)  # every line logged for this session, by any of its tasks

@@ -32,7 +32,7 @@ from urllib.parse import parse_qs
 import attrs
 import trio
 
-from liveproxy.contract.errors import InvalidSetup, SessionError
+from liveproxy.contract.errors import AtCapacity, InvalidSetup, SessionError
 from liveproxy.contract.native import (
     MALFORMED_TOKEN,
     asked_resumption,
@@ -45,7 +45,7 @@ from liveproxy.logs import SESSION_ID
 from liveproxy.protocol import closes
 from liveproxy.store import Lease, Limits, Refused, StoreUnavailable
 from liveproxy.web import resume
-from liveproxy.web.admission import SHUTTING_DOWN, Admitted, end_lease
+from liveproxy.web.admission import Admitted, end_lease, open_socket
 from liveproxy.web.asgi import ASGIMessage, header
 from liveproxy.web.browser_socket import BrowserSocket
 from liveproxy.web.ephemeral import TOKEN_PREFIX
@@ -102,20 +102,16 @@ async def admit_native(
     handle that names no conversation kept for this origin and client closes 1008
     "BidiGenerateContent session not found", as Google does.
     """
-    if state.draining:
-        metrics.socket_refused("shutting_down")
-        await socket.reject(503, SHUTTING_DOWN)
+
+    async def refuse_with(reason: str, message: str) -> None:
+        at_capacity = reason == AtCapacity.code
+        await socket.close(closes.INTERNAL if at_capacity else closes.POLICY, message)
+
+    opened_at = await open_socket(state, socket, policy, metrics, refuse_with)
+    if opened_at is None:
         return None
-    if not await socket.accept():
-        return None
-    opened_at = trio.current_time()
     origin = header(socket.scope, b"origin")
     try:
-        if origin is not None and not policy.allows_request(socket.scope, origin):
-            raise _Refusal("forbidden_origin", closes.POLICY, "Forbidden origin")
-        limit = state.config.max_sessions
-        if state.gauges.live_sessions >= limit:
-            raise _Refusal("at_capacity", closes.INTERNAL, f"at capacity ({limit} sessions)")
         token = native_token(socket.scope)
         if token is None:
             raise _Refusal("unauthorized", closes.POLICY, closes.UNREGISTERED_CALLER)
