@@ -1164,8 +1164,10 @@ def native_setups(draw: st.DrawFn) -> bytes | Fill:
         choice = draw(st.integers(0, 2))
         if choice == 0:
             setup["systemInstruction"] = {"parts": [{"text": "s" * size}]}
-        elif choice == 1:
-            setup["generationConfig"] = nested(draw(st.sampled_from([50, 500, 5000])))
+        elif choice == 1:  # as bytes: too deep for json.dumps and for printing
+            depth = draw(st.sampled_from([50, 500, 5000]))
+            head = json.dumps({"setup": setup})[:-2].encode()
+            return head + b', "generationConfig": ' + b'{"a":' * depth + b"1" + b"}" * depth + b"}}"
         else:
             tool = {"functionDeclarations": [{"name": "f", "description": "d"}]}
             setup["tools"] = [tool] * (size // 60)
@@ -1248,7 +1250,7 @@ _EPHEMERAL_VALUES: dict[str, st.SearchStrategy[object]] = {
                 {"sessionResumption": {"handle": "x"}},
                 {"model": "models/other"},
                 {"systemInstruction": {"parts": [{"text": "s" * 17_000}]}},
-                {"generationConfig": nested(500)},
+                {"generationConfig": nested(100)},
                 {"bogus": 1},
                 {"tools": [{"functionDeclarations": [{"name": "f"}]}]},
             ]
