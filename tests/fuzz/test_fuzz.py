@@ -943,7 +943,7 @@ def test_native() -> None:
         "native",
         native_plans,
         native_example,
-        examples=10,
+        examples=6,
         explicit=(
             NativePlan(
                 ephemeral={
@@ -1022,7 +1022,7 @@ def test_admin() -> None:
         "admin",
         admin_plans,
         admin_example,
-        examples=12,
+        examples=8,
         explicit=(
             AdminPlan(path=b"/sessions", query=((b"limit", b"501"), (b"cursor", b"A" * 64))),
             AdminPlan(method=b"DELETE", path=b"/sessions/" + b"A" * 5000),
