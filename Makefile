@@ -30,9 +30,10 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# Hunt for crashes: generated hostile input against a real server for FUZZ_SECONDS (default 600).
+# Hunt for crashes: generated hostile input against a real server for FUZZ_SECONDS (default 600),
+# shared by the lanes run (FUZZ_ARGS='-k "native or budget"' picks some).
 fuzz: $(STAMP)
-	FUZZ_SECONDS=$${FUZZ_SECONDS:-600} $(BIN)/python -m pytest tests/fuzz -p no:cacheprovider -s
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-600} $(BIN)/python -m pytest tests/fuzz -p no:cacheprovider -s $(FUZZ_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -121,7 +121,8 @@ class SignIn:
         Raises:
             Unauthorized: the header is missing or not Bearer; the token is too large, malformed,
                 of an algorithm not allowed, names an unknown key, is badly signed, expired, not
-                yet valid, for another audience or issuer, or has no ``exp`` or ``sub``.
+                yet valid, for another audience or issuer, has no ``exp`` or ``sub``, or has
+                claims JSON text cannot keep (a lone surrogate, a 65-bit integer, deep nesting).
             KeysUnavailable: the key set could not be fetched (a subclass of Unauthorized).
         """
         token = _bearer_token(authorization)
@@ -172,6 +173,13 @@ class SignIn:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
             raise Unauthorized("the token's subject (sub) is not a non-empty string")
+        try:  # the claims are kept as JSON text (a session's budget is read from them)
+            orjson.dumps(claims)
+        except orjson.JSONEncodeError:
+            raise Unauthorized(
+                "the token's claims cannot be kept (a lone surrogate, an integer over 64 bits "
+                "or nesting over 255 levels)"
+            ) from None
         return claims
 
 

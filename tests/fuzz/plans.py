@@ -1067,3 +1067,411 @@ resume_plans = st.builds(
         st.one_of(converse_steps, resume_steps, resume_steps, guess_steps), min_size=1, max_size=7
     ).map(tuple),
 )
+
+
+# --- the Gemini-native endpoint ---------------------------------------------------------------
+
+NATIVE_PATH = (
+    "/ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContentConstrained"
+)
+NATIVE_PATHS = (
+    NATIVE_PATH,
+    "/" + NATIVE_PATH,  # the JS SDK's leading //
+    "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent",
+    "///" + NATIVE_PATH,
+    NATIVE_PATH + "/",
+)
+NATIVE_MODEL = "models/gemini-3.1-flash-live-preview"
+NATIVE_TEXT_SETUP: dict[str, object] = {
+    "model": NATIVE_MODEL,
+    "generationConfig": {"responseModalities": ["TEXT"]},
+}
+NATIVE_SETUP = json.dumps({"setup": NATIVE_TEXT_SETUP}).encode()
+
+
+@dataclass(frozen=True)
+class Audio:
+    """A ``realtimeInput`` audio message whose base64 ``data`` is ``size`` characters."""
+
+    size: int
+
+    def build(self) -> bytes:
+        data = ("AAAA" * (self.size // 4 + 1))[: self.size]
+        return json.dumps(
+            {"realtimeInput": {"audio": {"data": data, "mimeType": "audio/pcm;rate=16000"}}}
+        ).encode()
+
+
+@dataclass(frozen=True)
+class NativePlan:
+    """Mint an ephemeral token with ``ephemeral`` (``MISSING``: mint with ``{}``), open a native
+    socket with it (or with a token of kind ``token``), send ``setup`` then ``frames``;
+    ``again``: reconnect with the same token and the handle the first socket got, if any."""
+
+    ephemeral: object = None
+    #: minted | garbage | missing | long | spent
+    token: str = "minted"
+    #: access_token | key | authorization | api_key
+    transport: str = "access_token"
+    prefixed: bool = True
+    path: str = NATIVE_PATH
+    setup: bytes | Fill = NATIVE_SETUP
+    frames: tuple[Sent, ...] = ()
+    again: bool = False
+    end: str = "close"
+
+
+#: Handles a setup may ask to resume: absent, empty, the wrong type, the right shape, too long.
+HANDLES: tuple[object, ...] = (
+    None, "", "x", 0, True, [], {}, ["x"], {"handle": "x"}, "A" * 43, "A" * 256, "A" * 257,
+    "A" * 5000, FORGED, "\ud800", "auth_tokens/x", "../..",
+)  # fmt: skip
+_SETUP_KEYS = (
+    "model", "generationConfig", "generation_config", "systemInstruction", "tools",
+    "sessionResumption", "session_resumption", "contextWindowCompression", "realtimeInputConfig",
+    "inputAudioTranscription", "outputAudioTranscription", "proactivity", "bogus",
+)  # fmt: skip
+
+
+def nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+@st.composite
+def native_setups(draw: st.DrawFn) -> bytes | Fill:
+    """A setup: the text one with a resumption ask, hostile fields, or something else entirely."""
+    kind = draw(st.integers(0, 5))
+    if kind == 5:
+        return draw(st.one_of(st.sampled_from(JSON_MESSAGES), fills))
+    setup: dict[str, object] = dict(NATIVE_TEXT_SETUP)
+    if kind in (0, 1):
+        asked: dict[str, object] = {}
+        handle = draw(st.sampled_from(HANDLES))
+        if handle is not None:
+            asked = {"handle": handle}
+        if draw(st.booleans()):
+            asked = {**asked, "transparent": draw(st.sampled_from([True, 1, "yes"]))}
+        setup[draw(st.sampled_from(["sessionResumption", "session_resumption"]))] = draw(
+            st.one_of(st.just(asked), json_values)
+        )
+    if kind in (1, 2):
+        setup.update(draw(st.dictionaries(st.sampled_from(_SETUP_KEYS), json_values, max_size=3)))
+    if kind == 3:  # large: a long system instruction, deep nesting, many tools
+        size = draw(st.sampled_from([1000, LIMIT - 200, LIMIT + 1, 200_000]))
+        choice = draw(st.integers(0, 2))
+        if choice == 0:
+            setup["systemInstruction"] = {"parts": [{"text": "s" * size}]}
+        elif choice == 1:  # as bytes: too deep for json.dumps and for printing
+            depth = draw(st.sampled_from([50, 500, 5000]))
+            head = json.dumps({"setup": setup})[:-2].encode()
+            return head + b', "generationConfig": ' + b'{"a":' * depth + b"1" + b"}" * depth + b"}}"
+        else:
+            tool = {"functionDeclarations": [{"name": "f", "description": "d"}]}
+            setup["tools"] = [tool] * (size // 60)
+    if kind == 4:
+        setup["model"] = draw(
+            st.sampled_from(["models/other", "", "m" * 300, "models/" + FORGED, 7, None])
+        )
+    return json.dumps({draw(st.sampled_from(["setup", "setup", "Setup"])): setup}).encode()
+
+
+#: Gemini's own client messages, right and wrong, and the browser protocol's (wrong here).
+_NATIVE_MESSAGES: tuple[object, ...] = (
+    {"clientContent": {"turns": [{"role": "user", "parts": [{"text": "hello"}]}],
+                       "turnComplete": True}},
+    {"client_content": {"turns": [{"role": "user", "parts": [{"text": FORGED}]}],
+                        "turn_complete": True}},
+    {"clientContent": {"turnComplete": "yes"}},
+    {"clientContent": {"turns": "x"}},
+    {"realtimeInput": {"audio": {"data": "AAAA", "mimeType": "audio/pcm;rate=16000"}}},
+    {"realtimeInput": {"audio": {"data": "!!!", "mimeType": "audio/pcm"}}},
+    {"realtimeInput": {"text": "hi"}},
+    {"realtimeInput": {"activityStart": {}}},
+    {"realtimeInput": {"activityEnd": {}}},
+    {"realtimeInput": {"audioStreamEnd": True}},
+    {"realtimeInput": {"video": {"data": "/9j/4AAQ", "mimeType": "image/jpeg"}}},
+    {"realtimeInput": {"mediaChunks": [{"data": "AAAA", "mimeType": "audio/pcm"}]}},
+    {"toolResponse": {"functionResponses": [{"id": "x", "name": "f", "response": {}}]}},
+    {"toolResponse": {"functionResponses": "x"}},
+    {"setup": NATIVE_TEXT_SETUP},
+    {"clientContent": {}, "realtimeInput": {}},
+    {"type": "text", "text": "hello"},
+    {},
+    [],
+    None,
+)  # fmt: skip
+NATIVE_MESSAGES: tuple[bytes, ...] = tuple(json.dumps(m).encode() for m in _NATIVE_MESSAGES)
+_NATIVE_KEYS = (
+    "clientContent", "realtimeInput", "toolResponse", "turns", "turnComplete", "parts", "role",
+    "text", "audio", "video", "data", "mimeType", "functionResponses", "id", "name", "response",
+    "activityStart", "activityEnd", "audioStreamEnd", "mediaChunks",
+)  # fmt: skip
+native_random = st.dictionaries(
+    st.sampled_from(_NATIVE_KEYS[:3]),
+    st.dictionaries(st.sampled_from(_NATIVE_KEYS), json_values, max_size=3),
+    min_size=1,
+    max_size=2,
+).map(lambda message: json.dumps(message).encode())
+native_payloads: st.SearchStrategy[Payload | Audio] = st.one_of(
+    st.sampled_from(NATIVE_MESSAGES),
+    native_random,
+    st.builds(Audio, st.sampled_from([4, 4000, LIMIT - 100, LIMIT + 1, LARGE])),
+    payloads,
+)
+
+
+@st.composite
+def native_frame_groups(draw: st.DrawFn) -> list[Sent]:
+    """One native message in a text or binary frame, a flood of one, or any frame group."""
+    kind = draw(st.integers(0, 5))
+    if kind == 5:
+        return list(draw(frame_groups))
+    payload = draw(native_payloads)
+    data: Payload = payload.build() if isinstance(payload, Audio) else payload
+    frame = Frame(draw(st.sampled_from([TEXT, TEXT, BINARY])), data)
+    if kind == 4:
+        return [Flood(frame, draw(flood_counts))]
+    return [frame]
+
+
+#: ``POST /api/auth {"ephemeral": ...}`` constraints, right and wrong.
+_EPHEMERAL_VALUES: dict[str, st.SearchStrategy[object]] = {
+    "model": st.sampled_from(
+        [NATIVE_MODEL, NATIVE_MODEL[7:], "models/other", "", "m" * 257, 5, None, FORGED]
+    ),
+    "config": st.one_of(
+        st.sampled_from(
+            [
+                {"generationConfig": {"responseModalities": ["TEXT"]}},
+                {"generationConfig": {"temperature": 0.1}, "systemInstruction": "be brief"},
+                {"sessionResumption": {"handle": "x"}},
+                {"model": "models/other"},
+                {"systemInstruction": {"parts": [{"text": "s" * 17_000}]}},
+                {"generationConfig": nested(100)},
+                {"bogus": 1},
+                {"tools": [{"functionDeclarations": [{"name": "f"}]}]},
+            ]
+        ),
+        json_values,
+    ),
+    "lock_additional_fields": st.one_of(
+        st.sampled_from(
+            [
+                [],
+                ["temperature"],
+                ["generationConfig"],
+                ["systemInstruction"],
+                ["x"] * 33,
+                ["model"],
+                [FORGED],
+                ["a." * 100],
+                [""],
+            ]
+        ),
+        json_values,
+    ),
+    "uses": st.sampled_from([0, 1, 2, 1000, 1001, -1, "1", 1.5, True, None, 2**70]),
+    "expire_seconds": st.sampled_from([1, 60, 0, -1, 1e308, 2**70, "60", None, float("nan")]),
+}
+_EPHEMERAL_ALIASES = {
+    "lock_additional_fields": "lockAdditionalFields",
+    "expire_seconds": "expireSeconds",
+}
+
+
+@st.composite
+def ephemeral_constraints(draw: st.DrawFn) -> object:
+    if draw(st.integers(0, 9)) == 0:
+        return draw(json_values)
+    constraints: dict[str, object] = {}
+    for key, values in _EPHEMERAL_VALUES.items():
+        if draw(st.integers(0, 2)) == 0:
+            name = _EPHEMERAL_ALIASES.get(key, key) if draw(st.booleans()) else key
+            constraints[name] = draw(values)
+    return constraints
+
+
+native_plans = st.builds(
+    NativePlan,
+    ephemeral=ephemeral_constraints(),
+    token=st.sampled_from(["minted"] * 6 + ["garbage", "missing", "long", "spent"]),
+    transport=st.sampled_from(["access_token", "key", "authorization", "api_key"]),
+    prefixed=st.booleans(),
+    path=st.sampled_from(NATIVE_PATHS[:3] * 3 + NATIVE_PATHS[3:]),
+    setup=native_setups(),
+    frames=st.lists(native_frame_groups(), max_size=4).map(
+        lambda groups: tuple(frame for group in groups for frame in group)
+    ),
+    again=st.integers(0, 3).map(lambda n: n == 0),
+    end=ends,
+)
+
+
+# --- the operator's listener (ADMIN_BIND) -----------------------------------------------------
+
+ADMIN_TOKEN = "fuzz-operator-token-0123456789abcdef0123"
+#: What an ``Authorization`` header may say (``{t}``: the operator's token).
+ADMIN_AUTHORIZATIONS: tuple[bytes | None, ...] = (
+    b"Bearer {t}", b"Bearer {t}", b"Bearer {t}", None, b"", b"Bearer", b"Bearer ",
+    b"bearer {t}", b"BEARER {t}", b"Bearer  {t}", b"Bearer {t} ", b"Bearer {t}x",
+    b"Bearer {p}", b"Bearer {w}", b"Basic {t}", b"Token {t}", b"{t}", b"Bearer {t}\x00",
+    b"Bearer \xff{t}", b"Bearer " + b"x" * 7000, b"Bearer {t}, Bearer {t}",
+)  # fmt: skip
+_ADMIN_IDS = (
+    b"abc", b"A" * 64, b"A" * 65, b"A" * 5000, b"", b"..", b"%2e%2e", b"a%2Fb", b"a/b", b"%00",
+    b"%ff", b"\xc3\xa9", b"a b", b"a%0a2026-01-01%20INFO%20forged", b"-_-", b"0",
+)  # fmt: skip
+ADMIN_FIELDS = (b"limit", b"cursor", b"client", b"since", b"LIMIT", b"x", b"", b"limit[]")
+ADMIN_VALUES = (
+    b"", b"0", b"1", b"-1", b"500", b"501", b"99999999999999999999999", b"1e3", b"0x10", b" 5",
+    b"%00", b"%ff", b"abc", b"A" * 64, b"A" * 2000, b"000000000000000:abc", b"999999999999999:A",
+    b"2026-01-01", b"2026-12-05T10:00:00Z", b"2026-13-45", b"2026-01-01T00:00:00%2B99:00",
+    b"1700000000.5", b"9" * 13, b"1.1234567", b"nan", b"inf", b"%0a2026-01-01%20INFO%20forged",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AdminPlan:
+    """One HTTP/1.1 request (or not quite one) to the operator's listener."""
+
+    method: bytes = b"GET"
+    path: bytes = b"/sessions"
+    query: tuple[tuple[bytes, bytes], ...] = ()
+    #: ``None``: no query string; else the raw query after ``?`` (``query`` is appended to it).
+    raw_query: bytes | None = None
+    authorization: bytes | None = b"Bearer {t}"
+    version: bytes = b"HTTP/1.1"
+    extra_headers: tuple[tuple[bytes, bytes], ...] = ()
+    body: bytes = b""
+    writes: int = 1
+    end: str = "close"
+
+    def target(self) -> bytes:
+        pairs = b"&".join(name + b"=" + value for name, value in self.query)
+        if self.raw_query is None and not pairs:
+            return self.path
+        raw = self.raw_query or b""
+        return self.path + b"?" + raw + (b"&" if raw and pairs else b"") + pairs
+
+    def header_value(self) -> bytes | None:
+        if self.authorization is None:
+            return None
+        token = ADMIN_TOKEN.encode()
+        return (
+            self.authorization.replace(b"{t}", token)
+            .replace(b"{p}", token[:-1])
+            .replace(b"{w}", token[:-1] + b"!")
+        )
+
+    def wire(self) -> bytes:
+        lines = [self.method + b" " + self.target() + b" " + self.version, b"Host: 127.0.0.1"]
+        value = self.header_value()
+        if value is not None:
+            lines.append(b"Authorization: " + value)
+        lines.extend(name + b": " + value for name, value in self.extra_headers)
+        if self.body:
+            lines.append(b"Content-Length: %d" % len(self.body))
+        return b"\r\n".join(lines) + b"\r\n\r\n" + self.body
+
+
+admin_paths = st.one_of(
+    st.sampled_from(
+        [b"/sessions", b"/sessions", b"/usage", b"/usage", b"/sessions/", b"/usage/", b"/",
+         b"//sessions", b"/Sessions", b"/metrics", b"*", b"/api/auth", b"/" + b"a" * 9000,
+         b"http://127.0.0.1/sessions"]
+    ),
+    st.sampled_from(_ADMIN_IDS).map(lambda session_id: b"/sessions/" + session_id),
+)  # fmt: skip
+admin_plans = st.builds(
+    AdminPlan,
+    method=st.sampled_from(
+        [
+            b"GET",
+            b"GET",
+            b"GET",
+            b"DELETE",
+            b"DELETE",
+            b"POST",
+            b"HEAD",
+            b"PUT",
+            b"OPTIONS",
+            b"get",
+            b"CONNECT",
+            b"G\x00T",
+            b"",
+        ]
+    ),
+    path=admin_paths,
+    query=st.lists(
+        st.tuples(st.sampled_from(ADMIN_FIELDS), st.sampled_from(ADMIN_VALUES)), max_size=10
+    ).map(tuple),
+    raw_query=st.sampled_from([None, None, None, b"", b"&&&", b"=", b"limit", b"a" * 1100]),
+    authorization=st.sampled_from(ADMIN_AUTHORIZATIONS),
+    version=st.sampled_from([b"HTTP/1.1", b"HTTP/1.1", b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0"]),
+    extra_headers=st.lists(
+        st.sampled_from(
+            [
+                (b"Authorization", b"Bearer " + ADMIN_TOKEN.encode()),
+                (b"Authorization", b"x"),
+                (b"Transfer-Encoding", b"chunked"),
+                (b"Content-Length", b"100000"),
+                (b"Connection", b"Upgrade"),
+                (b"Upgrade", b"websocket"),
+                (b"X-Long", b"v" * 9000),
+                (b"Expect", b"100-continue"),
+                (b"X-Forged", FORGED.encode()),
+            ]
+        ),
+        max_size=3,
+    ).map(tuple),
+    body=st.sampled_from([b"", b"", b"{}", b"x" * 5000]),
+    writes=st.integers(1, 3),
+    end=ends,
+)
+
+
+# --- budgets and signed-in clients ------------------------------------------------------------
+
+#: A JWT claim left out.
+ABSENT = "<absent>"
+BUDGET_CLAIMS: tuple[object, ...] = (
+    ABSENT, "1 tokens/day", "1 minutes/day", "0 minutes/day", "0.0001 minutes/day",
+    "60 minutes/day, 2000000 tokens/day", "1000000000000 tokens/month", "1000000000001 tokens/day",
+    "99999999999999999999999999999999 tokens/day", "1e308 tokens/day", "nan minutes/day",
+    "-1 minutes/day", "5 usd/month", "5 eur/day", "2 hours/day", "1 minutes/week",
+    "1 minutes/day," * 7, "1 minutes/day, 1 minutes/day", "9" * 199 + " tokens/day", "x" * 201,
+    "", " ", ",", "/", "1 /", "1 minutes / day", "\uff11 minutes/day", FORGED, "1 tokens/day\n",
+    "0" * 150 + "1 tokens/day", "1." + "0" * 150 + " tokens/day", 5, 1.5, None, True, [], {},
+    ["1 tokens/day"], {"tokens": 1},
+)  # fmt: skip
+BUDGET_SUBS: tuple[object, ...] = (
+    "user-{n}", "user-{n}", "user-{n}", "", "s" * 10_000, FORGED, "\ud800", "é" * 50, 7, None,
+    ["x"], ABSENT,
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    """A JWT with ``claim`` as its ``liveproxy_budget`` and ``sub`` (``{n}``: a number of the
+    example's own), then ``steps``: ``auth`` (POST /api/auth), ``mint`` (an ephemeral token),
+    ``usage`` (GET /api/usage) and ``talk`` (sign in, open /ws, set up, a text turn)."""
+
+    claim: object = ABSENT
+    sub: object = "user-{n}"
+    #: valid | expired | forged | none | garbage
+    bearer: str = "valid"
+    steps: tuple[str, ...] = ("auth",)
+
+
+budget_plans = st.builds(
+    BudgetPlan,
+    claim=st.one_of(st.sampled_from(BUDGET_CLAIMS), json_values, st.text(max_size=40)),
+    sub=st.sampled_from(BUDGET_SUBS),
+    bearer=st.sampled_from(["valid"] * 6 + ["expired", "forged", "none", "garbage"]),
+    steps=st.lists(
+        st.sampled_from(["auth", "mint", "usage", "usage", "talk", "talk"]), min_size=1, max_size=4
+    ).map(tuple),
+)

@@ -139,12 +139,17 @@ class ProxyProcess:
     """One ``liveproxy serve`` subprocess with a live bystander session and a resource baseline.
 
     ``settings`` are added to :data:`SERVER_ENV` (``{dir}`` in a value: the process's own
-    temporary directory, its working directory).
+    temporary directory, its working directory); ``sign_in``: the headers the bystander signs
+    in with. ``admin_port``: the ``ADMIN_BIND`` listener's, when it has one.
     """
 
     command: tuple[str, ...] = (sys.executable, "-m", "liveproxy", "serve")
 
-    def __init__(self, settings: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Mapping[str, str] | None = None,
+        sign_in: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         self._cwd = tempfile.TemporaryDirectory(prefix="liveproxy-fuzz-")
         self.directory = self._cwd.name
         env = {k: v for k, v in os.environ.items() if k not in _SECRET_NAMES}
@@ -174,6 +179,7 @@ class ProxyProcess:
         self._reader.start()
         self.bystander: Bystander | None = None
         self.port: int = 0
+        self.admin_port: int | None = None
         self.proc: psutil.Process
         self.base_rss: int = 0
         self.base_fds: int = 0
@@ -190,7 +196,7 @@ class ProxyProcess:
             # Warm the paths the examples take (first imports, caches) before the baseline.
             for path in ("/api/health", "/api/status", "/nowhere"):
                 http_json(self.port, "GET", path)
-            self.bystander = Bystander(self.port)
+            self.bystander = Bystander(self.port, sign_in)
             self.bystander.turn()
             self.base_rss, self.base_fds = self.resources()
         except BaseException:
@@ -213,6 +219,9 @@ class ProxyProcess:
             stall = STALL_LINE.match(line)
             if stall is not None:
                 self.stalls.append((float(stall.group(1)), line))
+            admin = re.search(r"operator's view on http://127\.0\.0\.1:(\d+)", line)
+            if admin:
+                self.admin_port = int(admin.group(1))
             match = re.search(r"Running on http://127\.0\.0\.1:(\d+)", line)
             if match:
                 self._ports.put(int(match.group(1)))

@@ -1,5 +1,6 @@
 """Fuzz a real ``liveproxy serve`` process over raw TCP: HTTP, WebSocket upgrades, frames,
-HTTP/2 on the plain port, and resuming conversations (a server with its own settings).
+HTTP/2 on the plain port, and resuming conversations, the Gemini-native endpoint, the operator's
+listener and signed-in clients with budgets (the last four on servers with settings of their own).
 
 After every example: the process is alive, a bystander session opened before the run still
 gets its answers, nothing was logged at ERROR, the event loop never stalled over 2 s, every
@@ -7,7 +8,8 @@ line of its stderr is a log line, RSS and open fds come back near the baseline, 
 rise past a budget while the example ran (see tests/fuzz/server.py).
 
 Default (``make test``): a fixed seed and a bounded number of examples. ``FUZZ_SECONDS=600``:
-examples with a random seed until that much time has passed (shared by the TESTS lanes), with
+examples with a random seed until that much time has passed (shared by the lanes collected:
+``-k "native or admin"`` gives those two all of it), with
 shrinking, and one printed line per lane saying how many examples ran, the server restarts,
 RSS and fds at the end, the highest RSS rise in an example and the stalls under the bound::
 
@@ -30,21 +32,33 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import jwt
+import orjson
 import pytest
 from hypothesis import HealthCheck, Phase, example, given, note, settings
 from hypothesis import strategies as st
 
+from liveproxy.allowances import BudgetError, check_countable, parse_budget
 from liveproxy.contract.codec import MAX_RESUME_TOKEN_CHARS
 from liveproxy.store import token_key
 from liveproxy.web.app import MAX_BODY_BYTES as MAX_AUTH_BODY
+from liveproxy.web.signin import MAX_TOKEN_BYTES
 from tests.fuzz.plans import (
+    ABSENT,
+    ADMIN_TOKEN,
+    FORGED,
     H2,
     H2_FLOOD_FRAMES,
     H2_PREFACE_REQUEST,
     LARGE,
     LIMIT,
+    NATIVE_MESSAGES,
+    NATIVE_TEXT_SETUP,
     ORIGINS,
     SETUP_FRAME,
+    AdminPlan,
+    Audio,
+    BudgetPlan,
     Converse,
     Fill,
     Flood,
@@ -54,13 +68,17 @@ from tests.fuzz.plans import (
     H2Frame,
     Http2Plan,
     HttpPlan,
+    NativePlan,
     Resume,
     ResumePlan,
     SessionPlan,
     UpgradePlan,
+    admin_plans,
+    budget_plans,
     frames_bytes,
     http2_plans,
     http_plans,
+    native_plans,
     resume_plans,
     session_plans,
     upgrade_plans,
@@ -75,6 +93,7 @@ from tests.fuzz.wire import (
     TEXT,
     TEXT_SETUP,
     BlockingWebSocket,
+    WebSocketClosed,
     close_payload,
     close_socket,
     connect,
@@ -91,11 +110,11 @@ from tests.fuzz.wire import (
 Plan = TypeVar("Plan")
 
 FUZZ_SECONDS = float(os.environ.get("FUZZ_SECONDS") or 0)
-#: The lanes that share FUZZ_SECONDS (a test of explicit examples only takes none of it).
-TESTS = 5
-#: The long run's budget per test; each test also gets time to start, shrink and stop.
-BUDGET = FUZZ_SECONDS / TESTS
-TIMEOUT = 120 if not FUZZ_SECONDS else int(BUDGET) + 600
+#: The lanes that share FUZZ_SECONDS (a test of explicit examples only takes none of it): the
+#: ones collected (``-k native`` gives one lane all of it; tests/fuzz/conftest.py counts them).
+LANES = 8
+#: Each lane also gets time to start, shrink and stop.
+TIMEOUT = 120 if not FUZZ_SECONDS else int(FUZZ_SECONDS) + 600
 #: Examples per batch in the long run (the clock is checked before each example).
 BATCH = 50
 
@@ -113,8 +132,11 @@ LONG = settings(COMMON, derandomize=False, max_examples=BATCH, print_blob=True)
 class Harness:
     """The server the examples run against; restarted after an example that broke it."""
 
-    def __init__(self, settings: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, settings: Mapping[str, str] | None = None, sign_in: tuple[tuple[str, str], ...] = ()
+    ) -> None:
         self.settings = settings
+        self.sign_in = sign_in
         self.server: ProxyProcess | None = None
         self.healthy = False
         self.examples = 0
@@ -130,7 +152,7 @@ class Harness:
             self._end(self.server.kill)
             self.restarts += 1
         if self.server is None:
-            self.server = ProxyProcess(self.settings)
+            self.server = ProxyProcess(self.settings, self.sign_in)
         server = self.server
         self.healthy = False
         before = server.rss()
@@ -196,10 +218,11 @@ def fuzz(
     examples: int,
     explicit: tuple[Plan, ...] = (),
     server_settings: Mapping[str, str] | None = None,
+    sign_in: tuple[tuple[str, str], ...] = (),
 ) -> None:
-    harness = Harness(server_settings)
+    harness = Harness(server_settings, sign_in)
     start = time.monotonic()
-    deadline = start + BUDGET
+    deadline = start + FUZZ_SECONDS / LANES
 
     def body(plan: Plan) -> None:
         if FUZZ_SECONDS and time.monotonic() > deadline:
@@ -761,3 +784,393 @@ def test_resume() -> None:
         ),
         server_settings=RESUME_SETTINGS,
     )
+
+
+# --- the Gemini-native endpoint ---------------------------------------------------------------
+
+#: Close codes a native socket may end with here: Google's refusals and ends (1000, 1007 bad
+#: setup or message or token, 1008 policy, 1009 too big, 1011 capacity or upstream), wsproto's
+#: protocol errors (1002) and bad UTF-8 (1007).
+NATIVE_CLOSES = {1000, 1002, 1007, 1008, 1009, 1011}
+
+
+def mint(server: ProxyProcess, constraints: object) -> tuple[int, Any, int]:
+    """``POST /api/auth {"ephemeral": constraints}``: status, answer and the body's length."""
+    body = json.dumps({"ephemeral": constraints}).encode()
+    status, answer = http_json(server.port, "POST", "/api/auth", body)
+    return status, answer, len(body)
+
+
+def native_request(server: ProxyProcess, plan: NativePlan, value: str | None) -> bytes:
+    """The upgrade to ``plan.path`` with the token ``value`` sent as ``plan.transport`` says."""
+    path, header = plan.path, ""
+    if value is not None:
+        value = ("auth_tokens/" if plan.prefixed else "") + value
+        if plan.transport in ("access_token", "key"):
+            path += f"?{plan.transport}={value}"
+        elif plan.transport == "authorization":
+            header = f"Authorization: Token {value}\r\n"
+        else:
+            header = f"x-goog-api-key: {value}\r\n"
+    request = upgrade_request(path, f"127.0.0.1:{server.port}")
+    return request[:-2] + header.encode() + b"\r\n"
+
+
+def close_code(closed: WebSocketClosed) -> int | None:
+    """The code of the server's close frame (None: none, or EOF)."""
+    raw = closed.payload
+    return int.from_bytes(raw[:2], "big") if raw is not None and len(raw) >= 2 else None
+
+
+class NativeSocket:
+    """One native socket: upgraded, set up (or refused), the server's messages read."""
+
+    def __init__(self, server: ProxyProcess, plan: NativePlan, value: str | None) -> None:
+        self.sock = connect(server.port)
+        self.ws: BlockingWebSocket | None = None
+        self.closed: int | str | None = "open"
+        self.handle: str | None = None
+        self.set_up = False
+        self.sock.sendall(native_request(server, plan, value))
+        head = read_head(self.sock)
+        status, _, rest = split_response(head)
+        note(f"native upgrade {plan.path[:60]} via {plan.transport}: {status}")
+        assert status in (101, 404), f"a native upgrade was answered {head[:300]!r}"
+        if status == 101:
+            self.ws = BlockingWebSocket(self.sock, rest)
+        else:
+            self.closed = None
+
+    def read(self, timeout: float, until_setup: bool = False) -> None:
+        """Read the server's messages for ``timeout`` s (or until ``setupComplete`` and a
+        moment more, or the close); keeps the handle it announces and the close code."""
+        if self.ws is None or self.closed != "open":
+            return
+        deadline = time.monotonic() + timeout
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                opcode, payload = self.ws.recv(timeout=left)
+                assert opcode == TEXT, f"a native client got a binary frame: {payload[:100]!r}"
+                message = json.loads(payload)
+                assert isinstance(message, dict), payload[:200]
+                assert not {"sessionStatus", "sessionResumable", "goAway"} & message.keys()
+                update = message.get("sessionResumptionUpdate")
+                if isinstance(update, dict) and update.get("newHandle"):
+                    self.handle = update["newHandle"]
+                if "setupComplete" in message:
+                    self.set_up = True
+                    if until_setup:  # a handle comes right after it
+                        deadline = min(deadline, time.monotonic() + 0.3)
+        except TimeoutError:
+            return
+        except OSError:
+            self.closed = None
+        except WebSocketClosed as closed:
+            self.closed = close_code(closed)
+            note(f"closed: {closed}")
+        assert self.closed in NATIVE_CLOSES | {"open", None}, f"closed with {self.closed}"
+
+    def send(self, frames: tuple[Any, ...]) -> None:
+        if self.ws is not None and self.closed == "open":
+            send_quietly(self.sock, frames_bytes(frames))
+
+
+def native_token(server: ProxyProcess, plan: NativePlan) -> str | None:
+    """The token ``plan`` asks for: minted with its constraints (with none, when they are
+    refused), spent by a session of its own, or not a token at all."""
+    if plan.token == "missing":
+        return None
+    if plan.token == "garbage":
+        return "A" * 43
+    if plan.token == "long":
+        return "A" * 5000
+    status, answer, length = mint(server, plan.ephemeral)
+    note(f"minted with {plan.ephemeral!r}: {status} {answer}")
+    allowed = {413} if length > MAX_AUTH_BODY else {200, 400}
+    assert status in allowed, (status, answer)
+    if status != 200 or "name" not in answer:  # refused, or null: a session token
+        status, answer, _ = mint(server, {})
+        assert status == 200, (status, answer)
+    value: str = answer["name"].removeprefix("auth_tokens/")
+    if plan.token == "spent":
+        spend = NativeSocket(server, plan, value)
+        spend.send((Frame(TEXT, json.dumps({"setup": NATIVE_TEXT_SETUP}).encode()),))
+        spend.read(5.0, until_setup=True)
+        close_socket(spend.sock, "close")
+    return value
+
+
+def native_example(server: ProxyProcess, plan: NativePlan) -> None:
+    value = native_token(server, plan)
+    native = NativeSocket(server, plan, value)
+    try:
+        native.send((Frame(TEXT, plan.setup),))
+        native.read(5.0, until_setup=True)
+        native.send(plan.frames)
+        flood = sum(sent.count for sent in plan.frames if isinstance(sent, Flood))
+        if native.set_up and flood > 3 * MESSAGE_RATE:
+            native.read(5.0)
+            assert native.closed != "open", f"{flood} native messages in a burst, still open"
+        else:
+            native.read(1.0)
+    finally:
+        close_socket(native.sock, plan.end)
+    if plan.again and native.handle is not None and value is not None:
+        resume_native(server, plan, value, native.handle)
+
+
+def resume_native(server: ProxyProcess, plan: NativePlan, value: str, handle: str) -> None:
+    """Resume with ``handle`` (and the same token): the conversation is kept once the server
+    has seen the socket go, so "session not found" is tried again for a second."""
+    setup = {**NATIVE_TEXT_SETUP, "sessionResumption": {"handle": handle}}
+    deadline = time.monotonic() + 1.0
+    while True:
+        again = NativeSocket(server, plan, value)
+        try:
+            again.send((Frame(TEXT, json.dumps({"setup": setup}).encode()),))
+            again.read(5.0, until_setup=True)
+        finally:
+            close_socket(again.sock, "close")
+        if again.closed != 1008 or time.monotonic() > deadline:
+            note(f"resumed: {again.set_up}, closed {again.closed}")
+            return
+        time.sleep(0.1)
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_native() -> None:
+    fuzz(
+        "native",
+        native_plans,
+        native_example,
+        examples=6,
+        explicit=(
+            NativePlan(
+                ephemeral={
+                    "config": {"generationConfig": {"temperature": 0.2}},
+                    "lockAdditionalFields": ["temperature"],
+                    "uses": 2,
+                },
+                setup=json.dumps(
+                    {"setup": {**NATIVE_TEXT_SETUP, "sessionResumption": {}}}
+                ).encode(),
+                frames=(Frame(TEXT, NATIVE_MESSAGES[0]), Frame(BINARY, Audio(LIMIT + 1).build())),
+                again=True,
+            ),
+            NativePlan(frames=(Flood(Frame(TEXT, NATIVE_MESSAGES[4]), 2000),)),
+        ),
+    )
+
+
+# --- the operator's listener ------------------------------------------------------------------
+
+ADMIN_SETTINGS = {
+    "ADMIN_BIND": "127.0.0.1:0",
+    "ADMIN_TOKEN": ADMIN_TOKEN,
+    "STATE_URL": "sqlite:///{dir}/state.db",
+}
+#: What only an authorised request may get (Hypercorn's own refusals aside).
+ADMIN_ANSWERS = {200, 202, 400, 404, 405}
+
+
+def admin_port(server: ProxyProcess) -> int:
+    deadline = time.monotonic() + 10
+    while server.admin_port is None:
+        assert time.monotonic() < deadline, "no operator's listener:\n" + server.tail()
+        time.sleep(0.02)
+    return server.admin_port
+
+
+def carries_admin_token(plan: AdminPlan) -> bool:
+    """Whether the request's first ``Authorization`` header is ``Bearer <ADMIN_TOKEN>`` (the
+    scheme in any case, as RFC 9110 has it; spaces around the token are not part of it)."""
+    extra = [value for name, value in plan.extra_headers if name == b"Authorization"]
+    first = plan.header_value() if plan.authorization is not None else None
+    first = first if first is not None else next(iter(extra), None)
+    if first is None:
+        return False
+    scheme, _, given = first.strip(b" \t").partition(b" ")
+    return scheme.lower() == b"bearer" and given.strip(b" \t") == ADMIN_TOKEN.encode()
+
+
+def admin_example(server: ProxyProcess, plan: AdminPlan) -> None:
+    wire = plan.wire()
+    note(f"wire ({len(wire)} bytes): {wire[:600]!r}")
+    sock = connect(admin_port(server))
+    try:
+        send_in_writes(lambda data: send_quietly(sock, data), wire, plan.writes)
+        if plan.end == "rst":
+            return
+        answer, _ = read_for(sock, idle=0.3, total=3.0)
+        note(f"answer: {answer[:300]!r}")
+    finally:
+        close_socket(sock, plan.end)
+    if not answer:
+        return
+    assert answer.startswith(b"HTTP/1.1 "), answer[:200]
+    status = int(answer[9:12])
+    # 501: h11 takes no transfer coding but one ``chunked`` (RFC 9112 6.1 says 501).
+    assert status < 500 or status == 501, f"the operator's listener answered {answer[:300]!r}"
+    if not carries_admin_token(plan):
+        refused = status not in ADMIN_ANSWERS or (status == 400 and b"invalid_query" not in answer)
+        assert refused, f"a request without the operator's token was answered {answer[:300]!r}"
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_admin() -> None:
+    fuzz(
+        "admin",
+        admin_plans,
+        admin_example,
+        examples=8,
+        explicit=(
+            AdminPlan(path=b"/sessions", query=((b"limit", b"501"), (b"cursor", b"A" * 64))),
+            AdminPlan(method=b"DELETE", path=b"/sessions/" + b"A" * 5000),
+            AdminPlan(path=b"/usage", query=((b"since", b"9" * 13), (b"client", b"A" * 64))),
+            AdminPlan(authorization=b"Bearer {p}"),
+        ),
+        server_settings=ADMIN_SETTINGS,
+    )
+
+
+# --- budgets and signed-in clients ------------------------------------------------------------
+
+JWT_SECRET = "fuzz-jwt-secret-0123456789abcdef0123456789"
+BUDGET_SETTINGS = {
+    "AUTH_JWT_SECRET": JWT_SECRET,
+    "BUDGET_PER_CLIENT": "600 minutes/day, 100000000 tokens/day",
+    "BUDGET_TOTAL": "1000000 minutes/day",
+    "STATE_URL": "sqlite:///{dir}/state.db",
+}
+_subjects = itertools.count(1)
+
+
+def signed(claims: Mapping[str, object], secret: str = JWT_SECRET) -> str:
+    return jwt.encode(dict(claims), secret, algorithm="HS256")
+
+
+BYSTANDER_SIGN_IN = (("Authorization", f"Bearer {signed({'sub': 'bystander', 'exp': 2**40})}"),)
+
+
+def bearer(plan: BudgetPlan) -> tuple[tuple[tuple[str, str], ...], bool]:
+    """The plan's Authorization header, and whether the proxy must take it."""
+    claims: dict[str, object] = {"exp": int(time.time()) + 300}
+    if isinstance(plan.sub, str) and plan.sub != ABSENT:
+        claims["sub"] = plan.sub.replace("{n}", str(next(_subjects)))
+    elif plan.sub != ABSENT:
+        claims["sub"] = plan.sub
+    if plan.claim != ABSENT:
+        claims["liveproxy_budget"] = plan.claim
+    if plan.bearer == "none":
+        return (), False
+    if plan.bearer == "garbage":
+        return (("Authorization", "Bearer not.a.jwt"),), False
+    if plan.bearer == "expired":
+        claims["exp"] = int(time.time()) - 100
+    secret = JWT_SECRET if plan.bearer != "forged" else "another-secret-0123456789abcdef012345"
+    value = signed(claims, secret)
+    sub = claims.get("sub")
+    good = (
+        plan.bearer == "valid"
+        and len(value) <= MAX_TOKEN_BYTES
+        and isinstance(sub, str)
+        and sub != ""
+        and claim_taken(plan.claim)
+        and keepable(claims)
+    )
+    return (("Authorization", f"Bearer {value}"),), good
+
+
+def keepable(claims: Mapping[str, object]) -> bool:
+    """Whether the claims can be kept as JSON text (else the sign-in is refused)."""
+    try:
+        orjson.dumps(dict(claims))
+    except orjson.JSONEncodeError:
+        return False
+    return True
+
+
+def claim_taken(claim: object) -> bool:
+    """Whether a ``liveproxy_budget`` claim is one the proxy takes (none, or null, is taken
+    as none)."""
+    if claim == ABSENT or claim is None:
+        return True
+    if not isinstance(claim, str):
+        return False
+    try:
+        check_countable(parse_budget(claim), priced=False)
+    except BudgetError:
+        return False
+    return True
+
+
+def budget_example(server: ProxyProcess, plan: BudgetPlan) -> None:
+    headers, good = bearer(plan)
+    for step in plan.steps:
+        if step == "usage":
+            status, answer = http_json(server.port, "GET", "/api/usage", None, headers)
+        else:
+            body = b'{"ephemeral": {}}' if step == "mint" else b"{}"
+            status, answer = http_json(server.port, "POST", "/api/auth", body, headers)
+        note(f"{step}: {status} {answer}")
+        allowed = ({200} if step == "usage" else {200, 429}) if good else {401}
+        assert status in allowed, (step, status, answer)
+        if step == "talk" and status == 200:
+            talk_within_budget(server, answer["session_token"])
+
+
+def talk_within_budget(server: ProxyProcess, session_token: str) -> None:
+    """A text session with a turn: it answers, or ends (a budget spent), within 10 s."""
+    ws = BlockingWebSocket.open(server.port, f"/ws?token={session_token}")
+    try:
+        ws.send_json(TEXT_SETUP)
+        ws.send_json({"type": "text", "text": "hello"})
+        deadline = time.monotonic() + 10
+        while True:
+            opcode, payload = ws.recv(timeout=max(0.0, deadline - time.monotonic()))
+            message = json.loads(payload) if opcode == TEXT else {}
+            if "sessionEnd" in message or "error" in message:
+                note(f"ended: {message}")
+                return
+            if message.get("serverContent", {}).get("turnComplete"):
+                return
+    except WebSocketClosed as closed:
+        note(f"closed: {closed}")
+    finally:
+        close_socket(ws.sock, "close")
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_budget() -> None:
+    fuzz(
+        "budget",
+        budget_plans,
+        budget_example,
+        examples=10,
+        explicit=(
+            BudgetPlan(claim="1 tokens/day", steps=("usage", "talk", "usage", "auth")),
+            BudgetPlan(claim="0.0001 minutes/day", steps=("talk", "mint")),
+            BudgetPlan(claim="1 minutes/day," * 7, steps=("auth", "usage")),
+            BudgetPlan(claim=FORGED, sub=FORGED, steps=("auth",)),
+            # Known: a lone surrogate in the claims was a 500 with a traceback (see
+            # tests/web/test_signin_route.py).
+            BudgetPlan(sub="\ud800", steps=("auth", "usage")),
+        ),
+        server_settings=BUDGET_SETTINGS,
+        sign_in=BYSTANDER_SIGN_IN,
+    )
+
+
+#: The tests that run examples until their share of FUZZ_SECONDS is spent.
+LANE_TESTS = frozenset(
+    {
+        test_http_requests.__name__,
+        test_websocket_upgrades.__name__,
+        test_websocket_frames.__name__,
+        test_http2.__name__,
+        test_resume.__name__,
+        test_native.__name__,
+        test_admin.__name__,
+        test_budget.__name__,
+    }
+)

@@ -188,15 +188,19 @@ def http_json(
     return status, json.loads(rest[:length]) if length else None
 
 
-def token(port: int) -> str:
-    status, answer = http_json(port, "POST", "/api/auth")
+def token(port: int, headers: tuple[tuple[str, str], ...] = ()) -> str:
+    status, answer = http_json(port, "POST", "/api/auth", headers=headers)
     assert status == 200, (status, answer)
     value: str = answer["session_token"]
     return value
 
 
 class WebSocketClosed(Exception):
-    """The server closed the WebSocket (close frame or EOF)."""
+    """The server closed the WebSocket (close frame or EOF); ``payload``: the close frame's."""
+
+    def __init__(self, message: str, payload: bytes | None = None) -> None:
+        super().__init__(message)
+        self.payload = payload
 
 
 class BlockingWebSocket:
@@ -267,7 +271,7 @@ class BlockingWebSocket:
             if opcode == PING:
                 self.send(PONG, payload)
             elif opcode == CLOSE:
-                raise WebSocketClosed(f"close frame {payload!r}")
+                raise WebSocketClosed(f"close frame {payload!r}", payload)
             elif opcode != PONG:
                 if opcode != CONTINUATION:
                     message_opcode = opcode
@@ -288,11 +292,12 @@ TEXT_SETUP: dict[str, Any] = {"setup": {"generation_config": {"response_modaliti
 
 
 class Bystander:
-    """A real session through the proxy that must keep getting answers while it is fuzzed."""
+    """A real session through the proxy that must keep getting answers while it is fuzzed
+    (``headers``: its sign-in's, e.g. a JWT)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, headers: tuple[tuple[str, str], ...] = ()) -> None:
         self.turns = 0
-        self.ws = BlockingWebSocket.open(port, f"/ws?token={token(port)}")
+        self.ws = BlockingWebSocket.open(port, f"/ws?token={token(port, headers)}")
         try:
             self.ws.send_json(TEXT_SETUP)
             while True:

@@ -55,6 +55,29 @@ async def test_without_a_valid_jwt_auth_is_401_with_www_authenticate(
     assert (await proxy.state.store.usage()).tokens == 0
 
 
+async def test_claims_json_cannot_carry_are_401_not_500(make_proxy: ProxyFactory) -> None:
+    """Found by the fuzzer: a signed JWT whose claims held a lone surrogate (its ``sub`` too),
+    an integer over 64 bits or nesting past 255 levels made the sign-in a 500 with a logged
+    traceback (the claims are kept as JSON, and orjson refuses those)."""
+    proxy = await signed_in(make_proxy)
+    deep: object = 1
+    for _ in range(300):
+        deep = [deep]
+    cases: list[tuple[str, dict[str, object]]] = [
+        ("\ud800", {}),
+        ("user", {"name": "\udfff"}),
+        ("user", {"n": 2**70}),
+        ("user", {"deep": deep}),
+    ]
+    for sub, claims in cases:
+        response = await auth(proxy, f"Bearer {token(sub, aud='app', **claims)}")
+        assert response.status == 401, claims
+        error = response.json()["error"]
+        assert error["code"] == "unauthorized"
+        assert "claims" in error["message"]
+    assert (await proxy.state.store.usage()).tokens == 0
+
+
 async def test_a_valid_jwt_gets_a_token_and_its_subject_is_the_client(
     make_proxy: ProxyFactory,
 ) -> None:
