@@ -41,6 +41,7 @@ async def talk(port: int, bystander: Bystander, task_status: trio.TaskStatus[Non
             await client.send_json({"type": "text", "text": f"turn {bystander.turns}"})
             await client.recv_until(has_key("serverContent", "turnComplete"))
             bystander.turns += 1
+            await trio.sleep(0.01)  # under BROWSER_MESSAGE_RATE (400/s) on the fastest machine
 
 
 async def early_data(port: int, token: str) -> RawAnswer:
