@@ -8,7 +8,8 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
@@ -20,12 +21,16 @@ from liveproxy.config import Config
 from liveproxy.emulator import Emulator, EmulatorConfig
 from liveproxy.emulator import serve as serve_emulator
 from liveproxy.serving.server import serve
+from liveproxy.store.opening import open_store
 from liveproxy.upstream.target import UpstreamTarget
 from liveproxy.web.app import LiveProxyApp, create_app
 from liveproxy.web.state import ProxyState
 from tests.http import HttpResponse, request
 from tests.models import TEST_MODEL
 from tests.wsclient import BrowserClient, wait_until
+
+if TYPE_CHECKING:  # registered as a plugin below: imported first by pytest, asserts rewritten
+    from tests.redis_server import RedisServer
 
 pytest_plugins = ["tests.redis_server"]  # the redis_server fixture: a private redis-server
 
@@ -151,3 +156,23 @@ async def make_proxy(nursery: trio.Nursery, emulator: Emulator) -> AsyncIterator
 @pytest.fixture
 async def proxy(make_proxy: ProxyFactory) -> Proxy:
     return await make_proxy()
+
+
+@asynccontextmanager
+async def proxy_on(
+    kind: str, emulator: Emulator, tmp_path: Path, redis: RedisServer | None, **settings: Any
+) -> AsyncIterator[Proxy]:
+    """A proxy (in this process, against ``emulator``) on a store of ``kind``."""
+    urls = {
+        "memory": "memory:",
+        "sqlite": f"sqlite://{tmp_path / 'state.db'}",
+        "redis": redis.url if redis is not None else "",
+    }
+    config = proxy_config(emulator, auth_rate_limit=None, **settings)
+    async with open_store(urls[kind], config.session_lease_seconds) as store:
+        app = create_app(config, store=store)
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(partial(serve, config, stop=stop, app=app))
+            yield Proxy(int(binds[0].rsplit(":", 1)[1]), app, emulator, stop)
+            stop.set()

@@ -4,10 +4,7 @@ roll-over (trio's autojump clock), ``GET /api/usage``, an unreachable store."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +16,7 @@ from trio_websocket import ConnectionClosed, open_websocket
 from liveproxy.allowances import parse_budget
 from liveproxy.config import SignInSettings
 from liveproxy.emulator import Emulator
-from liveproxy.serving.server import serve
-from liveproxy.store.opening import open_store
-from liveproxy.web.app import create_app
-from tests.conftest import TEXT_SETUP, Proxy, ProxyFactory, proxy_config
+from tests.conftest import TEXT_SETUP, Proxy, ProxyFactory, proxy_on
 from tests.http import HttpResponse, request
 from tests.models import TEST_MODEL
 from tests.redis_server import RedisServer
@@ -146,26 +140,6 @@ async def test_a_jwt_claim_overrides_the_client_budget(
         assert error["code"] == "unauthorized"
         assert "liveproxy_budget claim is refused" in error["message"]
     assert (await auth(proxy, own)).status == 200
-
-
-@asynccontextmanager
-async def proxy_on(
-    kind: str, emulator: Emulator, tmp_path: Path, redis: RedisServer | None, **settings: Any
-) -> AsyncIterator[Proxy]:
-    """A proxy (in this process, against ``emulator``) on a store of ``kind``."""
-    urls = {
-        "memory": "memory:",
-        "sqlite": f"sqlite://{tmp_path / 'state.db'}",
-        "redis": redis.url if redis is not None else "",
-    }
-    config = proxy_config(emulator, auth_rate_limit=None, **settings)
-    async with open_store(urls[kind], config.session_lease_seconds) as store:
-        app = create_app(config, store=store)
-        stop = trio.Event()
-        async with trio.open_nursery() as nursery:
-            binds = await nursery.start(partial(serve, config, stop=stop, app=app))
-            yield Proxy(int(binds[0].rsplit(":", 1)[1]), app, emulator, stop)
-            stop.set()
 
 
 async def talk_until_ended(client: BrowserClient) -> tuple[list[dict[str, Any]], int]:

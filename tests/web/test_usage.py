@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 import trio
 from trio_websocket import open_websocket, open_websocket_url
 
 from liveproxy.emulator import ConnectionRecord, Emulator, Faults
 from tests import pcm
-from tests.conftest import AUDIO_SETUP, TEXT_SETUP, ProxyFactory
+from tests.conftest import AUDIO_SETUP, TEXT_SETUP, ProxyFactory, proxy_on
 from tests.http import HttpResponse, request
 from tests.metrics_scrape import metrics_port, scrape
 from tests.models import TEST_MODEL
@@ -102,96 +103,103 @@ def records(log: Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in log.read_bytes().splitlines()]
 
 
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
 async def test_a_conversation_is_metered_once_per_turn_across_a_switch_and_a_resume(
-    make_proxy: ProxyFactory, emulator: Emulator, tmp_path: Path
+    kind: str, emulator: Emulator, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     log, prices = tmp_path / "usage.jsonl", tmp_path / "prices.toml"
     prices.write_text(PRICES)
     emulator.set_faults(Faults(repeat_usage=True))
     emulator.queue_faults(Faults(repeat_usage=True, go_away_after=2))
-    proxy = await make_proxy(usage_log=log, prices_file=prices, session_min_seconds=1)
-    first = await auth(proxy.port, {"session_duration": 8})
-    token = first.json()["session_token"]
-    url = f"ws://127.0.0.1:{proxy.port}/ws?token="
-    async with open_websocket_url(url + token, extra_headers=HEADERS) as ws:
-        client = BrowserClient(ws)
-        resume = await start(client)
-        await talk(client, "one")
-        # goAway after "two": the switch comes at the turn's end (its status may come first).
-        await client.send_json({"type": "text", "text": "two"})
-        frames: list[Frame] = []
-        while "resumed" not in map(status, frames) or not any(
-            has_key("serverContent", "turnComplete")(f) for f in frames
-        ):
-            frames.append(await client.recv())
-        for frame in pcm.frames(pcm.silence(1.0)):  # a second of audio in: 32000 bytes
-            await ws.send_message(frame)
-        await talk(client, "three")
-    await wait_until(lambda: len(emulator.connections) == 2)
-    await emulator.connections[1].wait_closed()
+    redis = request.getfixturevalue("redis_server") if kind == "redis" else None
+    settings = {"usage_log": log, "prices_file": prices, "session_min_seconds": 1}
+    async with proxy_on(kind, emulator, tmp_path, redis, **settings) as proxy:
+        first = await auth(proxy.port, {"session_duration": 8})
+        token = first.json()["session_token"]
+        url = f"ws://127.0.0.1:{proxy.port}/ws?token="
+        async with open_websocket_url(url + token, extra_headers=HEADERS) as ws:
+            client = BrowserClient(ws)
+            resume = await start(client)
+            await talk(client, "one")
+            # goAway after "two": the switch comes at the turn's end (its status may come first).
+            await client.send_json({"type": "text", "text": "two"})
+            frames: list[Frame] = []
+            while "resumed" not in map(status, frames) or not any(
+                has_key("serverContent", "turnComplete")(f) for f in frames
+            ):
+                frames.append(await client.recv())
+            for frame in pcm.frames(pcm.silence(1.0)):  # a second of audio in: 32000 bytes
+                await ws.send_message(frame)
+            await talk(client, "three")
+        await wait_until(lambda: len(emulator.connections) == 2)
+        await emulator.connections[1].wait_closed()
+        with trio.fail_after(10):  # the socket's session over, its conversation kept
+            await proxy.state.gauges.wait_idle()
 
-    again = await auth(proxy.port, {"resume": resume})
-    assert again.status == 200, again.body
-    async with open_websocket_url(url + again.json()["session_token"], extra_headers=HEADERS) as ws:
-        client = BrowserClient(ws)
-        await start(client)
-        await talk(client, "four")
-        with trio.fail_after(15):
-            ended = await client.wait_closed()
-    end = ended.last_event["sessionEnd"]
-    assert end["reason"] == "time_limit"
+        again = await auth(proxy.port, {"resume": resume})
+        assert again.status == 200, again.body
+        async with open_websocket_url(
+            url + again.json()["session_token"], extra_headers=HEADERS
+        ) as ws:
+            client = BrowserClient(ws)
+            await start(client)
+            await talk(client, "four")
+            with trio.fail_after(15):
+                ended = await client.wait_closed()
+        end = ended.last_event["sessionEnd"]
+        assert end["reason"] == "time_limit"
 
-    connections = emulator.connections
-    assert len(connections) == 3  # the first, the one switched to, the resumed socket's
-    first_socket = turn_reports(connections[:2])
-    second_socket = turn_reports(connections[2:])
-    assert (len(first_socket), len(second_socket)) == (3, 1)
-    tokens, total = added_up(first_socket + second_socket)
-    assert set(tokens) == {"prompt", "response"}
-    assert tokens["response"]["TEXT"] > 0
-    usage = end["stats"]["usage"]
-    assert usage == {
-        "tokens": tokens,
-        "total_tokens": total,
-        "audio_in_seconds": 1.0,
-        "audio_out_seconds": 0.0,
-        "cost_usd": cost(tokens),
-    }
-    # The older keys stay what they were: the latest report's counts.
-    last = second_socket[-1]
-    assert end["stats"]["total_token_count"] == last["totalTokenCount"]
-    assert end["stats"]["prompt_token_count"] == last["promptTokenCount"]
-    assert end["stats"]["response_token_count"] == last["responseTokenCount"]
+        connections = emulator.connections
+        assert len(connections) == 3  # the first, the one switched to, the resumed socket's
+        first_socket = turn_reports(connections[:2])
+        second_socket = turn_reports(connections[2:])
+        assert (len(first_socket), len(second_socket)) == (3, 1)
+        tokens, total = added_up(first_socket + second_socket)
+        assert set(tokens) == {"prompt", "response"}
+        assert tokens["response"]["TEXT"] > 0
+        usage = end["stats"]["usage"]
+        assert usage == {
+            "tokens": tokens,
+            "total_tokens": total,
+            "audio_in_seconds": 1.0,
+            "audio_out_seconds": 0.0,
+            "cost_usd": cost(tokens),
+        }
+        # The older keys stay what they were: the latest report's counts.
+        last = second_socket[-1]
+        assert end["stats"]["total_token_count"] == last["totalTokenCount"]
+        assert end["stats"]["prompt_token_count"] == last["promptTokenCount"]
+        assert end["stats"]["response_token_count"] == last["responseTokenCount"]
 
-    await wait_until(lambda: log.exists() and len(records(log)) == 2)
-    one, two = records(log)
-    first_tokens, first_total = added_up(first_socket)
-    second_tokens, second_total = added_up(second_socket)
-    assert one["conversation_id"] == two["conversation_id"] == one["session_id"]
-    assert two["session_id"] != one["session_id"]
-    assert one["model"] == two["model"] == TEST_MODEL
-    assert one["reason"] in ("browser_closed", None)  # None: cancelled as the browser left
-    assert two["reason"] == "time_limit"
-    assert one["usage"] == {
-        "tokens": first_tokens,
-        "total_tokens": first_total,
-        "audio_in_seconds": 1.0,
-        "audio_out_seconds": 0.0,
-        "cost_usd": cost(first_tokens),
-    }
-    assert "conversation_usage" not in one
-    assert two["usage"] == {
-        "tokens": second_tokens,
-        "total_tokens": second_total,
-        "audio_in_seconds": 0.0,
-        "audio_out_seconds": 0.0,
-        "cost_usd": cost(second_tokens),
-    }
-    assert two["conversation_usage"] == usage  # the records of a conversation add up to it
-    assert 0 < two["seconds"] <= 8
-    assert one["started"] <= one["ended"] <= two["started"] <= two["ended"]
-    assert one["ended"].endswith("+00:00")
-    assert len(one["client"]) < 40  # a hash, not the address
+        await wait_until(lambda: log.exists() and len(records(log)) == 2)
+        one, two = records(log)
+        first_tokens, first_total = added_up(first_socket)
+        second_tokens, second_total = added_up(second_socket)
+        assert one["conversation_id"] == two["conversation_id"] == one["session_id"]
+        assert two["session_id"] != one["session_id"]
+        assert one["model"] == two["model"] == TEST_MODEL
+        assert one["reason"] in ("browser_closed", None)  # None: cancelled as the browser left
+        assert two["reason"] == "time_limit"
+        assert one["usage"] == {
+            "tokens": first_tokens,
+            "total_tokens": first_total,
+            "audio_in_seconds": 1.0,
+            "audio_out_seconds": 0.0,
+            "cost_usd": cost(first_tokens),
+        }
+        assert "conversation_usage" not in one
+        assert two["usage"] == {
+            "tokens": second_tokens,
+            "total_tokens": second_total,
+            "audio_in_seconds": 0.0,
+            "audio_out_seconds": 0.0,
+            "cost_usd": cost(second_tokens),
+        }
+        assert two["conversation_usage"] == usage  # the records of a conversation add up to it
+        assert 0 < two["seconds"] <= 8
+        assert one["started"] <= one["ended"] <= two["started"] <= two["ended"]
+        assert one["ended"].endswith("+00:00")
+        assert len(one["client"]) < 40  # a hash, not the address
 
 
 async def test_audio_is_metered_in_seconds_each_way(
