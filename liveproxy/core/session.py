@@ -3,9 +3,10 @@
 The tasks (:class:`~liveproxy.core.race.Race`): the
 :class:`~liveproxy.core.browser_reader.BrowserReader` (browser -> upstream), the
 :class:`~liveproxy.core.relay.Relay` (upstream connections, upstream -> browser), the time limit,
-the server's shutdown and the operator's end. The reader hands the setup to the relay on a
-channel. The first outcome (an :class:`~liveproxy.contract.endings.Ended`, or a
-:class:`~liveproxy.contract.errors.SessionError`) cancels the rest.
+the server's shutdown, the operator's end and (with budgets) the budget guard. The reader hands
+the setup to the relay on a channel. The first outcome (an
+:class:`~liveproxy.contract.endings.Ended`, or a :class:`~liveproxy.contract.errors.SessionError`)
+cancels the rest.
 
 The upstream connections live in a nursery opened outside the race, so the race's cancellation
 never cuts one: once the race is over, the session closes the connection in use with the code
@@ -59,8 +60,8 @@ class Session:
         replay; ``time_limit`` is then what it has left). ``resume_token``: announced to the
         browser after ``setupComplete`` (``sessionResumable``; a native client's
         ``sessionResumptionUpdate``, the token its handle), None: conversations are not
-        resumable. ``tools``: the
-        server's tools, bound to this session (None: every tool call goes to the browser).
+        resumable. ``tools``: the server's tools, bound to this session (None: every tool call
+        goes to the browser).
         ``native``: the socket speaks Gemini's own protocol, with these constraints from its
         ephemeral token (see :mod:`liveproxy.contract.native`). ``operator_ends``: set when the
         operator ends the session (``ended_by_operator``). ``budget``: the guard of the
