@@ -198,6 +198,21 @@ def _split_audio(parts: list[Any], aligner: AudioAligner, frames: list[bytes | s
     return rest
 
 
+def _upstream_object(raw: bytes | str) -> dict[str, Any]:
+    """One upstream message decoded.
+
+    Raises:
+        UpstreamDecodeError: it is not JSON, or not a JSON object.
+    """
+    try:
+        message = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise UpstreamDecodeError("upstream sent a frame that is not JSON") from None
+    if not isinstance(message, dict):
+        raise UpstreamDecodeError("upstream sent JSON that is not an object")
+    return message
+
+
 def translate_upstream(raw: bytes | str, aligner: AudioAligner) -> UpstreamEvent:
     """Translate one upstream message.
 
@@ -211,12 +226,7 @@ def translate_upstream(raw: bytes | str, aligner: AudioAligner) -> UpstreamEvent
     Raises:
         UpstreamDecodeError: the message is not a JSON object, or an audio part is corrupt.
     """
-    try:
-        message = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise UpstreamDecodeError("upstream sent a frame that is not JSON") from None
-    if not isinstance(message, dict):
-        raise UpstreamDecodeError("upstream sent JSON that is not an object")
+    message = _upstream_object(raw)
     event = UpstreamEvent()
     frames = event.frames
     content = message.get("serverContent")
@@ -260,12 +270,7 @@ def translate_upstream_native(raw: bytes | str) -> UpstreamEvent:
     Raises:
         UpstreamDecodeError: the message is not a JSON object.
     """
-    try:
-        message = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise UpstreamDecodeError("upstream sent a frame that is not JSON") from None
-    if not isinstance(message, dict):
-        raise UpstreamDecodeError("upstream sent JSON that is not an object")
+    message = _upstream_object(raw)
     event = UpstreamEvent()
     content = message.get("serverContent")
     if isinstance(content, dict):
